@@ -1,0 +1,17 @@
+{
+  "targets": [
+    {
+      "target_name": "sockleak",
+      "sources": ["native/addon.cc", "native/tracer.cc", "native/libbpf-log.cc"],
+      "include_dirs": [
+        "<!@(node -p \"require('node-addon-api').include\")",
+        "bpf",
+        "bpf/.output"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+      "cflags_cc": ["-std=c++17", "-fvisibility=hidden", "-fno-exceptions"],
+      "libraries": ["-lbpf"]
+    }
+  ]
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The one definition of everything that crosses the kernel/user boundary.
+ *
+ * Compiled into the BPF objects (bpf/NAME.bpf.c) and the addon (native/); the
+ * TypeScript decoder's offsets are generated from the BTF of the compiled BPF
+ * object (scripts/gen-layout.mjs), and the addon checks its sizeof() against
+ * them at load time. Change a field here and everything follows.
+ *
+ * Rules (libbpf-tools style): fixed-width fields, widest first, units in the
+ * names, no implicit padding (explicit _pad fields instead).
+ */
+#ifndef SOCKLEAK_H
+#define SOCKLEAK_H
+
+#define SL_COMM_LEN 16
+#define SL_ADDR_LEN 16
+
+/* What one ring-buffer record describes. */
+enum sl_event_type {
+	SL_EV_STATE = 1,   /* tcp_set_state(): old_state -> new_state */
+	SL_EV_CLOSE = 2,   /* close(fd) of a TCP socket, with its return value */
+	SL_EV_CONNECT = 3, /* connect(fd) returned (ret 0 or -errno, e.g. -EINPROGRESS) */
+	SL_EV_ACCEPT = 4,  /* accept()/accept4() returned a new TCP socket fd */
+};
+
+enum sl_event_flags {
+	/* The event ran in softirq context (e.g. ESTABLISHED -> CLOSE_WAIT when
+	 * the peer's FIN arrives): pid/tid/comm describe whichever task was
+	 * interrupted, not the socket's owner. */
+	SL_F_SOFTIRQ = 1,
+	/* The current task is a kernel thread (ksoftirqd, kworker): not an owner. */
+	SL_F_KERNEL_THREAD = 2,
+};
+
+struct sl_event {
+	__u64 ts_ns;                /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cookie;               /* socket cookie, sockleak's socket identity; 0 = unknown */
+	__u8 saddr[SL_ADDR_LEN];    /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[SL_ADDR_LEN];    /* remote address; IPv4 in the first 4 bytes */
+	__u32 netns_ino;            /* inode of the socket's network namespace */
+	__u32 pid;                  /* tgid of the current task */
+	__u32 tid;                  /* pid (thread id) of the current task */
+	__s32 fd;                   /* syscall events: the fd; -1 for state events */
+	__s32 ret;                  /* syscall events: return value (-errno on failure) */
+	__u16 sport;                /* local port, host byte order */
+	__u16 dport;                /* remote port, host byte order */
+	__u16 family;               /* AF_INET (2) or AF_INET6 (10) */
+	__u8 type;                  /* enum sl_event_type */
+	__u8 old_state;             /* SL_EV_STATE: kernel TCP state before (TCP_ESTABLISHED = 1, ...) */
+	__u8 new_state;             /* SL_EV_STATE: kernel TCP state after; else current state */
+	__u8 flags;                 /* enum sl_event_flags */
+	__u8 _pad[2];
+	char comm[SL_COMM_LEN];     /* comm of the current task */
+};
+
+/* Counters kept per CPU in the `counters` map (one slot); user space sums them. */
+struct sl_counters {
+	__u64 emitted;   /* records submitted to the ring buffer */
+	__u64 lost;      /* records dropped because the ring buffer was full */
+	__u64 map_full;  /* map insertions refused because a bounded map was full */
+};
+
+#endif /* SOCKLEAK_H */

@@ -1,0 +1,185 @@
+// N-API glue only: argument unpacking, object wrapping, error conversion.
+// The work lives in Tracer (tracer.cc). Options arrive validated by TypeScript.
+#include <napi.h>
+
+#include <linux/types.h>
+
+#include <memory>
+
+#include "sockleak.h"
+#include "tracer.h"
+
+namespace sockleak {
+namespace {
+
+Napi::Error ToJsError(Napi::Env env, const BpfError& e) {
+  Napi::Error error = Napi::Error::New(env, e.message);
+  error.Set("errno", Napi::Number::New(env, e.err));
+  const char* name = strerrorname_np(e.err);
+  error.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  error.Set("stage", Napi::String::New(env, e.stage));
+  error.Set("program", Napi::String::New(env, e.program));
+  error.Set("log", Napi::String::New(env, e.log));
+  return error;
+}
+
+uint32_t OptUint(const Napi::Object& o, const char* key, uint32_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+// A batch handed from the poll thread to JS; JS owns the bytes via the Buffer's finalizer.
+using Batch = std::vector<uint8_t>;
+
+class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Tracer",
+                       {InstanceMethod<&TracerWrap::Close>("close"),
+                        InstanceMethod<&TracerWrap::GetCounters>("counters"),
+                        InstanceMethod<&TracerWrap::GetProgramStats>("programStats")});
+  }
+
+  // new Tracer(options, onBatch(buffer)): loaded, attached and polling on return.
+  explicit TracerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TracerWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "Tracer(options, onBatch)").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    TracerOptions options;
+    options.target_tgid = OptUint(o, "pid", 0);
+    options.ring_bytes = OptUint(o, "ringBytes", options.ring_bytes);
+    options.wakeup_min_bytes = OptUint(o, "wakeupBytes", options.ring_bytes / 4);
+    options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
+    Napi::Value btf = o.Get("btfPath");
+    if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+
+    BpfError error;
+    tracer_ = Tracer::Open(options, &error);
+    if (!tracer_) {
+      ToJsError(env, error).ThrowAsJavaScriptException();
+      return;
+    }
+    // The finalizer runs on the main thread once the poll thread has released
+    // the function and every queued batch has been delivered.
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "sockleak-ringbuf",
+                                          /*max queue*/ 16, /*threads*/ 1, this,
+                                          [](Napi::Env, TracerWrap* self) { self->Finish(); });
+    error = tracer_->Start([this](Batch&& bytes) { Deliver(std::move(bytes)); },
+                          [this] { tsfn_.Release(); });
+    if (!error.ok()) {
+      tracer_.reset();
+      tsfn_.Release();
+      ToJsError(env, error).ThrowAsJavaScriptException();
+      return;
+    }
+    Ref();  // alive while polling, whatever JS holds
+    napi_add_env_cleanup_hook(env, &TracerWrap::CleanupHook, this);
+    hooked_ = true;
+  }
+
+  ~TracerWrap() override { Teardown(); }
+
+ private:
+  // Process or worker exit: no event loop turns any more, so stop synchronously.
+  static void CleanupHook(void* self) {
+    auto* wrap = static_cast<TracerWrap*>(self);
+    wrap->hooked_ = false;
+    wrap->tsfn_.Abort();  // unblocks a BlockingCall in flight; later batches are dropped
+    wrap->Teardown();
+  }
+
+  // Poll thread: blocks while 16 batches wait for JS, so a stalled JS thread
+  // backs up into the ring buffer, whose overflow the kernel counts as lost.
+  void Deliver(Batch&& bytes) {
+    auto* batch = new Batch(std::move(bytes));
+    napi_status status = tsfn_.BlockingCall(batch, [](Napi::Env env, Napi::Function onBatch, Batch* b) {
+      auto buffer = Napi::Buffer<uint8_t>::New(env, b->data(), b->size(),
+                                               [](Napi::Env, uint8_t*, Batch* owned) { delete owned; }, b);
+      onBatch.Call({buffer});
+    });
+    if (status != napi_ok) delete batch;  // closing: JS will not see it
+  }
+
+  // Main thread, after the last batch: join, free, settle close().
+  void Finish() {
+    Teardown();
+    if (closing_) closing_->Resolve(Env().Undefined());
+    closing_.reset();
+    if (!finished_) Unref();
+    finished_ = true;
+  }
+
+  void Teardown() {
+    if (hooked_) napi_remove_env_cleanup_hook(Env(), &TracerWrap::CleanupHook, this);
+    hooked_ = false;
+    if (!tracer_) return;
+    tracer_->Stop();  // joins the poll thread (already done or finishing)
+    last_counters_ = tracer_->ReadCounters();  // final values
+    tracer_.reset();
+  }
+
+  // close(): a promise settled once every event is delivered and nothing stays attached.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (finished_ || !tracer_) {
+      auto done = Napi::Promise::Deferred::New(env);
+      done.Resolve(env.Undefined());
+      return done.Promise();
+    }
+    if (!closing_) closing_ = std::make_unique<Napi::Promise::Deferred>(env);
+    tracer_->RequestStop();
+    return closing_->Promise();
+  }
+
+  Napi::Value GetCounters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Counters c = tracer_ ? tracer_->ReadCounters() : last_counters_;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("emitted", Napi::BigInt::New(env, c.emitted));
+    o.Set("lost", Napi::BigInt::New(env, c.lost));
+    o.Set("mapFull", Napi::BigInt::New(env, c.map_full));
+    return o;
+  }
+
+  Napi::Value GetProgramStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array list = Napi::Array::New(env);
+    if (!tracer_) return list;
+    uint32_t i = 0;
+    for (const auto& p : tracer_->ReadProgramStats()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", p.name);
+      o.Set("id", p.id);
+      o.Set("runTimeNs", Napi::BigInt::New(env, p.run_time_ns));
+      o.Set("runCount", Napi::BigInt::New(env, p.run_cnt));
+      list.Set(i++, o);
+    }
+    return list;
+  }
+
+  // Main thread owns these; the poll thread only calls tsfn_ (thread-safe by design).
+  std::unique_ptr<Tracer> tracer_;
+  Napi::ThreadSafeFunction tsfn_;
+  std::unique_ptr<Napi::Promise::Deferred> closing_;
+  Counters last_counters_;  // final values, kept after teardown
+  bool hooked_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tracer", TracerWrap::Define(env));
+  exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));
+  exports.Set("COUNTERS_SIZE", Napi::Number::New(env, sizeof(sl_counters)));
+  return exports;
+}
+
+}  // namespace sockleak
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return sockleak::Init(env, exports); }
+
+NODE_API_MODULE(NODE_GYP_MODULE_NAME, InitAddon)

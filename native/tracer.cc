@@ -1,0 +1,181 @@
+#include "tracer.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+// clang-format off
+#include <linux/types.h>
+#include "sockleak.h"
+#include "trace.skel.h"
+// clang-format on
+
+namespace sockleak {
+
+Tracer::Tracer(const TracerOptions& options) : options_(options) {}
+
+Tracer::~Tracer() { Stop(); }
+
+std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* error) {
+  InstallLibbpfLog();
+  ResetLibbpfLog();
+  std::unique_ptr<Tracer> tracer(new Tracer(options));
+
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts);
+  if (!options.btf_path.empty()) open_opts.btf_custom_path = options.btf_path.c_str();
+  tracer->skel_ = sl_trace__open_opts(&open_opts);
+  if (!tracer->skel_) {
+    *error = BpfError::From(errno, "open");
+    return nullptr;
+  }
+  sl_trace* skel = tracer->skel_;
+  skel->rodata->target_tgid = options.target_tgid;
+  skel->rodata->wakeup_min_bytes = options.wakeup_min_bytes;
+  int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+  if (err) {
+    *error = BpfError::From(err, "open", "ring buffer size");
+    return nullptr;
+  }
+
+  err = sl_trace__load(skel);
+  if (err) {
+    *error = BpfError::From(err, "load");
+    return nullptr;  // destructor destroys the skeleton: nothing stays loaded
+  }
+  // Attach one by one so a failure names its program; the skeleton owns the links.
+  struct {
+    bpf_program* prog;
+    bpf_link** link;
+  } attachments[] = {
+      {skel->progs.handle_softirq_entry, &skel->links.handle_softirq_entry},
+      {skel->progs.handle_softirq_exit, &skel->links.handle_softirq_exit},
+      {skel->progs.handle_set_state, &skel->links.handle_set_state},
+      {skel->progs.handle_sys_enter, &skel->links.handle_sys_enter},
+      {skel->progs.handle_sys_exit, &skel->links.handle_sys_exit},
+  };
+  for (auto& a : attachments) {
+    ResetLibbpfLog();
+    *a.link = bpf_program__attach(a.prog);
+    if (!*a.link) {
+      *error = BpfError::From(errno, "attach", bpf_program__name(a.prog));
+      return nullptr;
+    }
+  }
+
+  tracer->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Tracer::OnRecord, tracer.get(), nullptr);
+  if (!tracer->ring_) {
+    *error = BpfError::From(errno, "ringbuf");
+    return nullptr;
+  }
+  tracer->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  tracer->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (tracer->epoll_fd_ < 0 || tracer->stop_fd_ < 0) {
+    *error = BpfError::From(errno, "ringbuf");
+    return nullptr;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = ring_buffer__epoll_fd(tracer->ring_);
+  epoll_ctl(tracer->epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
+  ev.data.fd = tracer->stop_fd_;
+  epoll_ctl(tracer->epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
+  return tracer;
+}
+
+BpfError Tracer::Start(BatchSink sink, std::function<void()> on_done) {
+  if (thread_.joinable() || !ring_) return BpfError::From(EALREADY, "start");
+  sink_ = std::move(sink);
+  on_done_ = std::move(on_done);
+  batch_.reserve(options_.max_batch_bytes + sizeof(sl_event));
+  thread_ = std::thread(&Tracer::PollLoop, this);
+  return BpfError{};
+}
+
+int Tracer::OnRecord(void* self, void* data, size_t size) {
+  auto* tracer = static_cast<Tracer*>(self);
+  auto* bytes = static_cast<const uint8_t*>(data);
+  tracer->batch_.insert(tracer->batch_.end(), bytes, bytes + size);
+  if (tracer->batch_.size() >= tracer->options_.max_batch_bytes) tracer->Flush();
+  return 0;
+}
+
+void Tracer::Flush() {
+  if (batch_.empty()) return;
+  std::vector<uint8_t> full;
+  full.reserve(options_.max_batch_bytes + sizeof(sl_event));
+  full.swap(batch_);
+  sink_(std::move(full));
+}
+
+void Tracer::PollLoop() {
+  epoll_event events[2];
+  while (!stopping_.load(std::memory_order_acquire)) {
+    int n = epoll_wait(epoll_fd_, events, 2, options_.poll_interval_ms);
+    if (n < 0 && errno != EINTR) break;
+    // Records are submitted without wake-ups, so drain on every tick, not only on EPOLLIN.
+    ring_buffer__consume(ring_);
+    Flush();
+  }
+  // Detach first so the final drain is complete and the counters final.
+  sl_trace__detach(skel_);
+  ring_buffer__consume(ring_);
+  Flush();
+  if (on_done_) on_done_();
+}
+
+void Tracer::RequestStop() {
+  if (stopping_.exchange(true, std::memory_order_acq_rel)) return;
+  uint64_t one = 1;
+  ssize_t ignored = write(stop_fd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+void Tracer::Stop() {
+  if (thread_.joinable()) {
+    RequestStop();
+    thread_.join();
+  }
+  if (ring_) ring_buffer__free(ring_);
+  ring_ = nullptr;
+  final_counters_ = ReadCounters();
+  if (skel_) sl_trace__destroy(skel_);  // detaches every link, closes every map
+  skel_ = nullptr;
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (stop_fd_ >= 0) close(stop_fd_);
+  epoll_fd_ = stop_fd_ = -1;
+}
+
+Counters Tracer::ReadCounters() const {
+  if (!skel_) return final_counters_;
+  Counters total;
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return total;
+  std::vector<sl_counters> per_cpu(cpus);
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.counters), &zero, per_cpu.data())) return total;
+  for (const auto& c : per_cpu) {
+    total.emitted += c.emitted;
+    total.lost += c.lost;
+    total.map_full += c.map_full;
+  }
+  return total;
+}
+
+std::vector<ProgramStats> Tracer::ReadProgramStats() const {
+  std::vector<ProgramStats> stats;
+  if (!skel_) return stats;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len)) continue;
+    stats.push_back({bpf_program__name(prog), info.id, info.run_time_ns, info.run_cnt});
+  }
+  return stats;
+}
+
+}  // namespace sockleak

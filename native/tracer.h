@@ -1,0 +1,87 @@
+// The live tracer: loads bpf/trace.bpf.c (embedded as a skeleton), attaches it,
+// and drains its ring buffer on a thread of its own, handing raw sl_event
+// records to a callback in batches. Knows nothing of N-API.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bpf-error.h"
+
+struct sl_trace;
+struct ring_buffer;
+
+namespace sockleak {
+
+struct TracerOptions {
+  uint32_t target_tgid = 0;        // 0 = all processes
+  uint32_t ring_bytes = 8u << 20;  // power of two, multiple of the page size
+  uint64_t wakeup_min_bytes = 0;   // kernel wakes the reader only past this much data
+  int poll_interval_ms = 100;      // the reader also drains on this timer
+  size_t max_batch_bytes = 1u << 20;
+  std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
+};
+
+struct Counters {
+  uint64_t emitted = 0;
+  uint64_t lost = 0;
+  uint64_t map_full = 0;
+};
+
+struct ProgramStats {
+  std::string name;
+  uint32_t id = 0;
+  uint64_t run_time_ns = 0;
+  uint64_t run_cnt = 0;
+};
+
+class Tracer {
+ public:
+  // Receives a batch of whole sl_event records; called on the poll thread.
+  using BatchSink = std::function<void(std::vector<uint8_t>&& batch)>;
+
+  // Opens, loads and attaches; on failure nothing stays loaded or attached.
+  static std::unique_ptr<Tracer> Open(const TracerOptions& options, BpfError* error);
+  ~Tracer();
+
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  // Starts the poll thread. Call once. `on_done` runs on the poll thread as its
+  // last act, after the programs are detached and the final drain is delivered.
+  BpfError Start(BatchSink sink, std::function<void()> on_done);
+  // Asks the poll thread to detach, drain and finish; returns at once.
+  void RequestStop();
+  // RequestStop(), joins the poll thread, frees everything. Idempotent; called
+  // by the destructor. Counters stay readable until then.
+  void Stop();
+
+  // Live sums over CPUs; after Stop(), the values at the moment of teardown.
+  Counters ReadCounters() const;
+  std::vector<ProgramStats> ReadProgramStats() const;
+
+ private:
+  explicit Tracer(const TracerOptions& options);
+  static int OnRecord(void* self, void* data, size_t size);
+  void PollLoop();
+  void Flush();
+
+  const TracerOptions options_;
+  sl_trace* skel_ = nullptr;        // owned; freed by Stop() on the caller's thread
+  ring_buffer* ring_ = nullptr;     // owned; used only by the poll thread once started
+  int epoll_fd_ = -1;
+  int stop_fd_ = -1;                // eventfd that wakes the poll thread for Stop()
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  BatchSink sink_;                  // set before the thread starts, then read-only
+  std::function<void()> on_done_;   // likewise
+  std::vector<uint8_t> batch_;      // poll thread only
+  Counters final_counters_;         // written by Stop()
+};
+
+}  // namespace sockleak

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the BPF objects, their libbpf skeletons (the addon embeds them) and the
+# TypeScript event layout generated from the objects' BTF.
+# Outputs: bpf/.output/{vmlinux.h,*.bpf.o,*.skel.h}, src/generated/layout.ts.
+# One build runs on every kernel with BTF (CO-RE); vmlinux.h only supplies types.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=bpf/.output
+mkdir -p "$out" src/generated
+btf=${SOCKLEAK_BUILD_BTF:-/sys/kernel/btf/vmlinux}
+
+for tool in clang llvm-strip bpftool; do
+  command -v "$tool" >/dev/null || { echo "build-bpf: $tool not found; run scripts/setup.sh" >&2; exit 69; }
+done
+
+if [ ! -s "$out/vmlinux.h" ]; then
+  [ -r "$btf" ] || { echo "build-bpf: no kernel BTF at $btf (set SOCKLEAK_BUILD_BTF)" >&2; exit 69; }
+  bpftool btf dump file "$btf" format c > "$out/vmlinux.h.tmp"
+  mv "$out/vmlinux.h.tmp" "$out/vmlinux.h"
+fi
+
+for src in bpf/*.bpf.c; do
+  name=$(basename "$src" .bpf.c)
+  obj="$out/$name.bpf.o"
+  if [ "$obj" -nt "$src" ] && [ "$obj" -nt bpf/sockleak.h ] && [ -s "$out/$name.skel.h" ]; then
+    continue
+  fi
+  clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 \
+    -I "$out" -I bpf -c "$src" -o "$obj.tmp"
+  llvm-strip -g "$obj.tmp" # drop DWARF, keep BTF
+  mv "$obj.tmp" "$obj"
+  bpftool gen skeleton "$obj" name "sl_$name" > "$out/$name.skel.h.tmp"
+  mv "$out/$name.skel.h.tmp" "$out/$name.skel.h"
+done
+
+node scripts/gen-layout.mjs "$out/trace.bpf.o" > src/generated/layout.ts.tmp
+mv src/generated/layout.ts.tmp src/generated/layout.ts

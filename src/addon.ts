@@ -1,0 +1,81 @@
+/**
+ * The native addon, loaded with `bindings` (or from SOCKLEAK_ADDON, e.g. the
+ * cmake-js build), and checked against the generated event layout so that a
+ * stale build fails loudly instead of decoding garbage.
+ */
+import bindings from 'bindings';
+import { SockleakError, ExitCode } from './errors';
+import { COUNTERS_SIZE, EVENT_SIZE } from './generated/layout';
+
+/** Options as the addon takes them; validated by src/tracer.ts first. */
+export interface NativeTracerOptions {
+  pid?: number;
+  ringBytes?: number;
+  wakeupBytes?: number;
+  pollMs?: number;
+  btfPath?: string;
+}
+
+export interface NativeCounters {
+  emitted: bigint;
+  lost: bigint;
+  mapFull: bigint;
+}
+
+export interface NativeProgramStats {
+  name: string;
+  id: number;
+  runTimeNs: bigint;
+  runCount: bigint;
+}
+
+export interface NativeTracer {
+  close(): Promise<void>;
+  counters(): NativeCounters;
+  programStats(): NativeProgramStats[];
+}
+
+/** What the addon throws: errno name, failing stage and program, libbpf's log. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  stage: string;
+  program: string;
+  log: string;
+}
+
+interface Addon {
+  Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
+  EVENT_SIZE: number;
+  COUNTERS_SIZE: number;
+}
+
+let cached: Addon | undefined;
+
+/** Loads the addon once. Throws a SockleakError if it is missing or stale. */
+export function loadAddon(): Addon {
+  if (cached) return cached;
+  let addon: Addon;
+  try {
+    const path = process.env.SOCKLEAK_ADDON;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    addon = (path ? require(path) : bindings('sockleak')) as Addon;
+  } catch (err) {
+    throw new SockleakError(
+      `native addon not built or not loadable (${(err as Error).message.split('\n')[0]}); run scripts/setup.sh`,
+      ExitCode.SOFTWARE,
+    );
+  }
+  if (addon.EVENT_SIZE !== EVENT_SIZE || addon.COUNTERS_SIZE !== COUNTERS_SIZE) {
+    throw new SockleakError(
+      `native addon is stale: event size ${addon.EVENT_SIZE}, layout says ${EVENT_SIZE}; run npm run build`,
+      ExitCode.SOFTWARE,
+    );
+  }
+  cached = addon;
+  return addon;
+}
+
+export function isNativeError(err: unknown): err is NativeError {
+  return err instanceof Error && typeof (err as Partial<NativeError>).stage === 'string';
+}

@@ -1,0 +1,28 @@
+/** Writing to stdout with back-pressure, and surviving a closed pipe (`| head`). */
+
+let closed = false;
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') closed = true;
+  else throw err;
+});
+
+/** True once the reader of stdout has gone away. */
+export function stdoutClosed(): boolean {
+  return closed;
+}
+
+/** Writes `text`, waiting for the stream to drain when its buffer is full. */
+export async function write(text: string): Promise<void> {
+  if (closed || text.length === 0) return;
+  if (!process.stdout.write(text)) {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        process.stdout.off('drain', done);
+        process.stdout.off('error', done);
+        resolve();
+      };
+      process.stdout.on('drain', done);
+      process.stdout.on('error', done);
+    });
+  }
+}

@@ -1,0 +1,39 @@
+/** `sockleak trace`: every TCP state change and socket close/connect/accept, live. */
+import { monotonicToEpochMs } from '../clock';
+import { openTracer } from '../tracer';
+import { formatEvent } from './format';
+import { stdoutClosed, write } from './output';
+
+export interface TraceCommandOptions {
+  pid?: number;
+  json?: boolean;
+  /** Stop after this many events (tests, scripts). */
+  count?: number;
+}
+
+/** Runs until SIGINT/SIGTERM (or `count` events); prints totals to stderr. Returns the exit code. */
+export async function traceCommand(options: TraceCommandOptions): Promise<number> {
+  const tracer = openTracer({ ...(options.pid !== undefined && { pid: options.pid }) });
+  const stop = (): void => void tracer.close();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const json = options.json ?? !process.stdout.isTTY;
+  const offset = monotonicToEpochMs();
+  let seen = 0;
+  process.stderr.write(`sockleak: tracing${options.pid ? ` pid ${options.pid}` : ''}; Ctrl-C to stop\n`);
+  try {
+    for await (const batch of tracer.batches()) {
+      const room = options.count === undefined ? batch.length : Math.min(batch.length, options.count - seen);
+      const lines = batch.slice(0, room).map((ev) => (json ? JSON.stringify(ev) : formatEvent(ev, offset)));
+      seen += room;
+      if (lines.length) await write(`${lines.join('\n')}\n`);
+      if (stdoutClosed() || (options.count !== undefined && seen >= options.count)) await tracer.close();
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  const c = tracer.counters();
+  process.stderr.write(`sockleak: ${seen} events shown, ${c.emitted} emitted, ${c.lost} lost, ${c.mapFull} map-full\n`);
+  return 0;
+}

@@ -1,0 +1,16 @@
+/**
+ * sockleak as a library. Everything the CLI does is available here, with
+ * typed results and typed errors (errors.ts); nothing here prints or exits.
+ */
+export { openTracer, Tracer, type TracerOptions } from './tracer';
+export type {
+  TraceEvent,
+  StateEvent,
+  CloseEvent,
+  ConnectEvent,
+  AcceptEvent,
+  EventContext,
+  TraceCounters,
+} from './events';
+export { TCP_STATES, type TcpState } from './tcp-states';
+export * from './errors';

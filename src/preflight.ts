@@ -1,0 +1,64 @@
+/**
+ * Checks made before touching BPF, so that the common failures get one clear
+ * line (not a libbpf log): privileges, kernel BTF, target pid.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { KernelUnsupportedError, NotFoundError, PermissionError } from './errors';
+import { isNativeError } from './addon';
+
+const CAP_SYS_ADMIN = 21n;
+const CAP_PERFMON = 38n;
+const CAP_BPF = 39n;
+
+export const DEFAULT_BTF_PATH = '/sys/kernel/btf/vmlinux';
+
+/** The effective capability set of this process. */
+function effectiveCaps(): bigint {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return hex ? BigInt(`0x${hex}`) : 0n;
+}
+
+const has = (caps: bigint, cap: bigint): boolean => ((caps >> cap) & 1n) === 1n;
+
+/** Throws PermissionError unless this process may load tracing BPF programs. */
+export function requireBpfPrivileges(): void {
+  const caps = effectiveCaps();
+  if (has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) return;
+  const missing = [has(caps, CAP_BPF) ? '' : 'CAP_BPF', has(caps, CAP_PERFMON) ? '' : 'CAP_PERFMON']
+    .filter(Boolean)
+    .join(' and ');
+  throw new PermissionError(`permission denied: sockleak needs root or ${missing} (CAP_SYS_ADMIN also works)`);
+}
+
+/** The BTF path to use; throws KernelUnsupportedError if it is missing. */
+export function requireBtf(path: string | undefined = process.env.SOCKLEAK_BTF): string | undefined {
+  const effective = path ?? DEFAULT_BTF_PATH;
+  if (!existsSync(effective)) {
+    throw new KernelUnsupportedError(
+      `no kernel BTF at ${effective}: sockleak needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8)`,
+    );
+  }
+  return path;
+}
+
+/** Throws NotFoundError if no process has this pid. */
+export function requireProcess(pid: number): void {
+  if (!existsSync(`/proc/${pid}`)) throw new NotFoundError(`no process with pid ${pid}`);
+}
+
+/** Turns an addon failure into the typed error people should see. */
+export function explainNativeError(err: unknown): Error {
+  if (!isNativeError(err)) return err as Error;
+  const where = err.program ? `BPF program ${err.program}` : 'BPF object';
+  if (err.code === 'EPERM' || err.code === 'EACCES') {
+    if (err.stage === 'load' && /verifier|processed \d+ insns/.test(err.log)) {
+      return new KernelUnsupportedError(`the kernel's verifier rejected ${where} (${err.code})`, err.log);
+    }
+    return new PermissionError(`permission denied loading ${where}: need root or CAP_BPF and CAP_PERFMON`);
+  }
+  if (err.stage === 'load' && err.code === 'ENOENT' && /BTF|btf/.test(err.log)) {
+    return new KernelUnsupportedError(`kernel BTF unusable for ${where}: ${err.message}`, err.log);
+  }
+  return new KernelUnsupportedError(`kernel refused ${where} at ${err.stage}: ${err.message}`, err.log);
+}

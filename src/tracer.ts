@@ -1,0 +1,135 @@
+/**
+ * The live tracer as a library: `for await (const ev of openTracer({ pid }))`.
+ * Batches from the addon's poll thread are queued (bounded) and decoded as the
+ * consumer pulls them, so a slow consumer costs memory only up to the bound
+ * and every record it could not take is counted as lost.
+ */
+import { loadAddon, type NativeProgramStats, type NativeTracer } from './addon';
+import { decodeBatch } from './decode';
+import { UsageError } from './errors';
+import type { TraceCounters, TraceEvent } from './events';
+import { EVENT_SIZE } from './generated/layout';
+import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
+
+export interface TracerOptions {
+  /** Only this process's syscalls and sockets (state changes of sockets it made, accepted or listened on). */
+  pid?: number;
+  /** Ring buffer size in bytes: a power of two, at least 4096. Default 8 MiB. */
+  ringBytes?: number;
+  /** How often the reader drains the ring buffer, in ms. Default 100. */
+  pollMs?: number;
+  /** Kernel BTF to relocate against; default the running kernel's (or $SOCKLEAK_BTF). */
+  btfPath?: string;
+  /** Batches (up to 1 MiB each) queued for a slow consumer before they are dropped and counted. Default 64. */
+  maxQueuedBatches?: number;
+}
+
+const DEFAULT_RING_BYTES = 8 << 20;
+
+function validate(options: TracerOptions): void {
+  const { pid, ringBytes, pollMs, maxQueuedBatches } = options;
+  if (pid !== undefined && (!Number.isInteger(pid) || pid <= 0 || pid > 0x3fffffff)) {
+    throw new UsageError(`pid must be a positive integer, got ${pid}`);
+  }
+  if (ringBytes !== undefined && (ringBytes < 4096 || ringBytes > 1 << 30 || (ringBytes & (ringBytes - 1)) !== 0)) {
+    throw new UsageError(`ring buffer size must be a power of two between 4096 and 1 GiB, got ${ringBytes}`);
+  }
+  if (pollMs !== undefined && (!Number.isInteger(pollMs) || pollMs < 1 || pollMs > 10_000)) {
+    throw new UsageError(`poll interval must be 1..10000 ms, got ${pollMs}`);
+  }
+  if (maxQueuedBatches !== undefined && (!Number.isInteger(maxQueuedBatches) || maxQueuedBatches < 1)) {
+    throw new UsageError(`maxQueuedBatches must be a positive integer, got ${maxQueuedBatches}`);
+  }
+}
+
+/** A running tracer. Iterate it once; close() it (or break out of the loop) to detach. */
+export class Tracer implements AsyncIterable<TraceEvent> {
+  private readonly native: NativeTracer;
+  private readonly queue: Buffer[] = [];
+  private readonly maxQueued: number;
+  private wake: (() => void) | undefined;
+  private ended = false;
+  private closing: Promise<void> | undefined;
+  private droppedInProcess = 0n;
+
+  /** Loads and attaches the BPF programs; events flow from the moment this returns. */
+  constructor(options: TracerOptions = {}) {
+    validate(options);
+    requireBpfPrivileges();
+    const btfPath = requireBtf(options.btfPath);
+    if (options.pid !== undefined) requireProcess(options.pid);
+    this.maxQueued = options.maxQueuedBatches ?? 64;
+    const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
+    const addon = loadAddon();
+    try {
+      this.native = new addon.Tracer(
+        {
+          ...(options.pid !== undefined && { pid: options.pid }),
+          ringBytes,
+          wakeupBytes: ringBytes / 4,
+          pollMs: options.pollMs ?? 100,
+          ...(btfPath !== undefined && { btfPath }),
+        },
+        (batch) => this.onBatch(batch),
+      );
+    } catch (err) {
+      throw explainNativeError(err);
+    }
+  }
+
+  private onBatch(batch: Buffer): void {
+    if (this.queue.length >= this.maxQueued) {
+      this.droppedInProcess += BigInt(batch.length / EVENT_SIZE);
+      return;
+    }
+    this.queue.push(batch);
+    this.wake?.();
+  }
+
+  /** Totals so far; after close(), the final ones. `lost` includes batches a slow consumer missed. */
+  counters(): TraceCounters {
+    const c = this.native.counters();
+    return { emitted: c.emitted, lost: c.lost + this.droppedInProcess, mapFull: c.mapFull };
+  }
+
+  /** Per-program kernel run time (needs kernel.bpf_stats_enabled=1), for benchmarks. */
+  programStats(): NativeProgramStats[] {
+    return this.native.programStats();
+  }
+
+  /** Detaches after delivering every record already in the ring buffer. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.native.close().then(() => {
+      this.ended = true;
+      this.wake?.();
+    });
+    return this.closing;
+  }
+
+  /** Decoded events, one batch (array) at a time: the cheap way to consume a busy tracer. */
+  async *batches(): AsyncGenerator<TraceEvent[]> {
+    try {
+      for (;;) {
+        const batch = this.queue.shift();
+        if (batch) {
+          yield decodeBatch(batch);
+          continue;
+        }
+        if (this.ended) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<TraceEvent> {
+    for await (const batch of this.batches()) yield* batch;
+  }
+}
+
+/** Starts tracing. Throws a SockleakError subclass (see errors.ts) on bad options or environment. */
+export function openTracer(options: TracerOptions = {}): Tracer {
+  return new Tracer(options);
+}
