@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian 12 machine, as root: system packages,
+# npm dependencies, BPF objects, the native addon (node-gyp) and the TypeScript
+# build. Safe to run again: it installs only what is missing and rebuilds
+# only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*" >&2; }
+
+# Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { say "need root to install: ${missing[*]}"; exit 77; }
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci runs the package's install script (BPF objects + node-gyp addon).
+# Skip it when node_modules already matches the lockfile, and just rebuild.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund
+else
+  say "node_modules up to date; building"
+  npm run --silent build:bpf
+  npm run --silent build:native >/dev/null
+fi
+npm run --silent build:ts
+say "done: try 'npx sockleak snapshot' or 'npx sockleak trace' as root"
