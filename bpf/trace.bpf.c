@@ -82,6 +82,24 @@ struct {
 } tracked SEC(".maps");
 
 /*
+ * With target_tgid set: (netns, port) of the target's listening sockets, so
+ * the connections they accept are followed from their first state change
+ * (SYN_RECV, in softirq, before accept() returns). Inserted when the target
+ * listens, deleted when the listener closes, read by handle_set_state.
+ */
+struct listen_key {
+	__u32 netns_ino;
+	__u32 port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listen_key);
+	__type(value, __u8);
+} listening SEC(".maps");
+
+/*
  * 1 while this CPU runs softirqs: written by the softirq_entry/exit programs,
  * read by handle_set_state. (preempt_count() would say the same, but reading
  * it from BPF needs kallsyms of per-CPU variables, which kernels without
@@ -104,7 +122,7 @@ static __always_inline void count_map_full(void)
 {
 	struct sl_counters *c = counters_slot();
 	if (c)
-		c->map_full++;
+		__sync_fetch_and_add(&c->map_full, 1);
 }
 
 /* Why `current` cannot be taken for the socket's owner; 0 when it can. */
@@ -163,8 +181,8 @@ static __always_inline void fill_endpoints(struct sl_event *ev, const struct soc
 		BPF_CORE_READ_INTO((__u32 *)ev->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)ev->daddr, sk, __sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(ev->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(ev->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO((struct in6_addr *)ev->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)ev->daddr, sk, __sk_common.skc_v6_daddr);
 	}
 }
 
@@ -185,7 +203,7 @@ static __always_inline struct sl_event *reserve_event(void)
 	if (!ev) {
 		struct sl_counters *c = counters_slot();
 		if (c)
-			c->lost++;
+			__sync_fetch_and_add(&c->lost, 1);
 	}
 	return ev;
 }
@@ -198,7 +216,7 @@ static __always_inline void submit_event(struct sl_event *ev)
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (c)
-		c->emitted++;
+		__sync_fetch_and_add(&c->emitted, 1);
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_min_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
@@ -264,6 +282,38 @@ static __always_inline void track(__u64 cookie)
 		count_map_full();
 }
 
+/* With a target pid: whether this state change belongs to the target's
+ * sockets, updating the `tracked` and `listening` sets on the way. */
+static __always_inline bool follow_for_target(struct sock *sk, __u64 cookie, __u32 tgid, __u8 flags,
+					      int oldstate, int newstate)
+{
+	bool own = !(flags & SL_NOT_OWNER) && tgid == target_tgid;
+	struct listen_key key = {
+		.netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+	__u8 one = 1;
+
+	if (own && newstate == TCP_LISTEN) {
+		if (bpf_map_update_elem(&listening, &key, &one, BPF_ANY))
+			count_map_full();
+	} else if (own && oldstate == TCP_LISTEN) {
+		bpf_map_delete_elem(&listening, &key);
+	}
+	if (!own && !bpf_map_lookup_elem(&tracked, &cookie)) {
+		/* A connection arriving at one of the target's listeners. */
+		if (!(oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) ||
+		    !bpf_map_lookup_elem(&listening, &key))
+			return false;
+		track(cookie);
+	}
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&tracked, &cookie);
+	else if (own && newstate == TCP_SYN_SENT)
+		track(cookie);
+	return true;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -279,15 +329,8 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	flags = context_flags();
 	cookie = bpf_get_socket_cookie(sk);
 
-	if (target_tgid) {
-		bool own = !(flags & SL_NOT_OWNER) && tgid == target_tgid;
-		if (!own && !bpf_map_lookup_elem(&tracked, &cookie))
-			return 0;
-		if (newstate == TCP_CLOSE)
-			bpf_map_delete_elem(&tracked, &cookie);
-		else if (own && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN))
-			track(cookie);
-	}
+	if (target_tgid && !follow_for_target(sk, cookie, tgid, flags, oldstate, newstate))
+		return 0;
 
 	/* close() of a socket never seen before: its cookie exists from now on. */
 	if (!(flags & SL_NOT_OWNER)) {
@@ -357,13 +400,13 @@ static __always_inline void on_socket_syscall_exit(int fd, long ret, __u8 type)
 
 	if (!sk)
 		return;
+	if (ret >= 0 || ret == -115 /* EINPROGRESS */)
+		track(read_cookie(sk)); /* even if the record is lost: keep following */
 	ev = reserve_event();
 	if (!ev)
 		return;
 	fill_from_fd_socket(ev, sk, fd, type);
 	ev->ret = ret;
-	if (ret >= 0 || ret == -115 /* EINPROGRESS */)
-		track(ev->cookie);
 	submit_event(ev);
 }
 
