@@ -54,6 +54,42 @@ struct sl_event {
 	char comm[SL_COMM_LEN];     /* comm of the current task */
 };
 
+enum sl_sock_flags {
+	SL_SK_KEEPALIVE = 1,     /* SO_KEEPALIVE is on */
+	SL_SK_TIMER = 2,         /* timer_ms holds the time until the keepalive/TIME_WAIT timer fires */
+	SL_SK_HZ_UNKNOWN = 4,    /* kernel HZ unknown: *_ms fields derived from jiffies are 0 */
+	SL_SK_OWNED = 8,         /* pid/fd/comm name a process holding the socket (iter/task_file) */
+};
+
+/*
+ * One TCP socket as a BPF iterator sees it: from iter/tcp (every socket of one
+ * network namespace, TIME_WAIT included, no owner) or from iter/task_file (one
+ * record per file descriptor holding a TCP socket, any namespace, owner set).
+ */
+struct sl_sock {
+	__u64 cookie;               /* socket cookie (assigned on first scan if new) */
+	__u64 last_active_ns;       /* CLOCK_MONOTONIC ns the socket last processed a packet; 0 unknown */
+	__u8 saddr[SL_ADDR_LEN];
+	__u8 daddr[SL_ADDR_LEN];
+	__u32 netns_ino;
+	__u32 uid;                  /* socket owner uid */
+	__u32 recv_q;               /* unread bytes (LISTEN: accept backlog) */
+	__u32 send_q;               /* unacknowledged bytes (LISTEN: max backlog) */
+	__u32 timer_ms;             /* with SL_SK_TIMER: ms until the keepalive or TIME_WAIT timer */
+	__u32 keepalive_idle_ms;    /* effective TCP_KEEPIDLE (socket's or netns default) */
+	__u32 keepalive_intvl_ms;   /* effective TCP_KEEPINTVL */
+	__u32 pid;                  /* SL_SK_OWNED: tgid of the holder */
+	__s32 fd;                   /* SL_SK_OWNED: the holder's fd; else -1 */
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 state;                 /* kernel TCP state */
+	__u8 flags;                 /* enum sl_sock_flags */
+	__u8 keepalive_probes;      /* effective TCP_KEEPCNT */
+	__u8 _pad[3];
+	char comm[SL_COMM_LEN];     /* SL_SK_OWNED: comm of the holder */
+};
+
 /* Counters kept per CPU in the `counters` map (one slot); user space sums them. */
 struct sl_counters {
 	__u64 emitted;   /* records submitted to the ring buffer */

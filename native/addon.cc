@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "scanner.h"
 #include "sockleak.h"
 #include "tracer.h"
 
@@ -169,10 +170,97 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   bool finished_ = false;
 };
 
+// Runs one iteration on the libuv thread pool; resolves with a Buffer of sl_sock records.
+class ScanWorker : public Napi::AsyncWorker {
+ public:
+  ScanWorker(Napi::Env env, std::shared_ptr<Scanner> scanner, ScanRequest request)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
+        scanner_(std::move(scanner)), request_(std::move(request)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override { error_ = scanner_->Run(request_, &bytes_); }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!error_.ok()) {
+      deferred_.Reject(ToJsError(env, error_).Value());
+      return;
+    }
+    auto* owned = new Batch(std::move(bytes_));
+    deferred_.Resolve(Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(),
+                                                 [](Napi::Env, uint8_t*, Batch* b) { delete b; }, owned));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Scanner> scanner_;  // shared: the wrap may be collected mid-scan
+  ScanRequest request_;
+  Batch bytes_;
+  BpfError error_;
+};
+
+class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Scanner", {InstanceMethod<&ScannerWrap::Scan>("scan"),
+                                        InstanceMethod<&ScannerWrap::Close>("close")});
+  }
+
+  // new Scanner({ btfPath? }): loads the iterator programs (attaches nothing).
+  explicit ScannerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ScannerWrap>(info) {
+    Napi::Env env = info.Env();
+    std::string btf_path;
+    if (info.Length() > 0 && info[0].IsObject()) {
+      Napi::Value btf = info[0].As<Napi::Object>().Get("btfPath");
+      if (btf.IsString()) btf_path = btf.As<Napi::String>().Utf8Value();
+    }
+    BpfError error;
+    std::unique_ptr<Scanner> scanner = Scanner::Open(btf_path, &error);
+    if (!scanner) {
+      ToJsError(env, error).ThrowAsJavaScriptException();
+      return;
+    }
+    scanner_ = std::move(scanner);
+  }
+
+ private:
+  // scan({ kind: 'files'|'tcp', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
+  Napi::Value Scan(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!scanner_ || info.Length() < 1 || !info[0].IsObject()) {
+      Napi::TypeError::New(env, "scan(options) on an open scanner").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    ScanRequest request;
+    Napi::Value kind = o.Get("kind");
+    request.kind = kind.IsString() && kind.As<Napi::String>().Utf8Value() == "tcp" ? ScanKind::kTcp : ScanKind::kFiles;
+    request.target_tgid = OptUint(o, "pid", 0);
+    request.state_mask = OptUint(o, "stateMask", 0);
+    Napi::Value netns = o.Get("netnsPath");
+    if (netns.IsString()) request.netns_path = netns.As<Napi::String>().Utf8Value();
+    auto* worker = new ScanWorker(env, scanner_, std::move(request));
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // Unloads once no scan is running (in-flight scans keep their reference).
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    scanner_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Scanner> scanner_;
+};
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracer", TracerWrap::Define(env));
+  exports.Set("Scanner", ScannerWrap::Define(env));
+  exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));
   exports.Set("COUNTERS_SIZE", Napi::Number::New(env, sizeof(sl_counters)));
   return exports;

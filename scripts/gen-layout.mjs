@@ -4,20 +4,30 @@
 // structs and enums of bpf/sockleak.h. Usage: gen-layout.mjs OBJECT > layout.ts
 import { execFileSync } from 'node:child_process';
 
-const STRUCTS = ['sl_event', 'sl_counters'];
-const ENUMS = ['sl_event_type', 'sl_event_flags'];
+const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock'];
+const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags'];
 
-const object = process.argv[2];
-if (!object) {
-  console.error('usage: gen-layout.mjs BPF_OBJECT');
+const objects = process.argv.slice(2);
+const object = objects.join(' ');
+if (objects.length === 0) {
+  console.error('usage: gen-layout.mjs BPF_OBJECT...');
   process.exit(64);
 }
-const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', object], { maxBuffer: 1 << 28 }));
-const byId = new Map(btf.types.map((t) => [t.id, t]));
+// Each object has its own BTF ids: resolve every name within the object that has it.
+const btfs = objects.map((file) => {
+  const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', file], { maxBuffer: 1 << 28 }));
+  return { file, types: btf.types, byId: new Map(btf.types.map((t) => [t.id, t])) };
+});
+let byId;
 const named = (kind, name) => {
-  const found = btf.types.find((t) => t.kind === kind && t.name === name);
-  if (!found) throw new Error(`${object}: no ${kind} ${name} in BTF`);
-  return found;
+  for (const btf of btfs) {
+    const found = btf.types.find((t) => t.kind === kind && t.name === name);
+    if (found) {
+      byId = btf.byId;
+      return found;
+    }
+  }
+  throw new Error(`${object}: no ${kind} ${name} in BTF`);
 };
 
 /** Follows typedefs/qualifiers to a scalar or a byte array description. */
@@ -66,7 +76,7 @@ for (const name of ENUMS) {
   const e = named('ENUM', name);
   const upper = name.toUpperCase().replace(/^SL_/, '');
   out += `\n/** enum ${name} */\nexport const ${upper} = {\n`;
-  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F)_/, '')}: ${v.val},\n`;
+  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F|SK)_/, '')}: ${v.val},\n`;
   out += `} as const;\n`;
 }
 

@@ -5,7 +5,7 @@
  */
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
-import { COUNTERS_SIZE, EVENT_SIZE } from './generated/layout';
+import { COUNTERS_SIZE, EVENT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
 export interface NativeTracerOptions {
@@ -35,6 +35,19 @@ export interface NativeTracer {
   programStats(): NativeProgramStats[];
 }
 
+export interface NativeScanRequest {
+  kind: 'files' | 'tcp';
+  pid?: number;
+  stateMask?: number;
+  netnsPath?: string;
+}
+
+export interface NativeScanner {
+  /** Runs one iterator to the end on the thread pool: raw struct sl_sock records. */
+  scan(request: NativeScanRequest): Promise<Buffer>;
+  close(): void;
+}
+
 /** What the addon throws: errno name, failing stage and program, libbpf's log. */
 export interface NativeError extends Error {
   code: string;
@@ -46,8 +59,10 @@ export interface NativeError extends Error {
 
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
+  Scanner: new (options: { btfPath?: string }) => NativeScanner;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
+  SOCK_SIZE: number;
 }
 
 let cached: Addon | undefined;
@@ -66,9 +81,10 @@ export function loadAddon(): Addon {
       ExitCode.SOFTWARE,
     );
   }
-  if (addon.EVENT_SIZE !== EVENT_SIZE || addon.COUNTERS_SIZE !== COUNTERS_SIZE) {
+  if (addon.EVENT_SIZE !== EVENT_SIZE || addon.COUNTERS_SIZE !== COUNTERS_SIZE || addon.SOCK_SIZE !== SOCK_SIZE) {
     throw new SockleakError(
-      `native addon is stale: event size ${addon.EVENT_SIZE}, layout says ${EVENT_SIZE}; run npm run build`,
+      `native addon is stale: its struct sizes (${addon.EVENT_SIZE}, ${addon.COUNTERS_SIZE}, ${addon.SOCK_SIZE}) ` +
+        `differ from the generated layout (${EVENT_SIZE}, ${COUNTERS_SIZE}, ${SOCK_SIZE}); run npm run build`,
       ExitCode.SOFTWARE,
     );
   }

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * Snapshots by BPF iterator: what exists now, including sockets that predate
+ * sockleak. Two programs, both writing struct sl_sock records to the seq file:
+ *
+ *   scan_files  iter/task_file  every fd of every process that holds a TCP
+ *                               socket (any network namespace): the owners
+ *   scan_tcp    iter/tcp        every TCP socket of the iterator's network
+ *                               namespace, TIME_WAIT included: the orphans
+ *
+ * Filters are plain globals (.bss, mmap'ed): the loader sets them before each
+ * iteration, so one loaded object serves every scan.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "sockleak.h"
+
+#define AF_INET 2
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCP_NEW_SYN_RECV 12
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+/* Set by the loader before each iteration. */
+volatile __u32 target_tgid = 0;    /* scan_files: 0 = every process */
+volatile __u32 state_mask = 0;     /* bit (1 << state) set = report that state; 0 = all */
+
+static __always_inline bool wanted_state(__u8 state)
+{
+	return !state_mask || (state < 32 && (state_mask & (1u << state)));
+}
+
+/* jiffies to ms; 0 when the kernel's HZ is unknown (flagged by the caller). */
+static __always_inline __u32 jiffies_to_ms(__s64 j)
+{
+	if (!CONFIG_HZ || j <= 0)
+		return 0;
+	return (__u32)((__u64)j * 1000 / (__u64)CONFIG_HZ);
+}
+
+static __always_inline void fill_common(struct sl_sock *rec, struct sock_common *skc)
+{
+	rec->cookie = bpf_get_socket_cookie(skc);
+	rec->family = skc->skc_family;
+	rec->state = skc->skc_state;
+	rec->sport = skc->skc_num;
+	rec->dport = __builtin_bswap16(skc->skc_dport);
+	rec->netns_ino = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (rec->family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)rec->saddr, skc, skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)rec->daddr, skc, skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)rec->saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)rec->daddr, skc, skc_v6_daddr);
+	}
+	rec->fd = -1;
+	if (!CONFIG_HZ)
+		rec->flags |= SL_SK_HZ_UNKNOWN;
+}
+
+/* Queues, keepalive and last activity of a full TCP socket. */
+static __always_inline void fill_tcp(struct sl_sock *rec, struct tcp_sock *tp)
+{
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	__u32 idle, intvl;
+	__u8 probes;
+
+	rec->uid = BPF_CORE_READ(sk, sk_uid.val);
+	if (rec->state == TCP_LISTEN) {
+		rec->recv_q = BPF_CORE_READ(sk, sk_ack_backlog);
+		rec->send_q = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	} else {
+		__s32 rq = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+		__s32 sq = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una);
+		rec->recv_q = rq > 0 ? rq : 0;
+		rec->send_q = sq > 0 ? sq : 0;
+	}
+	rec->last_active_ns = BPF_CORE_READ(tp, tcp_mstamp) * 1000;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
+		rec->flags |= SL_SK_KEEPALIVE;
+	idle = BPF_CORE_READ(tp, keepalive_time);
+	intvl = BPF_CORE_READ(tp, keepalive_intvl);
+	probes = BPF_CORE_READ(tp, keepalive_probes);
+	rec->keepalive_idle_ms = jiffies_to_ms(idle ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_time));
+	rec->keepalive_intvl_ms = jiffies_to_ms(intvl ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_intvl));
+	rec->keepalive_probes = probes ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
+
+	/* sk_timer is the keepalive timer for non-listening sockets. */
+	if ((rec->flags & SL_SK_KEEPALIVE) && BPF_CORE_READ(sk, sk_timer.entry.pprev)) {
+		rec->timer_ms = jiffies_to_ms((__s64)BPF_CORE_READ(sk, sk_timer.expires) - (__s64)bpf_jiffies64());
+		rec->flags |= SL_SK_TIMER;
+	}
+}
+
+SEC("iter/task_file")
+int scan_files(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct sl_sock rec = {};
+	struct socket *sock;
+	struct tcp_sock *tp;
+	struct sock *sk;
+
+	if (!task || !file)
+		return 0;
+	if (target_tgid && task->tgid != target_tgid)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock || sock->type != SOCK_STREAM)
+		return 0;
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	fill_common(&rec, &sk->__sk_common);
+	if (!wanted_state(rec.state))
+		return 0;
+	fill_tcp(&rec, tp);
+	rec.pid = task->tgid;
+	rec.fd = ctx->fd;
+	rec.flags |= SL_SK_OWNED;
+	BPF_CORE_READ_STR_INTO(&rec.comm, task, group_leader, comm);
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+SEC("iter/tcp")
+int scan_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sl_sock rec = {};
+	struct tcp_timewait_sock *tw;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	if (skc->skc_state == TCP_NEW_SYN_RECV || !wanted_state(skc->skc_state))
+		return 0;
+	fill_common(&rec, skc);
+	rec.uid = ctx->uid;
+	if (rec.state == TCP_TIME_WAIT) {
+		tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (tw) {
+			rec.timer_ms = jiffies_to_ms((__s64)BPF_CORE_READ(tw, tw_sk.tw_timer.expires) -
+						     (__s64)bpf_jiffies64());
+			rec.flags |= SL_SK_TIMER;
+		}
+	} else {
+		tp = bpf_skc_to_tcp_sock(skc);
+		if (!tp)
+			return 0;
+		fill_tcp(&rec, tp);
+	}
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/* Keep the shared types in BTF for the layout generator. */
+const enum sl_sock_flags *sl_unused_sock_flags __attribute__((unused));
+const struct sl_sock *sl_unused_sock __attribute__((unused));

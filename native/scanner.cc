@@ -1,0 +1,100 @@
+#include "scanner.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+// clang-format off
+#include <linux/types.h>
+#include "sockleak.h"
+#include "scan.skel.h"
+// clang-format on
+
+namespace sockleak {
+namespace {
+
+// Closes an fd on scope exit.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Scanner> Scanner::Open(const std::string& btf_path, BpfError* error) {
+  InstallLibbpfLog();
+  ResetLibbpfLog();
+  std::unique_ptr<Scanner> scanner(new Scanner());
+  LIBBPF_OPTS(bpf_object_open_opts, opts);
+  if (!btf_path.empty()) opts.btf_custom_path = btf_path.c_str();
+  scanner->skel_ = sl_scan__open_opts(&opts);
+  if (!scanner->skel_) {
+    *error = BpfError::From(errno, "open");
+    return nullptr;
+  }
+  int err = sl_scan__load(scanner->skel_);
+  if (err) {
+    *error = BpfError::From(err, "load");
+    return nullptr;
+  }
+  return scanner;
+}
+
+Scanner::~Scanner() {
+  if (skel_) sl_scan__destroy(skel_);
+}
+
+BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  skel_->bss->target_tgid = request.target_tgid;
+  skel_->bss->state_mask = request.state_mask;
+  bpf_program* prog = request.kind == ScanKind::kFiles ? skel_->progs.scan_files : skel_->progs.scan_tcp;
+
+  // iter/tcp walks the network namespace current at iterator creation: enter
+  // the requested one on this thread only, and come back before anything else.
+  Fd home, target;
+  if (!request.netns_path.empty()) {
+    home.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    target.fd = open(request.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (home.fd < 0 || target.fd < 0) return BpfError::From(errno, "netns", request.netns_path);
+    if (setns(target.fd, CLONE_NEWNET)) return BpfError::From(errno, "netns", request.netns_path);
+  }
+  bpf_link* link = bpf_program__attach_iter(prog, nullptr);
+  int link_err = link ? 0 : errno;
+  int fd = link ? bpf_iter_create(bpf_link__fd(link)) : -1;
+  int create_err = errno;
+  if (home.fd >= 0 && setns(home.fd, CLONE_NEWNET)) {
+    // Cannot return this thread to its namespace: never let it run anything else.
+    abort();
+  }
+  if (link) bpf_link__destroy(link);  // the iterator fd keeps what it needs
+  if (!link) return BpfError::From(link_err, "iter", bpf_program__name(prog));
+  if (fd < 0) return BpfError::From(create_err, "iter", bpf_program__name(prog));
+  *iter_fd = fd;
+  return BpfError{};
+}
+
+BpfError Scanner::Run(const ScanRequest& request, std::vector<uint8_t>* out) {
+  Fd iter;
+  BpfError error = CreateIterator(request, &iter.fd);
+  if (!error.ok()) return error;
+  out->clear();
+  size_t used = 0;
+  out->resize(1 << 20);
+  for (;;) {
+    if (out->size() - used < (64 << 10)) out->resize(out->size() * 2);
+    ssize_t n = read(iter.fd, out->data() + used, out->size() - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "iter read");
+    if (n == 0) break;
+    used += static_cast<size_t>(n);
+  }
+  out->resize(used);
+  return BpfError{};
+}
+
+}  // namespace sockleak

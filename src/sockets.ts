@@ -1,0 +1,54 @@
+/** Per-socket facts as sockleak reports them: the types snapshot, watch and the agent share. */
+import type { TcpState } from './tcp-states';
+
+/** A (process, fd) that holds a socket now. */
+export interface Owner {
+  pid: number;
+  comm: string;
+  fd: number;
+}
+
+/** Who created a socket (connect() or accept() returned it), when sockleak saw it happen. */
+export interface Creator {
+  pid: number;
+  tid: number;
+  comm: string;
+}
+
+/** One TCP socket. `--json` output of snapshot and the leak records of watch carry exactly these fields. */
+export interface SocketInfo {
+  /** Socket cookie (decimal string): the identity of the socket everywhere in sockleak. */
+  cookie: string;
+  state: TcpState;
+  family: 4 | 6;
+  local: string;
+  remote: string;
+  netns: number;
+  /** Every (pid, fd) holding the socket now; empty for orphans (TIME_WAIT, closed but not yet gone). */
+  owners: Owner[];
+  creator: Creator | null;
+  /** Unread bytes in the receive queue (LISTEN: accept backlog). */
+  recvQ: number;
+  /** Unacknowledged bytes in the send queue (LISTEN: max backlog). */
+  sendQ: number;
+  /** SO_KEEPALIVE on. With it off, nothing ever reaps a CLOSE_WAIT socket. */
+  keepalive: boolean;
+  /** ms until the next keepalive probe, which reaps the socket if the peer host answers (null: keepalive off). */
+  keepaliveProbeInMs: number | null;
+  /** ms after which keepalive reaps it even if the peer host is gone (probe + probes × interval). */
+  keepaliveReapByMs: number | null;
+  /** How long the socket has been in `state`; null when unknown. */
+  stateAgeMs: number | null;
+  /** True when stateAgeMs is an estimate from the kernel's per-socket timestamps, not an observed transition. */
+  ageEstimated: boolean;
+  /** uid owning the socket. */
+  uid: number;
+}
+
+/** `sockleak snapshot --json`. */
+export interface Snapshot {
+  takenAt: string;
+  sockets: SocketInfo[];
+  /** Events lost while building it (0 for a pure scan). */
+  lost: number;
+}
