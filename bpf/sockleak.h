@@ -31,6 +31,27 @@ enum sl_event_flags {
 	SL_F_SOFTIRQ = 1,
 	/* The current task is a kernel thread (ksoftirqd, kworker): not an owner. */
 	SL_F_KERNEL_THREAD = 2,
+	/* Leak mode, entries of the close_wait map: pid/tid/comm are the creator
+	 * (connect()/accept() seen by sockleak); without it, unknown. */
+	SL_F_CREATOR = 4,
+	/* Leak mode: ts_ns is an estimate (the socket was in CLOSE_WAIT before sockleak). */
+	SL_F_AGE_ESTIMATED = 8,
+	/* Leak mode: user space has reported this socket as a leak; its close()
+	 * calls and its leaving CLOSE_WAIT are sent to the ring buffer. */
+	SL_F_REPORTED = 16,
+};
+
+/* What the tracer sends, set before load. */
+enum sl_mode {
+	SL_MODE_TRACE = 0, /* every state change and socket syscall */
+	SL_MODE_LEAKS = 1, /* CLOSE_WAIT bookkeeping in maps; only reported leaks reach the ring */
+};
+
+/* Who created a socket: kept in the `creators` map from connect()/accept() until TCP_CLOSE. */
+struct sl_creator {
+	__u32 pid;
+	__u32 tid;
+	char comm[SL_COMM_LEN];
 };
 
 struct sl_event {

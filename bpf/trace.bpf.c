@@ -33,6 +33,10 @@
 /* Set by the loader before load. */
 const volatile __u32 target_tgid = 0;        /* 0: every process */
 const volatile __u64 wakeup_min_bytes = 0;   /* wake the reader only past this much data */
+const volatile __u8 mode = SL_MODE_TRACE;    /* enum sl_mode */
+
+/* Set by the loader before each run of the new_leaks iterator. */
+volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or before this */
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -41,6 +45,35 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* resized by the loader */
 } events SEC(".maps");
+
+/*
+ * Leak mode. Creators of live sockets: inserted at connect()/accept() exit,
+ * deleted when the socket reaches TCP_CLOSE, read when it enters CLOSE_WAIT.
+ * Bound: live TCP sockets made while sockleak runs (resized by the loader).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sl_creator);
+} creators SEC(".maps");
+
+/*
+ * Leak mode. Every socket in CLOSE_WAIT: inserted on entering it (or by user
+ * space for sockets already there at start, with SL_F_AGE_ESTIMATED), deleted
+ * on leaving it; read by the new_leaks iterator, which marks SL_F_REPORTED.
+ * ts_ns is when it entered CLOSE_WAIT, pid/tid/comm its creator. Bound: the
+ * leaks sockleak can follow at once (resized by the loader; the first incident
+ * peaked at ~200k).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sl_event);
+} close_wait SEC(".maps");
 
 /* Incremented here, summed over CPUs by the addon on demand. */
 struct {
@@ -314,6 +347,64 @@ static __always_inline bool follow_for_target(struct sock *sk, __u64 cookie, __u
 	return true;
 }
 
+/* Leak mode: keep close_wait current; only reported sockets reach user space. */
+static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
+{
+	struct sl_creator *creator;
+	struct sl_event *entry, *ev;
+	__u64 cookie;
+
+	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
+		bpf_get_socket_cookie(sk); /* assigned now, so connect()/accept() exit can key the creator */
+		return;
+	}
+	if (newstate != TCP_CLOSE_WAIT && oldstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
+		return; /* the cheap exit taken by most transitions */
+	cookie = bpf_get_socket_cookie(sk);
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&creators, &cookie);
+
+	if (newstate == TCP_CLOSE_WAIT) {
+		struct sl_event fresh = {};
+
+		fresh.ts_ns = bpf_ktime_get_ns();
+		fresh.cookie = cookie;
+		fresh.type = SL_EV_STATE;
+		fresh.old_state = oldstate;
+		fresh.new_state = newstate;
+		fresh.fd = -1;
+		fill_endpoints(&fresh, sk);
+		creator = bpf_map_lookup_elem(&creators, &cookie);
+		if (creator) {
+			fresh.pid = creator->pid;
+			fresh.tid = creator->tid;
+			__builtin_memcpy(fresh.comm, creator->comm, sizeof(fresh.comm));
+			fresh.flags = SL_F_CREATOR;
+		}
+		if (bpf_map_update_elem(&close_wait, &cookie, &fresh, BPF_ANY))
+			count_map_full();
+		return;
+	}
+	if (oldstate != TCP_CLOSE_WAIT)
+		return;
+	entry = bpf_map_lookup_elem(&close_wait, &cookie);
+	if (entry && (entry->flags & SL_F_REPORTED) && (ev = reserve_event())) {
+		ev->ts_ns = bpf_ktime_get_ns();
+		ev->cookie = cookie;
+		ev->type = SL_EV_STATE;
+		ev->old_state = oldstate;
+		ev->new_state = newstate;
+		ev->flags = context_flags();
+		ev->fd = -1;
+		ev->ret = 0;
+		ev->_pad[0] = ev->_pad[1] = 0;
+		fill_endpoints(ev, sk);
+		fill_task(ev);
+		submit_event(ev);
+	}
+	bpf_map_delete_elem(&close_wait, &cookie);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -326,6 +417,10 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	if (mode == SL_MODE_LEAKS) {
+		on_state_leaks(sk, oldstate, newstate);
+		return 0;
+	}
 	flags = context_flags();
 	cookie = bpf_get_socket_cookie(sk);
 
@@ -367,6 +462,13 @@ static __always_inline void on_close_enter(int fd)
 
 	if (!sk)
 		return;
+	if (mode == SL_MODE_LEAKS) {
+		__u64 cookie = read_cookie(sk);
+		struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie);
+
+		if (!entry || !(entry->flags & SL_F_REPORTED))
+			return;
+	}
 	fill_from_fd_socket(&pending.ev, sk, fd, SL_EV_CLOSE);
 	pending.ev.ret = 0;
 	pending.sk = (__u64)sk;
@@ -392,6 +494,19 @@ static __always_inline void on_close_exit(long ret)
 	bpf_map_delete_elem(&closing, &tid);
 }
 
+/* Leak mode: remember who made the socket, for the day it leaks. */
+static __always_inline void remember_creator(struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid(), cookie = read_cookie(sk);
+	struct sl_creator creator = { .pid = id >> 32, .tid = (__u32)id };
+
+	if (!cookie)
+		return;
+	bpf_get_current_comm(creator.comm, sizeof(creator.comm));
+	if (bpf_map_update_elem(&creators, &cookie, &creator, BPF_ANY))
+		count_map_full();
+}
+
 /* connect()/accept() have returned: report the socket behind the fd. */
 static __always_inline void on_socket_syscall_exit(int fd, long ret, __u8 type)
 {
@@ -400,6 +515,11 @@ static __always_inline void on_socket_syscall_exit(int fd, long ret, __u8 type)
 
 	if (!sk)
 		return;
+	if (mode == SL_MODE_LEAKS) {
+		if (ret >= 0 || ret == -115 /* EINPROGRESS */)
+			remember_creator(sk);
+		return;
+	}
 	if (ret >= 0 || ret == -115 /* EINPROGRESS */)
 		track(read_cookie(sk)); /* even if the record is lost: keep following */
 	ev = reserve_event();
@@ -439,6 +559,24 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/*
+ * Leak mode: the CLOSE_WAIT sockets that crossed the threshold since the last
+ * run (entered at or before leak_cutoff_ns, not yet reported), as sl_event
+ * records; each is marked SL_F_REPORTED on the way out.
+ */
+SEC("iter/bpf_map_elem")
+int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct sl_event *entry = ctx->value;
+
+	if (!entry || (entry->flags & SL_F_REPORTED) || entry->ts_ns > leak_cutoff_ns)
+		return 0;
+	entry->flags |= SL_F_REPORTED;
+	bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry));
+	return 0;
+}
+
 /* Keep the shared enums in BTF so the layout generator can read them. */
 const enum sl_event_type *sl_unused_event_type __attribute__((unused));
 const enum sl_event_flags *sl_unused_event_flags __attribute__((unused));
+const enum sl_mode *sl_unused_mode __attribute__((unused));

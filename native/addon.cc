@@ -38,7 +38,10 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     return DefineClass(env, "Tracer",
                        {InstanceMethod<&TracerWrap::Close>("close"),
                         InstanceMethod<&TracerWrap::GetCounters>("counters"),
-                        InstanceMethod<&TracerWrap::GetProgramStats>("programStats")});
+                        InstanceMethod<&TracerWrap::GetProgramStats>("programStats"),
+                        InstanceMethod<&TracerWrap::CollectLeaks>("collectLeaks"),
+                        InstanceMethod<&TracerWrap::Seed>("seed"),
+                        InstanceMethod<&TracerWrap::Forget>("forget")});
   }
 
   // new Tracer(options, onBatch(buffer)): loaded, attached and polling on return.
@@ -54,6 +57,8 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     options.ring_bytes = OptUint(o, "ringBytes", options.ring_bytes);
     options.wakeup_min_bytes = OptUint(o, "wakeupBytes", options.ring_bytes / 4);
     options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
+    options.leak_mode = o.Get("leakMode").ToBoolean().Value();
+    options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
     Napi::Value btf = o.Get("btfPath");
     if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
 
@@ -159,6 +164,44 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
       list.Set(i++, o);
     }
     return list;
+  }
+
+  // collectLeaks(cutoffNs: bigint) -> Buffer of sl_event records newly over the threshold.
+  Napi::Value CollectLeaks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool lossless = true;
+    uint64_t cutoff = info.Length() > 0 && info[0].IsBigInt() ? info[0].As<Napi::BigInt>().Uint64Value(&lossless) : 0;
+    if (!tracer_) return Napi::Buffer<uint8_t>::New(env, 0);
+    Batch bytes;
+    BpfError error = tracer_->CollectLeaks(cutoff, &bytes);
+    if (!error.ok()) {
+      ToJsError(env, error).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+  }
+
+  // seed(buffer of sl_sock records from a scan) -> number refused by a full map.
+  Napi::Value Seed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
+    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+    return Napi::Number::New(env, static_cast<double>(tracer_->Seed(buf.Data(), buf.Length())));
+  }
+
+  // forget(cookies: bigint[])
+  Napi::Value Forget(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!tracer_ || info.Length() < 1 || !info[0].IsArray()) return env.Undefined();
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<uint64_t> cookies;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      bool lossless = true;
+      if (v.IsBigInt()) cookies.push_back(v.As<Napi::BigInt>().Uint64Value(&lossless));
+    }
+    tracer_->Forget(cookies);
+    return env.Undefined();
   }
 
   // Main thread owns these; the poll thread only calls tsfn_ (thread-safe by design).

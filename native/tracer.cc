@@ -35,6 +35,11 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   sl_trace* skel = tracer->skel_;
   skel->rodata->target_tgid = options.target_tgid;
   skel->rodata->wakeup_min_bytes = options.wakeup_min_bytes;
+  skel->rodata->mode = options.leak_mode ? SL_MODE_LEAKS : SL_MODE_TRACE;
+  bpf_map__set_max_entries(skel->maps.close_wait, options.leak_mode ? options.max_sockets : 1);
+  bpf_map__set_max_entries(skel->maps.creators, options.leak_mode ? options.max_sockets : 1);
+  // The map iterator is attached per run (CollectLeaks), and only in leak mode.
+  bpf_program__set_autoload(skel->progs.new_leaks, options.leak_mode);
   int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   if (err) {
     *error = BpfError::From(err, "open", "ring buffer size");
@@ -176,6 +181,64 @@ std::vector<ProgramStats> Tracer::ReadProgramStats() const {
     stats.push_back({bpf_program__name(prog), info.id, info.run_time_ns, info.run_cnt});
   }
   return stats;
+}
+
+BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
+  if (!skel_ || !options_.leak_mode) return BpfError::From(EINVAL, "leaks");
+  skel_->bss->leak_cutoff_ns = cutoff_ns;
+  union bpf_iter_link_info info = {};
+  info.map.map_fd = bpf_map__fd(skel_->maps.close_wait);
+  LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &info, .link_info_len = sizeof(info));
+  bpf_link* link = bpf_program__attach_iter(skel_->progs.new_leaks, &opts);
+  if (!link) return BpfError::From(errno, "iter", "new_leaks");
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  int create_err = errno;
+  bpf_link__destroy(link);
+  if (fd < 0) return BpfError::From(create_err, "iter", "new_leaks");
+  uint8_t chunk[64 << 10];
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int read_err = n < 0 ? errno : 0;
+      close(fd);
+      return read_err ? BpfError::From(read_err, "iter read", "new_leaks") : BpfError{};
+    }
+    out->insert(out->end(), chunk, chunk + n);
+  }
+}
+
+size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
+  if (!skel_ || !options_.leak_mode) return 0;
+  size_t refused = 0;
+  int fd = bpf_map__fd(skel_->maps.close_wait);
+  for (size_t at = 0; at + sizeof(sl_sock) <= bytes; at += sizeof(sl_sock)) {
+    sl_sock sock;
+    memcpy(&sock, socks + at, sizeof(sock));
+    if (sock.state != 8 /* TCP_CLOSE_WAIT */) continue;
+    sl_event ev{};
+    ev.ts_ns = sock.last_active_ns;  // last packet: the FIN, for an idle CLOSE_WAIT socket
+    ev.cookie = sock.cookie;
+    memcpy(ev.saddr, sock.saddr, sizeof(ev.saddr));
+    memcpy(ev.daddr, sock.daddr, sizeof(ev.daddr));
+    ev.netns_ino = sock.netns_ino;
+    ev.fd = -1;
+    ev.sport = sock.sport;
+    ev.dport = sock.dport;
+    ev.family = sock.family;
+    ev.type = SL_EV_STATE;
+    ev.new_state = sock.state;
+    ev.flags = SL_F_AGE_ESTIMATED;
+    // NOEXIST: an entry the kernel made itself (exact time, creator) wins over an estimate.
+    if (bpf_map_update_elem(fd, &ev.cookie, &ev, BPF_NOEXIST) && errno != EEXIST) refused++;
+  }
+  return refused;
+}
+
+void Tracer::Forget(const std::vector<uint64_t>& cookies) {
+  if (!skel_ || !options_.leak_mode) return;
+  int fd = bpf_map__fd(skel_->maps.close_wait);
+  for (uint64_t cookie : cookies) bpf_map_delete_elem(fd, &cookie);
 }
 
 }  // namespace sockleak

@@ -24,6 +24,8 @@ struct TracerOptions {
   uint64_t wakeup_min_bytes = 0;   // kernel wakes the reader only past this much data
   int poll_interval_ms = 100;      // the reader also drains on this timer
   size_t max_batch_bytes = 1u << 20;
+  bool leak_mode = false;          // SL_MODE_LEAKS: CLOSE_WAIT bookkeeping in maps
+  uint32_t max_sockets = 262144;   // leak mode: bound of the close_wait and creators maps
   std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
 };
 
@@ -64,6 +66,17 @@ class Tracer {
   // Live sums over CPUs; after Stop(), the values at the moment of teardown.
   Counters ReadCounters() const;
   std::vector<ProgramStats> ReadProgramStats() const;
+
+  // Leak mode. Appends to `out` the close_wait entries (struct sl_event) that
+  // entered CLOSE_WAIT at or before `cutoff_ns` and were not reported yet, and
+  // marks them reported. Main thread only.
+  BpfError CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out);
+  // Leak mode. Enters sockets found in CLOSE_WAIT by a scan (struct sl_sock
+  // records) unless the kernel already has them, with an estimated entry time
+  // (SL_F_AGE_ESTIMATED). Returns how many a full map refused.
+  size_t Seed(const uint8_t* socks, size_t bytes);
+  // Leak mode. Drops close_wait entries of sockets that no longer exist.
+  void Forget(const std::vector<uint64_t>& cookies);
 
  private:
   explicit Tracer(const TracerOptions& options);

@@ -14,6 +14,8 @@ export interface NativeTracerOptions {
   wakeupBytes?: number;
   pollMs?: number;
   btfPath?: string;
+  leakMode?: boolean;
+  maxSockets?: number;
 }
 
 export interface NativeCounters {
@@ -33,6 +35,9 @@ export interface NativeTracer {
   close(): Promise<void>;
   counters(): NativeCounters;
   programStats(): NativeProgramStats[];
+  collectLeaks(cutoffNs: bigint): Buffer;
+  seed(rawScan: Buffer): number;
+  forget(cookies: bigint[]): void;
 }
 
 export interface NativeScanRequest {

@@ -3,6 +3,18 @@
  * typed results and typed errors (errors.ts); nothing here prints or exits.
  */
 export { openTracer, Tracer, type TracerOptions } from './tracer';
+export { snapshot, type SnapshotOptions } from './snapshot';
+export {
+  watch,
+  LeakWatcher,
+  type WatchOptions,
+  type WatchRecord,
+  type LeakRecord,
+  type ResolvedRecord,
+  type FdClosedRecord,
+  type Closer,
+} from './leak-watcher';
+export type { SocketInfo, Owner, Creator, Snapshot } from './sockets';
 export type {
   TraceEvent,
   StateEvent,

@@ -5,7 +5,7 @@
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { formatEndpoint } from './address';
-import { loadAddon, type NativeScanner } from './addon';
+import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
 import { monotonicNowNs } from './clock';
 import { KernelUnsupportedError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
@@ -94,6 +94,8 @@ export interface ScanOptions {
   states?: readonly TcpState[];
   /** Kernel BTF to relocate against. */
   btfPath?: string;
+  /** Receives each raw buffer of struct sl_sock records (watch seeds the kernel with them). */
+  onRaw?: (records: Buffer) => void;
 }
 
 /** A loaded pair of iterators; reuse it for repeated scans (watch, agent), close() when done. */
@@ -111,13 +113,14 @@ export class SocketScanner {
     }
   }
 
-  private async run(request: Parameters<NativeScanner['scan']>[0]): Promise<SockRecord[]> {
+  private async run(request: NativeScanRequest, onRaw?: (records: Buffer) => void): Promise<SockRecord[]> {
     let buf: Buffer;
     try {
       buf = await this.native.scan(request);
     } catch (err) {
       throw explainNativeError(err);
     }
+    onRaw?.(buf);
     const nowNs = monotonicNowNs();
     const records: SockRecord[] = [];
     for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) records.push(decodeRecord(buf, at, nowNs));
@@ -138,7 +141,7 @@ export class SocketScanner {
       for (const path of networkNamespaces().values()) {
         let records: SockRecord[];
         try {
-          records = await this.run({ kind: 'tcp', stateMask: mask, netnsPath: path });
+          records = await this.run({ kind: 'tcp', stateMask: mask, netnsPath: path }, options.onRaw);
         } catch (err) {
           if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) continue; // the process exited
           throw err;
@@ -146,7 +149,10 @@ export class SocketScanner {
         for (const { info } of records) if (!sockets.has(info.cookie)) sockets.set(info.cookie, info);
       }
     }
-    const owned = await this.run({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
+    const owned = await this.run(
+      { kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) },
+      options.onRaw,
+    );
     for (const { info, owner } of owned) {
       let socket = sockets.get(info.cookie);
       if (!socket) sockets.set(info.cookie, (socket = info));

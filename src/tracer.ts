@@ -22,6 +22,13 @@ export interface TracerOptions {
   btfPath?: string;
   /** Batches (up to 1 MiB each) queued for a slow consumer before they are dropped and counted. Default 64. */
   maxQueuedBatches?: number;
+  /**
+   * @internal Leak mode (used by watch()): CLOSE_WAIT bookkeeping stays in BPF
+   * maps, only reported leaks reach user space.
+   */
+  leakMode?: boolean;
+  /** @internal Leak mode: bound of the in-kernel CLOSE_WAIT and creator maps. */
+  maxSockets?: number;
 }
 
 const DEFAULT_RING_BYTES = 8 << 20;
@@ -68,6 +75,8 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           ringBytes,
           wakeupBytes: ringBytes / 4,
           pollMs: options.pollMs ?? 100,
+          leakMode: options.leakMode ?? false,
+          ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
           ...(btfPath !== undefined && { btfPath }),
         },
         (batch) => this.onBatch(batch),
@@ -95,6 +104,25 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** Per-program kernel run time (needs kernel.bpf_stats_enabled=1), for benchmarks. */
   programStats(): NativeProgramStats[] {
     return this.native.programStats();
+  }
+
+  /** @internal Leak mode: close_wait entries newly past `cutoffNs`, raw struct sl_event records. */
+  collectLeaks(cutoffNs: number): Buffer {
+    try {
+      return this.native.collectLeaks(BigInt(Math.max(0, Math.floor(cutoffNs))));
+    } catch (err) {
+      throw explainNativeError(err);
+    }
+  }
+
+  /** @internal Leak mode: enters CLOSE_WAIT sockets from a raw scan; returns how many a full map refused. */
+  seed(rawScan: Buffer): number {
+    return this.native.seed(rawScan);
+  }
+
+  /** @internal Leak mode: forgets sockets that no longer exist. */
+  forget(cookies: string[]): void {
+    if (cookies.length) this.native.forget(cookies.map((c) => BigInt(c)));
   }
 
   /** Detaches after delivering every record already in the ring buffer. Idempotent. */

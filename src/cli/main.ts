@@ -4,8 +4,10 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
-import { parseCount, parsePid } from './parse';
+import { parseCount, parseDuration, parsePid, parseStates } from './parse';
+import { snapshotCommand } from './snapshot-command';
 import { traceCommand } from './trace-command';
+import { watchCommand } from './watch-command';
 
 /** Adapts a parser that throws UsageError to commander's argument parser contract. */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -33,6 +35,25 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'one JSON object per line (default when stdout is not a terminal)')
     .addOption(new Option('--count <n>', 'stop after n events').argParser(arg((t) => parseCount(t, '--count'))))
     .action((opts: { pid?: number; json?: boolean; count?: number }) => setResult(traceCommand(opts)));
+
+  cli
+    .command('snapshot')
+    .description('every leaked socket now (CLOSE_WAIT by default), with owners, ages and keepalive, grouped per process and remote')
+    .option('--state <states>', 'close-wait (default), time-wait, established, ..., a comma list, or all', arg(parseStates))
+    .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
+    .option('--older-than <duration>', 'only sockets in their state at least this long (e.g. 5m)', arg((t) => parseDuration(t, '--older-than')))
+    .option('--json', 'print {"takenAt","sockets":[...],"lost"} as one JSON document')
+    .action((opts: { state?: ReturnType<typeof parseStates>; pid?: number; olderThan?: number; json?: boolean }) =>
+      setResult(snapshotCommand(opts)),
+    );
+
+  cli
+    .command('watch')
+    .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
+    .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
+    .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
+    .option('--json', 'ndjson of leak / resolved / fd-closed records (default when stdout is not a terminal)')
+    .action((opts: { threshold?: number; pid?: number; json?: boolean }) => setResult(watchCommand(opts)));
 
   return cli;
 }

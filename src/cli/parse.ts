@@ -1,5 +1,6 @@
 /** Parsers for command-line values. Each throws UsageError with a one-line reason. */
 import { UsageError } from '../errors';
+import { tcpStateNumber, type TcpState } from '../tcp-states';
 
 /** A process id: a decimal integer in 1..2^30 (the kernel's PID_MAX_LIMIT is 2^22). */
 export function parsePid(text: string): number {
@@ -34,4 +35,16 @@ export function parseCount(text: string, flag: string, max = 1 << 30): number {
     throw new UsageError(`${flag} must be an integer in 1..${max}, got '${text}'`);
   }
   return Number(text);
+}
+
+/** `close-wait`, `CLOSE_WAIT`, `time-wait,established`, or `all` (undefined = every state). */
+export function parseStates(text: string): TcpState[] | 'all' {
+  if (text === 'all') return 'all';
+  return text.split(',').map((part) => {
+    const name = part.trim().toUpperCase().replace(/-/g, '_');
+    if (tcpStateNumber(name) === undefined || name === 'UNKNOWN' || name === 'NEW_SYN_RECV') {
+      throw new UsageError(`unknown state '${part}': use close-wait, time-wait, established, listen, ... or all`);
+    }
+    return name as TcpState;
+  });
 }

@@ -1,0 +1,134 @@
+/**
+ * The operator's view of many sockets: grouped per process and remote endpoint,
+ * the `ss | awk | sort | uniq -c` of the first incident in one table.
+ */
+import Table from 'cli-table3';
+import type { SocketInfo } from '../sockets';
+import { formatAge } from './format';
+
+export interface LeakGroup {
+  pid: number | null;
+  comm: string;
+  remote: string;
+  state: string;
+  count: number;
+  /** Distinct creator threads, when creators were observed. */
+  threads: number;
+  fds: number[];
+  oldestMs: number | null;
+  oldestEstimated: boolean;
+  keepaliveOn: number;
+  /** Soonest keepalive probe among them (ms), null if none has keepalive. */
+  probeInMs: number | null;
+}
+
+/** Groups sockets by holding process (one socket counts once per holding process) and remote. */
+export function groupSockets(sockets: readonly SocketInfo[]): LeakGroup[] {
+  const groups = new Map<string, LeakGroup & { tids: Set<number> }>();
+  for (const s of sockets) {
+    const holders = s.owners.length ? [...new Map(s.owners.map((o) => [o.pid, o])).values()] : [null];
+    for (const owner of holders) {
+      const key = `${owner?.pid ?? '-'}|${s.remote}|${s.state}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = {
+          pid: owner?.pid ?? null,
+          comm: owner?.comm ?? '(no process)',
+          remote: s.remote,
+          state: s.state,
+          count: 0,
+          threads: 0,
+          tids: new Set(),
+          fds: [],
+          oldestMs: null,
+          oldestEstimated: false,
+          keepaliveOn: 0,
+          probeInMs: null,
+        };
+        groups.set(key, g);
+      }
+      g.count++;
+      if (s.creator) g.tids.add(s.creator.tid);
+      for (const o of s.owners) if (o.pid === owner?.pid) g.fds.push(o.fd);
+      if (s.stateAgeMs !== null && (g.oldestMs === null || s.stateAgeMs > g.oldestMs)) {
+        g.oldestMs = s.stateAgeMs;
+        g.oldestEstimated = s.ageEstimated;
+      }
+      if (s.keepalive) g.keepaliveOn++;
+      if (s.keepaliveProbeInMs !== null && (g.probeInMs === null || s.keepaliveProbeInMs < g.probeInMs)) {
+        g.probeInMs = s.keepaliveProbeInMs;
+      }
+    }
+  }
+  return [...groups.values()]
+    .map(({ tids, ...g }) => ({ ...g, threads: tids.size, fds: g.fds.sort((a, b) => a - b) }))
+    .sort((a, b) => b.count - a.count || (b.oldestMs ?? 0) - (a.oldestMs ?? 0));
+}
+
+/** `3-7,9,12`: a compact fd list, at most `max` ranges. */
+export function fdRanges(fds: readonly number[], max = 4): string {
+  const ranges: string[] = [];
+  for (let i = 0; i < fds.length; ) {
+    let j = i;
+    while (j + 1 < fds.length && fds[j + 1] === fds[j]! + 1) j++;
+    ranges.push(i === j ? `${fds[i]}` : `${fds[i]}-${fds[j]}`);
+    i = j + 1;
+  }
+  return ranges.length > max ? `${ranges.slice(0, max).join(',')},…` : ranges.join(',') || '-';
+}
+
+function keepaliveText(g: LeakGroup): string {
+  if (g.keepaliveOn === 0) return 'off: never reaped';
+  const probe = g.probeInMs === null ? '' : `, probe in ${formatAge(g.probeInMs)}`;
+  return g.keepaliveOn === g.count ? `on${probe}` : `${g.keepaliveOn}/${g.count} on${probe}`;
+}
+
+/** The grouped table, with `extra` columns (e.g. growth per hour) appended. */
+export function renderGroups(groups: readonly LeakGroup[], extra?: { head: string; cell: (g: LeakGroup) => string }): string {
+  const head = ['PID', 'COMM', 'STATE', 'REMOTE', 'COUNT', 'THREADS', 'FDS', 'OLDEST', 'KEEPALIVE'];
+  if (extra) head.push(extra.head);
+  const table = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } });
+  for (const g of groups) {
+    const row = [
+      g.pid === null ? '-' : String(g.pid),
+      g.comm,
+      g.state,
+      g.remote,
+      String(g.count),
+      g.threads ? String(g.threads) : '?',
+      fdRanges(g.fds),
+      g.oldestMs === null ? '?' : `${g.oldestEstimated ? '~' : ''}${formatAge(g.oldestMs)}`,
+      keepaliveText(g),
+    ];
+    if (extra) row.push(extra.cell(g));
+    table.push(row);
+  }
+  return table.toString();
+}
+
+/** One sentence per process, the diagnosis the first incident wanted on day one. */
+export function summarize(groups: readonly LeakGroup[]): string[] {
+  const byPid = new Map<string, LeakGroup[]>();
+  for (const g of groups) {
+    const key = `${g.pid ?? '-'}|${g.state}`;
+    byPid.set(key, [...(byPid.get(key) ?? []), g]);
+  }
+  const lines: string[] = [];
+  for (const list of byPid.values()) {
+    const first = list[0]!;
+    const total = list.reduce((n, g) => n + g.count, 0);
+    const remotes = list.map((g) => g.remote);
+    const shown = remotes.length > 3 ? `${remotes.slice(0, 3).join(', ')} and ${remotes.length - 3} more` : remotes.join(', ');
+    const oldest = Math.max(...list.map((g) => g.oldestMs ?? 0));
+    const threads = Math.max(...list.map((g) => g.threads));
+    const perThread = list.every((g) => g.threads > 0 && g.threads === g.count) ? ', one per creating thread' : '';
+    const keepalive = list.every((g) => g.keepaliveOn === 0)
+      ? 'keepalive off: the kernel will never reap them'
+      : 'keepalive on for some: reaped after the keepalive probes';
+    const who = first.pid === null ? 'no process' : `pid ${first.pid} (${first.comm})`;
+    lines.push(
+      `${who}${threads ? `, ${threads} threads,` : ''} holds ${total} ${first.state} socket${total === 1 ? '' : 's'} to ${shown}${perThread}, oldest ${formatAge(oldest)}, ${keepalive}.`,
+    );
+  }
+  return lines;
+}

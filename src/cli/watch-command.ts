@@ -1,0 +1,67 @@
+/** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
+import { watch, type WatchRecord } from '../leak-watcher';
+import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
+import { formatAge } from './format';
+import { stdoutClosed, write } from './output';
+
+export interface WatchCommandOptions {
+  threshold?: number;
+  pid?: number;
+  json?: boolean;
+}
+
+function describe(r: WatchRecord): string {
+  switch (r.type) {
+    case 'leak':
+      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
+    case 'resolved':
+      return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
+    case 'fd-closed':
+      return `fd closed: ${r.closedBy.comm}[${r.closedBy.pid}] closed fd ${r.closedBy.fd} of ${r.remote}, still held by ${r.stillHeldBy.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'nobody known'}`;
+  }
+}
+
+export async function watchCommand(options: WatchCommandOptions): Promise<number> {
+  const thresholdMs = options.threshold ?? 30_000;
+  const watcher = watch({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
+  const stop = (): void => void watcher.close();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const json = options.json ?? !process.stdout.isTTY;
+  const started = Date.now();
+  const firstSeen = new Map<string, number>(); // group key -> leaks reported since start
+  const recent: string[] = [];
+  let render: NodeJS.Timeout | undefined;
+  if (!json) {
+    render = setInterval(() => {
+      const groups = groupSockets(watcher.current());
+      const hours = Math.max((Date.now() - started) / 3_600_000, 1 / 60);
+      const growth = (g: LeakGroup): string => `${Math.round((firstSeen.get(`${g.pid}|${g.remote}`) ?? 0) / hours)}/h`;
+      const table = groups.length ? `${renderGroups(groups, { head: 'GROWTH', cell: growth })}\n${summarize(groups).join('\n')}` : 'no leaks';
+      void write(`\x1b[H\x1b[2J${new Date().toISOString()}  CLOSE_WAIT longer than ${formatAge(thresholdMs)}\n${table}\n\n${recent.slice(-10).join('\n')}\n`);
+    }, 1000);
+  }
+  process.stderr.write(`sockleak: watching for CLOSE_WAIT longer than ${formatAge(thresholdMs)}; Ctrl-C to stop\n`);
+  try {
+    for await (const record of watcher) {
+      if (json) await write(`${JSON.stringify(record)}\n`);
+      else {
+        recent.push(`${new Date().toISOString().slice(11, 19)} ${describe(record)}`);
+        if (record.type === 'leak') {
+          for (const o of record.owners.length ? record.owners : [{ pid: null }]) {
+            const key = `${o.pid}|${record.remote}`;
+            firstSeen.set(key, (firstSeen.get(key) ?? 0) + 1);
+          }
+        }
+      }
+      if (stdoutClosed()) await watcher.close();
+    }
+  } finally {
+    clearInterval(render);
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  const c = watcher.counters();
+  process.stderr.write(`sockleak: ${watcher.current().length} leaks open, ${c.emitted} events, ${c.lost} lost, ${c.mapFull} map-full\n`);
+  return 0;
+}
