@@ -1,6 +1,7 @@
 /** Shared plumbing for the real-BPF tests: child processes, CLI runs, event collection. */
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { TraceEvent } from '../src/events';
@@ -20,8 +21,11 @@ export interface Fixture {
   kill(): void;
 }
 
+/** Starts test/fixtures/NAME.js with node, or NAME.py with python3. */
 export function startFixture(name: string, args: string[] = []): Fixture {
-  const child = spawn(process.execPath, [path.join(FIXTURES, `${name}.js`), ...args], {
+  const python = name.endsWith('.py');
+  const script = python ? path.join(ROOT, 'test', 'fixtures', name) : path.join(FIXTURES, `${name}.js`);
+  const child = spawn(python ? 'python3' : process.execPath, [script, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const lines: string[] = [];
@@ -44,6 +48,67 @@ export function startFixture(name: string, args: string[] = []): Fixture {
     send: (line) => child.stdin.write(`${line}\n`),
     kill: () => child.kill('SIGKILL'),
   };
+}
+
+/** The holder.py fixture: a process that holds sockets as the test tells it to. */
+export interface Holder {
+  pid: number;
+  request<T = Record<string, unknown>>(cmd: Record<string, unknown>): Promise<T>;
+  kill(): void;
+}
+
+export async function startHolder(): Promise<Holder> {
+  const f = startFixture('holder.py');
+  const { pid } = await f.next<{ pid: number }>();
+  return {
+    pid,
+    request: <T>(cmd: Record<string, unknown>) => {
+      f.send(JSON.stringify(cmd));
+      return f.next<T>();
+    },
+    kill: () => f.kill(),
+  };
+}
+
+/** Loopback servers standing for backends; remove() closes every connection they accepted. */
+export interface Backend {
+  host: string;
+  port: number;
+  remote: string;
+  accepted: net.Socket[];
+  remove(): Promise<void>;
+}
+
+export async function startBackend(host: string): Promise<Backend> {
+  const accepted: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    host,
+    port,
+    remote: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+    accepted,
+    remove: async () => {
+      for (const s of accepted) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** Waits until the peer sockets have arrived (accept is asynchronous). */
+export async function waitFor(check: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
 }
 
 export interface CliResult {

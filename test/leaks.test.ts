@@ -1,0 +1,238 @@
+/**
+ * The CLOSE_WAIT acceptance tests: real processes holding real sockets, real
+ * BPF, and the truth (fds, thread ids) from the holder process itself.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { groupSockets } from '../src/cli/leak-groups';
+import { watch, type FdClosedRecord, type LeakRecord, type ResolvedRecord, type WatchRecord } from '../src/leak-watcher';
+import { snapshot } from '../src/snapshot';
+import { sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+
+const holders: Holder[] = [];
+after(() => holders.forEach((h) => h.kill()));
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+async function holder(): Promise<Holder> {
+  const h = await startHolder();
+  holders.push(h);
+  return h;
+}
+
+/** Runs a watcher in the background, collecting every record. */
+function recorder(options: Parameters<typeof watch>[0]): { records: WatchRecord[]; stop: () => Promise<void> } {
+  const watcher = watch(options);
+  const records: WatchRecord[] = [];
+  const running = (async () => {
+    for await (const r of watcher) records.push(r);
+  })();
+  return {
+    records,
+    stop: async () => {
+      await watcher.close();
+      await running;
+    },
+  };
+}
+
+const leaksTo = (records: WatchRecord[], remote: string): LeakRecord[] =>
+  records.filter((r): r is LeakRecord => r.type === 'leak' && r.remote === remote);
+
+test('the first incident in miniature: W threads x N backends, one backend removed -> exactly W leaks, one per thread', async () => {
+  const W = 16;
+  const backends = await Promise.all(['127.0.0.2', '127.0.0.3', '127.0.0.4'].map(startBackend));
+  const watcher = recorder({ thresholdMs: 1000, tickMs: 100 });
+  const client = await holder();
+  const { conns } = await client.request<{ conns: Array<{ tid: number; fd: number; remote: string }> }>({
+    op: 'threads',
+    count: W,
+    targets: backends.map((b) => [b.host, b.port]),
+  });
+  await waitFor(() => backends.every((b) => b.accepted.length === W), 5000, 'accepts');
+  const dead = backends[1]!;
+  await dead.remove();
+
+  await waitFor(() => leaksTo(watcher.records, dead.remote).length >= W, 8000, `${W} leak records`);
+  await sleep(600); // nothing more may arrive
+  const leaks = leaksTo(watcher.records, dead.remote);
+  const truth = conns.filter((c) => c.remote === dead.remote);
+  assert.equal(leaks.length, W, 'exactly W CLOSE_WAIT leaks for the removed backend');
+  assert.equal(watcher.records.filter((r) => r.type === 'leak').length, W, 'no leak for the live backends');
+  for (const leak of leaks) {
+    assert.equal(leak.state, 'CLOSE_WAIT');
+    assert.deepEqual(leak.owners.map((o) => o.pid), [client.pid]);
+    assert.equal(leak.owners[0]!.comm, 'python3');
+    assert.equal(leak.ageEstimated, false, 'entered CLOSE_WAIT while watched: exact age');
+    assert.ok(leak.stateAgeMs !== null && leak.stateAgeMs >= 1000, `age ${leak.stateAgeMs}`);
+    assert.equal(leak.keepalive, false);
+    assert.equal(leak.keepaliveProbeInMs, null, 'keepalive off: never reaped');
+    assert.ok(leak.creator, 'creator observed');
+    assert.equal(leak.creator.pid, client.pid);
+    assert.ok(existsSync(`/proc/${client.pid}/task/${leak.creator.tid}`), 'creator tid is a thread of the client');
+  }
+  assert.deepEqual(
+    leaks.map((l) => l.owners[0]!.fd).sort((a, b) => a - b),
+    truth.map((c) => c.fd).sort((a, b) => a - b),
+    'the right fds',
+  );
+  assert.deepEqual(
+    new Set(leaks.map((l) => l.creator!.tid)),
+    new Set(truth.map((c) => c.tid)),
+    'one leak per worker thread, by native thread id',
+  );
+  const byFd = new Map(truth.map((c) => [c.fd, c.tid]));
+  for (const leak of leaks) assert.equal(leak.creator!.tid, byFd.get(leak.owners[0]!.fd), 'each fd created by its own thread');
+
+  // The grouped operator view: one group, W sockets, W threads.
+  const groups = groupSockets(leaks);
+  assert.equal(groups.length, 1);
+  assert.equal(groups[0]!.count, W);
+  assert.equal(groups[0]!.threads, W);
+  assert.equal(groups[0]!.pid, client.pid);
+
+  // snapshot agrees (same set, ages estimated).
+  const snap = await snapshot({ pid: client.pid });
+  const snapToDead = snap.sockets.filter((s) => s.remote === dead.remote);
+  assert.deepEqual(new Set(snapToDead.map((s) => s.cookie)), new Set(leaks.map((l) => l.cookie)));
+  assert.equal(snap.sockets.length, W, 'only the removed backend is in CLOSE_WAIT');
+
+  // The leaking process dies: every leak resolves.
+  client.kill();
+  await waitFor(() => watcher.records.filter((r) => r.type === 'resolved').length >= W, 8000, 'resolved records');
+  await watcher.stop();
+  await Promise.all(backends.filter((b) => b !== dead).map((b) => b.remove()));
+});
+
+test('a leak created before sockleak starts: snapshot finds owner and fd, with an estimated age', async () => {
+  const backend = await startBackend('127.0.0.5');
+  const h = await holder();
+  const { fd } = await h.request<{ fd: number }>({ op: 'connect', host: backend.host, port: backend.port });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  await sleep(1500);
+  const snap = await snapshot({ pid: h.pid });
+  assert.equal(snap.sockets.length, 1);
+  const s = snap.sockets[0]!;
+  assert.equal(s.state, 'CLOSE_WAIT');
+  assert.equal(s.remote, backend.remote);
+  assert.deepEqual(s.owners, [{ pid: h.pid, comm: 'python3', fd }]);
+  assert.equal(s.creator, null, 'not observed');
+  assert.equal(s.ageEstimated, true);
+  assert.ok(s.stateAgeMs! >= 1400 && s.stateAgeMs! < 5000, `estimated age ${s.stateAgeMs}`);
+  assert.match(s.cookie, /^[1-9][0-9]*$/);
+  assert.ok(!Number.isNaN(Date.parse(snap.takenAt)));
+
+  // watch started now reports it too, age estimated.
+  const w = recorder({ thresholdMs: 500, tickMs: 100 });
+  await waitFor(() => leaksTo(w.records, backend.remote).length === 1, 5000, 'pre-existing leak reported');
+  const leak = leaksTo(w.records, backend.remote)[0]!;
+  assert.equal(leak.cookie, s.cookie);
+  assert.equal(leak.ageEstimated, true);
+  await w.stop();
+  h.kill();
+});
+
+test('fork: the parent closes its copy, the child keeps it -> the child is the only owner', async () => {
+  const backend = await startBackend('127.0.0.6');
+  const h = await holder();
+  const { fd } = await h.request<{ fd: number }>({ op: 'connect', host: backend.host, port: backend.port });
+  const { child } = await h.request<{ child: number }>({ op: 'fork' });
+  holders.push({ pid: child, request: async () => ({}) as never, kill: () => killQuietly(child) });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  const w = recorder({ thresholdMs: 300, tickMs: 100 });
+  await waitFor(() => leaksTo(w.records, backend.remote).length === 1, 5000, 'leak');
+  const leak = leaksTo(w.records, backend.remote)[0]!;
+  assert.deepEqual(new Set(leak.owners.map((o) => o.pid)), new Set([h.pid, child]), 'both hold it before the close');
+
+  await h.request({ op: 'close', fd });
+  await waitFor(() => w.records.some((r) => r.type === 'fd-closed'), 5000, 'fd-closed record');
+  const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed')!;
+  assert.deepEqual(closed.closedBy.pid, h.pid);
+  assert.equal(closed.closedBy.fd, fd);
+  assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd }]);
+  assert.ok(!w.records.some((r) => r.type === 'resolved'), 'the parent close did not free it');
+
+  const snap = await snapshot({});
+  const mine = snap.sockets.find((s) => s.cookie === leak.cookie)!;
+  assert.deepEqual(mine.owners, [{ pid: child, comm: 'python3', fd }], 'owner is the child only');
+  await w.stop();
+  killQuietly(child);
+  h.kill();
+});
+
+test('dup: closing one of two fds does not free the socket; closing the second does, and says which close', async () => {
+  const backend = await startBackend('127.0.0.7');
+  const h = await holder();
+  const { fd } = await h.request<{ fd: number }>({ op: 'connect', host: backend.host, port: backend.port });
+  const { fd: fd2 } = await h.request<{ fd: number }>({ op: 'dup', fd });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  const w = recorder({ thresholdMs: 300, tickMs: 100 });
+  await waitFor(() => leaksTo(w.records, backend.remote).length === 1, 5000, 'leak');
+  const leak = leaksTo(w.records, backend.remote)[0]!;
+  assert.deepEqual(leak.owners.map((o) => o.fd).sort(), [fd, fd2].sort());
+
+  await h.request({ op: 'close', fd });
+  await waitFor(() => w.records.some((r) => r.type === 'fd-closed'), 5000, 'fd-closed');
+  const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed')!;
+  assert.equal(first.cookie, leak.cookie);
+  assert.equal(first.closedBy.fd, fd);
+  assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2 }]);
+
+  await h.request({ op: 'close', fd: fd2 });
+  await waitFor(() => w.records.some((r) => r.type === 'resolved'), 5000, 'resolved');
+  const resolved = w.records.find((r): r is ResolvedRecord => r.type === 'resolved')!;
+  assert.equal(resolved.cookie, leak.cookie);
+  assert.equal(resolved.how, 'close');
+  assert.deepEqual({ pid: resolved.closedBy!.pid, fd: resolved.closedBy!.fd }, { pid: h.pid, fd: fd2 });
+  assert.ok(resolved.heldMs >= 300);
+  await w.stop();
+  h.kill();
+});
+
+test('a socket closed promptly after the FIN is never reported', async () => {
+  const backend = await startBackend('127.0.0.8');
+  const w = recorder({ thresholdMs: 1000, tickMs: 100 });
+  await sleep(300);
+  const h = await holder();
+  const { fd } = await h.request<{ fd: number }>({ op: 'connect', host: backend.host, port: backend.port });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  await sleep(100);
+  await h.request({ op: 'close', fd });
+  await sleep(2000);
+  assert.deepEqual(leaksTo(w.records, backend.remote), []);
+  await w.stop();
+  h.kill();
+});
+
+test('IPv6 loopback leaks are found and formatted [addr]:port', async (t) => {
+  let backend;
+  try {
+    backend = await startBackend('::1');
+  } catch {
+    t.skip('no IPv6 loopback');
+    return;
+  }
+  const h = await holder();
+  const { fd } = await h.request<{ fd: number }>({ op: 'connect', host: '::1', port: backend.port });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  await sleep(200);
+  const snap = await snapshot({ pid: h.pid });
+  assert.equal(snap.sockets.length, 1);
+  assert.equal(snap.sockets[0]!.family, 6);
+  assert.equal(snap.sockets[0]!.remote, `[::1]:${backend.port}`);
+  assert.match(snap.sockets[0]!.local, /^\[::1\]:\d+$/);
+  assert.equal(snap.sockets[0]!.owners[0]!.fd, fd);
+  h.kill();
+});
