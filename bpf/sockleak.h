@@ -22,6 +22,7 @@ enum sl_event_type {
 	SL_EV_CLOSE = 2,   /* close(fd) of a TCP socket, with its return value */
 	SL_EV_CONNECT = 3, /* connect(fd) returned (ret 0 or -errno, e.g. -EINPROGRESS) */
 	SL_EV_ACCEPT = 4,  /* accept()/accept4() returned a new TCP socket fd */
+	SL_EV_BIND = 5,    /* bind(fd) failed with EADDRINUSE (leak mode); daddr/dport = the address asked for */
 };
 
 enum sl_event_flags {
@@ -109,6 +110,25 @@ struct sl_sock {
 	__u8 keepalive_probes;      /* effective TCP_KEEPCNT */
 	__u8 _pad[3];
 	char comm[SL_COMM_LEN];     /* SL_SK_OWNED: comm of the holder */
+};
+
+/*
+ * Leak mode, `active_closes` map: who closes first to a destination, and so
+ * leaves TIME_WAIT behind (the second incident). Key: the closing process and
+ * the destination; value: how many such closes, and the process's comm.
+ */
+struct sl_close_key {
+	__u8 daddr[SL_ADDR_LEN];
+	__u32 netns_ino;
+	__u32 pid;
+	__u16 dport;
+	__u16 family;
+	__u8 _pad[4];
+};
+
+struct sl_close_count {
+	__u64 count;
+	char comm[SL_COMM_LEN];
 };
 
 /* Counters kept per CPU in the `counters` map (one slot); user space sums them. */

@@ -41,7 +41,10 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
                         InstanceMethod<&TracerWrap::GetProgramStats>("programStats"),
                         InstanceMethod<&TracerWrap::CollectLeaks>("collectLeaks"),
                         InstanceMethod<&TracerWrap::Seed>("seed"),
-                        InstanceMethod<&TracerWrap::Forget>("forget")});
+                        InstanceMethod<&TracerWrap::Forget>("forget"),
+                        InstanceMethod<&TracerWrap::ActiveCloses>("activeCloses"),
+                        InstanceMethod<&TracerWrap::TreeAdd>("treeAdd"),
+                        InstanceMethod<&TracerWrap::TreePids>("treePids")});
   }
 
   // new Tracer(options, onBatch(buffer)): loaded, attached and polling on return.
@@ -59,6 +62,8 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
     options.leak_mode = o.Get("leakMode").ToBoolean().Value();
     options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
+    options.follow_tree = o.Get("followTree").ToBoolean().Value();
+    options.fault_inject = static_cast<uint8_t>(OptUint(o, "faultInject", 0));
     Napi::Value btf = o.Get("btfPath");
     if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
 
@@ -204,6 +209,31 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     return env.Undefined();
   }
 
+  // activeCloses() -> Buffer of (sl_close_key, sl_close_count) pairs.
+  Napi::Value ActiveCloses(const Napi::CallbackInfo& info) {
+    Batch bytes = tracer_ ? tracer_->ReadActiveCloses() : Batch{};
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
+  }
+
+  // treeAdd(pid)
+  Napi::Value TreeAdd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!tracer_ || info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
+    BpfError error = tracer_->TreeAdd(info[0].As<Napi::Number>().Uint32Value());
+    if (!error.ok()) ToJsError(env, error).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // treePids() -> number[]
+  Napi::Value TreePids(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array list = Napi::Array::New(env);
+    if (!tracer_) return list;
+    uint32_t i = 0;
+    for (uint32_t pid : tracer_->TreePids()) list.Set(i++, Napi::Number::New(env, pid));
+    return list;
+  }
+
   // Main thread owns these; the poll thread only calls tsfn_ (thread-safe by design).
   std::unique_ptr<Tracer> tracer_;
   Napi::ThreadSafeFunction tsfn_;
@@ -304,6 +334,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracer", TracerWrap::Define(env));
   exports.Set("Scanner", ScannerWrap::Define(env));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
+  exports.Set("CLOSE_PAIR_SIZE", Napi::Number::New(env, sizeof(sl_close_key) + sizeof(sl_close_count)));
   exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));
   exports.Set("COUNTERS_SIZE", Napi::Number::New(env, sizeof(sl_counters)));
   return exports;

@@ -17,9 +17,14 @@ std::string log_text;
 
 int CapturePrint(enum libbpf_print_level level, const char* format, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
-  char line[1024];
-  int n = vsnprintf(line, sizeof(line), format, args);
+  va_list copy;
+  va_copy(copy, args);
+  int n = vsnprintf(nullptr, 0, format, copy);  // the verifier log arrives as one long message
+  va_end(copy);
   if (n <= 0) return 0;
+  std::string line(static_cast<size_t>(n) + 1, '\0');
+  vsnprintf(line.data(), line.size(), format, args);
+  line.resize(static_cast<size_t>(n));
   std::lock_guard<std::mutex> lock(log_mutex);
   log_text.append(line);
   if (log_text.size() > kMaxLog) log_text.erase(0, log_text.size() - kMaxLog);

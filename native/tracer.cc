@@ -38,8 +38,17 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   skel->rodata->mode = options.leak_mode ? SL_MODE_LEAKS : SL_MODE_TRACE;
   bpf_map__set_max_entries(skel->maps.close_wait, options.leak_mode ? options.max_sockets : 1);
   bpf_map__set_max_entries(skel->maps.creators, options.leak_mode ? options.max_sockets : 1);
-  // The map iterator is attached per run (CollectLeaks), and only in leak mode.
+  skel->rodata->follow_tree = options.follow_tree;
+  skel->rodata->fault_inject = options.fault_inject;
+  // The map iterator is attached per run (CollectLeaks), and only in leak mode;
+  // the process-tree programs only when a tree is followed.
   bpf_program__set_autoload(skel->progs.new_leaks, options.leak_mode);
+  bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree);
+  bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree);
+  if (!options.leak_mode) {
+    bpf_map__set_max_entries(skel->maps.active_closes, 1);
+  }
+  if (!options.follow_tree) bpf_map__set_max_entries(skel->maps.tree, 1);
   int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   if (err) {
     *error = BpfError::From(err, "open", "ring buffer size");
@@ -58,11 +67,14 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   } attachments[] = {
       {skel->progs.handle_softirq_entry, &skel->links.handle_softirq_entry},
       {skel->progs.handle_softirq_exit, &skel->links.handle_softirq_exit},
+      {skel->progs.handle_fork, &skel->links.handle_fork},
+      {skel->progs.handle_exit, &skel->links.handle_exit},
       {skel->progs.handle_set_state, &skel->links.handle_set_state},
       {skel->progs.handle_sys_enter, &skel->links.handle_sys_enter},
       {skel->progs.handle_sys_exit, &skel->links.handle_sys_exit},
   };
   for (auto& a : attachments) {
+    if (!bpf_program__autoload(a.prog)) continue;
     ResetLibbpfLog();
     *a.link = bpf_program__attach(a.prog);
     if (!*a.link) {
@@ -239,6 +251,47 @@ void Tracer::Forget(const std::vector<uint64_t>& cookies) {
   if (!skel_ || !options_.leak_mode) return;
   int fd = bpf_map__fd(skel_->maps.close_wait);
   for (uint64_t cookie : cookies) bpf_map_delete_elem(fd, &cookie);
+}
+
+std::vector<uint8_t> Tracer::ReadActiveCloses() const {
+  std::vector<uint8_t> out;
+  if (!skel_ || !options_.leak_mode) return out;
+  int fd = bpf_map__fd(skel_->maps.active_closes);
+  sl_close_key key{}, next{};
+  sl_close_count value{};
+  const sl_close_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (bpf_map_lookup_elem(fd, &next, &value) == 0) {
+      auto* k = reinterpret_cast<const uint8_t*>(&next);
+      auto* v = reinterpret_cast<const uint8_t*>(&value);
+      out.insert(out.end(), k, k + sizeof(next));
+      out.insert(out.end(), v, v + sizeof(value));
+    }
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+BpfError Tracer::TreeAdd(uint32_t tgid) {
+  if (!skel_ || !options_.follow_tree) return BpfError::From(EINVAL, "tree");
+  uint8_t one = 1;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tree), &tgid, &one, BPF_ANY)) return BpfError::From(errno, "tree");
+  return BpfError{};
+}
+
+std::vector<uint32_t> Tracer::TreePids() const {
+  std::vector<uint32_t> pids;
+  if (!skel_ || !options_.follow_tree) return pids;
+  int fd = bpf_map__fd(skel_->maps.tree);
+  uint32_t key = 0, next = 0;
+  const uint32_t* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    pids.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  return pids;
 }
 
 }  // namespace sockleak

@@ -26,6 +26,8 @@ struct TracerOptions {
   size_t max_batch_bytes = 1u << 20;
   bool leak_mode = false;          // SL_MODE_LEAKS: CLOSE_WAIT bookkeeping in maps
   uint32_t max_sockets = 262144;   // leak mode: bound of the close_wait and creators maps
+  bool follow_tree = false;        // leak mode: follow a process tree (sockleak run)
+  uint8_t fault_inject = 0;        // tests only: 1 = a program the verifier rejects
   std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
 };
 
@@ -77,6 +79,14 @@ class Tracer {
   size_t Seed(const uint8_t* socks, size_t bytes);
   // Leak mode. Drops close_wait entries of sockets that no longer exist.
   void Forget(const std::vector<uint64_t>& cookies);
+
+  // Leak mode. The active_closes map as (struct sl_close_key, struct
+  // sl_close_count) pairs, each pair sizeof(key) + sizeof(value) bytes.
+  std::vector<uint8_t> ReadActiveCloses() const;
+
+  // follow_tree: adds a root process; lists the tree's processes.
+  BpfError TreeAdd(uint32_t tgid);
+  std::vector<uint32_t> TreePids() const;
 
  private:
   explicit Tracer(const TracerOptions& options);

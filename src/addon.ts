@@ -5,7 +5,7 @@
  */
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
-import { COUNTERS_SIZE, EVENT_SIZE, SOCK_SIZE } from './generated/layout';
+import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
 export interface NativeTracerOptions {
@@ -16,6 +16,8 @@ export interface NativeTracerOptions {
   btfPath?: string;
   leakMode?: boolean;
   maxSockets?: number;
+  followTree?: boolean;
+  faultInject?: number;
 }
 
 export interface NativeCounters {
@@ -38,6 +40,9 @@ export interface NativeTracer {
   collectLeaks(cutoffNs: bigint): Buffer;
   seed(rawScan: Buffer): number;
   forget(cookies: bigint[]): void;
+  activeCloses(): Buffer;
+  treeAdd(pid: number): void;
+  treePids(): number[];
 }
 
 export interface NativeScanRequest {
@@ -68,6 +73,7 @@ interface Addon {
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
   SOCK_SIZE: number;
+  CLOSE_PAIR_SIZE: number;
 }
 
 let cached: Addon | undefined;
@@ -86,7 +92,12 @@ export function loadAddon(): Addon {
       ExitCode.SOFTWARE,
     );
   }
-  if (addon.EVENT_SIZE !== EVENT_SIZE || addon.COUNTERS_SIZE !== COUNTERS_SIZE || addon.SOCK_SIZE !== SOCK_SIZE) {
+  if (
+    addon.EVENT_SIZE !== EVENT_SIZE ||
+    addon.COUNTERS_SIZE !== COUNTERS_SIZE ||
+    addon.SOCK_SIZE !== SOCK_SIZE ||
+    addon.CLOSE_PAIR_SIZE !== CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE
+  ) {
     throw new SockleakError(
       `native addon is stale: its struct sizes (${addon.EVENT_SIZE}, ${addon.COUNTERS_SIZE}, ${addon.SOCK_SIZE}) ` +
         `differ from the generated layout (${EVENT_SIZE}, ${COUNTERS_SIZE}, ${SOCK_SIZE}); run npm run build`,

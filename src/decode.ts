@@ -58,6 +58,8 @@ export function decodeEvent(buf: Buffer, offset: number): TraceEvent | undefined
       return { type: 'connect', ...base, fd, ret, state: newState };
     case EVENT_TYPE.ACCEPT:
       return { type: 'accept', ...base, fd, ret, state: newState };
+    case EVENT_TYPE.BIND:
+      return { type: 'bind', ...base, fd, ret, state: newState };
     default:
       return undefined;
   }

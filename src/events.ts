@@ -43,9 +43,20 @@ export interface CloseEvent extends EventBase {
   state: TcpState;
 }
 
-/** connect(fd) returned; `ret` is 0 or -errno (-115 EINPROGRESS for non-blocking). */
+/**
+ * connect(fd) returned; `ret` is 0 or -errno (-115 EINPROGRESS for non-blocking).
+ * For -99 EADDRNOTAVAIL (no free port) `remote` is the address that was asked for.
+ */
 export interface ConnectEvent extends EventBase {
   type: 'connect';
+  fd: number;
+  ret: number;
+  state: TcpState;
+}
+
+/** bind(fd) failed with EADDRINUSE (leak mode only); `remote` is the address that was asked for. */
+export interface BindEvent extends EventBase {
+  type: 'bind';
   fd: number;
   ret: number;
   state: TcpState;
@@ -59,7 +70,7 @@ export interface AcceptEvent extends EventBase {
   state: TcpState;
 }
 
-export type TraceEvent = StateEvent | CloseEvent | ConnectEvent | AcceptEvent;
+export type TraceEvent = StateEvent | CloseEvent | ConnectEvent | AcceptEvent | BindEvent;
 
 /** Counts that prove nothing was lost silently. */
 export interface TraceCounters {

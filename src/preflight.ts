@@ -52,7 +52,7 @@ export function explainNativeError(err: unknown): Error {
   if (!isNativeError(err)) return err as Error;
   const where = err.program ? `BPF program ${err.program}` : 'BPF object';
   if (err.code === 'EPERM' || err.code === 'EACCES') {
-    if (err.stage === 'load' && /verifier|processed \d+ insns/.test(err.log)) {
+    if (err.stage === 'load' && /PROG LOAD LOG|processed \d+ insns/.test(err.log)) {
       return new KernelUnsupportedError(`the kernel's verifier rejected ${where} (${err.code})`, err.log);
     }
     return new PermissionError(`permission denied loading ${where}: need root or CAP_BPF and CAP_PERFMON`);

@@ -29,6 +29,8 @@ export interface TracerOptions {
   leakMode?: boolean;
   /** @internal Leak mode: bound of the in-kernel CLOSE_WAIT and creator maps. */
   maxSockets?: number;
+  /** @internal Leak mode: follow a process tree (treeAdd() its root). */
+  followTree?: boolean;
 }
 
 const DEFAULT_RING_BYTES = 8 << 20;
@@ -76,6 +78,9 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           wakeupBytes: ringBytes / 4,
           pollMs: options.pollMs ?? 100,
           leakMode: options.leakMode ?? false,
+          followTree: options.followTree ?? false,
+          // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
+          faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
           ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
           ...(btfPath !== undefined && { btfPath }),
         },
@@ -123,6 +128,25 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** @internal Leak mode: forgets sockets that no longer exist. */
   forget(cookies: string[]): void {
     if (cookies.length) this.native.forget(cookies.map((c) => BigInt(c)));
+  }
+
+  /** @internal Leak mode: the active_closes map, raw (sl_close_key, sl_close_count) pairs. */
+  activeCloses(): Buffer {
+    return this.native.activeCloses();
+  }
+
+  /** @internal followTree: adds the root of the tree. */
+  treeAdd(pid: number): void {
+    try {
+      this.native.treeAdd(pid);
+    } catch (err) {
+      throw explainNativeError(err);
+    }
+  }
+
+  /** @internal followTree: processes of the tree alive now. */
+  treePids(): number[] {
+    return this.native.treePids();
   }
 
   /** Detaches after delivering every record already in the ring buffer. Idempotent. */

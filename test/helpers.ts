@@ -124,7 +124,12 @@ export function runCli(args: string[], options: { asUser?: number; env?: NodeJS.
     options.asUser === undefined
       ? [CLI, ...args]
       : [`--reuid=${options.asUser}`, `--regid=${options.asUser}`, '--clear-groups', process.execPath, CLI, ...args];
-  const r = spawnSync(command, argv, { encoding: 'utf8', env: { ...process.env, ...options.env }, timeout: 60_000 });
+  const r = spawnSync(command, argv, {
+    encoding: 'utf8',
+    env: { ...process.env, ...options.env },
+    timeout: 60_000,
+    maxBuffer: 1 << 28,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -40,5 +40,7 @@ export function formatEvent(ev: TraceEvent, monotonicToEpochMs: number): string 
       return `${when} connect fd=${ev.fd} ret=${ev.ret} [${ev.state}]  ${sock}  ${who}`;
     case 'accept':
       return `${when} accept  fd=${ev.fd} [${ev.state}]  ${sock}  ${who}`;
+    case 'bind':
+      return `${when} bind    fd=${ev.fd} ret=${ev.ret}  ${sock}  ${who}`;
   }
 }

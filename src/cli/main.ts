@@ -1,60 +1,32 @@
 /**
  * The command line. `main(argv)` parses, runs one command and returns its exit
  * code; it is the only place that prints errors. bin/sockleak.js calls run().
+ * Each command registers itself from its own module (cli/*-command.ts).
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
-import { parseCount, parseDuration, parsePid, parseStates } from './parse';
-import { snapshotCommand } from './snapshot-command';
-import { traceCommand } from './trace-command';
-import { watchCommand } from './watch-command';
+import { registerSnapshot } from './snapshot-command';
+import { registerTrace } from './trace-command';
+import { registerWatch } from './watch-command';
 
-/** Adapts a parser that throws UsageError to commander's argument parser contract. */
-function arg<T>(parse: (text: string) => T): (text: string) => T {
-  return (text) => {
-    try {
-      return parse(text);
-    } catch (err) {
-      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
-    }
-  };
-}
+/** What a command's action hands back: its exit code, when it is done. */
+export type SetResult = (result: Promise<number>) => void;
 
-function program(setResult: (p: Promise<number>) => void): Command {
+/** Adds one command (options, help, action) to the program. */
+export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
+
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch];
+
+function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
     .version(require('../../../package.json').version)
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });
-
-  cli
-    .command('trace')
-    .description('print every TCP state change and close()/connect()/accept() of TCP sockets, live')
-    .option('--pid <pid>', 'only this process and the sockets it made or accepted', arg(parsePid))
-    .option('--json', 'one JSON object per line (default when stdout is not a terminal)')
-    .addOption(new Option('--count <n>', 'stop after n events').argParser(arg((t) => parseCount(t, '--count'))))
-    .action((opts: { pid?: number; json?: boolean; count?: number }) => setResult(traceCommand(opts)));
-
-  cli
-    .command('snapshot')
-    .description('every leaked socket now (CLOSE_WAIT by default), with owners, ages and keepalive, grouped per process and remote')
-    .option('--state <states>', 'close-wait (default), time-wait, established, ..., a comma list, or all', arg(parseStates))
-    .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
-    .option('--older-than <duration>', 'only sockets in their state at least this long (e.g. 5m)', arg((t) => parseDuration(t, '--older-than')))
-    .option('--json', 'print {"takenAt","sockets":[...],"lost"} as one JSON document')
-    .action((opts: { state?: ReturnType<typeof parseStates>; pid?: number; olderThan?: number; json?: boolean }) =>
-      setResult(snapshotCommand(opts)),
-    );
-
-  cli
-    .command('watch')
-    .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
-    .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
-    .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
-    .option('--json', 'ndjson of leak / resolved / fd-closed records (default when stdout is not a terminal)')
-    .action((opts: { threshold?: number; pid?: number; json?: boolean }) => setResult(watchCommand(opts)));
-
+  for (const register of COMMANDS) register(cli, setResult);
+  // Subcommands inherit the parent's error handling.
+  for (const sub of cli.commands) sub.exitOverride().configureOutput({ writeErr: () => undefined });
   return cli;
 }
 
@@ -95,4 +67,3 @@ export function run(argv: string[] = process.argv.slice(2)): void {
     process.exitCode = code;
   });
 }
-

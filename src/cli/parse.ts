@@ -1,6 +1,18 @@
 /** Parsers for command-line values. Each throws UsageError with a one-line reason. */
+import { InvalidArgumentError } from 'commander';
 import { UsageError } from '../errors';
 import { tcpStateNumber, type TcpState } from '../tcp-states';
+
+/** Adapts a parser that throws UsageError to commander's argument parser contract. */
+export function arg<T>(parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (err) {
+      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
 
 /** A process id: a decimal integer in 1..2^30 (the kernel's PID_MAX_LIMIT is 2^22). */
 export function parsePid(text: string): number {

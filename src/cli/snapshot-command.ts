@@ -2,7 +2,9 @@
 import { snapshot } from '../snapshot';
 import type { TcpState } from '../tcp-states';
 import { groupSockets, renderGroups, summarize } from './leak-groups';
+import type { RegisterCommand } from './main';
 import { write } from './output';
+import { arg, parseDuration, parsePid, parseStates } from './parse';
 
 export interface SnapshotCommandOptions {
   state?: TcpState[] | 'all';
@@ -30,3 +32,14 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
   await write(`${result.sockets.length} sockets at ${result.takenAt}; ages marked ~ are estimates from the kernel's last-packet time\n`);
   return 0;
 }
+
+export const registerSnapshot: RegisterCommand = (cli, setResult) => {
+  cli
+    .command('snapshot')
+    .description('every leaked socket now (CLOSE_WAIT by default), with owners, ages and keepalive, grouped per process and remote')
+    .option('--state <states>', 'close-wait (default), time-wait, established, ..., a comma list, or all', arg(parseStates))
+    .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
+    .option('--older-than <duration>', 'only sockets in their state at least this long (e.g. 5m)', arg((t) => parseDuration(t, '--older-than')))
+    .option('--json', 'print {"takenAt","sockets":[...],"lost"} as one JSON document')
+    .action((opts: SnapshotCommandOptions) => setResult(snapshotCommand(opts)));
+};

@@ -1,6 +1,9 @@
 /** `sockleak trace`: every TCP state change and socket close/connect/accept, live. */
 import { monotonicToEpochMs } from '../clock';
+import { Option } from 'commander';
 import { openTracer } from '../tracer';
+import type { RegisterCommand } from './main';
+import { arg, parseCount, parsePid } from './parse';
 import { formatEvent } from './format';
 import { stdoutClosed, write } from './output';
 
@@ -37,3 +40,13 @@ export async function traceCommand(options: TraceCommandOptions): Promise<number
   process.stderr.write(`sockleak: ${seen} events shown, ${c.emitted} emitted, ${c.lost} lost, ${c.mapFull} map-full\n`);
   return 0;
 }
+
+export const registerTrace: RegisterCommand = (cli, setResult) => {
+  cli
+    .command('trace')
+    .description('print every TCP state change and close()/connect()/accept() of TCP sockets, live')
+    .option('--pid <pid>', 'only this process and the sockets it made or accepted', arg(parsePid))
+    .option('--json', 'one JSON object per line (default when stdout is not a terminal)')
+    .addOption(new Option('--count <n>', 'stop after n events').argParser(arg((t) => parseCount(t, '--count'))))
+    .action((opts: TraceCommandOptions) => setResult(traceCommand(opts)));
+};

@@ -2,7 +2,9 @@
 import { watch, type WatchRecord } from '../leak-watcher';
 import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
 import { formatAge } from './format';
+import type { RegisterCommand } from './main';
 import { stdoutClosed, write } from './output';
+import { arg, parseDuration, parsePid } from './parse';
 
 export interface WatchCommandOptions {
   threshold?: number;
@@ -65,3 +67,13 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
   process.stderr.write(`sockleak: ${watcher.current().length} leaks open, ${c.emitted} events, ${c.lost} lost, ${c.mapFull} map-full\n`);
   return 0;
 }
+
+export const registerWatch: RegisterCommand = (cli, setResult) => {
+  cli
+    .command('watch')
+    .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
+    .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
+    .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
+    .option('--json', 'ndjson of leak / resolved / fd-closed records (default when stdout is not a terminal)')
+    .action((opts: WatchCommandOptions) => setResult(watchCommand(opts)));
+};
