@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "features.h"
 #include "scanner.h"
 #include "sockleak.h"
 #include "tracer.h"
@@ -328,11 +329,27 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
   std::shared_ptr<Scanner> scanner_;
 };
 
+// probeFeatures(btfPath?) -> [{ name, available }]
+Napi::Value ProbeFeaturesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string btf_path = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  Napi::Array list = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& f : ProbeFeatures(btf_path)) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", f.name);
+    o.Set("available", f.available);
+    list.Set(i++, o);
+  }
+  return list;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracer", TracerWrap::Define(env));
   exports.Set("Scanner", ScannerWrap::Define(env));
+  exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("CLOSE_PAIR_SIZE", Napi::Number::New(env, sizeof(sl_close_key) + sizeof(sl_close_count)));
   exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));

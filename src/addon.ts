@@ -70,6 +70,7 @@ export interface NativeError extends Error {
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
   Scanner: new (options: { btfPath?: string }) => NativeScanner;
+  probeFeatures(btfPath?: string): Array<{ name: string; available: boolean }>;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
   SOCK_SIZE: number;

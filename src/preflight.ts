@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { KernelUnsupportedError, NotFoundError, PermissionError } from './errors';
 import { isNativeError } from './addon';
+import { describeMissing } from './features';
 
 const CAP_SYS_ADMIN = 21n;
 const CAP_PERFMON = 38n;
@@ -51,6 +52,10 @@ export function requireProcess(pid: number): void {
 export function explainNativeError(err: unknown): Error {
   if (!isNativeError(err)) return err as Error;
   const where = err.program ? `BPF program ${err.program}` : 'BPF object';
+  const missing = describeMissing(process.env.SOCKLEAK_BTF);
+  if (missing && err.stage !== 'netns') {
+    return new KernelUnsupportedError(`this kernel lacks ${missing}, needed by ${where} (run sockleak features)`, err.log);
+  }
   if (err.code === 'EPERM' || err.code === 'EACCES') {
     if (err.stage === 'load' && /PROG LOAD LOG|processed \d+ insns/.test(err.log)) {
       return new KernelUnsupportedError(`the kernel's verifier rejected ${where} (${err.code})`, err.log);

@@ -2,9 +2,9 @@
  * The operator's view of many sockets: grouped per process and remote endpoint,
  * the `ss | awk | sort | uniq -c` of the first incident in one table.
  */
-import Table from 'cli-table3';
 import type { SocketInfo } from '../sockets';
 import { formatAge } from './format';
+import { newTable } from './table';
 
 export interface LeakGroup {
   pid: number | null;
@@ -87,7 +87,7 @@ function keepaliveText(g: LeakGroup): string {
 export function renderGroups(groups: readonly LeakGroup[], extra?: { head: string; cell: (g: LeakGroup) => string }): string {
   const head = ['PID', 'COMM', 'STATE', 'REMOTE', 'COUNT', 'THREADS', 'FDS', 'OLDEST', 'KEEPALIVE'];
   if (extra) head.push(extra.head);
-  const table = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } });
+  const table = newTable(head);
   for (const g of groups) {
     const row = [
       g.pid === null ? '-' : String(g.pid),

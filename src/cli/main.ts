@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
+import { registerFeatures } from './features-command';
 import { registerSnapshot } from './snapshot-command';
 import { registerTrace } from './trace-command';
 import { registerWatch } from './watch-command';
@@ -15,7 +16,7 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch];
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures];
 
 function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')

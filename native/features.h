@@ -1,0 +1,19 @@
+// What the running kernel offers of what sockleak uses, read from its BTF and
+// by libbpf's probes: so a missing feature is named, never an obscure failure.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace sockleak {
+
+struct Feature {
+  std::string name;   // stable id, e.g. "iter/tcp"
+  bool available = false;
+};
+
+// Probes against the kernel BTF at `btf_path` ("" = the running kernel's).
+// An unreadable BTF makes every BTF-based feature unavailable.
+std::vector<Feature> ProbeFeatures(const std::string& btf_path);
+
+}  // namespace sockleak
