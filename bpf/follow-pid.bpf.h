@@ -29,15 +29,10 @@ struct {
  * (SYN_RECV, in softirq, before accept() returns). Inserted when the target
  * listens, deleted when the listener closes, read by handle_set_state.
  */
-struct listen_key {
-	__u32 netns_ino;
-	__u32 port;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, struct listen_key);
+	__type(key, struct sl_listen_key);
 	__type(value, __u8);
 } listening SEC(".maps");
 
@@ -60,7 +55,7 @@ static __always_inline bool follow_for_target(struct sock *sk, __u64 cookie, __u
 					      int oldstate, int newstate)
 {
 	bool own = !(flags & SL_NOT_OWNER) && tgid == target_tgid;
-	struct listen_key key = {
+	struct sl_listen_key key = {
 		.netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
 		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
 	};

@@ -131,6 +131,12 @@ struct sl_close_count {
 	char comm[SL_COMM_LEN];
 };
 
+/* Trace mode with a target pid, `listening` map: a listening socket of the target. */
+struct sl_listen_key {
+	__u32 netns_ino;
+	__u32 port;
+};
+
 /* Counters kept per CPU in the `counters` map (one slot); user space sums them. */
 struct sl_counters {
 	__u64 emitted;   /* records submitted to the ring buffer */

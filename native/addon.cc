@@ -43,6 +43,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
                         InstanceMethod<&TracerWrap::CollectLeaks>("collectLeaks"),
                         InstanceMethod<&TracerWrap::Seed>("seed"),
                         InstanceMethod<&TracerWrap::Forget>("forget"),
+                        InstanceMethod<&TracerWrap::Follow>("follow"),
                         InstanceMethod<&TracerWrap::ActiveCloses>("activeCloses"),
                         InstanceMethod<&TracerWrap::TreeAdd>("treeAdd"),
                         InstanceMethod<&TracerWrap::TreePids>("treePids")});
@@ -193,6 +194,14 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
     auto buf = info[0].As<Napi::Buffer<uint8_t>>();
     return Napi::Number::New(env, static_cast<double>(tracer_->Seed(buf.Data(), buf.Length())));
+  }
+
+  // follow(buffer of sl_sock records of the target pid) -> number refused by a full map.
+  Napi::Value Follow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
+    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+    return Napi::Number::New(env, static_cast<double>(tracer_->Follow(buf.Data(), buf.Length())));
   }
 
   // forget(cookies: bigint[])

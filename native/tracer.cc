@@ -247,6 +247,22 @@ size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
   return refused;
 }
 
+size_t Tracer::Follow(const uint8_t* socks, size_t bytes) {
+  if (!skel_ || !options_.target_tgid) return 0;
+  size_t refused = 0;
+  uint8_t one = 1;
+  for (size_t at = 0; at + sizeof(sl_sock) <= bytes; at += sizeof(sl_sock)) {
+    sl_sock sock;
+    memcpy(&sock, socks + at, sizeof(sock));
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tracked), &sock.cookie, &one, BPF_ANY)) refused++;
+    if (sock.state == 10 /* TCP_LISTEN */) {
+      sl_listen_key key = {sock.netns_ino, sock.sport};
+      if (bpf_map_update_elem(bpf_map__fd(skel_->maps.listening), &key, &one, BPF_ANY)) refused++;
+    }
+  }
+  return refused;
+}
+
 void Tracer::Forget(const std::vector<uint64_t>& cookies) {
   if (!skel_ || !options_.leak_mode) return;
   int fd = bpf_map__fd(skel_->maps.close_wait);

@@ -77,6 +77,12 @@ class Tracer {
   // records) unless the kernel already has them, with an estimated entry time
   // (SL_F_AGE_ESTIMATED). Returns how many a full map refused.
   size_t Seed(const uint8_t* socks, size_t bytes);
+  // Trace mode with a target pid: follows sockets the target already had
+  // (struct sl_sock records from a scan): their cookies, and their listening
+  // ports so connections accepted on them are followed too. Returns how many a
+  // full map refused.
+  size_t Follow(const uint8_t* socks, size_t bytes);
+
   // Leak mode. Drops close_wait entries of sockets that no longer exist.
   void Forget(const std::vector<uint64_t>& cookies);
 

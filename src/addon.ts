@@ -40,6 +40,7 @@ export interface NativeTracer {
   collectLeaks(cutoffNs: bigint): Buffer;
   seed(rawScan: Buffer): number;
   forget(cookies: bigint[]): void;
+  follow(rawScan: Buffer): number;
   activeCloses(): Buffer;
   treeAdd(pid: number): void;
   treePids(): number[];

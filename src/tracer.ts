@@ -10,6 +10,7 @@ import { UsageError } from './errors';
 import type { TraceCounters, TraceEvent } from './events';
 import { EVENT_SIZE } from './generated/layout';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
+import { SocketScanner } from './scan';
 
 export interface TracerOptions {
   /** Only this process's syscalls and sockets (state changes of sockets it made, accepted or listened on). */
@@ -60,6 +61,9 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   private ended = false;
   private closing: Promise<void> | undefined;
   private droppedInProcess = 0n;
+  private seeding: Promise<void> = Promise.resolve();
+  private seedRefused = 0;
+  private seedError: unknown;
 
   /** Loads and attaches the BPF programs; events flow from the moment this returns. */
   constructor(options: TracerOptions = {}) {
@@ -89,6 +93,24 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     } catch (err) {
       throw explainNativeError(err);
     }
+    if (options.pid !== undefined) {
+      this.seeding = this.followExisting(options.pid, btfPath).catch((err: unknown) => {
+        this.seedError = err;
+      });
+    }
+  }
+
+  /**
+   * With a pid: the sockets it already has are followed from a few ms after
+   * start (a scan), including connections accepted on its listening sockets.
+   */
+  private async followExisting(pid: number, btfPath: string | undefined): Promise<void> {
+    const scanner = new SocketScanner(btfPath !== undefined ? { btfPath } : {});
+    try {
+      await scanner.scan({ pid, onRaw: (raw) => (this.seedRefused += this.native.follow(raw)) });
+    } finally {
+      scanner.close();
+    }
   }
 
   private onBatch(batch: Buffer): void {
@@ -103,7 +125,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** Totals so far; after close(), the final ones. `lost` includes batches a slow consumer missed. */
   counters(): TraceCounters {
     const c = this.native.counters();
-    return { emitted: c.emitted, lost: c.lost + this.droppedInProcess, mapFull: c.mapFull };
+    return { emitted: c.emitted, lost: c.lost + this.droppedInProcess, mapFull: c.mapFull + BigInt(this.seedRefused) };
   }
 
   /** Per-program kernel run time (needs kernel.bpf_stats_enabled=1), for benchmarks. */
@@ -161,6 +183,8 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** Decoded events, one batch (array) at a time: the cheap way to consume a busy tracer. */
   async *batches(): AsyncGenerator<TraceEvent[]> {
     try {
+      await this.seeding;
+      if (this.seedError) throw this.seedError; // a failed scan of the target's sockets fails the iteration
       for (;;) {
         const batch = this.queue.shift();
         if (batch) {

@@ -3,6 +3,7 @@
  * made here, and the exact transitions, close() and connect() of that socket.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import type { CloseEvent, ConnectEvent, StateEvent, TraceEvent } from '../src/events';
@@ -151,4 +152,34 @@ test('a ring buffer too small for the burst: lost equals generated minus receive
     generated >= BURST_CONNECTIONS * MIN_PER_CONN && generated <= BURST_CONNECTIONS * MAX_PER_CONN + 3,
     `received ${r.received} + lost ${r.lost} = ${generated}, expected ~${BURST_CONNECTIONS * 14}`,
   );
+});
+
+test('--pid follows sockets the process had before tracing, and connections accepted on its old listener', async () => {
+  const server = spawn('python3', ['-c', [
+    'import socket, sys',
+    's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)',
+    'print(s.getsockname()[1], flush=True)',
+    'while True:',
+    '    c, _ = s.accept(); c.recv(1); c.close()',
+  ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = Number(await new Promise<string>((r) => server.stdout.once('data', (d: Buffer) => r(d.toString()))));
+    const tracer = openTracer({ pid: server.pid!, pollMs: 20 });
+    await sleep(300); // the scan of the pid's existing sockets
+    const client = net.connect(port, '127.0.0.1');
+    await new Promise((r) => client.once('connect', r));
+    const local = `127.0.0.1:${client.localPort}`;
+    client.end('x');
+    await new Promise((r) => client.once('close', r));
+    const events = await collectUntil(tracer, (evs) => evs.some((e) => e.type === 'close' && e.remote === local));
+    const serverSide = events
+      .filter((e): e is StateEvent => e.type === 'state' && e.remote === local)
+      .map((e) => `${e.oldState}>${e.newState}`);
+    assert.equal(serverSide[0], 'LISTEN>SYN_RECV', 'followed from its first state change, in softirq');
+    assert.ok(serverSide.includes('SYN_RECV>ESTABLISHED'));
+    assert.ok(events.some((e) => e.type === 'accept' && e.pid === server.pid && e.remote === local));
+    assert.equal(tracer.counters().mapFull, 0n);
+  } finally {
+    server.kill('SIGKILL');
+  }
 });
