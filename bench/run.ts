@@ -1,0 +1,166 @@
+/**
+ * `npm run bench [-- --quick]`: overhead of sockleak's tracer next to its peers,
+ * and snapshot of many CLOSE_WAIT sockets; prints one table per section and
+ * writes docs/benchmarks.md. Needs root. Whatever it changes on the machine
+ * (sysctls, tracefs) it restores, and every process it starts it ends, also on
+ * failure or Ctrl-C.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { enableBpfStats } from './bpf-stats';
+import { buildC, ROOT } from './build-c';
+import { killAll } from './children';
+import { overheadTables, runOverhead } from './overhead';
+import { ensurePeers, packageVersion } from './peers';
+import { renderReport } from './report';
+import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
+import { ensureTracefs, machineInfo, Restorer } from './system';
+import { renderText, type Table } from './table';
+import { TRACERS, tracerContext } from './tracers';
+
+interface Args {
+  quick: boolean;
+  reps: number;
+  connections: number;
+  overhead: boolean;
+  snapshot: boolean;
+  write: boolean;
+  out: string;
+}
+
+const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--write|--no-write] [--out FILE]`;
+
+function parseArgs(argv: string[]): Args {
+  const quick = argv.includes('--quick');
+  const args: Args = {
+    quick,
+    reps: quick ? 2 : 5,
+    connections: quick ? 50_000 : 200_000,
+    overhead: true,
+    snapshot: true,
+    write: !quick,
+    out: path.join(ROOT, 'docs', 'benchmarks.md'),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value\n${USAGE}`);
+      return v;
+    };
+    const positive = (): number => {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n <= 0) throw new Error(`${a} needs a positive integer\n${USAGE}`);
+      return n;
+    };
+    if (a === '--quick') continue;
+    else if (a === '--reps') args.reps = positive();
+    else if (a === '--connections') args.connections = positive();
+    else if (a === '--no-overhead') args.overhead = false;
+    else if (a === '--no-snapshot') args.snapshot = false;
+    else if (a === '--write') args.write = true;
+    else if (a === '--no-write') args.write = false;
+    else if (a === '--out') args.out = path.resolve(value());
+    else throw new Error(`unknown argument ${a}\n${USAGE}`);
+  }
+  return args;
+}
+
+const log = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (process.getuid?.() !== 0) {
+    log('needs root (BPF, sysctls, tracefs, apt-get)');
+    return 77;
+  }
+  const t0 = Date.now();
+  const restorer = new Restorer();
+  const bail = (signal: NodeJS.Signals): void => {
+    log(`${signal}: cleaning up`);
+    killAll();
+    restorer.restore();
+    process.exit(130);
+  };
+  process.once('SIGINT', bail);
+  process.once('SIGTERM', bail);
+  process.once('exit', killAll);
+
+  try {
+    const peers = ensurePeers(log);
+    for (const needed of ['gcc', 'bpftool']) if (!peers.has(needed)) throw new Error(`${needed} is required and could not be installed`);
+    const ctx = tracerContext(peers);
+    const gcc = peers.get('gcc')!;
+    const churn = buildC(gcc, 'churn');
+    const closewait = buildC(gcc, 'closewait');
+    enableBpfStats(restorer);
+    const tracefs = TRACERS.some((t) => t.needsTracefs) ? ensureTracefs(restorer) : true;
+
+    const sections: Array<{ heading: string; tables: Table[] }> = [];
+    const show = (heading: string, tables: Table[]): void => {
+      sections.push({ heading, tables });
+      for (const t of tables) process.stdout.write(`${renderText(t)}\n`);
+    };
+
+    if (args.overhead) {
+      const result = await runOverhead({
+        churn,
+        bpftool: peers.get('bpftool')!,
+        setpriv: peers.get('setpriv'),
+        connections: args.connections,
+        threads: 2,
+        reps: args.reps,
+        tracers: TRACERS,
+        ctx,
+        peers,
+        tracefs,
+        log,
+      });
+      show('Tracing overhead', overheadTables(result));
+    }
+
+    if (args.snapshot) {
+      const sizes: SnapshotSize[] = args.quick
+        ? [{ sockets: 10_000, holders: 50 }]
+        : [
+            { sockets: 10_000, holders: 50 },
+            { sockets: 100_000, holders: 100 },
+          ];
+      const reps = args.quick ? 1 : 3;
+      const results = await runSnapshot({ closewait, sizes, reps, destinations: 10, ctx, peers, restorer, log });
+      show('Snapshot of CLOSE_WAIT sockets', [snapshotTable(results, reps)]);
+    }
+
+    if (args.write) {
+      const versions: Record<string, string> = {};
+      for (const tool of ['libbpf-tools', 'bpftrace', 'iproute2', 'lsof', 'gcc']) {
+        versions[tool] = packageVersion({ 'libbpf-tools': 'tcpstates', iproute2: 'ss' }[tool] ?? tool);
+      }
+      const report = renderReport({
+        machine: machineInfo(),
+        versions,
+        command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+        durationS: (Date.now() - t0) / 1000,
+        sections,
+      });
+      fs.mkdirSync(path.dirname(args.out), { recursive: true });
+      fs.writeFileSync(args.out, report);
+      log(`wrote ${path.relative(process.cwd(), args.out) || args.out}`);
+    }
+    log(`done in ${Math.round((Date.now() - t0) / 1000)} s`);
+    return 0;
+  } finally {
+    killAll();
+    restorer.restore();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    log(err instanceof Error ? err.message : String(err));
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,292 @@
+/**
+ * Snapshot benchmark: K CLOSE_WAIT sockets held by P processes (incident 1 in
+ * miniature), then how long each tool takes to list them, and whether it finds
+ * every one with its owner (pid, fd).
+ *
+ * A listener on several 127.0.0.x addresses accepts and closes at once; each
+ * holder connects K/P times (round-robin over the listeners, so the ephemeral
+ * ports suffice) and never closes, so its sockets go CLOSE_WAIT. Holders write
+ * the truth, one "local remote fd" line per socket.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { JsonLines, sleep, start, stop, timed } from './children';
+import type { Peers } from './peers';
+import { readSysctl, type Restorer } from './system';
+import { fmtInt, median, type Table } from './table';
+import type { TracerContext } from './tracers';
+
+export interface Owner {
+  pid: number;
+  fd: number;
+}
+
+/** One socket as a tool reports it. key = "local remote", both "addr:port". */
+export interface Observed {
+  key: string;
+  owners: Owner[];
+}
+
+/** A way to list CLOSE_WAIT sockets and their owners. */
+interface SnapshotTool {
+  name: string;
+  needs: readonly string[];
+  command(ctx: TracerContext): string[];
+  parse(stdout: string): Observed[];
+  /** When the command fails, the row says "not available yet" instead of failing (a command still being written). */
+  optional?: boolean;
+}
+
+/** `ss -tanp state close-wait`: Recv-Q Send-Q Local Peer users:(("comm",pid=P,fd=F),...) */
+export function parseSs(stdout: string): Observed[] {
+  const out: Observed[] = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^\s*\d+\s+\d+\s+(\S+)\s+(\S+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const owners = [...m[3]!.matchAll(/pid=(\d+),fd=(\d+)/g)].map((o) => ({ pid: Number(o[1]), fd: Number(o[2]) }));
+    out.push({ key: `${m[1]} ${m[2]}`, owners });
+  }
+  return out;
+}
+
+/** `lsof -nPi`: COMMAND PID USER FD TYPE DEVICE SIZE/OFF NODE NAME, NAME = "l->r (STATE)"; CLOSE_WAIT only. */
+export function parseLsof(stdout: string): Observed[] {
+  const byKey = new Map<string, Owner[]>();
+  for (const line of stdout.split('\n')) {
+    const m = /^\S+\s+(\d+)\s+\S+\s+(\d+)\S*\s+IPv[46]\s.*\sTCP\s+(\S+)->(\S+)\s+\(CLOSE_WAIT\)\s*$/.exec(line);
+    if (!m) continue;
+    const key = `${m[3]} ${m[4]}`;
+    const owners = byKey.get(key) ?? [];
+    owners.push({ pid: Number(m[1]), fd: Number(m[2]) });
+    byKey.set(key, owners);
+  }
+  return [...byKey].map(([key, owners]) => ({ key, owners }));
+}
+
+interface SnapshotJson {
+  sockets: Array<{ state: string; local: string; remote: string; owners?: Array<{ pid: number; fd: number }> }>;
+}
+
+/** `sockleak snapshot --json`: {"takenAt":..,"sockets":[{"state","local","remote","owners":[{pid,comm,fd}]}]} */
+export function parseSockleakSnapshot(stdout: string): Observed[] {
+  const snap = JSON.parse(stdout) as SnapshotJson;
+  return snap.sockets
+    .filter((s) => s.state === 'CLOSE_WAIT')
+    .map((s) => ({ key: `${s.local} ${s.remote}`, owners: (s.owners ?? []).map((o) => ({ pid: o.pid, fd: o.fd })) }));
+}
+
+export const SNAPSHOT_TOOLS: readonly SnapshotTool[] = [
+  { name: 'ss -tanp state close-wait', needs: ['ss'], command: (c) => [c.tool('ss'), '-tanp', 'state', 'close-wait'], parse: parseSs },
+  { name: 'lsof -nPi', needs: ['lsof'], command: (c) => [c.tool('lsof'), '-nPi'], parse: parseLsof },
+  {
+    name: 'sockleak snapshot --json',
+    needs: [],
+    command: (c) => [c.node, c.cli, 'snapshot', '--json'],
+    parse: parseSockleakSnapshot,
+    optional: true,
+  },
+];
+
+export interface Agreement {
+  found: number;
+  ownersOk: number;
+  extra: number;
+}
+
+/** Compares a tool's sockets with the truth by (local, remote), and owners by (pid, fd). Only the scenario's destinations count. */
+export function compare(truth: ReadonlyMap<string, Owner>, destinations: ReadonlySet<string>, observed: Observed[]): Agreement {
+  let found = 0;
+  let ownersOk = 0;
+  let extra = 0;
+  for (const o of observed) {
+    const remote = o.key.split(' ')[1] ?? '';
+    if (!destinations.has(remote)) continue;
+    const want = truth.get(o.key);
+    if (!want) {
+      extra++;
+      continue;
+    }
+    found++;
+    if (o.owners.some((w) => w.pid === want.pid && w.fd === want.fd)) ownersOk++;
+  }
+  return { found, ownersOk, extra };
+}
+
+interface Scenario {
+  destinations: Set<string>;
+  truth: Map<string, Owner>;
+  held: number;
+  failedConnects: number;
+  processes: number;
+  cleanup(): Promise<void>;
+}
+
+/** Makes `sockets` CLOSE_WAIT sockets spread over `holders` processes. */
+async function createCloseWait(bin: string, sockets: number, holders: number, nDest: number, restorer: Restorer): Promise<Scenario> {
+  const children: ReturnType<typeof start>[] = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockleak-bench-'));
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(children.map((c) => stop(c, 'SIGKILL', 5_000)));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    // Each holder socket takes an ephemeral port per destination; keep each range under half full.
+    const perDest = Math.ceil(sockets / nDest);
+    const [lo, hi] = readSysctl('net.ipv4.ip_local_port_range').split(/\s+/).map(Number) as [number, number];
+    if (hi - lo + 1 < 2 * perDest) restorer.setSysctl('net.ipv4.ip_local_port_range', `${Math.min(lo, 10000)} ${Math.max(hi, 65000)}`);
+
+    const addrs = Array.from({ length: nDest }, (_, i) => `127.0.0.${i + 2}`);
+    const listener = start(bin, ['listen', String(sockets), ...addrs], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(listener);
+    const lines = new JsonLines(listener);
+    const { listeners } = await lines.next<{ listeners: string[] }>(10_000, 'closewait listen');
+
+    const per = Math.floor(sockets / holders);
+    const reports = Array.from({ length: holders }, (_, i) => {
+      const count = per + (i < sockets % holders ? 1 : 0);
+      const holder = start(bin, ['hold', String(count), path.join(dir, `truth.${i}`), ...listeners], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.push(holder);
+      return new JsonLines(holder).next<{ pid: number; held: number; failed: number }>(300_000, 'closewait hold');
+    });
+    const held = await Promise.all(reports);
+    const total = held.reduce((s, h) => s + h.held, 0);
+    const failedConnects = held.reduce((s, h) => s + h.failed, 0);
+    // The listener says when it has closed them all; after that the FINs are processed on loopback at once.
+    if (total === sockets) await lines.next(60_000, 'closewait listen (closed)');
+    await sleep(500);
+
+    const truth = new Map<string, Owner>();
+    held.forEach((h, i) => {
+      for (const line of fs.readFileSync(path.join(dir, `truth.${i}`), 'utf8').split('\n')) {
+        const [local, remote, fd] = line.split(' ');
+        if (local && remote && fd) truth.set(`${local} ${remote}`, { pid: h.pid, fd: Number(fd) });
+      }
+    });
+    return { destinations: new Set(listeners), truth, held: total, failedConnects, processes: holders, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+export interface SnapshotSize {
+  sockets: number;
+  holders: number;
+}
+
+export interface SnapshotOptions {
+  closewait: string;
+  sizes: readonly SnapshotSize[];
+  /** Timed runs of each tool per size (median reported). */
+  reps: number;
+  destinations: number;
+  ctx: TracerContext;
+  peers: Peers;
+  restorer: Restorer;
+  log(line: string): void;
+}
+
+interface ToolRun {
+  tool: string;
+  /** Set when the tool could not run. */
+  unavailable?: string;
+  wallMs: number[];
+  agreement?: Agreement;
+}
+
+export interface SizeResult {
+  size: SnapshotSize;
+  held: number;
+  failedConnects: number;
+  tools: ToolRun[];
+  error?: string;
+}
+
+async function runTool(tool: SnapshotTool, s: Scenario, o: SnapshotOptions): Promise<ToolRun> {
+  const missing = tool.needs.filter((t) => !o.peers.has(t));
+  if (missing.length) return { tool: tool.name, unavailable: `${missing.join(', ')} not installed`, wallMs: [] };
+  const [cmd, ...args] = tool.command(o.ctx);
+  const run: ToolRun = { tool: tool.name, wallMs: [] };
+  for (let i = 0; i < o.reps; i++) {
+    const r = await timed(cmd!, args);
+    if (r.code !== 0) {
+      const why = r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`;
+      return { tool: tool.name, unavailable: `${tool.optional ? 'not available yet' : 'failed'} (exit ${r.code}: ${why})`, wallMs: [] };
+    }
+    run.wallMs.push(r.wallMs);
+    if (i === o.reps - 1) {
+      try {
+        run.agreement = compare(s.truth, s.destinations, tool.parse(r.stdout));
+      } catch (err) {
+        return { tool: tool.name, unavailable: `output not understood: ${(err as Error).message}`, wallMs: run.wallMs };
+      }
+    }
+  }
+  return run;
+}
+
+export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
+  const results: SizeResult[] = [];
+  for (const size of o.sizes) {
+    o.log(`snapshot: creating ${fmtInt(size.sockets)} CLOSE_WAIT sockets over ${size.holders} processes`);
+    let scenario: Scenario | undefined;
+    try {
+      scenario = await createCloseWait(o.closewait, size.sockets, size.holders, o.destinations, o.restorer);
+      const result: SizeResult = { size, held: scenario.held, failedConnects: scenario.failedConnects, tools: [] };
+      for (const tool of SNAPSHOT_TOOLS) {
+        o.log(`snapshot: ${fmtInt(size.sockets)}: ${tool.name}`);
+        result.tools.push(await runTool(tool, scenario, o));
+      }
+      results.push(result);
+    } catch (err) {
+      results.push({ size, held: 0, failedConnects: 0, tools: [], error: (err as Error).message });
+      o.log(`snapshot: ${(err as Error).message}`);
+    } finally {
+      await scenario?.cleanup();
+    }
+  }
+  return results;
+}
+
+export function snapshotTable(results: SizeResult[], reps: number): Table {
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  for (const r of results) {
+    const label = [fmtInt(r.size.sockets), String(r.size.holders)];
+    if (r.error) {
+      rows.push([...label, '—', '—', '—', '—', '—']);
+      notes.push(`error at ${fmtInt(r.size.sockets)}: ${r.error}`);
+      continue;
+    }
+    if (r.held !== r.size.sockets) notes.push(`${fmtInt(r.size.sockets)}: only ${fmtInt(r.held)} sockets made (${r.failedConnects} connects failed)`);
+    for (const t of r.tools) {
+      if (t.unavailable) {
+        rows.push([...label, t.tool, '—', '—', '—', t.unavailable]);
+        continue;
+      }
+      const a = t.agreement;
+      rows.push([
+        ...label,
+        t.tool,
+        fmtInt(median(t.wallMs)),
+        a ? `${fmtInt(a.found)} / ${fmtInt(r.held)}` : '—',
+        a ? fmtInt(a.ownersOk) : '—',
+        a ? fmtInt(a.extra) : '—',
+      ]);
+    }
+  }
+  return {
+    title: `Snapshot: K CLOSE_WAIT sockets over P processes, wall time (median of ${reps}) and what each tool finds`,
+    headers: ['K sockets', 'P processes', 'tool', 'wall ms', 'found / K', 'owner (pid, fd) right', 'extra'],
+    numeric: [true, true, false, true, true, true, false],
+    rows,
+    notes: [
+      'found: sockets reported with the (local, remote) of a socket the holders made; owner right: with the holder\'s pid and fd.',
+      'Wall time is from spawn to exit, including start-up (for sockleak, Node\'s ~50 ms).',
+      ...notes,
+    ],
+  };
+}
