@@ -10,11 +10,29 @@
 
 /* Set by the loader before each run of the new_leaks iterator. */
 volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or before this */
+/* Set by new_leaks once it has reported a leak: from then on close() calls are
+ * looked at (before, they cost nothing but the syscall hook's number check). */
+volatile __u32 follow_closes = 0;
+/* Set by the loader before load: record creators (costs a socket-storage write per connect). */
+const volatile bool track_creators = true;
 
 /*
- * Leak mode. Creators of live sockets: inserted at connect()/accept() exit,
- * deleted when the socket reaches TCP_CLOSE, read when it enters CLOSE_WAIT.
- * Bound: live TCP sockets made while sockleak runs (resized by the loader).
+ * Leak mode. Creators of connected sockets, stored on the socket itself
+ * (freed with it, nothing to delete): written on CLOSE -> SYN_SENT, which runs
+ * in the connect() caller's context; read when the socket enters CLOSE_WAIT.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sl_creator);
+} connect_creators SEC(".maps");
+
+/*
+ * Leak mode. Creators of accepted sockets (only accept() knows who took them,
+ * and it has no trusted socket pointer for socket storage): inserted at
+ * accept() exit, deleted when the socket reaches TCP_CLOSE, read when it enters
+ * CLOSE_WAIT. Bound: live accepted sockets (resized by the loader).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -23,6 +41,15 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sl_creator);
 } creators SEC(".maps");
+
+static __always_inline void current_creator(struct sl_creator *creator)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	creator->pid = id >> 32;
+	creator->tid = (__u32)id;
+	bpf_get_current_comm(creator->comm, sizeof(creator->comm));
+}
 
 /*
  * Leak mode. Every socket in CLOSE_WAIT: inserted on entering it (or by user
@@ -40,6 +67,28 @@ struct {
 	__type(value, struct sl_event);
 } close_wait SEC(".maps");
 
+/*
+ * Leak mode, a reported leak leaves CLOSE_WAIT: was that its holder acting
+ * (close(), shutdown(), exit) or the peer or a timer? The softirq programs are
+ * not attached in leak mode (they would cost every connection), so decide from
+ * the transition: LAST_ACK only follows the holder's FIN; CLOSE is the
+ * holder's if it is inside close() (pending close) or exiting, else a reset or
+ * keepalive timeout.
+ */
+static __always_inline __u8 leave_context(struct sock *sk, int newstate)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_close *pending;
+
+	if (task->flags & PF_KTHREAD)
+		return SL_F_KERNEL_THREAD;
+	if (newstate == TCP_LAST_ACK || (task->flags & PF_EXITING))
+		return 0;
+	pending = bpf_map_lookup_elem(&closing, &tid);
+	return pending && pending->sk == (__u64)sk ? 0 : SL_F_SOFTIRQ;
+}
+
 /* Leak mode: keep close_wait current; only reported sockets reach user space. */
 static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
 {
@@ -48,18 +97,41 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	__u64 cookie;
 
 	if (newstate == TCP_FIN_WAIT1 && (oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV)) {
-		count_active_close(sk);
+		count_active_close(sk); /* FIN_WAIT1 is only ever entered by close()/shutdown() */
 		return;
 	}
-	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
-		bpf_get_socket_cookie(sk); /* assigned now, so connect()/accept() exit can key the creator */
+	if (newstate == TCP_SYN_SENT) {
+		if (!track_creators)
+			return;
+		/* connect(): the caller is the creator. */
+		creator = bpf_sk_storage_get(&connect_creators, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (creator)
+			current_creator(creator);
+		else
+			count_map_full();
+		return;
+	}
+	if (newstate == TCP_SYN_RECV) {
+		if (track_creators)
+			bpf_get_socket_cookie(sk); /* assigned now, so accept() exit can key the creator */
+		return;
+	}
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE && !sk->__sk_common.skc_num &&
+	    !(context_flags() & SL_NOT_OWNER)) {
+		/* connect() found no free local port: inet_hash_connect() failed before
+		 * the port was set, and the destination is still on the socket. */
+		report_connect_no_port(sk);
 		return;
 	}
 	if (newstate != TCP_CLOSE_WAIT && oldstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
 		return; /* the cheap exit taken by most transitions */
 	cookie = bpf_get_socket_cookie(sk);
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&creators, &cookie);
+	if (newstate == TCP_CLOSE) {
+		if (track_creators)
+			bpf_map_delete_elem(&creators, &cookie);
+		if (oldstate != TCP_CLOSE_WAIT)
+			return;
+	}
 
 	if (newstate == TCP_CLOSE_WAIT) {
 		struct sl_event fresh = {};
@@ -71,7 +143,9 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		fresh.new_state = newstate;
 		fresh.fd = -1;
 		fill_endpoints(&fresh, sk);
-		creator = bpf_map_lookup_elem(&creators, &cookie);
+		creator = bpf_sk_storage_get(&connect_creators, sk, 0, 0);
+		if (!creator)
+			creator = bpf_map_lookup_elem(&creators, &cookie);
 		if (creator) {
 			fresh.pid = creator->pid;
 			fresh.tid = creator->tid;
@@ -91,7 +165,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		ev->type = SL_EV_STATE;
 		ev->old_state = oldstate;
 		ev->new_state = newstate;
-		ev->flags = context_flags();
+		ev->flags = leave_context(sk, newstate);
 		ev->fd = -1;
 		ev->ret = 0;
 		ev->_pad[0] = ev->_pad[1] = 0;
@@ -102,15 +176,15 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	bpf_map_delete_elem(&close_wait, &cookie);
 }
 
-/* Leak mode: remember who made the socket, for the day it leaks. */
-static __always_inline void remember_creator(struct sock *sk)
+/* Leak mode, accept() returned: remember who took the socket, for the day it leaks. */
+static __always_inline void remember_acceptor(struct sock *sk)
 {
-	__u64 id = bpf_get_current_pid_tgid(), cookie = read_cookie(sk);
-	struct sl_creator creator = { .pid = id >> 32, .tid = (__u32)id };
+	__u64 cookie = read_cookie(sk);
+	struct sl_creator creator;
 
 	if (!cookie)
 		return;
-	bpf_get_current_comm(creator.comm, sizeof(creator.comm));
+	current_creator(&creator);
 	if (bpf_map_update_elem(&creators, &cookie, &creator, BPF_ANY))
 		count_map_full();
 }

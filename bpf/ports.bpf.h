@@ -90,4 +90,44 @@ static __always_inline void report_port_failure(struct sock *sk, int fd, long re
 	submit_event(ev);
 }
 
+/* Leak mode: connect() found no free local port (seen from its SYN_SENT -> CLOSE). */
+static __always_inline void report_connect_no_port(const struct sock *sk)
+{
+	struct sl_event *ev = reserve_event();
+
+	if (!ev)
+		return;
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cookie = bpf_get_socket_cookie((void *)sk);
+	ev->type = SL_EV_CONNECT;
+	ev->old_state = TCP_SYN_SENT;
+	ev->new_state = TCP_CLOSE;
+	ev->flags = 0;
+	ev->fd = -1; /* not known from here; the process is */
+	ev->ret = -EADDRNOTAVAIL;
+	ev->_pad[0] = ev->_pad[1] = 0;
+	fill_endpoints(ev, sk);
+	fill_task(ev);
+	submit_event(ev);
+}
+
+/*
+ * Leak mode, bind() in flight, keyed by tid: the fd and the address asked for,
+ * stashed by the sys_enter_bind tracepoint, taken by sys_exit_bind. Bound:
+ * threads inside bind() at one instant.
+ */
+struct bind_args {
+	__u64 uaddr;
+	__s64 len;
+	__s32 fd;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct bind_args);
+} binding SEC(".maps");
+
 #endif /* SOCKLEAK_PORTS_BPF_H */

@@ -36,7 +36,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "common.bpf.h"
 #include "follow-pid.bpf.h"
 #include "ports.bpf.h"
-#include "leaks.bpf.h"
 #include "tree.bpf.h"
 
 /*
@@ -56,6 +55,8 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pending_close);
 } closing SEC(".maps");
+
+#include "leaks.bpf.h"
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(handle_softirq_entry, unsigned int vec_nr)
@@ -185,14 +186,15 @@ static __always_inline void on_socket_syscall_exit(struct pt_regs *regs, int fd,
 	sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
-	if (ret == -EADDRNOTAVAIL || ret == -EADDRINUSE) {
+	if (ret == -EADDRINUSE || (ret == -EADDRNOTAVAIL && mode == SL_MODE_TRACE)) {
+		/* (leak mode sees connect()'s EADDRNOTAVAIL from its state change) */
 		report_port_failure(sk, fd, ret, (const void *)PT_REGS_PARM2_CORE_SYSCALL(regs),
 				    PT_REGS_PARM3_CORE_SYSCALL(regs), type);
 		return;
 	}
 	if (mode == SL_MODE_LEAKS) {
-		if (ret >= 0 || ret == -EINPROGRESS)
-			remember_creator(sk);
+		if (type == SL_EV_ACCEPT)
+			remember_acceptor(sk);
 		return;
 	}
 	if (ret >= 0 || ret == -EINPROGRESS)
@@ -209,6 +211,8 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_sys_enter, struct pt_regs *regs, long id)
 {
 	if (id != NR_CLOSE)
+		return 0;
+	if (mode == SL_MODE_LEAKS && !follow_closes)
 		return 0;
 	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
@@ -229,12 +233,86 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	if (id == NR_CLOSE)
 		on_close_exit(ret);
+	else if (mode == SL_MODE_LEAKS && id == NR_CONNECT)
+		return 0; /* leak mode learns creators and port failures from state changes */
 	else if (id == NR_CONNECT)
 		on_socket_syscall_exit(regs, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), ret, SL_EV_CONNECT);
 	else if (id == NR_BIND)
 		on_socket_syscall_exit(regs, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), ret, SL_EV_BIND);
 	else if (ret >= 0)
 		on_socket_syscall_exit(regs, (int)ret, ret, SL_EV_ACCEPT);
+	return 0;
+}
+
+/*
+ * Leak mode, per-syscall tracepoints. Cheaper than the tp_btf raw syscall
+ * hooks above, which run a program on every syscall of the machine: here the
+ * kernel only tests a bitmap for the others. They need tracefs (the loader
+ * mounts it, or falls back to handle_sys_enter/exit).
+ */
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct sock *sk = ctx->ret >= 0 ? tcp_sock_of_fd((int)ctx->ret) : NULL;
+
+	if (sk)
+		remember_acceptor(sk);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct sock *sk = ctx->ret >= 0 ? tcp_sock_of_fd((int)ctx->ret) : NULL;
+
+	if (sk)
+		remember_acceptor(sk);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int tp_close_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	if (follow_closes)
+		on_close_enter((int)ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_close")
+int tp_close_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	if (follow_closes)
+		on_close_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int tp_bind_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct bind_args args = {
+		.uaddr = ctx->args[1],
+		.len = (__s64)ctx->args[2],
+		.fd = (__s32)ctx->args[0],
+	};
+
+	if (bpf_map_update_elem(&binding, &tid, &args, BPF_ANY))
+		count_map_full();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int tp_bind_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct bind_args *args = bpf_map_lookup_elem(&binding, &tid);
+	struct sock *sk;
+
+	if (!args)
+		return 0;
+	if (ctx->ret == -EADDRINUSE && (sk = tcp_sock_of_fd(args->fd)))
+		report_port_failure(sk, args->fd, ctx->ret, (const void *)args->uaddr, args->len, SL_EV_BIND);
+	bpf_map_delete_elem(&binding, &tid);
 	return 0;
 }
 
@@ -251,6 +329,7 @@ int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	if (!entry || (entry->flags & SL_F_REPORTED) || entry->ts_ns > leak_cutoff_ns)
 		return 0;
 	entry->flags |= SL_F_REPORTED;
+	follow_closes = 1;
 	bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry));
 	return 0;
 }

@@ -44,6 +44,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
                         InstanceMethod<&TracerWrap::Seed>("seed"),
                         InstanceMethod<&TracerWrap::Forget>("forget"),
                         InstanceMethod<&TracerWrap::Follow>("follow"),
+                        InstanceMethod<&TracerWrap::Hooks>("hooks"),
                         InstanceMethod<&TracerWrap::ActiveCloses>("activeCloses"),
                         InstanceMethod<&TracerWrap::TreeAdd>("treeAdd"),
                         InstanceMethod<&TracerWrap::TreePids>("treePids")});
@@ -65,6 +66,8 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     options.leak_mode = o.Get("leakMode").ToBoolean().Value();
     options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
     options.follow_tree = o.Get("followTree").ToBoolean().Value();
+    Napi::Value creators = o.Get("trackCreators");
+    if (creators.IsBoolean()) options.track_creators = creators.As<Napi::Boolean>().Value();
     options.fault_inject = static_cast<uint8_t>(OptUint(o, "faultInject", 0));
     Napi::Value btf = o.Get("btfPath");
     if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
@@ -202,6 +205,15 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
     auto buf = info[0].As<Napi::Buffer<uint8_t>>();
     return Napi::Number::New(env, static_cast<double>(tracer_->Follow(buf.Data(), buf.Length())));
+  }
+
+  // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean }
+  Napi::Value Hooks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("syscalls", tracer_ ? tracer_->SyscallHooks() : "none");
+    o.Set("mountedTracefs", tracer_ ? tracer_->MountedTracefs() : false);
+    return o;
   }
 
   // forget(cookies: bigint[])

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -15,6 +16,20 @@
 // clang-format on
 
 namespace sockleak {
+
+namespace {
+
+// Syscall tracepoints need tracefs. A fresh machine has none mounted: mount it
+// (root may), and tell the caller so it can say so. False: not available.
+bool EnsureTracefs(bool* mounted) {
+  if (access("/sys/kernel/tracing/events/syscalls", F_OK) == 0) return true;
+  if (access("/sys/kernel/debug/tracing/events/syscalls", F_OK) == 0) return true;
+  if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) return false;
+  *mounted = true;
+  return access("/sys/kernel/tracing/events/syscalls", F_OK) == 0;
+}
+
+}  // namespace
 
 Tracer::Tracer(const TracerOptions& options) : options_(options) {}
 
@@ -39,12 +54,30 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   bpf_map__set_max_entries(skel->maps.close_wait, options.leak_mode ? options.max_sockets : 1);
   bpf_map__set_max_entries(skel->maps.creators, options.leak_mode ? options.max_sockets : 1);
   skel->rodata->follow_tree = options.follow_tree;
+  skel->rodata->track_creators = options.track_creators;
   skel->rodata->fault_inject = options.fault_inject;
   // The map iterator is attached per run (CollectLeaks), and only in leak mode;
   // the process-tree programs only when a tree is followed.
   bpf_program__set_autoload(skel->progs.new_leaks, options.leak_mode);
   bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree);
   bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree);
+  // Leak mode must be cheap for every connection: no softirq programs, and
+  // per-syscall tracepoints instead of a program on every syscall, when tracefs is there.
+  tracer->syscall_tracepoints_ = options.leak_mode && EnsureTracefs(&tracer->mounted_tracefs_);
+  bool tracepoints = tracer->syscall_tracepoints_;
+  bpf_program__set_autoload(skel->progs.handle_softirq_entry, !options.leak_mode);
+  bpf_program__set_autoload(skel->progs.handle_softirq_exit, !options.leak_mode);
+  bpf_program__set_autoload(skel->progs.handle_sys_enter, !tracepoints);
+  bpf_program__set_autoload(skel->progs.handle_sys_exit, !tracepoints);
+  for (bpf_program* p : {skel->progs.tp_accept4_exit, skel->progs.tp_accept_exit, skel->progs.tp_close_enter,
+                         skel->progs.tp_close_exit, skel->progs.tp_bind_enter, skel->progs.tp_bind_exit}) {
+    bpf_program__set_autoload(p, tracepoints);
+  }
+  if (!options.leak_mode) bpf_map__set_max_entries(skel->maps.binding, 1);
+  if (!options.track_creators) {
+    bpf_program__set_autoload(skel->progs.tp_accept4_exit, false);
+    bpf_program__set_autoload(skel->progs.tp_accept_exit, false);
+  }
   if (!options.leak_mode) {
     bpf_map__set_max_entries(skel->maps.active_closes, 1);
   }
@@ -69,6 +102,12 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
       {skel->progs.handle_softirq_exit, &skel->links.handle_softirq_exit},
       {skel->progs.handle_fork, &skel->links.handle_fork},
       {skel->progs.handle_exit, &skel->links.handle_exit},
+      {skel->progs.tp_accept4_exit, &skel->links.tp_accept4_exit},
+      {skel->progs.tp_accept_exit, &skel->links.tp_accept_exit},
+      {skel->progs.tp_close_enter, &skel->links.tp_close_enter},
+      {skel->progs.tp_close_exit, &skel->links.tp_close_exit},
+      {skel->progs.tp_bind_enter, &skel->links.tp_bind_enter},
+      {skel->progs.tp_bind_exit, &skel->links.tp_bind_exit},
       {skel->progs.handle_set_state, &skel->links.handle_set_state},
       {skel->progs.handle_sys_enter, &skel->links.handle_sys_enter},
       {skel->progs.handle_sys_exit, &skel->links.handle_sys_exit},

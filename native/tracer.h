@@ -27,6 +27,7 @@ struct TracerOptions {
   bool leak_mode = false;          // SL_MODE_LEAKS: CLOSE_WAIT bookkeeping in maps
   uint32_t max_sockets = 262144;   // leak mode: bound of the close_wait and creators maps
   bool follow_tree = false;        // leak mode: follow a process tree (sockleak run)
+  bool track_creators = true;      // leak mode: record who connect()ed / accept()ed each socket
   uint8_t fault_inject = 0;        // tests only: 1 = a program the verifier rejects
   std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
 };
@@ -67,6 +68,11 @@ class Tracer {
 
   // Live sums over CPUs; after Stop(), the values at the moment of teardown.
   Counters ReadCounters() const;
+
+  // How syscalls are hooked: "tracepoint" (per-syscall, leak mode with tracefs)
+  // or "tp_btf" (raw sys_enter/sys_exit). And whether Open() mounted tracefs.
+  const char* SyscallHooks() const { return syscall_tracepoints_ ? "tracepoint" : "tp_btf"; }
+  bool MountedTracefs() const { return mounted_tracefs_; }
   std::vector<ProgramStats> ReadProgramStats() const;
 
   // Leak mode. Appends to `out` the close_wait entries (struct sl_event) that
@@ -111,6 +117,8 @@ class Tracer {
   std::function<void()> on_done_;   // likewise
   std::vector<uint8_t> batch_;      // poll thread only
   Counters final_counters_;         // written by Stop()
+  bool syscall_tracepoints_ = false;
+  bool mounted_tracefs_ = false;
 };
 
 }  // namespace sockleak

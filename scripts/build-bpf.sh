@@ -23,7 +23,10 @@ fi
 for src in bpf/*.bpf.c; do
   name=$(basename "$src" .bpf.c)
   obj="$out/$name.bpf.o"
-  if [ "$obj" -nt "$src" ] && [ "$obj" -nt bpf/sockleak.h ] && [ -s "$out/$name.skel.h" ]; then
+  # Up to date only if newer than its source and every shared header.
+  stale=0
+  for dep in "$src" bpf/*.h; do [ "$obj" -nt "$dep" ] || stale=1; done
+  if [ "$stale" = 0 ] && [ -s "$out/$name.skel.h" ]; then
     continue
   fi
   clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 \
