@@ -17,6 +17,7 @@ export interface NativeTracerOptions {
   leakMode?: boolean;
   maxSockets?: number;
   followTree?: boolean;
+  trackCreators?: boolean;
   faultInject?: number;
 }
 
@@ -41,6 +42,7 @@ export interface NativeTracer {
   seed(rawScan: Buffer): number;
   forget(cookies: bigint[]): void;
   follow(rawScan: Buffer): number;
+  hooks(): { syscalls: 'tracepoint' | 'tp_btf'; mountedTracefs: boolean };
   activeCloses(): Buffer;
   treeAdd(pid: number): void;
   treePids(): number[];

@@ -32,6 +32,15 @@ export interface TracerOptions {
   maxSockets?: number;
   /** @internal Leak mode: follow a process tree (treeAdd() its root). */
   followTree?: boolean;
+  /** @internal Leak mode: record creators (default true; costs a socket-storage write per connection). */
+  trackCreators?: boolean;
+}
+
+/** How the tracer hooks syscalls: per-syscall tracepoints (leak mode, needs tracefs) or tp_btf raw syscalls. */
+export interface TracerHooks {
+  syscalls: 'tracepoint' | 'tp_btf';
+  /** sockleak mounted tracefs on /sys/kernel/tracing to use the per-syscall tracepoints. */
+  mountedTracefs: boolean;
 }
 
 const DEFAULT_RING_BYTES = 8 << 20;
@@ -83,6 +92,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           pollMs: options.pollMs ?? 100,
           leakMode: options.leakMode ?? false,
           followTree: options.followTree ?? false,
+          trackCreators: options.trackCreators ?? true,
           // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
           faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
           ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
@@ -131,6 +141,11 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** Per-program kernel run time (needs kernel.bpf_stats_enabled=1), for benchmarks. */
   programStats(): NativeProgramStats[] {
     return this.native.programStats();
+  }
+
+  /** How syscalls are hooked, and whether tracefs had to be mounted for it. */
+  hooks(): TracerHooks {
+    return this.native.hooks();
   }
 
   /** @internal Leak mode: close_wait entries newly past `cutoffNs`, raw struct sl_event records. */
