@@ -56,6 +56,8 @@ export interface Sample {
   totals: TracerTotals | undefined;
   /** CPUs' worth of busy time on the machine during the churn that was neither the churn's nor the tracer's. */
   otherCpus: number;
+  /** Run time of BPF programs not the tracer's (someone else's tracer) during the churn. */
+  otherBpfNs: number;
 }
 
 export interface RowResult {
@@ -75,13 +77,20 @@ export interface OverheadResult {
 }
 
 /** Runs the churn, and measures what else kept the machine busy meanwhile (other people's work on a shared VM). */
-async function churnWithBackground(o: OverheadOptions, tracerPid?: number): Promise<{ churn: ChurnReport; otherCpus: number }> {
-  const tracerCpu = (): number => (tracerPid === undefined ? 0 : processCpuNs(tracerPid));
+async function churnWithBackground(
+  o: OverheadOptions,
+  tracer?: { pid: number; ids: Set<number> },
+): Promise<{ churn: ChurnReport; otherCpus: number; otherBpfNs: number }> {
+  const tracerCpu = (): number => (tracer ? processCpuNs(tracer.pid) : 0);
+  const p0 = listPrograms(o.bpftool);
   const m0 = machineBusyNs();
   const t0 = tracerCpu();
   const churn = await runChurn(o.churn, o.connections, o.threads);
   const other = machineBusyNs() - m0 - (churn.userNs + churn.sysNs) - (tracerCpu() - t0);
-  return { churn, otherCpus: Math.max(0, other) / churn.wallNs };
+  const p1 = listPrograms(o.bpftool);
+  const foreign = [...p1.keys()].filter((id) => !tracer?.ids.has(id));
+  const otherBpfNs = programDeltas(p0, p1, foreign).reduce((sum, p) => sum + p.runTimeNs, 0);
+  return { churn, otherCpus: Math.max(0, other) / churn.wallNs, otherBpfNs };
 }
 
 async function runChurn(bin: string, connections: number, threads: number): Promise<ChurnReport> {
@@ -156,7 +165,7 @@ async function measureTracer(row: TracerRow, o: OverheadOptions): Promise<Sample
   try {
     const b0 = listPrograms(o.bpftool);
     const u0 = processCpuNs(t.pid);
-    const { churn, otherCpus } = await churnWithBackground(o, t.pid);
+    const { churn, otherCpus, otherBpfNs } = await churnWithBackground(o, t);
     if (t.child.exitCode !== null || t.child.signalCode !== null) {
       throw new Error(`${row.name} died under load (${t.child.exitCode ?? t.child.signalCode}): ${lastLine(t.stderr())}`);
     }
@@ -177,6 +186,7 @@ async function measureTracer(row: TracerRow, o: OverheadOptions): Promise<Sample
       programs,
       totals,
       otherCpus,
+      otherBpfNs,
     };
   } finally {
     await stop(t.child, 'SIGKILL', 5_000);
@@ -184,7 +194,7 @@ async function measureTracer(row: TracerRow, o: OverheadOptions): Promise<Sample
 }
 
 async function measureUntraced(o: OverheadOptions): Promise<Sample> {
-  const { churn, otherCpus } = await churnWithBackground(o);
+  const { churn, otherCpus, otherBpfNs } = await churnWithBackground(o);
   return {
     connections: churn.connections,
     failed: churn.failed,
@@ -195,6 +205,7 @@ async function measureUntraced(o: OverheadOptions): Promise<Sample> {
     programs: [],
     totals: undefined,
     otherCpus,
+    otherBpfNs,
   };
 }
 
@@ -273,14 +284,16 @@ export function overheadTables(r: OverheadResult): Table[] {
   };
   const accounting: Table = {
     title: 'Events, losses and background load (same runs)',
-    headers: ['tracer', 'events/conn', 'lost', 'map-full', 'recursion misses', 'other load (CPUs)', 'runs'],
-    numeric: [false, true, true, true, true, true, true],
+    headers: ['tracer', 'events/conn', 'lost', 'map-full', 'recursion misses', 'other load (CPUs)', 'other BPF ns/conn', 'runs'],
+    numeric: [false, true, true, true, true, true, true, true],
     rows: [],
     notes: [
       'events/conn, lost, map-full: what the tracer itself reports at exit (sockleak only); lost and map-full summed over all runs.',
       'recursion misses: BPF runs the kernel skipped because the same program was already running on that CPU (a state change',
       'nested in an interrupt); the tracer never sees those events and cannot count them. Summed over all runs and programs.',
       "other load: busy CPU time on the machine during the churn that was neither the churn's nor the tracer's, in CPUs (median).",
+      "other BPF: run time of BPF programs that are not the row's own (someone else's tracer) during the churn, per connection",
+      '(median); part of it runs in the churn and inflates its CPU. Both should be near 0 for clean figures.',
     ],
   };
   for (const row of [r.untraced, ...r.rows]) {
@@ -325,6 +338,7 @@ export function overheadTables(r: OverheadResult): Table[] {
       withTotals.length ? sum((t) => t.mapFull) : '—',
       traced ? fmtInt(misses) : '—',
       fmtFixed(median(samples.map((s) => s.otherCpus)), 2),
+      fmtInt(median(samples.map((s) => s.otherBpfNs / s.connections))),
       String(samples.length),
     ]);
   }

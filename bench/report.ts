@@ -8,6 +8,8 @@ export interface ReportInput {
   versions: Record<string, string>;
   command: string;
   durationS: number;
+  /** Busy CPUs before the run started (other people's work on a shared VM). */
+  backgroundCpus: number;
   sections: Array<{ heading: string; tables: Table[] }>;
 }
 
@@ -41,7 +43,17 @@ the totals it prints.
   negligible over seconds of CPU).
 - **base ns/conn** = churn CPU ÷ connections − BPF ns/conn (BPF runs mostly in the churn's context).
 - **overhead** = (BPF + user) ÷ base.
+- **overhead on untraced base** = (BPF + user) ÷ the untraced run's base: a cross-check. \`run_time_ns\`
+  is wall time inside the program, so an interrupt that lands in it, and the softirq work (packets
+  of the same churn) run when that interrupt exits, are counted as BPF time too. That happens most
+  when the program itself raises interrupts (tcpstates' perf-buffer wake-up on every event) or when
+  the CPUs are contended (a busy user-space reader); the base then comes out too small and the
+  first overhead too large. A nested state change on the same CPU is skipped by the kernel and
+  shows as a **recursion miss** (an event the tracer never saw).
 - **× untraced**: connections/s ÷ the untraced run of the same repetition; for reference only.
+- **other load** and **other BPF**: busy CPU on the machine during the churn that was neither the
+  churn's nor the tracer's, and run time of BPF programs that are not the row's. These VMs are
+  shared; figures are clean only when both are near 0.
 - Rows are interleaved (untraced, tracer 1, tracer 2, … then again) after one warm-up churn, and
   every figure is the median over the repetitions.
 
@@ -75,7 +87,7 @@ export function renderReport(r: ReportInput): string {
     `- ${m.nproc} CPUs (${m.cpuModel}), ${m.memGiB} GiB, shared VM`,
     `- ${m.os}, kernel ${m.kernel}, Node ${m.node}`,
     `- peers: ${versions}`,
-    `- run: \`${r.command}\`, ${m.date}, ${Math.round(r.durationS)} s`,
+    `- run: \`${r.command}\`, ${m.date}, ${Math.round(r.durationS)} s; ${r.backgroundCpus.toFixed(2)} CPUs busy with other work just before it started`,
     '',
     '## How to reproduce',
     '',

@@ -9,12 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { enableBpfStats } from './bpf-stats';
 import { buildC, ROOT } from './build-c';
-import { killAll } from './children';
+import { killAll, sleep } from './children';
 import { overheadTables, runOverhead } from './overhead';
 import { ensurePeers, packageVersion } from './peers';
 import { renderReport } from './report';
 import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
-import { ensureTracefs, machineInfo, Restorer } from './system';
+import { ensureTracefs, machineBusyNs, machineInfo, Restorer } from './system';
 import { renderText, type Table } from './table';
 import { TRACERS, tracerContext } from './tracers';
 
@@ -68,6 +68,14 @@ function parseArgs(argv: string[]): Args {
 
 const log = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
 
+/** CPUs' worth of busy time on the machine over one idle second: what others are running. */
+async function backgroundLoad(): Promise<number> {
+  const b0 = machineBusyNs();
+  const t0 = process.hrtime.bigint();
+  await sleep(1000);
+  return (machineBusyNs() - b0) / Number(process.hrtime.bigint() - t0);
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   if (process.getuid?.() !== 0) {
@@ -87,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
   process.once('exit', killAll);
 
   try {
+    const busyBefore = await backgroundLoad();
+    if (busyBefore > 0.2) log(`the machine is already busy (${busyBefore.toFixed(2)} CPUs used by others): figures will be noisy`);
     const peers = ensurePeers(log);
     for (const needed of ['gcc', 'bpftool']) if (!peers.has(needed)) throw new Error(`${needed} is required and could not be installed`);
     const ctx = tracerContext(peers);
@@ -141,6 +151,7 @@ async function main(argv: string[]): Promise<number> {
         versions,
         command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
         durationS: (Date.now() - t0) / 1000,
+        backgroundCpus: busyBefore,
         sections,
       });
       fs.mkdirSync(path.dirname(args.out), { recursive: true });
