@@ -250,24 +250,25 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
  * kernel only tests a bitmap for the others. They need tracefs (the loader
  * mounts it, or falls back to handle_sys_enter/exit).
  */
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int tp_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_accept_exit(long ret)
 {
-	struct sock *sk = ctx->ret >= 0 ? tcp_sock_of_fd((int)ctx->ret) : NULL;
+	struct sock *sk = ret >= 0 ? tcp_sock_of_fd((int)ret) : NULL;
 
 	if (sk)
 		remember_acceptor(sk);
 	return 0;
 }
 
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept_exit(ctx->ret);
+}
+
 SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_accept_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct sock *sk = ctx->ret >= 0 ? tcp_sock_of_fd((int)ctx->ret) : NULL;
-
-	if (sk)
-		remember_acceptor(sk);
-	return 0;
+	return on_accept_exit(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
