@@ -35,7 +35,7 @@ function parseArgs(argv: string[]): Args {
   const args: Args = {
     quick,
     reps: quick ? 2 : 5,
-    connections: quick ? 50_000 : 200_000,
+    connections: quick ? 50_000 : 100_000,
     overhead: true,
     snapshot: true,
     write: !quick,

@@ -202,6 +202,8 @@ export interface SizeResult {
   held: number;
   failedConnects: number;
   tools: ToolRun[];
+  /** Holder sockets still in CLOSE_WAIT (per ss) after every tool ran: a tool cannot find more. */
+  stillAtEnd?: number;
   error?: string;
 }
 
@@ -240,6 +242,10 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
         o.log(`snapshot: ${fmtInt(size.sockets)}: ${tool.name}`);
         result.tools.push(await runTool(tool, scenario, o));
       }
+      if (o.peers.has('ss')) {
+        const r = await timed(o.ctx.tool('ss'), ['-tanp', 'state', 'close-wait']);
+        if (r.code === 0) result.stillAtEnd = compare(scenario.truth, scenario.destinations, parseSs(r.stdout)).found;
+      }
       results.push(result);
     } catch (err) {
       results.push({ size, held: 0, failedConnects: 0, tools: [], error: (err as Error).message });
@@ -262,6 +268,9 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
       continue;
     }
     if (r.held !== r.size.sockets) notes.push(`${fmtInt(r.size.sockets)}: only ${fmtInt(r.held)} sockets made (${r.failedConnects} connects failed)`);
+    if (r.stillAtEnd !== undefined && r.stillAtEnd !== r.held) {
+      notes.push(`${fmtInt(r.size.sockets)}: ${fmtInt(r.held - r.stillAtEnd)} of the holders' sockets were not in CLOSE_WAIT at the end (per a last ss; reset, e.g. on a listen-queue overflow)`);
+    }
     for (const t of r.tools) {
       if (t.unavailable) {
         rows.push([...label, t.tool, '—', '—', '—', t.unavailable]);
