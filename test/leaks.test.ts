@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { after, test } from 'node:test';
+import { after, afterEach, test } from 'node:test';
 import { groupSockets } from '../src/cli/leak-groups';
 import { watch, type FdClosedRecord, type LeakRecord, type ResolvedRecord, type WatchRecord } from '../src/leak-watcher';
 import { snapshot } from '../src/snapshot';
@@ -27,20 +27,27 @@ async function holder(): Promise<Holder> {
   return h;
 }
 
+/** Watchers still running: stopped after each test, passed or failed, so a failure never hangs the file. */
+const running = new Set<() => Promise<void>>();
+afterEach(async () => {
+  for (const stop of running) await stop();
+  running.clear();
+});
+
 /** Runs a watcher in the background, collecting every record. */
 function recorder(options: Parameters<typeof watch>[0]): { records: WatchRecord[]; stop: () => Promise<void> } {
   const watcher = watch(options);
   const records: WatchRecord[] = [];
-  const running = (async () => {
+  const pumping = (async () => {
     for await (const r of watcher) records.push(r);
   })();
-  return {
-    records,
-    stop: async () => {
-      await watcher.close();
-      await running;
-    },
+  const stop = async (): Promise<void> => {
+    running.delete(stop);
+    await watcher.close();
+    await pumping;
   };
+  running.add(stop);
+  return { records, stop };
 }
 
 const leaksTo = (records: WatchRecord[], remote: string): LeakRecord[] =>
@@ -65,7 +72,8 @@ test('the first incident in miniature: W threads x N backends, one backend remov
   const leaks = leaksTo(watcher.records, dead.remote);
   const truth = conns.filter((c) => c.remote === dead.remote);
   assert.equal(leaks.length, W, 'exactly W CLOSE_WAIT leaks for the removed backend');
-  assert.equal(watcher.records.filter((r) => r.type === 'leak').length, W, 'no leak for the live backends');
+  const clientLeaks = watcher.records.filter((r) => r.type === 'leak' && r.owners.some((o) => o.pid === client.pid));
+  assert.equal(clientLeaks.length, W, 'no leak for the live backends');
   for (const leak of leaks) {
     assert.equal(leak.state, 'CLOSE_WAIT');
     assert.deepEqual(leak.owners.map((o) => o.pid), [client.pid]);
@@ -106,7 +114,12 @@ test('the first incident in miniature: W threads x N backends, one backend remov
 
   // The leaking process dies: every leak resolves.
   client.kill();
-  await waitFor(() => watcher.records.filter((r) => r.type === 'resolved').length >= W, 8000, 'resolved records');
+  const cookies = new Set(leaks.map((l) => l.cookie));
+  await waitFor(
+    () => watcher.records.filter((r) => r.type === 'resolved' && cookies.has(r.cookie)).length >= W,
+    8000,
+    'resolved records',
+  );
   await watcher.stop();
   await Promise.all(backends.filter((b) => b !== dead).map((b) => b.remove()));
 });
@@ -154,12 +167,12 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
   assert.deepEqual(new Set(leak.owners.map((o) => o.pid)), new Set([h.pid, child]), 'both hold it before the close');
 
   await h.request({ op: 'close', fd });
-  await waitFor(() => w.records.some((r) => r.type === 'fd-closed'), 5000, 'fd-closed record');
-  const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed')!;
+  await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed record');
+  const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
   assert.deepEqual(closed.closedBy.pid, h.pid);
   assert.equal(closed.closedBy.fd, fd);
   assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd }]);
-  assert.ok(!w.records.some((r) => r.type === 'resolved'), 'the parent close did not free it');
+  assert.ok(!w.records.some((r) => r.type === 'resolved' && r.cookie === leak.cookie), 'the parent close did not free it');
 
   const snap = await snapshot({});
   const mine = snap.sockets.find((s) => s.cookie === leak.cookie)!;
@@ -182,15 +195,15 @@ test('dup: closing one of two fds does not free the socket; closing the second d
   assert.deepEqual(leak.owners.map((o) => o.fd).sort(), [fd, fd2].sort());
 
   await h.request({ op: 'close', fd });
-  await waitFor(() => w.records.some((r) => r.type === 'fd-closed'), 5000, 'fd-closed');
-  const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed')!;
+  await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed');
+  const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
   assert.equal(first.cookie, leak.cookie);
   assert.equal(first.closedBy.fd, fd);
   assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2 }]);
 
   await h.request({ op: 'close', fd: fd2 });
-  await waitFor(() => w.records.some((r) => r.type === 'resolved'), 5000, 'resolved');
-  const resolved = w.records.find((r): r is ResolvedRecord => r.type === 'resolved')!;
+  await waitFor(() => w.records.some((r) => r.type === 'resolved' && r.cookie === leak.cookie), 5000, 'resolved');
+  const resolved = w.records.find((r): r is ResolvedRecord => r.type === 'resolved' && r.cookie === leak.cookie)!;
   assert.equal(resolved.cookie, leak.cookie);
   assert.equal(resolved.how, 'close');
   assert.deepEqual({ pid: resolved.closedBy!.pid, fd: resolved.closedBy!.fd }, { pid: h.pid, fd: fd2 });
