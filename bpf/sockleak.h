@@ -144,4 +144,48 @@ struct sl_counters {
 	__u64 map_full;  /* map insertions refused because a bounded map was full */
 };
 
+/*
+ * `sockleak reap`: bpf/reap.bpf.c destroys the sockets user space asked for,
+ * re-checking each one under its socket lock at the moment of destroy.
+ */
+#define SL_REAP_MAX 65536  /* bound of the request map: the most sockets one reap run may name */
+
+/* What happened to one requested socket. */
+enum sl_reap_outcome {
+	SL_REAP_DESTROYED = 1,      /* bpf_sock_destroy()/SOCK_DESTROY succeeded: the socket is gone */
+	SL_REAP_SKIP_STATE = 2,     /* its state is no longer the listed one (e.g. the owner closed it) */
+	SL_REAP_SKIP_ACTIVE = 3,    /* it processed a packet after the age cut-off: no longer old enough */
+	SL_REAP_SKIP_CHANGED = 4,   /* remote endpoint or netns differ from the listing */
+	SL_REAP_SKIP_NOT_FOUND = 5, /* no socket with this cookie exists any more (user space: left over) */
+	SL_REAP_FAILED = 6,         /* the kernel refused to destroy it; err holds -errno */
+};
+
+/*
+ * One socket to destroy, as listed by user space (value of the `requests`
+ * map, key = cookie). Everything here is re-checked before destroying.
+ */
+struct sl_reap_request {
+	__u64 cookie;               /* socket cookie from the listing; also the map key */
+	__u64 active_before_ns;     /* CLOCK_MONOTONIC: last packet must be at or before this; 0 = no age check */
+	__u8 saddr[SL_ADDR_LEN];    /* local address (the sock_diag fallback needs the full 4-tuple) */
+	__u8 daddr[SL_ADDR_LEN];    /* remote address; IPv4 in the first 4 bytes */
+	__u32 netns_ino;            /* network namespace the socket lives in */
+	__u16 sport;                /* local port, host byte order */
+	__u16 dport;                /* remote port, host byte order */
+	__u16 family;               /* AF_INET or AF_INET6 */
+	__u8 state;                 /* kernel TCP state the socket must still be in */
+	__u8 _pad[5];
+};
+
+/* One decision, written by the reap iterator (or the sock_diag fallback) per requested socket. */
+struct sl_reap_result {
+	__u64 cookie;
+	__u64 last_active_ns;       /* the socket's last packet as seen at the decision; 0 unknown */
+	__u32 netns_ino;
+	__s32 err;                  /* SL_REAP_FAILED: -errno from the kernel; else 0 */
+	__u8 outcome;               /* enum sl_reap_outcome */
+	__u8 state;                 /* kernel TCP state seen at the decision (0 if not found) */
+	__u8 _pad[6];
+};
+
 #endif /* SOCKLEAK_H */

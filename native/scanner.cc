@@ -2,8 +2,6 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <unistd.h>
 
 // clang-format off
@@ -11,6 +9,8 @@
 #include "sockleak.h"
 #include "scan.skel.h"
 // clang-format on
+
+#include "netns.h"
 
 namespace sockleak {
 namespace {
@@ -56,21 +56,14 @@ BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
 
   // iter/tcp walks the network namespace current at iterator creation: enter
   // the requested one on this thread only, and come back before anything else.
-  Fd home, target;
-  if (!request.netns_path.empty()) {
-    home.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    target.fd = open(request.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (home.fd < 0 || target.fd < 0) return BpfError::From(errno, "netns", request.netns_path);
-    if (setns(target.fd, CLONE_NEWNET)) return BpfError::From(errno, "netns", request.netns_path);
-  }
+  ScopedNetns netns;
+  BpfError entered = netns.Enter(request.netns_path);
+  if (!entered.ok()) return entered;
   bpf_link* link = bpf_program__attach_iter(prog, nullptr);
   int link_err = link ? 0 : errno;
   int fd = link ? bpf_iter_create(bpf_link__fd(link)) : -1;
   int create_err = errno;
-  if (home.fd >= 0 && setns(home.fd, CLONE_NEWNET)) {
-    // Cannot return this thread to its namespace: never let it run anything else.
-    abort();
-  }
+  netns.Leave();
   if (link) bpf_link__destroy(link);  // the iterator fd keeps what it needs
   if (!link) return BpfError::From(link_err, "iter", bpf_program__name(prog));
   if (fd < 0) return BpfError::From(create_err, "iter", bpf_program__name(prog));

@@ -37,5 +37,5 @@ for src in bpf/*.bpf.c; do
   mv "$out/$name.skel.h.tmp" "$out/$name.skel.h"
 done
 
-node scripts/gen-layout.mjs "$out/trace.bpf.o" "$out/scan.bpf.o" > src/generated/layout.ts.tmp
+node scripts/gen-layout.mjs "$out/trace.bpf.o" "$out/scan.bpf.o" "$out/reap.bpf.o" > src/generated/layout.ts.tmp
 mv src/generated/layout.ts.tmp src/generated/layout.ts

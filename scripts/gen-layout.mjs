@@ -4,8 +4,8 @@
 // structs and enums of bpf/sockleak.h. Usage: gen-layout.mjs OBJECT > layout.ts
 import { execFileSync } from 'node:child_process';
 
-const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock', 'sl_close_key', 'sl_close_count'];
-const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags'];
+const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock', 'sl_close_key', 'sl_close_count', 'sl_reap_request', 'sl_reap_result'];
+const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags', 'sl_reap_outcome'];
 
 const objects = process.argv.slice(2);
 const object = objects.join(' ');
@@ -76,7 +76,7 @@ for (const name of ENUMS) {
   const e = named('ENUM', name);
   const upper = name.toUpperCase().replace(/^SL_/, '');
   out += `\n/** enum ${name} */\nexport const ${upper} = {\n`;
-  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F|SK)_/, '')}: ${v.val},\n`;
+  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F|SK|REAP)_/, '')}: ${v.val},\n`;
   out += `} as const;\n`;
 }
 

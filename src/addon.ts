@@ -5,7 +5,7 @@
  */
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
-import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, SOCK_SIZE } from './generated/layout';
+import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
 export interface NativeTracerOptions {
@@ -61,6 +61,23 @@ export interface NativeScanner {
   close(): void;
 }
 
+/** How the reaper destroys sockets: `auto` = bpf_sock_destroy where the kernel has it (6.5+), else sock_diag. */
+export type NativeReapMethod = 'auto' | 'bpf' | 'sock_diag';
+
+export interface NativeReaper {
+  /**
+   * Re-checks and destroys the sockets named by `requests` (struct sl_reap_request
+   * records), visiting each namespace in `netnsPaths`, on the thread pool: one
+   * struct sl_reap_result per request.
+   */
+  reap(requests: Buffer, netnsPaths: string[]): Promise<Buffer>;
+  /** 'bpf_sock_destroy' or 'sock_diag'. */
+  method(): string;
+  /** Why bpf_sock_destroy is not used ('' when it is, or when sock_diag was asked for). */
+  fallbackReason(): string;
+  close(): void;
+}
+
 /** What the addon throws: errno name, failing stage and program, libbpf's log. */
 export interface NativeError extends Error {
   code: string;
@@ -73,6 +90,11 @@ export interface NativeError extends Error {
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
   Scanner: new (options: { btfPath?: string }) => NativeScanner;
+  Reaper: {
+    new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;
+    REQUEST_SIZE: number;
+    RESULT_SIZE: number;
+  };
   probeFeatures(btfPath?: string): Array<{ name: string; available: boolean }>;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
@@ -100,7 +122,9 @@ export function loadAddon(): Addon {
     addon.EVENT_SIZE !== EVENT_SIZE ||
     addon.COUNTERS_SIZE !== COUNTERS_SIZE ||
     addon.SOCK_SIZE !== SOCK_SIZE ||
-    addon.CLOSE_PAIR_SIZE !== CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE
+    addon.CLOSE_PAIR_SIZE !== CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE ||
+    addon.Reaper?.REQUEST_SIZE !== REAP_REQUEST_SIZE ||
+    addon.Reaper?.RESULT_SIZE !== REAP_RESULT_SIZE
   ) {
     throw new SockleakError(
       `native addon is stale: its struct sizes (${addon.EVENT_SIZE}, ${addon.COUNTERS_SIZE}, ${addon.SOCK_SIZE}) ` +

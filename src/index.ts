@@ -26,3 +26,20 @@ export type {
 } from './events';
 export { TCP_STATES, type TcpState } from './tcp-states';
 export * from './errors';
+export {
+  reap,
+  planReap,
+  executeReap,
+  REAP_DEFAULT_MAX,
+  REAP_MAX,
+  type ReapFilters,
+  type AppliedReapFilters,
+  type ReapOptions,
+  type ExecuteReapOptions,
+  type ReapPlan,
+  type ReapReport,
+  type ReapSocketResult,
+  type ReapSkipReason,
+  type AuditTarget,
+  type AuditActor,
+} from './reap';

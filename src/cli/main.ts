@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
 import { registerFeatures } from './features-command';
+import { registerReap } from './reap-command';
 import { registerSnapshot } from './snapshot-command';
 import { registerTrace } from './trace-command';
 import { registerWatch } from './watch-command';
@@ -16,7 +17,7 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures];
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap];
 
 function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')

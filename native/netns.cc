@@ -1,0 +1,33 @@
+#include "netns.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace sockleak {
+
+BpfError ScopedNetns::Enter(const std::string& path) {
+  if (path.empty()) return BpfError{};
+  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (home < 0 || target < 0 || setns(target, CLONE_NEWNET)) {
+    BpfError error = BpfError::From(errno, "netns", path);
+    if (home >= 0) close(home);
+    if (target >= 0) close(target);
+    return error;
+  }
+  close(target);
+  home_ = home;
+  return BpfError{};
+}
+
+void ScopedNetns::Leave() {
+  if (home_ < 0) return;
+  if (setns(home_, CLONE_NEWNET)) abort();
+  close(home_);
+  home_ = -1;
+}
+
+}  // namespace sockleak

@@ -1,0 +1,158 @@
+#include "sock-diag.h"
+
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace sockleak {
+namespace {
+
+struct DiagRequest {
+  nlmsghdr header;
+  inet_diag_req_v2 body;
+};
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// How long the socket has been idle, as keepalive measures it, from INET_DIAG_INFO.
+bool IdleMs(const inet_diag_msg* msg, size_t len, uint64_t* idle_ms) {
+  int attr_len = static_cast<int>(len) - static_cast<int>(NLMSG_ALIGN(sizeof(*msg)));
+  for (auto* attr = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(attr, attr_len); attr = RTA_NEXT(attr, attr_len)) {
+    if (attr->rta_type != INET_DIAG_INFO) continue;
+    tcp_info info{};
+    memcpy(&info, RTA_DATA(attr), std::min<size_t>(RTA_PAYLOAD(attr), sizeof(info)));
+    *idle_ms = std::min({info.tcpi_last_data_recv, info.tcpi_last_ack_recv, info.tcpi_last_data_sent});
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+SockDiag::~SockDiag() {
+  if (fd_ >= 0) close(fd_);
+}
+
+BpfError SockDiag::Open() {
+  fd_ = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd_ < 0) return BpfError::From(errno, "sock_diag");
+  timeval timeout{5, 0};  // the kernel answers at once; never hang a pool thread on it
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return BpfError{};
+}
+
+BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
+                            uint64_t* idle_ms) {
+  DiagRequest msg{};
+  msg.header.nlmsg_len = sizeof(msg);
+  msg.header.nlmsg_type = type;
+  msg.header.nlmsg_flags = NLM_F_REQUEST | (type == SOCK_DESTROY ? NLM_F_ACK : 0);
+  msg.header.nlmsg_seq = ++seq_;
+  msg.body.sdiag_family = static_cast<uint8_t>(request.family);
+  msg.body.sdiag_protocol = IPPROTO_TCP;
+  msg.body.idiag_states = ~0u;
+  msg.body.idiag_ext = 1 << (INET_DIAG_INFO - 1);
+  msg.body.id.idiag_sport = htons(request.sport);
+  msg.body.id.idiag_dport = htons(request.dport);
+  memcpy(msg.body.id.idiag_src, request.saddr, sizeof(msg.body.id.idiag_src));
+  memcpy(msg.body.id.idiag_dst, request.daddr, sizeof(msg.body.id.idiag_dst));
+  msg.body.id.idiag_cookie[0] = static_cast<uint32_t>(request.cookie);
+  msg.body.id.idiag_cookie[1] = static_cast<uint32_t>(request.cookie >> 32);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+    return BpfError::From(errno, "sock_diag");
+  }
+  alignas(nlmsghdr) char buf[8192];
+  for (;;) {
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "sock_diag");
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq_) continue;  // a late answer to an earlier request
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        *reply_err = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+        return BpfError{};
+      }
+      if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+        auto* found = reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h));
+        *reply_err = 0;
+        *state = found->idiag_state;
+        if (!IdleMs(found, h->nlmsg_len - NLMSG_HDRLEN, idle_ms)) *idle_ms = 0;
+        return BpfError{};
+      }
+    }
+  }
+}
+
+BpfError SockDiag::ProbeDestroy() {
+  sl_reap_request nothing{};
+  nothing.family = AF_INET;  // 0.0.0.0:0 -> 0.0.0.0:0, cookie 0: no such socket
+  int reply = 0;
+  uint8_t state = 0;
+  uint64_t idle = 0;
+  BpfError error = Exchange(SOCK_DESTROY, nothing, &reply, &state, &idle);
+  if (!error.ok()) return error;
+  if (reply == -EOPNOTSUPP) return BpfError::From(EOPNOTSUPP, "sock_diag", "SOCK_DESTROY");
+  return BpfError{};
+}
+
+BpfError SockDiag::DestroyOne(const sl_reap_request& request, sl_reap_result* result) {
+  *result = sl_reap_result{};
+  result->cookie = request.cookie;
+  result->netns_ino = request.netns_ino;
+  int reply = 0;
+  uint8_t state = 0;
+  uint64_t idle_ms = 0;
+  uint64_t now_ns = MonotonicNs();
+  BpfError error = Exchange(SOCK_DIAG_BY_FAMILY, request, &reply, &state, &idle_ms);
+  if (!error.ok()) return error;
+  // ENOENT: no socket on that 4-tuple; ESTALE: one is there, with another cookie.
+  if (reply == -ENOENT || reply == -ESTALE) {
+    result->outcome = SL_REAP_SKIP_NOT_FOUND;
+    return BpfError{};
+  }
+  if (reply) {
+    result->outcome = SL_REAP_FAILED;
+    result->err = reply;
+    return BpfError{};
+  }
+  result->state = state;
+  result->last_active_ns = idle_ms * 1000000ull < now_ns ? now_ns - idle_ms * 1000000ull : 0;
+  if (state != request.state) {
+    result->outcome = SL_REAP_SKIP_STATE;
+    return BpfError{};
+  }
+  if (request.active_before_ns && result->last_active_ns > request.active_before_ns) {
+    result->outcome = SL_REAP_SKIP_ACTIVE;
+    return BpfError{};
+  }
+  error = Exchange(SOCK_DESTROY, request, &reply, &state, &idle_ms);
+  if (!error.ok()) return error;
+  if (reply == -EOPNOTSUPP) return BpfError::From(EOPNOTSUPP, "sock_diag", "SOCK_DESTROY");
+  if (reply == -ENOENT || reply == -ESTALE) {
+    result->outcome = SL_REAP_SKIP_NOT_FOUND;  // gone between the check and the destroy
+  } else if (reply) {
+    result->outcome = SL_REAP_FAILED;
+    result->err = reply;
+  } else {
+    result->outcome = SL_REAP_DESTROYED;
+  }
+  return BpfError{};
+}
+
+}  // namespace sockleak

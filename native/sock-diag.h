@@ -1,0 +1,50 @@
+// The reap fallback where bpf_sock_destroy() is missing (Linux < 6.5): sock_diag
+// SOCK_DESTROY over NETLINK_SOCK_DIAG, what `ss -K` uses (needs
+// CONFIG_INET_DIAG_DESTROY). The kernel looks the socket up by its 4-tuple and
+// refuses it unless the cookie matches, so a port reused by a new socket is never
+// touched; state and idleness are re-checked by an exact query just before, not
+// under the socket lock as the BPF path does. Knows nothing of N-API.
+#pragma once
+
+#include <linux/types.h>
+
+#include <cstdint>
+
+#include "bpf-error.h"
+#include "sockleak.h"
+
+namespace sockleak {
+
+// One NETLINK_SOCK_DIAG socket, bound to the network namespace current on the
+// calling thread when it is opened. Used by one thread at a time.
+class SockDiag {
+ public:
+  SockDiag() = default;
+  ~SockDiag();
+
+  SockDiag(const SockDiag&) = delete;
+  SockDiag& operator=(const SockDiag&) = delete;
+
+  BpfError Open();
+
+  // EOPNOTSUPP when this kernel cannot destroy TCP sockets through sock_diag
+  // (CONFIG_INET_DIAG_DESTROY off); ok when it can (a probe for a socket that
+  // does not exist gets ENOENT).
+  BpfError ProbeDestroy();
+
+  // Re-checks one requested socket and destroys it if it is still as listed.
+  // Fills `result`; returns an error only for failures of the whole method
+  // (netlink I/O, SOCK_DESTROY unsupported), never for one socket's outcome.
+  BpfError DestroyOne(const sl_reap_request& request, sl_reap_result* result);
+
+ private:
+  // Sends one inet_diag request; *reply_err is the kernel's -errno (0 = ok),
+  // and for a query *state / *idle_ms describe the socket found.
+  BpfError Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
+                    uint64_t* idle_ms);
+
+  int fd_ = -1;
+  uint32_t seq_ = 0;
+};
+
+}  // namespace sockleak
