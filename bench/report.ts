@@ -45,10 +45,10 @@ the totals it prints.
 - **overhead** = (BPF + user) ÷ base.
 - **overhead on untraced base** = (BPF + user) ÷ the untraced run's base: a cross-check. \`run_time_ns\`
   is wall time inside the program, so an interrupt that lands in it, and the softirq work (packets
-  of the same churn) run when that interrupt exits, are counted as BPF time too. That happens most
-  when the program itself raises interrupts (tcpstates' perf-buffer wake-up on every event) or when
-  the CPUs are contended (a busy user-space reader); the base then comes out too small and the
-  first overhead too large. A nested state change on the same CPU is skipped by the kernel and
+  of the same churn) run when that interrupt exits, are most likely counted as BPF time too. We
+  see it most when the program itself raises interrupts (tcpstates wakes its reader on every event)
+  or when the CPUs are contended (a busy user-space reader): the base then comes out smaller than
+  the untraced one and the first overhead too large. A nested state change on the same CPU is skipped by the kernel and
   shows as a **recursion miss** (an event the tracer never saw).
 - **× untraced**: connections/s ÷ the untraced run of the same repetition; for reference only.
 - **other load** and **other BPF**: busy CPU on the machine during the churn that was neither the
@@ -57,10 +57,13 @@ the totals it prints.
 - Rows are interleaved (untraced, tracer 1, tracer 2, … then again) after one warm-up churn, and
   every figure is the median over the repetitions.
 
-Rows: untraced; \`sockleak trace --json > /dev/null\`; libbpf-tools \`tcpstates > /dev/null\`;
-bpftrace with \`${BPFTRACE_COUNT}\` (counts per state in a map, sends nothing: close to the least any
-tracer of every state change can cost). tcpstates and bpftrace attach classic tracepoints, so the
-benchmark mounts tracefs when it is missing (and unmounts it after); sockleak needs no tracefs.
+Rows (one entry each in \`bench/tracers.ts\`): untraced; \`sockleak trace --json > /dev/null\`
+(every event as JSON); \`sockleak watch --json > /dev/null\` (leak mode: only sockets that stay in
+CLOSE_WAIT past the threshold are reported, so a churn sends next to nothing to user space);
+libbpf-tools \`tcpstates > /dev/null\`; bpftrace with
+\`${BPFTRACE_COUNT}\` (counts per state in a map, sends nothing: close to the least any tracer of
+every state change can cost). tcpstates and bpftrace attach classic tracepoints, so the benchmark
+mounts tracefs when it is missing (and unmounts it after); sockleak needs no tracefs.
 
 **Snapshot**: a listener (\`bench/closewait.c listen\`) on 127.0.0.2–127.0.0.11 accepts and closes
 every connection; P holder processes (\`closewait hold\`) open K/P connections each, round-robin over
