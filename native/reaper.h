@@ -28,7 +28,8 @@ enum class ReapMethod {
 
 class Reaper {
  public:
-  // Fails with EOPNOTSUPP (stage "sock_diag") when the kernel offers neither way.
+  // Fails with stage "sock_diag" when the kernel offers neither way: EOPNOTSUPP (no
+  // SOCK_DESTROY), or program "tcp_diag" (sock_diag cannot look TCP sockets up).
   static std::unique_ptr<Reaper> Open(const std::string& btf_path, ReapMethod method, BpfError* error);
   ~Reaper();
 

@@ -100,12 +100,38 @@ BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* 
 }
 
 BpfError SockDiag::ProbeDestroy() {
-  sl_reap_request nothing{};
-  nothing.family = AF_INET;  // 0.0.0.0:0 -> 0.0.0.0:0, cookie 0: no such socket
   int reply = 0;
   uint8_t state = 0;
   uint64_t idle = 0;
-  BpfError error = Exchange(SOCK_DESTROY, nothing, &reply, &state, &idle);
+  // 1. A TCP handler answers: an exact query finds a listener of our own. (Without
+  // tcp_diag every lookup is ENOENT, which must never read as "socket not found".)
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  socklen_t len = sizeof(addr);
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) || listen(listener, 1) ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len)) {
+    BpfError error = BpfError::From(errno, "sock_diag", "probe");
+    if (listener >= 0) close(listener);
+    return error;
+  }
+  sl_reap_request self{};
+  self.family = AF_INET;
+  self.sport = ntohs(addr.sin_port);
+  self.cookie = ~0ull;  // INET_DIAG_NOCOOKIE: match by address only
+  BpfError error = Exchange(SOCK_DIAG_BY_FAMILY, self, &reply, &state, &idle);
+  close(listener);
+  if (!error.ok()) return error;
+  if (reply) {
+    error = BpfError::From(-reply, "sock_diag", "tcp_diag");
+    error.message = "sock_diag has no TCP handler (tcp_diag module missing or not loadable): " + error.message;
+    return error;
+  }
+  // 2. SOCK_DESTROY exists for TCP (CONFIG_INET_DIAG_DESTROY): for no such socket it
+  // says ENOENT, without it EOPNOTSUPP.
+  sl_reap_request nothing{};
+  nothing.family = AF_INET;  // 0.0.0.0:0 -> 0.0.0.0:0, cookie 0: no such socket
+  error = Exchange(SOCK_DESTROY, nothing, &reply, &state, &idle);
   if (!error.ok()) return error;
   if (reply == -EOPNOTSUPP) return BpfError::From(EOPNOTSUPP, "sock_diag", "SOCK_DESTROY");
   return BpfError{};

@@ -27,9 +27,9 @@ class SockDiag {
 
   BpfError Open();
 
-  // EOPNOTSUPP when this kernel cannot destroy TCP sockets through sock_diag
-  // (CONFIG_INET_DIAG_DESTROY off); ok when it can (a probe for a socket that
-  // does not exist gets ENOENT).
+  // Whether this kernel can destroy TCP sockets through sock_diag: an error with
+  // program "tcp_diag" when sock_diag has no TCP handler (module not loadable), EOPNOTSUPP
+  // when SOCK_DESTROY is not built in (CONFIG_INET_DIAG_DESTROY off); ok when it can.
   BpfError ProbeDestroy();
 
   // Re-checks one requested socket and destroys it if it is still as listed.

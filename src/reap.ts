@@ -178,6 +178,12 @@ function openReaper(options: ExecuteReapOptions): NativeReaper {
         err.log,
       );
     }
+    if (isNativeError(err) && err.stage === 'sock_diag' && err.program === 'tcp_diag') {
+      throw new KernelUnsupportedError(
+        `reap cannot use the sock_diag fallback (this kernel has no bpf_sock_destroy): ${err.message}; try modprobe tcp_diag`,
+        err.log,
+      );
+    }
     throw explainNativeError(err);
   }
 }

@@ -4,16 +4,18 @@
  * socket table (snapshot and ss) and against what the owner sees.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { after, test } from 'node:test';
-import { ExitCode } from '../src/errors';
+import { ExitCode, KernelUnsupportedError } from '../src/errors';
+import { probeFeatures } from '../src/features';
 import { executeReap, planReap, reap, type ReapReport } from '../src/reap';
 import { snapshot } from '../src/snapshot';
-import { runCli, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
+import { ROOT, runCli, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
 
 const holders: Holder[] = [];
 const servers: net.Server[] = [];
@@ -22,6 +24,9 @@ after(() => {
   servers.forEach((s) => s.close());
 });
 const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-reap-'));
+/** Linux 6.5+: reap destroys by BPF iterator; before, through the sock_diag fallback. */
+const HAS_KFUNC = probeFeatures().some((f) => f.name === 'kfunc/bpf_sock_destroy' && f.available);
+const AUTO_METHOD = HAS_KFUNC ? 'bpf_sock_destroy' : 'sock_diag';
 
 async function holder(): Promise<Holder> {
   const h = await startHolder();
@@ -109,7 +114,7 @@ test('old CLOSE_WAIT leaks to one remote are destroyed; a younger one and anothe
   assert.equal(run.code, 0, run.stderr);
   assert.ok(Date.now() - started < thresholdMs, 'the run was quick enough for the young socket to stay young');
   const report = JSON.parse(run.stdout) as ReapReport;
-  assert.equal(report.method, 'bpf_sock_destroy', 'this kernel has the kfunc');
+  assert.equal(report.method, AUTO_METHOD);
   assert.deepEqual(new Set(report.results.map((r) => r.cookie)), new Set(oldConns.map((c) => before.get(`${c.local}>${c.remote}`))), 'the listed old ones');
   for (const r of report.results) {
     assert.equal(r.outcome, 'destroyed', JSON.stringify(r));
@@ -145,7 +150,7 @@ test('old CLOSE_WAIT leaks to one remote are destroyed; a younger one and anothe
 });
 
 for (const method of ['bpf', 'sock_diag'] as const) {
-  test(`${method}: a socket closed and its port reused between listing and acting is not touched`, async () => {
+  test(`${method}: a socket closed and its port reused between listing and acting is not touched`, async (t) => {
     const backend = await startBackend(method === 'bpf' ? '127.0.42.3' : '127.0.42.4');
     const h = await holder();
     const conns = await leak(h, backend, 1, 'connect_from');
@@ -153,6 +158,16 @@ for (const method of ['bpf', 'sock_diag'] as const) {
     const plan = await planReap({ pid: h.pid, remote: backend.remote });
     assert.deepEqual(plan.sockets.map((s) => s.cookie), [...closeWait(conns).values()]);
     const listed = plan.sockets[0]!;
+    if (method === 'bpf' && !HAS_KFUNC) {
+      // Before Linux 6.5: asking for the BPF path names what is missing, and touches nothing (the default falls back).
+      await assert.rejects(executeReap(plan, { method, audit: { file: path.join(dir, 'nokfunc.jsonl') } }), (err) =>
+        err instanceof KernelUnsupportedError && /bpf_sock_destroy/.test(err.message),
+      );
+      assert.deepEqual([...closeWait(conns).values()], [listed.cookie]);
+      h.kill();
+      t.skip('no bpf_sock_destroy on this kernel: the sock_diag variant covers the rest');
+      return;
+    }
 
     // Between listing and acting: the owner closes it, and a new connection takes the same 4-tuple.
     await h.request({ op: 'close', fd: conn.fd });
@@ -214,7 +229,7 @@ test('ESTABLISHED only with --allow-established: a thread blocked in recv() wake
   const run = runCli(['reap', ...filters, '--allow-established', '--yes', '--audit', audit]);
   assert.equal(run.code, 0, run.stderr);
   assert.match(run.stdout, /destroyed/);
-  assert.match(run.stdout, /closed 1 of 1 sockets with bpf_sock_destroy/);
+  assert.match(run.stdout, new RegExp(`closed 1 of 1 sockets with ${AUTO_METHOD}`));
   assert.match(run.stdout, /ECONNABORTED/, 'explains what the owner will see');
   const started = Date.now();
   assert.deepEqual(await blocked, { error: 'ECONNABORTED' });
@@ -222,6 +237,65 @@ test('ESTABLISHED only with --allow-established: a thread blocked in recv() wake
   assert.equal(await peerClosed, 'ECONNRESET');
   h.kill();
   await backend.remove();
+});
+
+/** A holder.py in a network namespace of its own (loopback up), speaking the same JSON lines. */
+async function holderInNewNetns(): Promise<Holder> {
+  const script = path.join(ROOT, 'test', 'fixtures', 'holder.py');
+  const child = spawn('unshare', ['-n', 'sh', '-c', `ip link set lo up && exec python3 ${script}`], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async <T>(): Promise<T> => {
+    const line = await lines.next();
+    if (line.done) throw new Error('holder in netns exited');
+    return JSON.parse(line.value) as T;
+  };
+  const { pid } = await next<{ pid: number }>();
+  const h: Holder = {
+    pid,
+    request: <T>(cmd: Record<string, unknown>) => {
+      child.stdin.write(`${JSON.stringify(cmd)}\n`);
+      return next<T>();
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+  holders.push(h);
+  return h;
+}
+
+/** In `pid`'s netns: a server on 127.0.0.1 that accepts `count` connections and closes each at once. */
+function closingServerIn(pid: number, count: number): Promise<number> {
+  const code = `import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\nfor _ in range(${count}):\n  c,_=s.accept()\n  c.close()\ntime.sleep(2)`;
+  const server = spawn('nsenter', ['-t', String(pid), '-n', 'python3', '-c', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    server.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    server.once('exit', (c) => reject(new Error(`server exited ${c}`)));
+  });
+}
+
+test('sockets in another network namespace: found, destroyed in their namespace (both methods)', async () => {
+  const h = await holderInNewNetns();
+  const netns = Number(/\[(\d+)\]/.exec(readlinkSync(`/proc/${h.pid}/ns/net`))?.[1]);
+  assert.notEqual(netns, Number(/\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1]), 'a namespace of its own');
+  const port = await closingServerIn(h.pid, 2);
+  const conns: Array<{ fd: number; local: string }> = [];
+  for (let i = 0; i < 2; i++) conns.push(await h.request({ op: 'connect', host: '127.0.0.1', port }));
+  const inNetns = (): string => spawnSync('nsenter', ['-t', String(h.pid), '-n', 'ss', '-tnH', 'state', 'close-wait'], { encoding: 'utf8' }).stdout;
+  await waitFor(() => conns.every((c) => inNetns().includes(c.local)), 5000, 'CLOSE_WAIT in the namespace');
+  const audit = { file: path.join(dir, 'netns.jsonl') };
+  const plan = await planReap({ pid: h.pid });
+  assert.deepEqual(new Set(plan.sockets.map((s) => s.netns)), new Set([netns]));
+  assert.equal(plan.sockets.length, 2);
+  // A copy of a listing is not a listing: only what planReap() returned can be acted on.
+  await assert.rejects(executeReap({ ...plan, sockets: [] }, { audit }), /planReap/);
+  // One socket by each method.
+  const bySockDiag = await executeReap(await planReap({ pid: h.pid, max: 1 }), { method: 'sock_diag', audit });
+  assert.deepEqual(bySockDiag.results.map((r) => [r.outcome, r.netns]), [['destroyed', netns]]);
+  const byAuto = await executeReap(await planReap({ pid: h.pid }), { audit });
+  assert.equal(byAuto.method, AUTO_METHOD);
+  assert.deepEqual(byAuto.results.map((r) => [r.outcome, r.netns]), [['destroyed', netns]]);
+  assert.ok(conns.every((c) => !inNetns().includes(c.local)), 'both gone from the namespace (ss inside it)');
+  for (const c of conns) assert.deepEqual(await h.request({ op: 'send', fd: c.fd }), { error: 'ECONNABORTED' });
+  h.kill();
 });
 
 test('refusals: no narrowing filter, unsafe states, bad values -> 64; not root -> 77', () => {
