@@ -5,8 +5,10 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
+import { registerAgent } from './agent-command';
 import { registerFeatures } from './features-command';
 import { registerReap } from './reap-command';
+import { registerReport } from './report-command';
 import { registerSnapshot } from './snapshot-command';
 import { registerTrace } from './trace-command';
 import { registerWatch } from './watch-command';
@@ -17,7 +19,7 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap];
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport];
 
 function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')

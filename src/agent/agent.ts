@@ -1,0 +1,302 @@
+/**
+ * `sockleak agent` as a library: the leak engine running for good, its state
+ * kept bounded, exposed as Prometheus metrics, a protobuf record stream and an
+ * optional recording.
+ *
+ * Data flow: watch() records → LeakIndex (state) → Record messages (mapping.ts)
+ * → every /stream subscriber (StreamHub) and the recording (Recorder). A
+ * timer every `intervalMs` counts sockets per state (StateCounter), sends a
+ * Counters record and, if a ports source is given, a Ports record.
+ *
+ * Records: a recording starts with a Snapshot of the CLOSE_WAIT sockets already
+ * older than the threshold (a scan: the leaks a restarted agent re-finds), then
+ * a Snapshot from the agent's own state once the engine has settled (first
+ * interval) and every `snapshotEveryMs`. A subscriber starts with a Snapshot
+ * of the agent's state. Snapshot and Gap records have seq 0 (made for one
+ * output); live records are numbered 1, 2, ... in the same order everywhere.
+ */
+import os from 'node:os';
+import { UsageError } from '../errors';
+import { watch, type LeakWatcher } from '../leak-watcher';
+import { snapshot } from '../snapshot';
+import type { SocketInfo } from '../sockets';
+import { startServer, type AgentServer } from './http-server';
+import { LeakIndex } from './leak-index';
+import { toBody, toCounters, toPorts, toSnapshot, type AgentCounters } from './mapping';
+import type { RecordBody } from './messages';
+import { AgentMetrics } from './metrics';
+import { Recorder } from './recorder';
+import type { AgentRecord, PortsSnapshot } from './records';
+import { encodeRecord } from './schema';
+import { StateCounter, type StateCount } from './state-counts';
+import { StreamHub } from './stream-hub';
+
+export interface AgentOptions {
+  /** Address to listen on. Default 127.0.0.1: the metrics name processes and peers, keep them local. */
+  host?: string;
+  /** Port; 0 picks a free one. Default 9466. */
+  port?: number;
+  /** Record to this file (created or truncated). */
+  recordPath?: string;
+  /** CLOSE_WAIT longer than this is a leak, ms. Default 30 s. */
+  thresholdMs?: number;
+  /** Most leaks tracked at once; beyond it the oldest reported is evicted and counted. Default 250000. */
+  maxSockets?: number;
+  /** Processes (and destinations) with their own metric series; the rest are summed as `other`. Default 10. */
+  top?: number;
+  /** Period of socket counts, Counters and Ports records, ms. Default 15 s. */
+  intervalMs?: number;
+  /** Period of Snapshot records in the recording after the first two, ms. Default 1 h. */
+  snapshotEveryMs?: number;
+  /** Bound of each /stream subscriber's queue, bytes. Default 4 MiB. */
+  streamQueueBytes?: number;
+  /** Most /stream subscribers at once. Default 16. */
+  maxSubscribers?: number;
+  /**
+   * Hook for TIME_WAIT/port data (issue 5, src/ports.ts): called every
+   * interval; its result feeds the port metrics and a Ports record.
+   */
+  ports?: () => Promise<PortsSnapshot>;
+  /** Extra records to stream (e.g. connect failures from the ports tracker), merged with the leak engine's. */
+  extraRecords?: AsyncIterable<AgentRecord>;
+  btfPath?: string;
+}
+
+/** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
+const SNAPSHOT_PART = 500;
+
+function validate(o: AgentOptions): void {
+  const checks: Array<[string, number | undefined, number, number]> = [
+    ['port', o.port, 0, 65535],
+    ['threshold', o.thresholdMs, 0, 2 ** 40],
+    ['maxSockets', o.maxSockets, 1024, 1 << 26],
+    ['top', o.top, 1, 1000],
+    ['interval', o.intervalMs, 100, 2 ** 31 - 1],
+    ['snapshotEvery', o.snapshotEveryMs, 1000, 2 ** 31 - 1],
+    ['streamQueueBytes', o.streamQueueBytes, 4096, 2 ** 32],
+    ['maxSubscribers', o.maxSubscribers, 1, 1024],
+  ];
+  for (const [name, v, min, max] of checks) {
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max)) throw new UsageError(`${name} must be an integer in ${min}..${max}, got ${v}`);
+  }
+}
+
+/** What the agent did, for the CLI's last line. */
+export interface AgentStatus {
+  leaksOpen: number;
+  records: number;
+  emitted: bigint;
+  lost: bigint;
+  mapFull: bigint;
+  evictions: number;
+  streamDropped: number;
+  recordingBytes: number;
+  recordingError: Error | undefined;
+}
+
+/** A running agent. close() stops it; `finished` settles when it has stopped (rejects if the engine failed). */
+export class Agent {
+  readonly host: string;
+  readonly port: number;
+  readonly finished: Promise<void>;
+  private readonly index: LeakIndex;
+  private readonly metrics: AgentMetrics;
+  private readonly hub: StreamHub;
+  private readonly thresholdMs: number;
+  private readonly hostname = os.hostname();
+  private server: AgentServer | undefined;
+  private watcher: LeakWatcher | undefined;
+  private counter: StateCounter | undefined;
+  private recorder: Recorder | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private counts: StateCount[] = [];
+  private lastPorts: PortsSnapshot | undefined;
+  private seq = 0;
+  private intervals = 0;
+  private lastSnapshotMs = 0;
+  private failure: unknown;
+  private stopping = false;
+  private busy = false;
+  private pumping: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private settle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
+
+  /** Use startAgent(). */
+  private constructor(private readonly options: AgentOptions) {
+    this.host = options.host ?? '127.0.0.1';
+    this.port = options.port ?? 9466;
+    this.thresholdMs = options.thresholdMs ?? 30_000;
+    this.index = new LeakIndex(options.maxSockets ?? 250_000);
+    this.hub = new StreamHub(options.streamQueueBytes ?? 4 << 20, options.maxSubscribers ?? 16, () => this.snapshotParts());
+    this.metrics = new AgentMetrics({
+      leaks: this.index,
+      top: options.top ?? 10,
+      stateCounts: () => this.counts,
+      ports: () => this.lastPorts,
+      kernel: () => this.watcher?.counters() ?? { emitted: 0n, lost: 0n, mapFull: 0n },
+      streamDropped: () => this.hub.dropped,
+      subscribers: () => this.hub.size,
+      streamQueuedBytes: () => this.hub.queuedBytes,
+      recordingBytes: () => this.recorder?.bytesWritten ?? 0,
+    });
+    this.finished = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    this.finished.catch(() => undefined); // observed through `finished` by the caller
+  }
+
+  /** Starts everything; on failure nothing is left running. */
+  static async start(options: AgentOptions): Promise<Agent> {
+    validate(options);
+    const agent = new Agent(options);
+    try {
+      await agent.begin();
+    } catch (err) {
+      await agent.shutdown();
+      throw err;
+    }
+    return agent;
+  }
+
+  private async begin(): Promise<void> {
+    const o = this.options;
+    const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
+    this.counter = new StateCounter(btf);
+    if (o.recordPath !== undefined) this.recorder = new Recorder(o.recordPath);
+    // The leaks already there: the first record of the recording.
+    const start = await snapshot({ states: ['CLOSE_WAIT'], olderThanMs: this.thresholdMs, ...btf });
+    for (const part of this.parts(start.takenAt, start.sockets)) this.recorder?.append(part);
+    this.recorder?.flush();
+    this.watcher = watch({ thresholdMs: this.thresholdMs, maxSockets: Math.max(o.maxSockets ?? 0, 262_144), ...btf });
+    this.server = await startServer(this.host, this.port, {
+      metrics: () => this.metrics.text(),
+      unhealthy: () => this.unhealthy(),
+      hub: this.hub,
+    });
+    this.pumping = this.pump(this.watcher);
+    if (o.extraRecords) void this.pump(o.extraRecords);
+    this.timer = setInterval(() => void this.interval(), o.intervalMs ?? 15_000);
+    await this.interval();
+  }
+
+  /** The address actually bound (port resolved when 0 was asked). */
+  get address(): { host: string; port: number } {
+    const a = this.server?.address;
+    return { host: a?.address ?? this.host, port: a?.port ?? this.port };
+  }
+
+  private unhealthy(): string | null {
+    if (this.failure) return `leak engine failed: ${this.failure instanceof Error ? this.failure.message : String(this.failure)}`;
+    if (this.recorder?.error) return `recording failed: ${this.recorder.error.message}`;
+    if (this.stopping) return 'stopping';
+    return null;
+  }
+
+  private publish(body: RecordBody): void {
+    const bytes = encodeRecord({ timeUnixMs: Date.now(), seq: ++this.seq, ...body });
+    this.hub.publish(bytes);
+    this.recorder?.append(bytes);
+  }
+
+  private async pump(source: AsyncIterable<AgentRecord>): Promise<void> {
+    try {
+      for await (const record of source) {
+        if (record.type === 'leak' || record.type === 'resolved' || record.type === 'fd-closed') this.index.apply(record, Date.now());
+        this.metrics.observe(record);
+        this.publish(toBody(record));
+      }
+    } catch (err) {
+      if (this.stopping) return;
+      this.failure = err;
+      void this.close();
+    }
+  }
+
+  /** Encoded Snapshot parts of `sockets` (at least one part, also when empty). */
+  private *parts(takenAt: string, sockets: Iterable<SocketInfo>): Generator<Buffer> {
+    let part = 0;
+    let batch: SocketInfo[] = [];
+    const meta = { thresholdMs: this.thresholdMs, host: this.hostname };
+    const encode = (more: boolean): Buffer =>
+      encodeRecord({ timeUnixMs: Date.now(), seq: 0, snapshot: toSnapshot({ takenAt, sockets: batch, lost: 0 }, { ...meta, part: part++, more }) });
+    for (const s of sockets) {
+      if (batch.length === SNAPSHOT_PART) {
+        yield encode(true);
+        batch = [];
+      }
+      batch.push(s);
+    }
+    yield encode(false);
+  }
+
+  /** The agent's open leaks as Snapshot parts, made as they are pulled. */
+  private snapshotParts(): Iterator<Buffer> {
+    const now = Date.now();
+    return this.parts(new Date(now).toISOString(), this.index.sockets(now));
+  }
+
+  private counters(): AgentCounters {
+    const k = this.watcher?.counters() ?? { emitted: 0n, lost: 0n, mapFull: 0n };
+    return { ...k, evictions: this.index.evictions, streamDropped: this.hub.dropped };
+  }
+
+  private async interval(): Promise<void> {
+    if (this.busy) return; // a count slower than the interval: skip a beat rather than pile up
+    this.busy = true;
+    this.intervals++;
+    try {
+      if (this.counter) this.counts = await this.counter.count();
+      if (this.options.ports) {
+        this.lastPorts = await this.options.ports();
+        this.publish({ ports: toPorts(this.lastPorts) });
+      }
+    } catch (err) {
+      if (!this.stopping) this.failure ??= err;
+    } finally {
+      this.busy = false;
+    }
+    if (this.stopping) return;
+    this.publish({ counters: toCounters(this.counters()) });
+    const now = Date.now();
+    // The second Snapshot (first interval after start) replaces the start scan with what the engine confirmed.
+    if (this.recorder && (this.intervals === 2 || now - this.lastSnapshotMs >= (this.options.snapshotEveryMs ?? 3_600_000))) {
+      this.lastSnapshotMs = now;
+      for (const part of this.parts(new Date(now).toISOString(), this.index.sockets(now))) this.recorder.append(part);
+    }
+  }
+
+  /** What it did so far. */
+  status(): AgentStatus {
+    const c = this.counters();
+    return {
+      leaksOpen: this.index.size,
+      records: this.seq,
+      ...c,
+      recordingBytes: this.recorder?.bytesWritten ?? 0,
+      recordingError: this.recorder?.error,
+    };
+  }
+
+  /** Stops: detaches the BPF programs, writes a last Counters record, flushes and closes the recording, closes the server. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown().then(
+      () => (this.failure ? this.settle?.reject(this.failure) : this.settle?.resolve()),
+      (err: unknown) => this.settle?.reject(err),
+    );
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.timer);
+    await this.watcher?.close();
+    await this.pumping; // the engine's last records
+    if (this.watcher) this.publish({ counters: toCounters(this.counters()) });
+    this.recorder?.close();
+    await this.server?.close();
+    this.counter?.close();
+  }
+}
+
+/** Starts an agent. Throws a SockleakError subclass on bad options or environment. */
+export function startAgent(options: AgentOptions = {}): Promise<Agent> {
+  return Agent.start(options);
+}

@@ -1,0 +1,86 @@
+/**
+ * The agent's HTTP endpoints: GET /metrics, GET /stream, GET /healthz.
+ * Anything but GET is 405; unknown paths are 404. Binding to loopback is the
+ * caller's default (src/agent/agent.ts), not this file's decision.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { UsageError } from '../errors';
+import type { StreamHub } from './stream-hub';
+
+/** Media type of /stream: length-delimited sockleak.v1.Record messages (proto/sockleak.proto). */
+export const STREAM_CONTENT_TYPE = 'application/x-protobuf; proto=sockleak.v1.Record; delimited=true';
+
+export interface Routes {
+  metrics(): Promise<{ contentType: string; body: string }>;
+  /** null when healthy, else why not. */
+  unhealthy(): string | null;
+  hub: StreamHub;
+}
+
+/** A listening server; close() ends every open /stream response. */
+export interface AgentServer {
+  address: AddressInfo;
+  close(): Promise<void>;
+}
+
+function plain(res: http.ServerResponse, status: number, text: string, headers: http.OutgoingHttpHeaders = {}): void {
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', ...headers });
+  res.end(`${text}\n`);
+}
+
+function handle(routes: Routes, req: http.IncomingMessage, res: http.ServerResponse, streams: Set<http.ServerResponse>): void {
+  res.on('error', () => undefined); // a subscriber that went away
+  const path = (req.url ?? '/').split('?')[0];
+  if (path !== '/metrics' && path !== '/stream' && path !== '/healthz') return plain(res, 404, 'not found: try /metrics, /stream or /healthz');
+  if (req.method !== 'GET') return plain(res, 405, 'method not allowed', { Allow: 'GET' });
+  if (path === '/healthz') {
+    const why = routes.unhealthy();
+    return plain(res, why === null ? 200 : 503, why ?? 'ok');
+  }
+  if (path === '/metrics') {
+    routes.metrics().then(
+      ({ contentType, body }) => {
+        res.writeHead(200, { 'Content-Type': contentType });
+        res.end(body);
+      },
+      (err: unknown) => plain(res, 500, `metrics failed: ${err instanceof Error ? err.message : String(err)}`),
+    );
+    return;
+  }
+  res.writeHead(200, { 'Content-Type': STREAM_CONTENT_TYPE, 'Cache-Control': 'no-store' });
+  res.flushHeaders();
+  const unsubscribe = routes.hub.subscribe(res);
+  if (!unsubscribe) {
+    res.destroy(); // headers are sent: the client sees the stream end at once
+    return;
+  }
+  streams.add(res);
+  res.on('close', () => {
+    unsubscribe();
+    streams.delete(res);
+  });
+}
+
+/** Listens on host:port. Throws UsageError when the address is taken or not local. */
+export async function startServer(host: string, port: number, routes: Routes): Promise<AgentServer> {
+  const streams = new Set<http.ServerResponse>();
+  const server = http.createServer((req, res) => handle(routes, req, res, streams));
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EADDRNOTAVAIL' ? 'not an address of this host' : err.code ?? err.message;
+      reject(new UsageError(`--listen ${host.includes(':') ? `[${host}]` : host}:${port}: ${why}`));
+    });
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    address: server.address() as AddressInfo,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const res of streams) res.end();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
