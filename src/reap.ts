@@ -15,7 +15,7 @@
 import { constants as osConstants } from 'node:os';
 import { isNativeError, loadAddon, type NativeReapMethod, type NativeReaper } from './addon';
 import { monotonicNowNs } from './clock';
-import { KernelUnsupportedError, UsageError } from './errors';
+import { KernelUnsupportedError, PermissionError, UsageError } from './errors';
 import { REAP_OUTCOME, REAP_REQUEST, REAP_REQUEST_SIZE, REAP_RESULT, REAP_RESULT_SIZE, SOCK, SOCK_SIZE } from './generated/layout';
 import { explainNativeError, requireBtf } from './preflight';
 import { currentActor, openAuditor, type AuditRecord, type AuditTarget } from './reap-audit';
@@ -165,6 +165,17 @@ export async function planReap(filters: ReapFilters, options: { btfPath?: string
   return plan;
 }
 
+/** sock_diag failures are reap's own (no BPF program is involved); the rest as for every native error. */
+function explainReapError(err: unknown): Error {
+  if (isNativeError(err) && err.stage === 'sock_diag') {
+    if (err.code === 'EPERM' || err.code === 'EACCES') {
+      return new PermissionError('permission denied destroying sockets through sock_diag: reap needs root (CAP_NET_ADMIN)');
+    }
+    return new KernelUnsupportedError(`sock_diag refused the reap: ${err.message}`, err.log);
+  }
+  return explainNativeError(err);
+}
+
 function openReaper(options: ExecuteReapOptions): NativeReaper {
   const btfPath = requireBtf(options.btfPath);
   const addon = loadAddon();
@@ -184,7 +195,7 @@ function openReaper(options: ExecuteReapOptions): NativeReaper {
         err.log,
       );
     }
-    throw explainNativeError(err);
+    throw explainReapError(err);
   }
 }
 
@@ -259,7 +270,7 @@ export async function executeReap(plan: ReapPlan, options: ExecuteReapOptions = 
       const paths = [...new Set(targets.map((t) => t.socket.netns))].flatMap((ino) => namespaces.get(ino) ?? []);
       decided = decodeResults(await reaper.reap(requests, paths));
     } catch (err) {
-      throw explainNativeError(err);
+      throw explainReapError(err);
     } finally {
       reaper.close();
     }
