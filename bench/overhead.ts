@@ -244,6 +244,12 @@ export async function runOverhead(o: OverheadOptions): Promise<OverheadResult> {
   return { untraced, rows, connections: o.connections, threads: o.threads, reps: o.reps };
 }
 
+/** How much other people's work disturbed the runs: medians over every sample of every row. */
+export function background(r: OverheadResult): { otherCpus: number; otherBpfNsPerConn: number } {
+  const all = [r.untraced, ...r.rows].flatMap((row) => present(row.samples));
+  return { otherCpus: median(all.map((s) => s.otherCpus)), otherBpfNsPerConn: median(all.map((s) => s.otherBpfNs / s.connections)) };
+}
+
 /** Per-connection figures of one sample, in ns. */
 function perConn(s: Sample): { churn: number; bpf: number; user: number; base: number; overhead: number; rate: number } {
   const n = s.connections;

@@ -10,6 +10,8 @@ export interface ReportInput {
   durationS: number;
   /** Busy CPUs before the run started (other people's work on a shared VM). */
   backgroundCpus: number;
+  /** Warnings about this run's figures, printed above the results. */
+  caveats: string[];
   sections: Array<{ heading: string; tables: Table[] }>;
 }
 
@@ -106,6 +108,7 @@ export function renderReport(r: ReportInput): string {
     '',
     '## Results',
     '',
+    ...r.caveats.flatMap((c) => [`> **Caveat.** ${c}`, '']),
     ...r.sections.flatMap((s) => [`## ${s.heading}`, '', ...s.tables.map(renderMarkdown)]),
     METHOD,
   ].join('\n');

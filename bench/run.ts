@@ -10,7 +10,7 @@ import path from 'node:path';
 import { enableBpfStats } from './bpf-stats';
 import { buildC, ROOT } from './build-c';
 import { killAll, sleep } from './children';
-import { overheadTables, runOverhead } from './overhead';
+import { background, overheadTables, runOverhead } from './overhead';
 import { ensurePeers, packageVersion } from './peers';
 import { renderReport } from './report';
 import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
@@ -107,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
     const tracefs = TRACERS.some((t) => t.needsTracefs) ? ensureTracefs(restorer) : true;
 
     const sections: Array<{ heading: string; tables: Table[] }> = [];
+    const caveats: string[] = [];
     const show = (heading: string, tables: Table[]): void => {
       sections.push({ heading, tables });
       for (const t of tables) process.stdout.write(`${renderText(t)}\n`);
@@ -127,6 +128,15 @@ async function main(argv: string[]): Promise<number> {
         log,
       });
       show('Tracing overhead', overheadTables(result));
+      const b = background(result);
+      if (b.otherCpus > 0.2 || b.otherBpfNsPerConn > 1000) {
+        caveats.push(
+          `This run shared the machine with other work: ${b.otherCpus.toFixed(2)} CPUs busy with it and ` +
+            `${Math.round(b.otherBpfNsPerConn)} ns/conn of other BPF programs during the churns (medians). ` +
+            'The churn CPU and base figures are inflated by it; compare rows with each other, and re-run on a quiet machine for absolute figures.',
+        );
+        log(`caveat: ${caveats[caveats.length - 1]}`);
+      }
     }
 
     if (args.snapshot) {
@@ -152,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
         command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
         durationS: (Date.now() - t0) / 1000,
         backgroundCpus: busyBefore,
+        caveats,
         sections,
       });
       fs.mkdirSync(path.dirname(args.out), { recursive: true });
