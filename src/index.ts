@@ -43,3 +43,8 @@ export {
   type AuditTarget,
   type AuditActor,
 } from './reap';
+export { ports, type PortsSnapshot, type PortsOptions } from './ports';
+export type { NetnsPorts, RemotePorts, SourcePorts } from './port-usage';
+export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './port-watch';
+export type { PortRecord, PortFailureRecord, PortWatchOptions } from './port-watcher';
+export type { PortPressureRecord, PortCloser } from './port-pressure';

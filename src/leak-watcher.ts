@@ -11,7 +11,7 @@
 import { monotonicNowNs } from './clock';
 import { decodeEvent } from './decode';
 import { UsageError } from './errors';
-import type { CloseEvent, StateEvent, TraceCounters, TraceEvent } from './events';
+import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import { SocketScanner } from './scan';
@@ -68,6 +68,8 @@ export interface WatchOptions {
   /** Bound of the in-kernel CLOSE_WAIT and creator maps. Default 262144. */
   maxSockets?: number;
   btfPath?: string;
+  /** Receives every connect() that failed with EADDRNOTAVAIL and bind() with EADDRINUSE (port-watcher.ts). */
+  onPortEvent?: (ev: ConnectEvent | BindEvent) => void;
 }
 
 interface Leak {
@@ -133,6 +135,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     return [...this.leaks.values()].map((l) => ({ ...l.record, stateAgeMs: this.ageMs(l) }));
   }
 
+  /** @internal Active closes so far, raw (sl_close_key, sl_close_count) pairs: who left TIME_WAIT behind. */
+  activeCloses(): Buffer {
+    return this.tracer.activeCloses();
+  }
+
   /** Events emitted/lost by the kernel, plus seeds refused by a full map (counted as mapFull). */
   counters(): TraceCounters {
     const c = this.tracer.counters();
@@ -156,6 +163,10 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   }
 
   private apply(ev: TraceEvent): void {
+    if ((ev.type === 'connect' || ev.type === 'bind') && (ev.ret === -99 || ev.ret === -98)) {
+      this.options.onPortEvent?.(ev);
+      return;
+    }
     const leak = this.leaks.get(ev.cookie);
     if (!leak) return;
     if (ev.type === 'state') {

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
 import { registerAgent } from './agent-command';
 import { registerFeatures } from './features-command';
+import { registerPorts } from './ports-command';
 import { registerReap } from './reap-command';
 import { registerReport } from './report-command';
 import { registerSnapshot } from './snapshot-command';
@@ -19,7 +20,7 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport];
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport, registerPorts];
 
 function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')

@@ -1,8 +1,11 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
-import { watch, type WatchRecord } from '../leak-watcher';
+import type { WatchRecord } from '../leak-watcher';
+import { watchWithPorts } from '../port-watch';
+import type { PortRecord } from '../port-watcher';
 import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
 import { formatAge } from './format';
 import type { RegisterCommand } from './main';
+import { describePortRecord } from './ports-command';
 import { stdoutClosed, write } from './output';
 import { arg, parseDuration, parsePid } from './parse';
 
@@ -12,7 +15,7 @@ export interface WatchCommandOptions {
   json?: boolean;
 }
 
-function describe(r: WatchRecord): string {
+function describe(r: WatchRecord | PortRecord): string {
   switch (r.type) {
     case 'leak':
       return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
@@ -20,12 +23,14 @@ function describe(r: WatchRecord): string {
       return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
     case 'fd-closed':
       return `fd closed: ${r.closedBy.comm}[${r.closedBy.pid}] closed fd ${r.closedBy.fd} of ${r.remote}, still held by ${r.stillHeldBy.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'nobody known'}`;
+    default:
+      return describePortRecord(r);
   }
 }
 
 export async function watchCommand(options: WatchCommandOptions): Promise<number> {
   const thresholdMs = options.threshold ?? 30_000;
-  const watcher = watch({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
+  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -74,6 +79,6 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
-    .option('--json', 'ndjson of leak / resolved / fd-closed records (default when stdout is not a terminal)')
+    .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records (default when stdout is not a terminal)')
     .action((opts: WatchCommandOptions) => setResult(watchCommand(opts)));
 };

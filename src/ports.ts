@@ -1,0 +1,75 @@
+/**
+ * `ports()`: ephemeral ports per network namespace now — the range and
+ * tcp_tw_reuse of each namespace, TIME_WAIT and ESTABLISHED per destination and
+ * per source address, and the ports connect() still has per destination. TIME_WAIT
+ * sockets are counted from the socket table (iter/tcp in every namespace that has
+ * a process), not from events, so those that predate sockleak are included.
+ */
+import { NotFoundError, UsageError } from './errors';
+import { readPortSysctls, type PortSysctls } from './port-sysctls';
+import { portUsage, type NetnsPorts } from './port-usage';
+import { networkNamespaces, SocketScanner } from './scan';
+import type { SocketInfo } from './sockets';
+
+/** `sockleak ports --json`. */
+export interface PortsSnapshot {
+  takenAt: string;
+  /** One entry per network namespace that has a process, by inode. */
+  netns: NetnsPorts[];
+}
+
+export interface PortsOptions {
+  /** Only this network namespace (inode, as `readlink /proc/PID/ns/net` shows it). */
+  netns?: number;
+  btfPath?: string;
+  /** Reuse a loaded scanner (the port watcher does); by default one is loaded and closed. */
+  scanner?: SocketScanner;
+}
+
+/** Checks a netns inode given by a caller: UsageError if malformed. */
+export function validateNetns(netns: number): void {
+  if (!Number.isInteger(netns) || netns <= 0 || netns > 0xffffffff) throw new UsageError(`netns must be an inode number (1..4294967295), got ${netns}`);
+}
+
+/** Sockets per netns inode. */
+export function byNetns(sockets: Iterable<SocketInfo>): Map<number, SocketInfo[]> {
+  const groups = new Map<number, SocketInfo[]>();
+  for (const s of sockets) {
+    const list = groups.get(s.netns);
+    if (list) list.push(s);
+    else groups.set(s.netns, [s]);
+  }
+  return groups;
+}
+
+/**
+ * Snapshot of ephemeral-port use. Throws UsageError for a malformed `netns`,
+ * NotFoundError when no process is in it, and the scanner's typed errors.
+ */
+export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> {
+  if (options.netns !== undefined) validateNetns(options.netns);
+  const spaces = networkNamespaces();
+  if (options.netns !== undefined && !spaces.has(options.netns)) {
+    throw new NotFoundError(`no network namespace with inode ${options.netns} (no process is in it)`);
+  }
+  const wanted = [...spaces].filter(([ino]) => options.netns === undefined || ino === options.netns).sort(([a], [b]) => a - b);
+  const takenAt = new Date().toISOString();
+  const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+  let sockets: Map<string, SocketInfo>;
+  let sysctls: Array<PortSysctls | undefined>;
+  try {
+    [sockets, sysctls] = await Promise.all([scanner.scan(), Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
+  } finally {
+    if (!options.scanner) scanner.close();
+  }
+  const groups = byNetns(sockets.values());
+  const result: NetnsPorts[] = [];
+  wanted.forEach(([ino], i) => {
+    const settings = sysctls[i];
+    if (settings) result.push(portUsage(ino, groups.get(ino) ?? [], settings)); // else: its last process exited meanwhile
+  });
+  if (options.netns !== undefined && result.length === 0) {
+    throw new NotFoundError(`network namespace ${options.netns} went away during the snapshot`);
+  }
+  return { takenAt, netns: result };
+}
