@@ -133,11 +133,16 @@ static __always_inline struct sl_event *reserve_event(void)
 static __always_inline void submit_event(struct sl_event *ev)
 {
 	struct sl_counters *c = counters_slot();
-	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 flags = BPF_RB_NO_WAKEUP, waiting;
 
 	if (c)
 		__sync_fetch_and_add(&c->emitted, 1);
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_min_bytes)
+	waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	/* Wake once, when this record takes the backlog across the mark; waking
+	 * on every record past it would cost an irq_work per event until the
+	 * reader catches up. A missed crossing waits at most one poll interval. */
+	if (waiting >= wakeup_min_bytes && waiting < wakeup_min_bytes + 2 * sizeof(*ev))
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
 }

@@ -159,6 +159,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     o.Set("emitted", Napi::BigInt::New(env, c.emitted));
     o.Set("lost", Napi::BigInt::New(env, c.lost));
     o.Set("mapFull", Napi::BigInt::New(env, c.map_full));
+    o.Set("missed", Napi::BigInt::New(env, c.missed));
     return o;
   }
 

@@ -218,6 +218,15 @@ Counters Tracer::ReadCounters() const {
     total.lost += c.lost;
     total.map_full += c.map_full;
   }
+  // Runs the kernel skipped because the same program was already running on
+  // that CPU (a state change nested in an interrupt): events never seen.
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    int fd = bpf_program__fd(prog);
+    if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0) total.missed += info.recursion_misses;
+  }
   return total;
 }
 

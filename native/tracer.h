@@ -36,6 +36,7 @@ struct Counters {
   uint64_t emitted = 0;
   uint64_t lost = 0;
   uint64_t map_full = 0;
+  uint64_t missed = 0;  // program runs the kernel skipped (recursion misses)
 };
 
 struct ProgramStats {

@@ -25,6 +25,7 @@ export interface NativeCounters {
   emitted: bigint;
   lost: bigint;
   mapFull: bigint;
+  missed: bigint;
 }
 
 export interface NativeProgramStats {

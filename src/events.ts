@@ -80,4 +80,10 @@ export interface TraceCounters {
   lost: bigint;
   /** Insertions refused by a full, bounded BPF map. */
   mapFull: bigint;
+  /**
+   * Program runs the kernel skipped because the same sockleak program was
+   * already running on that CPU (a state change inside an interrupt that hit
+   * the program): events never seen, counted by the kernel (recursion misses).
+   */
+  missed: bigint;
 }

@@ -135,7 +135,12 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** Totals so far; after close(), the final ones. `lost` includes batches a slow consumer missed. */
   counters(): TraceCounters {
     const c = this.native.counters();
-    return { emitted: c.emitted, lost: c.lost + this.droppedInProcess, mapFull: c.mapFull + BigInt(this.seedRefused) };
+    return {
+      emitted: c.emitted,
+      lost: c.lost + this.droppedInProcess,
+      mapFull: c.mapFull + BigInt(this.seedRefused),
+      missed: c.missed,
+    };
   }
 
   /** Per-program kernel run time (needs kernel.bpf_stats_enabled=1), for benchmarks. */

@@ -37,7 +37,9 @@ export async function traceCommand(options: TraceCommandOptions): Promise<number
     process.off('SIGTERM', stop);
   }
   const c = tracer.counters();
-  process.stderr.write(`sockleak: ${seen} events shown, ${c.emitted} emitted, ${c.lost} lost, ${c.mapFull} map-full\n`);
+  process.stderr.write(
+    `sockleak: ${seen} events shown, ${c.emitted} emitted, ${c.lost} lost, ${c.missed} missed, ${c.mapFull} map-full\n`,
+  );
   return 0;
 }
 
