@@ -19,6 +19,10 @@ export const ExitCode = {
   SOFTWARE: 70,
   /** Not root, or missing CAP_BPF/CAP_PERFMON. */
   NO_PERMISSION: 77,
+  /** `run`: the command exists but cannot be executed (as shells report it). */
+  COMMAND_NOT_EXECUTABLE: 126,
+  /** `run`: the command was not found (as shells report it). */
+  COMMAND_NOT_FOUND: 127,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
@@ -65,5 +69,22 @@ export class KernelUnsupportedError extends SockleakError {
     readonly detail = '',
   ) {
     super(message, ExitCode.UNAVAILABLE);
+  }
+}
+
+/** `run`: the command to run does not exist (exit 127) or cannot be executed (exit 126). */
+export class CommandNotFoundError extends SockleakError {
+  constructor(message: string, notExecutable = false) {
+    super(message, notExecutable ? ExitCode.COMMAND_NOT_EXECUTABLE : ExitCode.COMMAND_NOT_FOUND);
+  }
+}
+
+/** `checkSocketLeaks()`: the checked code leaked sockets; `leaks` lists them, as `sockleak run --json` does. */
+export class SocketLeakError extends SockleakError {
+  constructor(
+    message: string,
+    readonly leaks: ReadonlyArray<import('./leak-log').LeakedSocket>,
+  ) {
+    super(message, ExitCode.LEAKED);
   }
 }

@@ -48,3 +48,7 @@ export type { NetnsPorts, RemotePorts, SourcePorts } from './port-usage';
 export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './port-watch';
 export type { PortRecord, PortFailureRecord, PortWatchOptions } from './port-watcher';
 export type { PortPressureRecord, PortCloser } from './port-pressure';
+export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type RunResult, type LeakedSocket } from './run';
+export { checkSocketLeaks, type CheckLeaksOptions } from './check-leaks';
+export { parseRemotePattern, type RemotePattern } from './remote-pattern';
+export type { TimeWaitReport } from './time-wait-budget';

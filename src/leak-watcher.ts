@@ -10,7 +10,7 @@
  */
 import { monotonicNowNs } from './clock';
 import { decodeEvent } from './decode';
-import { UsageError } from './errors';
+import { NotFoundError, UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
@@ -70,6 +70,12 @@ export interface WatchOptions {
   btfPath?: string;
   /** Receives every connect() that failed with EADDRNOTAVAIL and bind() with EADDRINUSE (port-watcher.ts). */
   onPortEvent?: (ev: ConnectEvent | BindEvent) => void;
+  /**
+   * Only leaks of a process tree (`sockleak run`): held or created by a process
+   * that was in the tree while watching. addTreeRoot() adds a root; the kernel
+   * adds its descendants (forks, daemons, new sessions) and drops them on exit.
+   */
+  followTree?: boolean;
 }
 
 interface Leak {
@@ -108,6 +114,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private ended = false;
   private failure: unknown;
   private mapFullSeed = 0;
+  /** followTree: every process seen in the tree; processes exit before their leaks are reported. */
+  private readonly treeSeen = new Set<number>();
   private readonly pumping: Promise<void>;
 
   constructor(private readonly options: WatchOptions = {}) {
@@ -120,6 +128,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         leakMode: true,
         ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
         ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
+        ...(options.followTree && { followTree: true }),
       });
     } catch (err) {
       this.scanner.close();
@@ -133,6 +142,26 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /** Leaks currently open (reported and not resolved). */
   current(): LeakRecord[] {
     return [...this.leaks.values()].map((l) => ({ ...l.record, stateAgeMs: this.ageMs(l) }));
+  }
+
+  /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
+  addTreeRoot(pid: number): void {
+    if (!this.options.followTree) throw new UsageError('addTreeRoot() needs the followTree option');
+    this.tracer.treeAdd(pid);
+    this.treeSeen.add(pid);
+  }
+
+  /** followTree: processes of the tree alive now. Each call also remembers them as members. */
+  treePids(): number[] {
+    const pids = this.options.followTree ? this.tracer.treePids() : [];
+    for (const pid of pids) this.treeSeen.add(pid);
+    return pids;
+  }
+
+  /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
+  treeMembers(): ReadonlySet<number> {
+    this.treePids();
+    return this.treeSeen;
   }
 
   /** @internal Active closes so far, raw (sl_close_key, sl_close_count) pairs: who left TIME_WAIT behind. */
@@ -203,6 +232,32 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     return pid === undefined || info.owners.some((o) => o.pid === pid) || creator?.pid === pid;
   }
 
+  private matchesTree(info: SocketInfo, creator: Creator | null): boolean {
+    if (!this.options.followTree) return true;
+    return info.owners.some((o) => this.treeSeen.has(o.pid)) || (creator !== null && this.treeSeen.has(creator.pid));
+  }
+
+  /** CLOSE_WAIT sockets with owners; with followTree only the tree's, so a busy host costs nothing. */
+  private async scanCloseWait(): Promise<Map<string, SocketInfo>> {
+    if (!this.options.followTree) return this.scanner.scan({ states: ['CLOSE_WAIT'] });
+    const sockets = new Map<string, SocketInfo>();
+    for (const pid of this.treePids()) {
+      let found: Map<string, SocketInfo>;
+      try {
+        found = await this.scanner.scan({ pid, states: ['CLOSE_WAIT'] });
+      } catch (err) {
+        if (err instanceof NotFoundError) continue; // exited meanwhile
+        throw err;
+      }
+      for (const [cookie, info] of found) {
+        const known = sockets.get(cookie);
+        if (known) known.owners.push(...info.owners);
+        else sockets.set(cookie, info);
+      }
+    }
+    return sockets;
+  }
+
   private async tick(): Promise<void> {
     if (this.busy || this.ended) return;
     this.busy = true;
@@ -216,11 +271,24 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     }
   }
 
-  private async step(): Promise<void> {
+  /** Reports now every matching socket in CLOSE_WAIT, whatever its age (`sockleak run`, when the command exits). */
+  async flush(): Promise<void> {
+    while (this.busy) await new Promise((resolve) => setTimeout(resolve, 5));
+    if (this.ended) return;
+    this.busy = true;
+    try {
+      await this.step(0);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async step(thresholdNs = this.thresholdNs): Promise<void> {
     this.ticks++;
+    this.treePids();
     const nowNs = monotonicNowNs();
-    if (this.ticks === 1) {
-      // Sockets already in CLOSE_WAIT: into the kernel map, with estimated entry times.
+    if (this.ticks === 1 && !this.options.followTree) {
+      // Sockets already in CLOSE_WAIT: into the kernel map, with estimated entry times (a tree starts empty).
       await this.scanner.scan({ states: ['CLOSE_WAIT'], onRaw: (raw) => (this.mapFullSeed += this.tracer.seed(raw)) });
     }
     // A leak that left CLOSE_WAIT in its owner's context with no close() event: exit, exec, dup2, close_range.
@@ -228,11 +296,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       const leak = this.leaks.get(cookie);
       if (leak && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
     }
-    const raw = this.tracer.collectLeaks(nowNs - this.thresholdNs);
+    const raw = this.tracer.collectLeaks(nowNs - thresholdNs);
     const rescan = nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
-    const sockets = await this.scanner.scan({ states: ['CLOSE_WAIT'] });
+    const sockets = await this.scanCloseWait();
     const vanished: string[] = [];
     for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
       const entry = decodeEvent(raw, at);
@@ -244,7 +312,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         continue;
       }
       const creator = flags & EVENT_FLAGS.CREATOR ? { pid: entry.pid, tid: entry.tid, comm: entry.comm } : null;
-      if (!this.matchesPid(info, creator)) continue;
+      if (!this.matchesPid(info, creator) || !this.matchesTree(info, creator)) continue;
       const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
       const enteredNs = estimated && entry.tsNs === 0 ? nowNs : entry.tsNs;
       const leak: Leak = { enteredNs, record: { type: 'leak', ...info, creator, ageEstimated: estimated, stateAgeMs: 0 } };

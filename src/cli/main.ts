@@ -10,6 +10,7 @@ import { registerFeatures } from './features-command';
 import { registerPorts } from './ports-command';
 import { registerReap } from './reap-command';
 import { registerReport } from './report-command';
+import { registerRun } from './run-command';
 import { registerSnapshot } from './snapshot-command';
 import { registerTrace } from './trace-command';
 import { registerWatch } from './watch-command';
@@ -20,7 +21,7 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport, registerPorts];
+const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport, registerPorts, registerRun];
 
 function program(setResult: SetResult): Command {
   const cli = new Command('sockleak')

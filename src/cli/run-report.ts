@@ -1,0 +1,64 @@
+/** What `sockleak run` tells people (stderr) and machines (--json): both from the same RunResult. */
+import type { LeakedSocket, RunResult } from '../run';
+import { formatAge } from './format';
+import { newTable } from './table';
+
+/** The --json document: `{"command","exitCode","signal","thresholdMs","leaks":[{...socket, heldMs, reason}],...}`. */
+export function runJson(result: RunResult): string {
+  return `${JSON.stringify(result, null, 2)}\n`;
+}
+
+/** One line per leak, for logs and JUnit details. */
+export function leakLine(l: LeakedSocket): string {
+  const holders = l.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process';
+  const creator = l.creator ? `created by ${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]` : 'creator not seen';
+  const why = l.reason === 'outlived' ? 'still held after the command exited' : `in CLOSE_WAIT ${formatAge(l.heldMs)}`;
+  return `${holders}: ${l.local} -> ${l.remote} ${why}, ${creator}`;
+}
+
+function commandText(result: RunResult): string {
+  const text = result.command.join(' ');
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function leakTable(leaks: readonly LeakedSocket[]): string {
+  const table = newTable(['PID', 'COMM', 'FD', 'LOCAL', 'REMOTE', 'CLOSE_WAIT', 'CREATOR (pid/tid)', 'WHY']);
+  for (const l of leaks) {
+    const creator = l.creator ? `${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]` : '?';
+    const why = l.reason === 'outlived' ? 'outlived the command' : 'over threshold';
+    const owners = l.owners.length ? l.owners : [null];
+    for (const o of owners) {
+      table.push([o ? String(o.pid) : '-', o?.comm ?? '(closed)', o ? String(o.fd) : '-', l.local, l.remote, formatAge(l.heldMs), creator, why]);
+    }
+  }
+  return table.toString();
+}
+
+/** The human summary, printed to stderr after the command exits. */
+export function renderRunSummary(result: RunResult, exitCode: number): string {
+  const exit = result.signal ? `was killed by ${result.signal} (${result.exitCode})` : `exited with ${result.exitCode}`;
+  const lines: string[] = [];
+  const threshold = formatAge(result.thresholdMs);
+  const n = result.leaks.length;
+  if (n === 0) lines.push(`sockleak: no leaked sockets (CLOSE_WAIT threshold ${threshold}); '${commandText(result)}' ${exit}`);
+  else {
+    lines.push(
+      `sockleak: '${commandText(result)}' ${exit}; ${n} leaked socket${n === 1 ? '' : 's'} (CLOSE_WAIT longer than ${threshold}, or held by processes that outlived it):`,
+    );
+    lines.push(leakTable(result.leaks));
+  }
+  if (result.allowed) lines.push(`sockleak: ${result.allowed} more matched --allow and do not count`);
+  if (result.outlivingPids.length) lines.push(`sockleak: processes still running after the command exited: ${result.outlivingPids.join(', ')}`);
+  const tw = result.timeWait;
+  if (tw) {
+    lines.push(`sockleak: TIME_WAIT produced: ${tw.produced} (connections the command's processes closed first), budget ${tw.budget}${tw.exceeded ? ': EXCEEDED' : ''}`);
+    if (tw.exceeded) {
+      const table = newTable(['PID', 'COMM', 'REMOTE', 'TIME_WAIT']);
+      for (const c of tw.byDestination.slice(0, 20)) table.push([String(c.pid), c.comm, c.remote, String(c.count)]);
+      lines.push(table.toString());
+      lines.push('sockleak: reuse connections (keep-alive) or let the peer close first');
+    }
+  }
+  if (exitCode !== result.exitCode) lines.push(`sockleak: exit ${exitCode}: leaked sockets (the command itself succeeded)`);
+  return `${lines.join('\n')}\n`;
+}
