@@ -11,6 +11,7 @@ import { watch } from './leak-watcher';
 import { matchesAnyRemote, parseRemotePattern } from './remote-pattern';
 import { SocketScanner } from './scan';
 
+/** Options of checkSocketLeaks(); every field is optional. */
 export interface CheckLeaksOptions {
   /** How long a socket may stay in CLOSE_WAIT after the peer closed it, in ms. Default 1000. */
   thresholdMs?: number;

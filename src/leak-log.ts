@@ -29,6 +29,7 @@ export class LeakLog {
     })();
   }
 
+  /** True once a leak record for this socket came. */
   has(cookie: string): boolean {
     return this.leaks.has(cookie);
   }

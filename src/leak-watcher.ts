@@ -74,6 +74,8 @@ export interface WatchOptions {
    * Only leaks of a process tree (`sockleak run`): held or created by a process
    * that was in the tree while watching. addTreeRoot() adds a root; the kernel
    * adds its descendants (forks, daemons, new sessions) and drops them on exit.
+   * Only the tree's processes are scanned (owners outside it are not listed) and
+   * sockets already in CLOSE_WAIT at start are not seeded: a tree starts new.
    */
   followTree?: boolean;
 }

@@ -24,6 +24,7 @@ import { timeWaitReport, type TimeWaitReport } from './time-wait-budget';
 
 export type { LeakedSocket } from './leak-log';
 
+/** Options of runWithLeakCheck(); every field is optional. */
 export interface RunOptions {
   /** How long a socket may stay in CLOSE_WAIT, in ms. Default 5000. */
   thresholdMs?: number;

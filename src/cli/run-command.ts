@@ -10,6 +10,7 @@ import type { RegisterCommand } from './main';
 import { arg, parseDuration } from './parse';
 import { renderRunSummary, runJson } from './run-report';
 
+/** The parsed flags of `sockleak run`. */
 export interface RunCommandOptions {
   threshold?: number;
   allow: string[];
@@ -52,6 +53,7 @@ export async function runCommand(command: string[], options: RunCommandOptions):
 /** Repeatable --allow; a malformed pattern is a usage error before anything runs. */
 const collectPattern = (value: string, previous: string[]): string[] => [...previous, arg(parseRemotePattern)(value).text];
 
+/** Adds `sockleak run` to the CLI. */
 export const registerRun: RegisterCommand = (cli, setResult) => {
   // The command's own flags must reach it untouched: options only before it (or before `--`).
   cli.enablePositionalOptions();
