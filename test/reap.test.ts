@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,11 +19,12 @@ import { ROOT, runCli, sleep, startBackend, startHolder, waitFor, type Backend, 
 
 const holders: Holder[] = [];
 const servers: net.Server[] = [];
+const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-reap-'));
 after(() => {
   holders.forEach((h) => h.kill());
   servers.forEach((s) => s.close());
+  rmSync(dir, { recursive: true, force: true });
 });
-const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-reap-'));
 /** Linux 6.5+: reap destroys by BPF iterator; before, through the sock_diag fallback. */
 const HAS_KFUNC = probeFeatures().some((f) => f.name === 'kfunc/bpf_sock_destroy' && f.available);
 const AUTO_METHOD = HAS_KFUNC ? 'bpf_sock_destroy' : 'sock_diag';
