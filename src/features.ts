@@ -41,11 +41,14 @@ export function probeFeatures(btfPath?: string): FeatureInfo[] {
     .map((f) => ({ ...f, ...(TABLE[f.name] ?? { since: '?', neededBy: '?', without: '?' }) }));
 }
 
-/** "iter/tcp (5.9+), ringbuf (5.8+)": the missing ones, for error messages; '' if none. */
+/** Features only one command needs, with a fallback: never the reason the others fail. */
+const OPTIONAL = new Set(['kfunc/bpf_sock_destroy']);
+
+/** "iter/tcp (5.9+), ringbuf (5.8+)": the missing required ones, for error messages; '' if none. */
 export function describeMissing(btfPath?: string): string {
   try {
     return probeFeatures(btfPath)
-      .filter((f) => !f.available)
+      .filter((f) => !f.available && !OPTIONAL.has(f.name))
       .map((f) => `${f.name} (${f.since}+)`)
       .join(', ');
   } catch {

@@ -52,8 +52,8 @@ export function requireProcess(pid: number): void {
 export function explainNativeError(err: unknown): Error {
   if (!isNativeError(err)) return err as Error;
   const where = err.program ? `BPF program ${err.program}` : 'BPF object';
-  const missing = describeMissing(process.env.SOCKLEAK_BTF);
-  if (missing && err.stage !== 'netns') {
+  const missing = err.code === 'EPERM' || err.stage === 'netns' ? '' : describeMissing(process.env.SOCKLEAK_BTF);
+  if (missing) {
     return new KernelUnsupportedError(`this kernel lacks ${missing}, needed by ${where} (run sockleak features)`, err.log);
   }
   if (err.code === 'EPERM' || err.code === 'EACCES') {

@@ -1,5 +1,5 @@
 /** `sockleak features`: what this kernel offers of what sockleak uses. */
-import { probeFeatures } from '../features';
+import { describeMissing, probeFeatures } from '../features';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { newTable } from './table';
@@ -13,7 +13,7 @@ export async function featuresCommand(options: { json?: boolean }): Promise<numb
     for (const f of features) table.push([f.name, f.available ? 'yes' : 'NO', f.since, f.neededBy, f.available ? '' : f.without]);
     await write(`${table.toString()}\n`);
   }
-  return features.every((f) => f.available || f.name === 'kfunc/bpf_sock_destroy') ? 0 : 69;
+  return describeMissing(process.env.SOCKLEAK_BTF) === '' ? 0 : 69;
 }
 
 export const registerFeatures: RegisterCommand = (cli, setResult) => {
