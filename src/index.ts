@@ -52,3 +52,8 @@ export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type R
 export { checkSocketLeaks, type CheckLeaksOptions } from './check-leaks';
 export { parseRemotePattern, type RemotePattern } from './remote-pattern';
 export type { TimeWaitReport } from './time-wait-budget';
+export { startAgent, Agent, type AgentOptions, type AgentStatus } from './agent/agent';
+export { PROTO_PATH, RECORD_TYPE, encodeRecord, decodeRecordBytes } from './agent/schema';
+export type { RecordMessage } from './agent/messages';
+export { readRecording, type RecordAt } from './recording';
+export { Replay, type ReplayResult } from './recording-replay';

@@ -103,7 +103,7 @@ async function startAgentCli(args: string[]): Promise<AgentProcess> {
 
 function request(url: string, method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method }, (res) => {
+    const req = http.request(url, { method, agent: false }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
@@ -281,6 +281,9 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
     assert.deepEqual(cookiesOf(replayed.sockets, pid), cookiesOf(snap.sockets, pid), `pid ${pid}`);
   }
   assert.equal(cookiesOf(replayed.sockets, later.holder.pid).length, 7);
+  const recordedPorts = (JSON.parse(replay.stdout) as { ports?: { netns: Array<{ byRemote: Array<{ remote: string; other: number }> }> } }).ports;
+  const toLater = recordedPorts?.netns.flatMap((n) => n.byRemote).find((r) => r.remote === later.backend.remote);
+  assert.ok(toLater && toLater.other >= 7, `the Ports record counts the 7 sockets to ${later.backend.remote} (${JSON.stringify(toLater)})`);
   const human = runCli(['report', record], asNobody);
   assert.equal(human.code, 0);
   assert.match(human.stdout, new RegExp(`pid ${later.holder.pid} \\(python3\\).* holds 7 CLOSE_WAIT sockets to ${later.backend.remote.replace(/\./g, '\\.')}`));

@@ -3,10 +3,11 @@
  * kept bounded, exposed as Prometheus metrics, a protobuf record stream and an
  * optional recording.
  *
- * Data flow: watch() records → LeakIndex (state) → Record messages (mapping.ts)
- * → every /stream subscriber (StreamHub) and the recording (Recorder). A
- * timer every `intervalMs` counts sockets per state (StateCounter), sends a
- * Counters record and, if a ports source is given, a Ports record.
+ * Data flow: watchWithPorts() records (leaks, connect failures, port pressure)
+ * → LeakIndex (state) → Record messages (mapping.ts) → every /stream
+ * subscriber (StreamHub) and the recording (Recorder). A timer every
+ * `intervalMs` counts sockets per state (StateCounter), counts ports per
+ * destination (ports()) into a Ports record, and sends a Counters record.
  *
  * Records: a recording starts with a Snapshot of the CLOSE_WAIT sockets already
  * older than the threshold (a scan: the leaks a restarted agent re-finds), then
@@ -17,7 +18,9 @@
  */
 import os from 'node:os';
 import { UsageError } from '../errors';
-import { watch, type LeakWatcher } from '../leak-watcher';
+import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
+import { ports } from '../ports';
+import { SocketScanner } from '../scan';
 import { snapshot } from '../snapshot';
 import type { SocketInfo } from '../sockets';
 import { startServer, type AgentServer } from './http-server';
@@ -53,14 +56,17 @@ export interface AgentOptions {
   /** Most /stream subscribers at once. Default 16. */
   maxSubscribers?: number;
   /**
-   * Hook for TIME_WAIT/port data (issue 5, src/ports.ts): called every
-   * interval; its result feeds the port metrics and a Ports record.
+   * Count ephemeral ports per destination every interval (`ports()`, a scan
+   * that decodes every socket): the TIME_WAIT and free-port metrics and a Ports
+   * record. Default true. Connect failures and port pressure come from the
+   * engine either way.
    */
-  ports?: () => Promise<PortsSnapshot>;
-  /** Extra records to stream (e.g. connect failures from the ports tracker), merged with the leak engine's. */
-  extraRecords?: AsyncIterable<AgentRecord>;
+  ports?: boolean;
   btfPath?: string;
 }
+
+/** How often the engine rescans every reported leak's owners. */
+const RESCAN_MS = 30_000;
 
 /** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
 const SNAPSHOT_PART = 500;
@@ -105,8 +111,9 @@ export class Agent {
   private readonly thresholdMs: number;
   private readonly hostname = os.hostname();
   private server: AgentServer | undefined;
-  private watcher: LeakWatcher | undefined;
+  private watcher: PortAwareWatcher | undefined;
   private counter: StateCounter | undefined;
+  private portScanner: SocketScanner | undefined;
   private recorder: Recorder | undefined;
   private timer: NodeJS.Timeout | undefined;
   private counts: StateCount[] = [];
@@ -115,6 +122,8 @@ export class Agent {
   private intervals = 0;
   private lastSnapshotMs = 0;
   private failure: unknown;
+  /** The last periodic count's failure, until one succeeds again. */
+  private scanError: unknown;
   private stopping = false;
   private busy = false;
   private pumping: Promise<void> | undefined;
@@ -160,19 +169,20 @@ export class Agent {
     const o = this.options;
     const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
     this.counter = new StateCounter(btf);
+    if (o.ports ?? true) this.portScanner = new SocketScanner(btf);
     if (o.recordPath !== undefined) this.recorder = new Recorder(o.recordPath);
     // The leaks already there: the first record of the recording.
     const start = await snapshot({ states: ['CLOSE_WAIT'], olderThanMs: this.thresholdMs, ...btf });
     for (const part of this.parts(start.takenAt, start.sockets)) this.recorder?.append(part);
     this.recorder?.flush();
-    this.watcher = watch({ thresholdMs: this.thresholdMs, maxSockets: Math.max(o.maxSockets ?? 0, 262_144), ...btf });
+    // Rescans (owners, leaks gone without an event) decode every CLOSE_WAIT socket: every 30 s, not 10, for good.
+    this.watcher = watchWithPorts({ thresholdMs: this.thresholdMs, maxSockets: Math.max(o.maxSockets ?? 0, 262_144), rescanMs: RESCAN_MS, ...btf });
     this.server = await startServer(this.host, this.port, {
       metrics: () => this.metrics.text(),
       unhealthy: () => this.unhealthy(),
       hub: this.hub,
     });
     this.pumping = this.pump(this.watcher);
-    if (o.extraRecords) void this.pump(o.extraRecords);
     this.timer = setInterval(() => void this.interval(), o.intervalMs ?? 15_000);
     await this.interval();
   }
@@ -186,6 +196,7 @@ export class Agent {
   private unhealthy(): string | null {
     if (this.failure) return `leak engine failed: ${this.failure instanceof Error ? this.failure.message : String(this.failure)}`;
     if (this.recorder?.error) return `recording failed: ${this.recorder.error.message}`;
+    if (this.scanError) return `socket count failed: ${this.scanError instanceof Error ? this.scanError.message : String(this.scanError)}`;
     if (this.stopping) return 'stopping';
     return null;
   }
@@ -244,12 +255,13 @@ export class Agent {
     this.intervals++;
     try {
       if (this.counter) this.counts = await this.counter.count();
-      if (this.options.ports) {
-        this.lastPorts = await this.options.ports();
-        this.publish({ ports: toPorts(this.lastPorts) });
+      if (this.portScanner) {
+        this.lastPorts = await ports({ scanner: this.portScanner });
+        if (!this.stopping) this.publish({ ports: toPorts(this.lastPorts) });
       }
+      this.scanError = undefined;
     } catch (err) {
-      if (!this.stopping) this.failure ??= err;
+      if (!this.stopping) this.scanError = err;
     } finally {
       this.busy = false;
     }
@@ -293,6 +305,7 @@ export class Agent {
     this.recorder?.close();
     await this.server?.close();
     this.counter?.close();
+    this.portScanner?.close();
   }
 }
 

@@ -66,7 +66,10 @@ function handle(routes: Routes, req: http.IncomingMessage, res: http.ServerRespo
 export async function startServer(host: string, port: number, routes: Routes): Promise<AgentServer> {
   const streams = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => handle(routes, req, res, streams));
-  server.keepAliveTimeout = 5_000;
+  // Longer than scrapers keep idle connections (Go's default transport: 90 s idle, but Prometheus scrapes
+  // every 15-60 s), so the server does not close a connection at the moment a scrape reuses it.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EADDRNOTAVAIL' ? 'not an address of this host' : err.code ?? err.message;

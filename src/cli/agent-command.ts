@@ -14,6 +14,8 @@ export interface AgentCommandOptions {
   top?: number;
   interval?: number;
   streamQueue?: number;
+  /** false with --no-ports. */
+  ports?: boolean;
 }
 
 /** `127.0.0.1:9466`, `[::1]:9466`, `0.0.0.0:9466`; port 0 picks a free one. */
@@ -43,6 +45,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.top !== undefined && { top: options.top }),
     ...(options.interval !== undefined && { intervalMs: options.interval }),
     ...(options.streamQueue !== undefined && { streamQueueBytes: options.streamQueue }),
+    ...(options.ports === false && { ports: false }),
   };
   const agent = await startAgent(config);
   const stop = (): void => void agent.close();
@@ -88,5 +91,6 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <bytes>', 'per /stream subscriber queue bound; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseBytes(t, '--stream-queue')))
+    .option('--no-ports', 'do not count ephemeral ports per destination every interval (it decodes every socket)')
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
 };
