@@ -9,11 +9,11 @@
  * `intervalMs` counts sockets per state (StateCounter), counts ports per
  * destination (ports()) into a Ports record, and sends a Counters record.
  *
- * Records: a recording starts with a Snapshot of the CLOSE_WAIT sockets already
- * older than the threshold (a scan: the leaks a restarted agent re-finds), then
- * a Snapshot from the agent's own state once the engine has settled (first
- * interval) and every `snapshotEveryMs`. A subscriber starts with a Snapshot
- * of the agent's state. Snapshot and Gap records have seq 0 (made for one
+ * Records: a recording starts with a Snapshot of the agent's state (empty at
+ * start: the engine's first tick re-finds the leaks already there, by seeding
+ * its map from an iterator scan, and reports them as Leak records at once),
+ * then a Snapshot once the engine has settled (first interval) and every
+ * `snapshotEveryMs`. A subscriber starts with a Snapshot of the agent's state. Snapshot and Gap records have seq 0 (made for one
  * output); live records are numbered 1, 2, ... in the same order everywhere.
  */
 import os from 'node:os';
@@ -21,7 +21,6 @@ import { UsageError } from '../errors';
 import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
 import { ports } from '../ports';
 import { SocketScanner } from '../scan';
-import { snapshot } from '../snapshot';
 import type { SocketInfo } from '../sockets';
 import { startServer, type AgentServer } from './http-server';
 import { LeakIndex } from './leak-index';
@@ -56,8 +55,8 @@ export interface AgentOptions {
   /** Most /stream subscribers at once. Default 16. */
   maxSubscribers?: number;
   /**
-   * Count ephemeral ports per destination every interval (`ports()`, a scan
-   * that decodes every socket): the TIME_WAIT and free-port metrics and a Ports
+   * Count ephemeral ports per destination every minute (`ports()`, a scan that
+   * decodes every socket): the TIME_WAIT and free-port metrics and a Ports
    * record. Default true. Connect failures and port pressure come from the
    * engine either way.
    */
@@ -67,6 +66,9 @@ export interface AgentOptions {
 
 /** How often the engine rescans every reported leak's owners. */
 const RESCAN_MS = 30_000;
+
+/** How often the socket table is decoded for ports per destination, by the engine's port tracker and for the metrics. */
+const PORT_SCAN_MS = 60_000;
 
 /** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
 const SNAPSHOT_PART = 500;
@@ -121,6 +123,7 @@ export class Agent {
   private seq = 0;
   private intervals = 0;
   private lastSnapshotMs = 0;
+  private lastPortsMs = 0;
   private failure: unknown;
   /** The last periodic count's failure, until one succeeds again. */
   private scanError: unknown;
@@ -170,13 +173,19 @@ export class Agent {
     const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
     this.counter = new StateCounter(btf);
     if (o.ports ?? true) this.portScanner = new SocketScanner(btf);
-    if (o.recordPath !== undefined) this.recorder = new Recorder(o.recordPath);
-    // The leaks already there: the first record of the recording.
-    const start = await snapshot({ states: ['CLOSE_WAIT'], olderThanMs: this.thresholdMs, ...btf });
-    for (const part of this.parts(start.takenAt, start.sockets)) this.recorder?.append(part);
-    this.recorder?.flush();
-    // Rescans (owners, leaks gone without an event) decode every CLOSE_WAIT socket: every 30 s, not 10, for good.
-    this.watcher = watchWithPorts({ thresholdMs: this.thresholdMs, maxSockets: Math.max(o.maxSockets ?? 0, 262_144), rescanMs: RESCAN_MS, ...btf });
+    if (o.recordPath !== undefined) {
+      this.recorder = new Recorder(o.recordPath);
+      for (const part of this.snapshotParts()) this.recorder.append(part);
+      this.recorder.flush();
+    }
+    // Rescans decode every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
+    this.watcher = watchWithPorts({
+      thresholdMs: this.thresholdMs,
+      maxSockets: Math.max(o.maxSockets ?? 0, 262_144),
+      rescanMs: RESCAN_MS,
+      ports: { scanMs: PORT_SCAN_MS },
+      ...btf,
+    });
     this.server = await startServer(this.host, this.port, {
       metrics: () => this.metrics.text(),
       unhealthy: () => this.unhealthy(),
@@ -239,7 +248,7 @@ export class Agent {
   }
 
   /** The agent's open leaks as Snapshot parts, made as they are pulled. */
-  private snapshotParts(): Iterator<Buffer> {
+  private snapshotParts(): Generator<Buffer> {
     const now = Date.now();
     return this.parts(new Date(now).toISOString(), this.index.sockets(now));
   }
@@ -255,7 +264,8 @@ export class Agent {
     this.intervals++;
     try {
       if (this.counter) this.counts = await this.counter.count();
-      if (this.portScanner) {
+      if (this.portScanner && Date.now() - this.lastPortsMs >= Math.max(PORT_SCAN_MS, this.options.intervalMs ?? 0)) {
+        this.lastPortsMs = Date.now();
         this.lastPorts = await ports({ scanner: this.portScanner });
         if (!this.stopping) this.publish({ ports: toPorts(this.lastPorts) });
       }
