@@ -1,0 +1,92 @@
+#!/bin/busybox sh
+# /init of the initramfs scripts/vm-test.sh boots (busybox only, PID 1).
+#
+# Turns the host's root, shared read-only over 9p (tag hostroot), into a
+# writable root (tmpfs overlay), mounts the writable results share (tag
+# results) at the host path given as sockleak.out= on the kernel command line,
+# runs "$out/guest.sh" there as root, and powers off. Everything the guest
+# writes outside $out is lost with it.
+#
+# sockleak.kernel= names the host directory the kernel package is unpacked
+# in; its /boot/config-* and /lib/modules/* are put where an installed Debian
+# kernel has them (libbpf reads /boot/config-$(uname -r) for __kconfig
+# externs: without it, a BPF object using one fails to load with EINVAL).
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+say() { echo "vm-init: $*" > /dev/console; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+# /proc moves into the new root half-way; power off through whichever is mounted.
+poweroff_now() {
+	sync
+	for p in /newroot/proc /proc; do
+		[ -e $p/sysrq-trigger ] && echo o > $p/sysrq-trigger
+	done
+	sleep 60
+}
+
+# Modules this kernel has as .ko, in dependency order (the rest are built in).
+for m in $(cat /modules.list); do
+	insmod "/modules/$m.ko" || say "insmod $m failed"
+done
+
+out= kdir=
+for word in $(cat /proc/cmdline); do
+	case "$word" in
+	sockleak.out=*) out=${word#sockleak.out=} ;;
+	sockleak.kernel=*) kdir=${word#sockleak.kernel=} ;;
+	esac
+done
+[ -n "$out" ] || { say "no sockleak.out= on the kernel command line"; poweroff_now; }
+
+mkdir -p /lower /rw /newroot
+# cache=loose: the root is read-only and nobody inside writes it; loose
+# caching saves a 9p round trip per stat, which dominates node's startup.
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /lower ||
+	{ say "cannot mount the host root over 9p"; poweroff_now; }
+mount -t tmpfs -o mode=0755 tmpfs /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
+	{ say "cannot mount the overlay"; poweroff_now; }
+
+for d in proc sys dev; do
+	mount --move /$d /newroot/$d
+done
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+mount -t tmpfs -o mode=0755 tmpfs /newroot/run
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+mount -t bpf bpf /newroot/sys/fs/bpf
+mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /newroot/sys/kernel/tracing 2>/dev/null
+
+release=$(uname -r)
+if [ -n "$kdir" ] && [ -d "/newroot$kdir/lib/modules/$release" ]; then
+	mkdir -p /newroot/boot "/newroot/lib/modules/$release"
+	cp "/newroot$kdir/boot/config-$release" "/newroot$kdir/boot/System.map-$release" /newroot/boot/
+	mount --bind "/newroot$kdir/lib/modules/$release" "/newroot/lib/modules/$release"
+fi
+
+# Results: cache=none (the default), so every write reaches the host at once.
+mkdir -p "/newroot$out"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "/newroot$out" ||
+	{ say "cannot mount the results share"; poweroff_now; }
+
+ip link set lo up
+hostname sockleak-vm
+
+say "running $out/guest.sh on $(uname -r)"
+chroot /newroot /usr/bin/env -i \
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	HOME=/root TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb \
+	/bin/sh "$out/guest.sh" < /dev/console > /dev/console 2>&1
+echo "$?" > "/newroot$out/guest.rc"
+say "done"
+poweroff_now
