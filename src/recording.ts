@@ -34,7 +34,6 @@ export function* readRecording(file: string): Generator<RecordAt> {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') throw new NotFoundError(`${file}: no such file`);
     if (e.code === 'EACCES') throw new SockleakError(`${file}: permission denied`, ExitCode.NO_PERMISSION);
-    if (e.code === 'EISDIR') throw new DataError(`${file}: is a directory, not a recording`);
     throw new DataError(`${file}: ${e.code ?? e.message}`);
   }
   try {
@@ -45,7 +44,13 @@ export function* readRecording(file: string): Generator<RecordAt> {
     const need = (n: number): boolean => {
       while (buf.length < n && !eof) {
         const chunk = Buffer.allocUnsafe(Math.max(CHUNK, n - buf.length));
-        const got = readSync(fd, chunk, 0, chunk.length, base + buf.length);
+        let got: number;
+        try {
+          got = readSync(fd, chunk, 0, chunk.length, base + buf.length);
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new DataError(`${file}: cannot read at byte offset ${base + buf.length} (${e.code === 'EISDIR' ? 'a directory, not a recording' : (e.code ?? e.message)})`);
+        }
         if (got === 0) eof = true;
         else buf = buf.length ? Buffer.concat([buf, chunk.subarray(0, got)]) : chunk.subarray(0, got);
       }

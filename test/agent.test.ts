@@ -14,7 +14,10 @@ import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/agent/schema';
+import { LeakIndex } from '../src/agent/leak-index';
 import { fromSocket, toSocket } from '../src/agent/mapping';
+import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
+import type { LeakRecord } from '../src/leak-watcher';
 import { ExitCode } from '../src/errors';
 import type { SocketInfo } from '../src/sockets';
 import { CLI, ROOT, runCli, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
@@ -193,6 +196,95 @@ test('mapping: a socket survives TypeScript -> protobuf -> TypeScript unchanged 
   assert.deepEqual(fromSocket(body2.leak.socket), withCreator);
 });
 
+const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => ({
+  type: 'leak',
+  cookie,
+  state: 'CLOSE_WAIT',
+  family: 4,
+  local: '127.0.0.1:40000',
+  remote: '127.0.0.2:80',
+  netns: 1,
+  owners: [{ pid, comm: `p${pid}`, fd: 3 }],
+  creator: null,
+  recvQ: 0,
+  sendQ: 0,
+  keepalive: false,
+  keepaliveProbeInMs: null,
+  keepaliveReapByMs: null,
+  stateAgeMs: ageMs,
+  ageEstimated: false,
+  uid: 0,
+});
+
+test('LeakIndex: bounded, the oldest reported evicted and counted, resolved leave at once, top K + other', () => {
+  const index = new LeakIndex(3);
+  index.apply(leakRecord('1', 10, 5000), 100_000);
+  index.apply(leakRecord('2', 10, 1000), 100_000);
+  index.apply(leakRecord('3', 11, 1000), 100_000);
+  index.apply({ type: 'resolved', cookie: '2', local: '', remote: '', closedBy: null, how: 'peer', heldMs: 1 }, 100_000);
+  index.apply(leakRecord('4', 12, 1000), 100_000);
+  assert.equal(index.size, 3);
+  assert.equal(index.evictions, 0, 'the resolved one made room');
+  index.apply(leakRecord('5', 12, 0), 100_000);
+  assert.equal(index.size, 3);
+  assert.equal(index.evictions, 1);
+  assert.deepEqual([...index.sockets(101_000)].map((s) => s.cookie), ['3', '4', '5'], 'cookie 1, the oldest reported, went');
+  assert.equal(index.oldestAgeMs(101_000), 2000);
+  assert.deepEqual(index.byProcess(1), [
+    { pid: '12', comm: 'p12', count: 2 },
+    { pid: 'other', comm: 'other', count: 1 },
+  ]);
+});
+
+/** A socket that takes bytes only when told to. */
+class FakeSink implements SubscriberSink {
+  writableNeedDrain = true;
+  readonly written: Buffer[] = [];
+  private drain: (() => void) | undefined;
+  write(chunk: Buffer): boolean {
+    this.written.push(chunk);
+    return true;
+  }
+  once(_event: 'drain', listener: () => void): this {
+    this.drain = listener;
+    return this;
+  }
+  open(): void {
+    this.writableNeedDrain = false;
+    const d = this.drain;
+    this.drain = undefined;
+    d?.();
+  }
+}
+
+test('StreamHub: a stalled subscriber holds at most its queue bound; then a Gap, a fresh Snapshot, and the records since', () => {
+  let snapshots = 0;
+  const snapshot = (): Buffer => encodeRecord({ timeUnixMs: 1, seq: 0, snapshot: { takenAt: 'x', sockets: [], lost: 0, part: 0, more: false, thresholdMs: 0, host: 'h' } });
+  const hub = new StreamHub(4096, 2, () => {
+    snapshots++;
+    return [snapshot()][Symbol.iterator]();
+  });
+  const sink = new FakeSink();
+  assert.ok(hub.subscribe(sink));
+  const record = (seq: number): Buffer => encodeRecord({ timeUnixMs: 1, seq, counters: { emitted: seq, lost: 0, mapFull: 0, evictions: 0, streamDropped: 0 } });
+  for (let seq = 1; seq <= 10_000; seq++) {
+    hub.publish(record(seq));
+    assert.ok(hub.queuedBytes <= 4096, `bounded: ${hub.queuedBytes}`);
+  }
+  assert.ok(hub.dropped > 9000, `dropped ${hub.dropped}`);
+  assert.equal(sink.written.length, 0);
+  sink.open();
+  const got = sink.written.map((b) => decodeRecordBytes(unframe(b)));
+  assert.ok('gap' in got[0]! && Number(got[0].gap.droppedRecords) === hub.dropped, 'a Gap with the count first');
+  assert.ok('snapshot' in got[1]!, 'then a fresh Snapshot');
+  assert.equal(snapshots, 2, 'one at subscription (never sent: dropped with the queue), one after the Gap');
+  const seqs = got.slice(2).map((r) => Number(r.seq));
+  assert.equal(seqs[seqs.length - 1], 10_000, 'then the newest records, in order');
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  assert.ok(hub.subscribe(new FakeSink()));
+  assert.equal(hub.subscribe(new FakeSink()), null, 'at most maxSubscribers');
+});
+
 test('report: corrupt input -> exit 65 naming the offset; missing file -> 66; no root needed, addon never loaded', () => {
   const asNobody = { asUser: 65534, env: { SOCKLEAK_ADDON: '/nonexistent/sockleak.node' } };
   const good = Buffer.concat([
@@ -221,6 +313,9 @@ test('report: corrupt input -> exit 65 naming the offset; missing file -> 66; no
   const r = runCli(['report', ok, '--json'], asNobody);
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), { takenAt: new Date(2000).toISOString(), sockets: [], lost: 0 });
+  const directory = runCli(['report', dir], asNobody);
+  assert.equal(directory.code, ExitCode.DATA, directory.stderr);
+  assert.match(directory.stderr, /^sockleak: .*a directory, not a recording\)\n$/);
   const missing = runCli(['report', path.join(dir, 'nope.bin')], asNobody);
   assert.equal(missing.code, ExitCode.NO_INPUT);
   assert.match(missing.stderr, /^sockleak: .*nope\.bin: no such file\n$/);

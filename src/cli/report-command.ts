@@ -5,7 +5,6 @@
  * what came before the bad record; then the error (with its byte offset) and
  * exit 65.
  */
-import Table from 'cli-table3';
 import { DataError } from '../errors';
 import { readRecording } from '../recording';
 import { Replay, type ReplayResult } from '../recording-replay';
@@ -14,6 +13,8 @@ import { formatAge } from './format';
 import { groupSockets, renderGroups, summarize } from './leak-groups';
 import type { RegisterCommand } from './main';
 import { write } from './output';
+import { describePortRecord, renderNetns } from './ports-command';
+import { newTable } from './table';
 
 export interface ReportCommandOptions {
   json?: boolean;
@@ -22,7 +23,7 @@ export interface ReportCommandOptions {
 const iso = (ms: number | null): string => (ms === null ? '?' : new Date(ms).toISOString());
 
 function table(head: string[], rows: string[][]): string {
-  const t = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } });
+  const t = newTable(head);
   for (const row of rows) t.push(row);
   return t.toString();
 }
@@ -39,18 +40,11 @@ export function reportJson(r: ReplayResult): Snapshot & Record<string, unknown> 
   };
 }
 
+/** The port part, as `sockleak ports` and `watch` show it: the last Ports record, port-pressure records, failure totals. */
 function portsText(r: ReplayResult): string[] {
   const out: string[] = [];
-  for (const n of r.ports?.netns ?? []) {
-    const [lo, hi] = n.portRange;
-    out.push(`netns ${n.netns}: ephemeral ports ${lo}-${hi} (${hi - lo + 1}), tcp_tw_reuse=${n.twReuse}, ${n.timeWait} in TIME_WAIT`);
-    const rows = [...n.byRemote].sort((a, b) => b.timeWait - a.timeWait).slice(0, 10);
-    if (rows.length) out.push(table(['REMOTE', 'TIME_WAIT', 'ESTABLISHED', 'FREE'], rows.map((b) => [b.remote, String(b.timeWait), String(b.established), String(b.free)])));
-  }
-  for (const p of r.portPressure) {
-    out.push(`port pressure: netns ${p.netns} ${p.remote}: ${p.free} of ${p.usable} ports free, ${p.timeWait} in TIME_WAIT; ${p.forecast}`);
-    for (const remedy of p.remedies) out.push(`  - ${remedy}`);
-  }
+  if (r.ports) out.push(`ports at ${r.ports.takenAt}:`, ...r.ports.netns.map((ns) => renderNetns(ns)));
+  out.push(...r.portPressure.map(describePortRecord));
   if (r.connectFailures.length) {
     out.push('connect()/bind() failures during the recording:');
     const rows = r.connectFailures.map((f) => [String(f.pid), f.comm, f.type === 'bind-failure' ? 'bind' : 'connect', f.remote, f.errno, String(f.netns), String(f.count)]);
