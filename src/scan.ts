@@ -87,6 +87,11 @@ export function networkNamespaces(): Map<number, string> {
   return found;
 }
 
+/** Inode of this process's network namespace. */
+function ownNetns(): number {
+  return Number(/\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1]);
+}
+
 export interface ScanOptions {
   /** Only sockets held by this process (orphans are then never included). */
   pid?: number;
@@ -138,10 +143,13 @@ export class SocketScanner {
     const sockets = new Map<string, SocketInfo>();
     // iter/tcp first: it assigns cookies to sockets no one has asked about yet.
     if (options.pid === undefined) {
-      for (const path of networkNamespaces().values()) {
+      const own = ownNetns();
+      for (const [ino, nsPath] of networkNamespaces()) {
+        // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
+        const path = ino === own ? undefined : nsPath;
         let records: SockRecord[];
         try {
-          records = await this.run({ kind: 'tcp', stateMask: mask, netnsPath: path }, options.onRaw);
+          records = await this.run({ kind: 'tcp', stateMask: mask, ...(path && { netnsPath: path }) }, options.onRaw);
         } catch (err) {
           if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) continue; // the process exited
           throw err;

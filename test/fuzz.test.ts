@@ -296,7 +296,7 @@ test(`parseStates: ${ROUNDS} random ASCII inputs match the grammar, only UsageEr
 
 test(
   'parseStates: non-ASCII look-alikes are not state names (cloſe-wait, lıſten, NBSP around)',
-  { todo: 'parseStates upper-cases with String#toUpperCase and trims Unicode space: U+017F ſ -> S, U+0131 ı -> I, ligature ﬁ -> FI are accepted' },
+  
   () => {
     for (const text of ['cloſe-wait', 'lıſten', 'ﬁn-wait1', '\u00a0listen', 'estab\u0131ished']) {
       assert.throws(() => parseStates(text), UsageError, text);
@@ -449,7 +449,7 @@ test(`main(argv): ${ARGV_ROUNDS} random argument vectors -> a documented exit co
   }
 });
 
-test('main(argv): a positional argument a command does not take is a usage error, not ignored', { todo: 'commander allows excess arguments by default: `sockleak trace 1234` traces everything (exit 0), `sockleak snapshot extra` ignores "extra"' }, async () => {
+test('main(argv): a positional argument a command does not take is a usage error, not ignored', async () => {
   const saved = process.env.SOCKLEAK_BTF;
   process.env.SOCKLEAK_BTF = '/nonexistent/vmlinux';
   try {
@@ -464,7 +464,7 @@ test('main(argv): a positional argument a command does not take is a usage error
 
 test(
   'main(argv): a value with a newline or an escape sequence still gives one error line, with the characters escaped',
-  { todo: 'main.ts report() prints err.message raw; parse.ts and commander echo the bad value: `sockleak trace --pid $\'1\\n2\'` prints two lines, `--pid $\'\\e[31m\'` sends the escape to the terminal' },
+  
   async () => {
     for (const bad of ['1\n2', '\x1b[31mred', 'a\rb']) {
       const r = await captured(['trace', '--pid', bad]);
@@ -475,7 +475,7 @@ test(
   },
 );
 
-test('main(argv): a misspelt flag or command gives one error line (the suggestion on the same line)', { todo: "commander's suggestion is a second line: `sockleak trace --pdi 3` prints \"unknown option '--pdi'\\n(Did you mean --pid?)\"" }, async () => {
+test('main(argv): a misspelt flag or command gives one error line (the suggestion on the same line)', async () => {
   for (const argv of [['trace', '--pdi', '3'], ['tarce']]) {
     const r = await captured(argv);
     assert.equal(r.code, ExitCode.USAGE);

@@ -31,8 +31,11 @@ function program(setResult: SetResult): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });
   for (const register of COMMANDS) register(cli, setResult);
-  // Subcommands inherit the parent's error handling.
-  for (const sub of cli.commands) sub.exitOverride().configureOutput({ writeErr: () => undefined });
+  // Subcommands inherit the parent's error handling, and refuse arguments they do not take.
+  for (const sub of cli.commands) {
+    sub.exitOverride().configureOutput({ writeErr: () => undefined });
+    if (!sub.registeredArguments.length) sub.allowExcessArguments(false);
+  }
   return cli;
 }
 
@@ -47,22 +50,29 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** One line, whatever the message echoes: newlines joined, other control characters escaped. */
+function oneLine(text: string): string {
+  return text
+    .replace(/\s*\n\s*/g, ' ')
+    .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 function report(err: unknown): number {
   if (err instanceof CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
       return ExitCode.OK;
     }
-    const message = err.message.replace(/^error: /, '');
+    const message = oneLine(err.message.replace(/^error: /, ''));
     process.stderr.write(`sockleak: ${message} (see sockleak --help)\n`);
     return ExitCode.USAGE;
   }
   if (err instanceof SockleakError) {
-    process.stderr.write(`sockleak: ${err.message}\n`);
+    process.stderr.write(`sockleak: ${oneLine(err.message)}\n`);
     if (process.env.SOCKLEAK_DEBUG && 'detail' in err && err.detail) process.stderr.write(`${err.detail}\n`);
     return err.exitCode;
   }
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`sockleak: internal error: ${message}\n`);
+  process.stderr.write(`sockleak: internal error: ${oneLine(message)}\n`);
   if (process.env.SOCKLEAK_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   return ExitCode.SOFTWARE;
 }

@@ -53,7 +53,9 @@ export function parseCount(text: string, flag: string, max = 1 << 30): number {
 export function parseStates(text: string): TcpState[] | 'all' {
   if (text === 'all') return 'all';
   return text.split(',').map((part) => {
-    const name = part.trim().toUpperCase().replace(/-/g, '_');
+    // ASCII only: trim() and toUpperCase() would map Unicode spaces and look-alikes (ſ, ı, ligatures) onto names.
+    const bare = part.replace(/^[ \t\n\r\v\f]+|[ \t\n\r\v\f]+$/g, '');
+    const name = /^[A-Za-z0-9_-]+$/.test(bare) ? bare.toUpperCase().replace(/-/g, '_') : '';
     if (tcpStateNumber(name) === undefined || name === 'UNKNOWN' || name === 'NEW_SYN_RECV') {
       throw new UsageError(`unknown state '${part}': use close-wait, time-wait, established, listen, ... or all`);
     }

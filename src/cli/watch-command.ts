@@ -69,7 +69,9 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
     process.off('SIGTERM', stop);
   }
   const c = watcher.counters();
-  process.stderr.write(`sockleak: ${watcher.current().length} leaks open, ${c.emitted} events, ${c.lost} lost, ${c.mapFull} map-full\n`);
+  process.stderr.write(
+    `sockleak: ${watcher.current().length} leaks open, ${c.emitted} events, ${c.lost} lost, ${c.missed} missed, ${c.mapFull} map-full\n`,
+  );
   return 0;
 }
 
