@@ -329,9 +329,12 @@ int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
 
 	if (!entry || (entry->flags & SL_F_REPORTED) || entry->ts_ns > leak_cutoff_ns)
 		return 0;
+	/* Marked only once written: when the seq buffer is full, the kernel drops
+	 * this element's output and runs it again in the next read(). */
+	if (bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry)))
+		return 0;
 	entry->flags |= SL_F_REPORTED;
 	follow_closes = 1;
-	bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry));
 	return 0;
 }
 

@@ -26,6 +26,15 @@ export type {
 } from './events';
 export { TCP_STATES, type TcpState } from './tcp-states';
 export * from './errors';
+export { ports, type PortsSnapshot, type PortsOptions } from './ports';
+export type { NetnsPorts, RemotePorts, SourcePorts } from './port-usage';
+export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './port-watch';
+export type { PortRecord, PortFailureRecord, PortWatchOptions } from './port-watcher';
+export type { PortPressureRecord, PortCloser } from './port-pressure';
+export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type RunResult, type LeakedSocket } from './run';
+export { checkSocketLeaks, type CheckLeaksOptions } from './check-leaks';
+export { parseRemotePattern, type RemotePattern } from './remote-pattern';
+export type { TimeWaitReport } from './time-wait-budget';
 export {
   reap,
   planReap,
@@ -43,15 +52,6 @@ export {
   type AuditTarget,
   type AuditActor,
 } from './reap';
-export { ports, type PortsSnapshot, type PortsOptions } from './ports';
-export type { NetnsPorts, RemotePorts, SourcePorts } from './port-usage';
-export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './port-watch';
-export type { PortRecord, PortFailureRecord, PortWatchOptions } from './port-watcher';
-export type { PortPressureRecord, PortCloser } from './port-pressure';
-export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type RunResult, type LeakedSocket } from './run';
-export { checkSocketLeaks, type CheckLeaksOptions } from './check-leaks';
-export { parseRemotePattern, type RemotePattern } from './remote-pattern';
-export type { TimeWaitReport } from './time-wait-budget';
 export { startAgent, Agent, type AgentOptions, type AgentStatus } from './agent/agent';
 export { PROTO_PATH, RECORD_TYPE, encodeRecord, decodeRecordBytes } from './agent/schema';
 export type { RecordMessage } from './agent/messages';
