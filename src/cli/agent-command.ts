@@ -1,6 +1,6 @@
 /** `sockleak agent`: runs for good, serving /metrics, /stream and /healthz, optionally recording. */
 import { Option } from 'commander';
-import { startAgent, type AgentOptions } from '../agent/agent';
+import type { AgentOptions } from '../agent/agent';
 import { UsageError } from '../errors';
 import { formatAge } from './format';
 import type { RegisterCommand } from './main';
@@ -47,6 +47,8 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.streamQueue !== undefined && { streamQueueBytes: options.streamQueue }),
     ...(options.ports === false && { ports: false }),
   };
+  // Loaded on use: prom-client and protobufjs would cost every other command ~60 ms of start-up.
+  const { startAgent } = await import('../agent/agent');
   const agent = await startAgent(config);
   const stop = (): void => void agent.close();
   process.once('SIGINT', stop);
