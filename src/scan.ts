@@ -118,7 +118,12 @@ export class SocketScanner {
     }
   }
 
-  private async run(request: NativeScanRequest, onRaw?: (records: Buffer) => void): Promise<SockRecord[]> {
+  /** One iterator run, decoded; records whose cookie `skip` accepts are not decoded at all. */
+  private async run(
+    request: NativeScanRequest,
+    onRaw?: (records: Buffer) => void,
+    skip?: (cookie: string) => boolean,
+  ): Promise<SockRecord[]> {
     let buf: Buffer;
     try {
       buf = await this.native.scan(request);
@@ -128,35 +133,24 @@ export class SocketScanner {
     onRaw?.(buf);
     const nowNs = monotonicNowNs();
     const records: SockRecord[] = [];
-    for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) records.push(decodeRecord(buf, at, nowNs));
+    for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
+      if (skip?.(buf.readBigUInt64LE(at + SOCK.cookie.offset).toString())) continue;
+      records.push(decodeRecord(buf, at, nowNs));
+    }
     return records;
   }
 
   /**
    * Every TCP socket matching the options, with all its owners, merged by
    * cookie. Sockets held by processes come from iter/task_file (any netns);
-   * without `pid`, orphans of every netns that has a process come from iter/tcp.
+   * without `pid`, orphans of every netns that has a process come from iter/tcp
+   * (both iterators assign cookies, so the order does not matter; owned sockets
+   * first, so iter/tcp's copies of them need no decoding).
    */
   async scan(options: ScanOptions = {}): Promise<Map<string, SocketInfo>> {
     if (options.pid !== undefined) requireProcess(options.pid);
     const mask = stateMask(options.states);
     const sockets = new Map<string, SocketInfo>();
-    // iter/tcp first: it assigns cookies to sockets no one has asked about yet.
-    if (options.pid === undefined) {
-      const own = ownNetns();
-      for (const [ino, nsPath] of networkNamespaces()) {
-        // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
-        const path = ino === own ? undefined : nsPath;
-        let records: SockRecord[];
-        try {
-          records = await this.run({ kind: 'tcp', stateMask: mask, ...(path && { netnsPath: path }) }, options.onRaw);
-        } catch (err) {
-          if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) continue; // the process exited
-          throw err;
-        }
-        for (const { info } of records) if (!sockets.has(info.cookie)) sockets.set(info.cookie, info);
-      }
-    }
     const owned = await this.run(
       { kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) },
       options.onRaw,
@@ -165,6 +159,24 @@ export class SocketScanner {
       let socket = sockets.get(info.cookie);
       if (!socket) sockets.set(info.cookie, (socket = info));
       if (owner && !socket.owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) socket.owners.push(owner);
+    }
+    if (options.pid !== undefined) return sockets;
+    const own = ownNetns();
+    for (const [ino, nsPath] of networkNamespaces()) {
+      // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
+      const path = ino === own ? undefined : nsPath;
+      let orphans: SockRecord[];
+      try {
+        orphans = await this.run(
+          { kind: 'tcp', stateMask: mask, ...(path && { netnsPath: path }) },
+          options.onRaw,
+          (cookie) => sockets.has(cookie),
+        );
+      } catch (err) {
+        if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) continue; // the process exited
+        throw err;
+      }
+      for (const { info } of orphans) sockets.set(info.cookie, info);
     }
     return sockets;
   }
