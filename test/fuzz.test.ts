@@ -237,6 +237,12 @@ function validStates(rng: Rng): string {
 
 const ROUNDS = 4000 * SCALE;
 
+
+/** Math.max of a possibly huge list (a spread would overflow the stack on a large recording). */
+function maxOf(values: readonly number[]): number {
+  return values.reduce((m, v) => Math.max(m, v), -Infinity);
+}
+
 test(`parsePid: ${ROUNDS} random inputs match the grammar, only UsageError, never slow`, () => {
   const rng = new Rng(SEED);
   for (let i = 0; i < ROUNDS; i++) {
@@ -582,7 +588,7 @@ test(`report: ${RECORDING_ROUNDS} truncated, bit-flipped and random recordings -
         // Truncated: whole records before the cut are reported, the cut record is named by its offset.
         const cut = rng.int(0, data.length - 1);
         const r = await check(data.subarray(0, cut), `truncated at ${cut}`);
-        const lastStart = Math.max(...bounds.filter((b) => b <= cut));
+        const lastStart = maxOf(bounds.filter((b) => b <= cut));
         if (cut === 0) assert.equal(r.code, ExitCode.DATA, 'empty');
         else if (bounds.includes(cut)) assert.equal(r.code, ExitCode.OK, `cut at a record boundary ${cut}: a shorter, valid recording`);
         else {
@@ -597,7 +603,7 @@ test(`report: ${RECORDING_ROUNDS} truncated, bit-flipped and random recordings -
         for (const at of flips) bytes[at]! ^= 1 << rng.int(0, 7);
         const r = await check(bytes, `bits flipped at ${flips.join(',')}`);
         if (r.code === ExitCode.SOFTWARE) continue;
-        const firstDamaged = Math.max(...bounds.filter((b) => b <= Math.min(...flips)));
+        const firstDamaged = maxOf(bounds.filter((b) => b <= flips.reduce((m, f) => Math.min(m, f), Infinity)));
         if (r.code === ExitCode.DATA && r.offset !== undefined) assert.ok(r.offset >= firstDamaged, `offset ${r.offset} >= ${firstDamaged}`);
       } else if (kind === 2) {
         // Bytes inserted or overwritten in the middle.
@@ -606,7 +612,7 @@ test(`report: ${RECORDING_ROUNDS} truncated, bit-flipped and random recordings -
         const bytes = rng.chance(0.5) ? Buffer.concat([data.subarray(0, at), junk, data.subarray(at)]) : Buffer.concat([data.subarray(0, at), junk, data.subarray(at + junk.length)]);
         const r = await check(bytes, `${junk.length} bytes of junk at ${at}`);
         if (r.code === ExitCode.SOFTWARE) continue;
-        const firstDamaged = Math.max(...bounds.filter((b) => b <= at));
+        const firstDamaged = maxOf(bounds.filter((b) => b <= at));
         if (r.code === ExitCode.DATA && r.offset !== undefined) assert.ok(r.offset >= firstDamaged, `offset ${r.offset} >= ${firstDamaged}`);
       } else {
         // Not a recording at all: random bytes, zeros, a huge length prefix, a text file.
