@@ -83,10 +83,21 @@ ip link set lo up
 hostname sockleak-vm
 
 say "running $out/guest.sh on $(uname -r)"
-chroot /newroot /usr/bin/env -i \
-	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-	HOME=/root TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb \
-	/bin/sh "$out/guest.sh" < /dev/console > /dev/console 2>&1
-echo "$?" > "/newroot$out/guest.rc"
-say "done"
+# switch_root, not a chroot in a child: PID 1 itself must change root, because
+# the kernel's own helpers (modprobe for an auto-loaded module such as
+# tcp_diag) share PID 1's root, and should find the host's /sbin/modprobe and
+# this kernel's /lib/modules as on an installed system. PID 1 in the new root
+# runs the command, keeps its status with the results, and powers off.
+exec switch_root /newroot /bin/sh -c '
+	out=$1
+	/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb \
+		/bin/sh "$out/guest.sh" < /dev/console > /dev/console 2>&1
+	echo "$?" > "$out/guest.rc"
+	echo "vm-init: done" > /dev/console
+	sync
+	echo o > /proc/sysrq-trigger
+	sleep 60
+' vm-init "$out"
+say "switch_root failed"
 poweroff_now
