@@ -132,6 +132,11 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     this.wake?.();
   }
 
+  /** Resolves once a `pid` tracer follows the sockets the process already had (immediately without `pid`). */
+  ready(): Promise<void> {
+    return this.seeding;
+  }
+
   /** Totals so far; after close(), the final ones. `lost` includes batches a slow consumer missed. */
   counters(): TraceCounters {
     const c = this.native.counters();

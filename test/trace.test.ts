@@ -118,7 +118,8 @@ const MAX_PER_CONN = 14.01;
 async function burst(ringBytes: number): Promise<{ received: number; emitted: bigint; lost: bigint; missed: bigint }> {
   const churn = startFixture('churn', [String(BURST_CONNECTIONS), '16']);
   const { pid } = await churn.next<{ pid: number }>();
-  const tracer = openTracer({ pid, ringBytes, pollMs: 50 });
+  // A queue JavaScript never overflows: this is about the kernel ring's accounting.
+  const tracer = openTracer({ pid, ringBytes, pollMs: 50, maxQueuedBatches: 1 << 20 });
   let received = 0;
   const counting = (async () => {
     for await (const batch of tracer.batches()) received += batch.length;
@@ -168,7 +169,7 @@ test('--pid follows sockets the process had before tracing, and connections acce
   try {
     const port = Number(await new Promise<string>((r) => server.stdout.once('data', (d: Buffer) => r(d.toString()))));
     const tracer = openTracer({ pid: server.pid!, pollMs: 20 });
-    await sleep(300); // the scan of the pid's existing sockets
+    await tracer.ready(); // the scan of the pid's existing sockets
     const client = net.connect(port, '127.0.0.1');
     await new Promise((r) => client.once('connect', r));
     const local = `127.0.0.1:${client.localPort}`;
