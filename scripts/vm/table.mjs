@@ -73,7 +73,7 @@ for (const c of columns) {
     }
   }
   if (c.rc !== '0') {
-    const why = c.oops ? ` (${c.oops})` : '';
+    const why = c.rc === '' && c.oops ? ` (${c.oops})` : '';
     console.log(`\n${c.header}: test run ${runStatus(c)}${why}; console and results in ${c.dir}`);
   }
 }
