@@ -277,7 +277,7 @@ class ScanWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
-  void Execute() override { error_ = scanner_->Run(request_, &bytes_); }
+  void Execute() override { error_ = scanner_->Run(request_, bytes_.get()); }
 
   void OnOK() override {
     Napi::Env env = Env();
@@ -285,16 +285,21 @@ class ScanWorker : public Napi::AsyncWorker {
       deferred_.Reject(ToJsError(env, error_).Value());
       return;
     }
-    auto* owned = new Batch(std::move(bytes_));
+    if (bytes_->size() == 0) {
+      deferred_.Resolve(Napi::Buffer<uint8_t>::New(env, 0));
+      return;
+    }
+    // JavaScript owns the mapping from here; its finalizer unmaps it.
+    ScanBuffer* owned = bytes_.release();
     deferred_.Resolve(Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(),
-                                                 [](Napi::Env, uint8_t*, Batch* b) { delete b; }, owned));
+                                                 [](Napi::Env, uint8_t*, ScanBuffer* b) { delete b; }, owned));
   }
 
  private:
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Scanner> scanner_;  // shared: the wrap may be collected mid-scan
   ScanRequest request_;
-  Batch bytes_;
+  std::unique_ptr<ScanBuffer> bytes_ = std::make_unique<ScanBuffer>();
   BpfError error_;
 };
 
@@ -323,7 +328,7 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
   }
 
  private:
-  // scan({ kind: 'files'|'tcp', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
+  // scan({ kind: 'files'|'tcp'|'cookies', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!scanner_ || info.Length() < 1 || !info[0].IsObject()) {
@@ -333,7 +338,8 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
     Napi::Object o = info[0].As<Napi::Object>();
     ScanRequest request;
     Napi::Value kind = o.Get("kind");
-    request.kind = kind.IsString() && kind.As<Napi::String>().Utf8Value() == "tcp" ? ScanKind::kTcp : ScanKind::kFiles;
+    std::string kind_name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "files";
+    request.kind = kind_name == "tcp" ? ScanKind::kTcp : kind_name == "cookies" ? ScanKind::kCookies : ScanKind::kFiles;
     request.target_tgid = OptUint(o, "pid", 0);
     request.state_mask = OptUint(o, "stateMask", 0);
     Napi::Value netns = o.Get("netnsPath");

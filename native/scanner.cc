@@ -11,6 +11,7 @@
 // clang-format on
 
 #include "netns.h"
+#include "sock-diag.h"
 
 namespace sockleak {
 namespace {
@@ -71,22 +72,32 @@ BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
   return BpfError{};
 }
 
-BpfError Scanner::Run(const ScanRequest& request, std::vector<uint8_t>* out) {
+BpfError Scanner::DumpCookies(const ScanRequest& request, ScanBuffer* out) {
+  // The netlink socket answers for the netns it was created in.
+  ScopedNetns netns;
+  BpfError error = netns.Enter(request.netns_path);
+  if (!error.ok()) return error;
+  SockDiag diag;
+  error = diag.Open();
+  netns.Leave();
+  return error.ok() ? diag.DumpCookies(request.state_mask, out) : error;
+}
+
+BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
+  out->Clear();
+  if (request.kind == ScanKind::kCookies) return DumpCookies(request, out);
   Fd iter;
   BpfError error = CreateIterator(request, &iter.fd);
   if (!error.ok()) return error;
-  out->clear();
-  size_t used = 0;
-  out->resize(1 << 20);
   for (;;) {
-    if (out->size() - used < (64 << 10)) out->resize(out->size() * 2);
-    ssize_t n = read(iter.fd, out->data() + used, out->size() - used);
+    // The kernel fills at most one seq_file page per read (8 KB of records here).
+    if (!out->Reserve(64 << 10)) return BpfError::From(ENOMEM, "iter read");
+    ssize_t n = read(iter.fd, out->end(), out->room());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return BpfError::From(errno, "iter read");
     if (n == 0) break;
-    used += static_cast<size_t>(n);
+    out->Commit(static_cast<size_t>(n));
   }
-  out->resize(used);
   return BpfError{};
 }
 

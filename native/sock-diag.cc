@@ -181,4 +181,52 @@ BpfError SockDiag::DestroyOne(const sl_reap_request& request, sl_reap_result* re
   return BpfError{};
 }
 
+BpfError SockDiag::DumpCookies(uint32_t state_mask, ScanBuffer* out) {
+  for (uint8_t family : {AF_INET, AF_INET6}) {
+    DiagRequest msg{};
+    msg.header.nlmsg_len = sizeof(msg);
+    msg.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.header.nlmsg_seq = ++seq_;
+    msg.body.sdiag_family = family;
+    msg.body.sdiag_protocol = IPPROTO_TCP;
+    msg.body.idiag_states = state_mask ? state_mask : ~0u;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+      return BpfError::From(errno, "sock_diag");
+    }
+    // A dump answers in multipart datagrams of up to ~32 KB each.
+    alignas(nlmsghdr) static thread_local char buf[64 << 10];
+    for (bool done = false; !done;) {
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return BpfError::From(errno, "sock_diag");
+      int len = static_cast<int>(n);
+      if (!out->Reserve(static_cast<size_t>(len))) return BpfError::From(ENOMEM, "sock_diag");
+      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_seq != seq_) continue;
+        if (h->nlmsg_type == NLMSG_DONE) {
+          done = true;
+          break;
+        }
+        if (h->nlmsg_type == NLMSG_ERROR) {
+          int err = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+          if (family == AF_INET6 && err == ENOENT) {  // a kernel without IPv6
+            done = true;
+            break;
+          }
+          return BpfError::From(err, "sock_diag", "dump");
+        }
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+        auto* found = reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h));
+        uint64_t cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
+        memcpy(out->end(), &cookie, sizeof(cookie));  // each message is far larger than a cookie
+        out->Commit(sizeof(cookie));
+      }
+    }
+  }
+  return BpfError{};
+}
+
 }  // namespace sockleak

@@ -50,14 +50,15 @@ export interface NativeTracer {
 }
 
 export interface NativeScanRequest {
-  kind: 'files' | 'tcp';
+  /** files: iter/task_file records; tcp: iter/tcp records; cookies: sock_diag's u64 cookies only. */
+  kind: 'files' | 'tcp' | 'cookies';
   pid?: number;
   stateMask?: number;
   netnsPath?: string;
 }
 
 export interface NativeScanner {
-  /** Runs one iterator to the end on the thread pool: raw struct sl_sock records. */
+  /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for kind 'cookies'). */
   scan(request: NativeScanRequest): Promise<Buffer>;
   close(): void;
 }

@@ -3,12 +3,26 @@
  * BPF, and the truth (fds, thread ids) from the holder process itself.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets } from '../src/cli/leak-groups';
 import { watch, type FdClosedRecord, type LeakRecord, type ResolvedRecord, type WatchRecord } from '../src/leak-watcher';
 import { snapshot } from '../src/snapshot';
+import type { SocketInfo } from '../src/sockets';
 import { sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+
+/** A listener that never accepts: prints its port, then sleeps. */
+const LISTEN_NEVER_ACCEPT = `
+import socket, sys, time
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+`;
 
 const holders: Holder[] = [];
 after(() => holders.forEach((h) => h.kill()));
@@ -248,4 +262,35 @@ test('IPv6 loopback leaks are found and formatted [addr]:port', async (t) => {
   assert.match(snap.sockets[0]!.local, /^\[::1\]:\d+$/);
   assert.equal(snap.sockets[0]!.owners[0]!.fd, fd);
   h.kill();
+});
+
+test('a server that stops accepting: connections closed by their peers in its backlog are CLOSE_WAIT with no owner', async () => {
+  // Nobody holds these (no fd before accept()), so only iter/tcp can describe
+  // them: snapshot must not take its quick path, which skips iter/tcp when
+  // sock_diag finds every socket in the asked states held by some process.
+  const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT, '127.0.0.6'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
+    const port = Number(line.toString().trim());
+    const clients = await Promise.all(
+      [1, 2, 3].map(async () => {
+        const c = net.connect({ host: '127.0.0.6', port });
+        await once(c, 'connect');
+        return c;
+      }),
+    );
+    const peers = clients.map((c) => `${c.localAddress}:${c.localPort}`);
+    clients.forEach((c) => c.destroy());
+    let found: SocketInfo[] = [];
+    const until = Date.now() + 5000;
+    while ((found = (await snapshot()).sockets.filter((s) => peers.includes(s.remote))).length < 3 && Date.now() < until) await sleep(50);
+    assert.equal(found.length, 3, 'the three backlog sockets');
+    for (const s of found) {
+      assert.equal(s.state, 'CLOSE_WAIT');
+      assert.deepEqual(s.owners, [], 'in the backlog, not accepted: no fd anywhere');
+      assert.equal(s.local, `127.0.0.6:${port}`);
+    }
+  } finally {
+    listener.kill('SIGKILL');
+  }
 });

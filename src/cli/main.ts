@@ -5,15 +5,6 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
-import { registerAgent } from './agent-command';
-import { registerFeatures } from './features-command';
-import { registerPorts } from './ports-command';
-import { registerReap } from './reap-command';
-import { registerReport } from './report-command';
-import { registerRun } from './run-command';
-import { registerSnapshot } from './snapshot-command';
-import { registerTrace } from './trace-command';
-import { registerWatch } from './watch-command';
 
 /** What a command's action hands back: its exit code, when it is done. */
 export type SetResult = (result: Promise<number>) => void;
@@ -21,16 +12,34 @@ export type SetResult = (result: Promise<number>) => void;
 /** Adds one command (options, help, action) to the program. */
 export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
-const COMMANDS: RegisterCommand[] = [registerTrace, registerSnapshot, registerWatch, registerFeatures, registerReap, registerAgent, registerReport, registerPorts, registerRun];
+/**
+ * Every command, loaded on demand: a run loads the modules of its own command
+ * only (start-up is part of what `sockleak snapshot` is timed by); help, a
+ * version or an unknown command load them all.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const COMMANDS: Record<string, () => RegisterCommand> = {
+  trace: () => (require('./trace-command') as typeof import('./trace-command')).registerTrace,
+  snapshot: () => (require('./snapshot-command') as typeof import('./snapshot-command')).registerSnapshot,
+  watch: () => (require('./watch-command') as typeof import('./watch-command')).registerWatch,
+  features: () => (require('./features-command') as typeof import('./features-command')).registerFeatures,
+  reap: () => (require('./reap-command') as typeof import('./reap-command')).registerReap,
+  agent: () => (require('./agent-command') as typeof import('./agent-command')).registerAgent,
+  report: () => (require('./report-command') as typeof import('./report-command')).registerReport,
+  ports: () => (require('./ports-command') as typeof import('./ports-command')).registerPorts,
+  run: () => (require('./run-command') as typeof import('./run-command')).registerRun,
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
 
-function program(setResult: SetResult): Command {
+function program(setResult: SetResult, argv: readonly string[]): Command {
   const cli = new Command('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
     .version(require('../../../package.json').version)
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });
-  for (const register of COMMANDS) register(cli, setResult);
+  const named = Object.hasOwn(COMMANDS, argv[0] ?? '') ? COMMANDS[argv[0]!] : undefined;
+  for (const load of named ? [named] : Object.values(COMMANDS)) load()(cli, setResult);
   // Subcommands inherit the parent's error handling, and refuse arguments they do not take.
   for (const sub of cli.commands) {
     sub.exitOverride().configureOutput({ writeErr: () => undefined });
@@ -43,7 +52,7 @@ function program(setResult: SetResult): Command {
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
   try {
-    await program((p) => (result = p)).parseAsync(argv, { from: 'user' });
+    await program((p) => (result = p), argv).parseAsync(argv, { from: 'user' });
     return await result;
   } catch (err) {
     return report(err);

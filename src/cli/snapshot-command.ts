@@ -1,5 +1,6 @@
 /** `sockleak snapshot`: every leaked (CLOSE_WAIT by default) socket now, grouped the way an operator thinks. */
 import { snapshot } from '../snapshot';
+import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 import { groupSockets, renderGroups, summarize } from './leak-groups';
 import type { RegisterCommand } from './main';
@@ -13,6 +14,23 @@ export interface SnapshotCommandOptions {
   json?: boolean;
 }
 
+/**
+ * `JSON.stringify(snap)` + newline, written a slice of sockets at a time and
+ * emptying `snap.sockets` as it goes: the same bytes, without one string of the
+ * whole (70 MB at 200k sockets) and without keeping what is already written.
+ */
+export async function drainSnapshotJson(snap: Snapshot): Promise<void> {
+  const [head, tail] = JSON.stringify({ ...snap, sockets: [] }).split('"sockets":[]');
+  await write(`${head}"sockets":[`);
+  for (let first = true; snap.sockets.length; first = false) {
+    const slice = snap.sockets.splice(0, SLICE);
+    await write(`${first ? '' : ','}${slice.map((s) => JSON.stringify(s)).join(',')}`);
+  }
+  await write(`]${tail}\n`);
+}
+
+const SLICE = 2000;
+
 export async function snapshotCommand(options: SnapshotCommandOptions): Promise<number> {
   const result = await snapshot({
     states: options.state ?? ['CLOSE_WAIT'],
@@ -20,7 +38,7 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
     ...(options.olderThan !== undefined && { olderThanMs: options.olderThan }),
   });
   if (options.json) {
-    await write(`${JSON.stringify(result)}\n`);
+    await drainSnapshotJson(result);
     return 0;
   }
   if (result.sockets.length === 0) {
