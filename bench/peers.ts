@@ -21,6 +21,7 @@ export const PEERS: readonly Peer[] = [
   { tool: 'gcc', pkg: 'gcc' },
   { tool: 'bpftool', pkg: 'bpftool' },
   { tool: 'setpriv', pkg: 'util-linux' },
+  { tool: 'time', pkg: 'time' }, // GNU time: peak RSS of the snapshot tools
 ];
 
 /** Where each tool lives; a tool that could not be found or installed is absent. */

@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SocketScanner } from '../src/scan';
 import { JsonLines, sleep, start, stop, timed } from './children';
 import type { Peers } from './peers';
 import { readSysctl, type Restorer } from './system';
@@ -194,7 +195,16 @@ interface ToolRun {
   /** Set when the tool could not run. */
   unavailable?: string;
   wallMs: number[];
+  /** Peak RSS of each run, KiB (GNU time), when measured. */
+  rssKiB: number[];
   agreement?: Agreement;
+}
+
+/** sockleak's scan in-process, the BPF objects already loaded: the kernel's part and the decoding's. */
+interface KernelScan {
+  kernelMs: number[];
+  decodeMs: number[];
+  tcpScans: number;
 }
 
 export interface SizeResult {
@@ -202,6 +212,7 @@ export interface SizeResult {
   held: number;
   failedConnects: number;
   tools: ToolRun[];
+  kernelScan?: KernelScan;
   /** Holder sockets still in CLOSE_WAIT (per ss) after every tool ran: a tool cannot find more. */
   stillAtEnd?: number;
   error?: string;
@@ -209,25 +220,46 @@ export interface SizeResult {
 
 async function runTool(tool: SnapshotTool, s: Scenario, o: SnapshotOptions): Promise<ToolRun> {
   const missing = tool.needs.filter((t) => !o.peers.has(t));
-  if (missing.length) return { tool: tool.name, unavailable: `${missing.join(', ')} not installed`, wallMs: [] };
+  if (missing.length) return { tool: tool.name, unavailable: `${missing.join(', ')} not installed`, wallMs: [], rssKiB: [] };
   const [cmd, ...args] = tool.command(o.ctx);
-  const run: ToolRun = { tool: tool.name, wallMs: [] };
+  const run: ToolRun = { tool: tool.name, wallMs: [], rssKiB: [] };
+  const gnuTime = o.peers.get('time');
+  const rssFile = path.join(os.tmpdir(), `sockleak-bench-rss.${process.pid}`);
   for (let i = 0; i < o.reps; i++) {
-    const r = await timed(cmd!, args);
+    // GNU time adds ~1 ms of its own: the peak RSS (wait4's ru_maxrss) is worth it.
+    const r = gnuTime ? await timed(gnuTime, ['-f', '%M', '-o', rssFile, cmd!, ...args]) : await timed(cmd!, args);
     if (r.code !== 0) {
       const why = r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`;
-      return { tool: tool.name, unavailable: `${tool.optional ? 'not available yet' : 'failed'} (exit ${r.code}: ${why})`, wallMs: [] };
+      return { tool: tool.name, unavailable: `${tool.optional ? 'not available yet' : 'failed'} (exit ${r.code}: ${why})`, wallMs: [], rssKiB: [] };
     }
     run.wallMs.push(r.wallMs);
+    if (gnuTime) run.rssKiB.push(Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()));
     if (i === o.reps - 1) {
       try {
         run.agreement = compare(s.truth, s.destinations, tool.parse(r.stdout));
       } catch (err) {
-        return { tool: tool.name, unavailable: `output not understood: ${(err as Error).message}`, wallMs: run.wallMs };
+        return { tool: tool.name, unavailable: `output not understood: ${(err as Error).message}`, wallMs: run.wallMs, rssKiB: [] };
       }
     }
   }
   return run;
+}
+
+/** The same CLOSE_WAIT scan `sockleak snapshot` makes, timed from inside (its lastStats). */
+async function kernelScan(reps: number): Promise<KernelScan> {
+  const scanner = new SocketScanner();
+  const result: KernelScan = { kernelMs: [], decodeMs: [], tcpScans: 0 };
+  try {
+    for (let i = 0; i < reps; i++) {
+      await scanner.scan({ states: ['CLOSE_WAIT'] });
+      result.kernelMs.push(scanner.lastStats.kernelMs);
+      result.decodeMs.push(scanner.lastStats.decodeMs);
+      result.tcpScans = Math.max(result.tcpScans, scanner.lastStats.tcpScans);
+    }
+  } finally {
+    scanner.close();
+  }
+  return result;
 }
 
 export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
@@ -242,6 +274,8 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
         o.log(`snapshot: ${fmtInt(size.sockets)}: ${tool.name}`);
         result.tools.push(await runTool(tool, scenario, o));
       }
+      o.log(`snapshot: ${fmtInt(size.sockets)}: sockleak's kernel scan, in-process`);
+      result.kernelScan = await kernelScan(o.reps);
       if (o.peers.has('ss')) {
         const r = await timed(o.ctx.tool('ss'), ['-tanp', 'state', 'close-wait']);
         if (r.code === 0) result.stillAtEnd = compare(scenario.truth, scenario.destinations, parseSs(r.stdout)).found;
@@ -263,7 +297,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
   for (const r of results) {
     const label = [fmtInt(r.size.sockets), String(r.size.holders)];
     if (r.error) {
-      rows.push([...label, '—', '—', '—', '—', '—']);
+      rows.push([...label, '—', '—', '—', '—', '—', '—']);
       notes.push(`error at ${fmtInt(r.size.sockets)}: ${r.error}`);
       continue;
     }
@@ -273,7 +307,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
     }
     for (const t of r.tools) {
       if (t.unavailable) {
-        rows.push([...label, t.tool, '—', '—', '—', t.unavailable]);
+        rows.push([...label, t.tool, '—', '—', '—', '—', t.unavailable]);
         continue;
       }
       const a = t.agreement;
@@ -281,20 +315,36 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
         ...label,
         t.tool,
         fmtInt(median(t.wallMs)),
+        t.rssKiB.length ? fmtInt(Math.max(...t.rssKiB) / 1024) : '—',
         a ? `${fmtInt(a.found)} / ${fmtInt(r.held)}` : '—',
         a ? fmtInt(a.ownersOk) : '—',
         a ? fmtInt(a.extra) : '—',
       ]);
     }
+    const k = r.kernelScan;
+    if (k) {
+      const ss = r.tools.find((t) => t.tool.startsWith('ss ') && !t.unavailable);
+      const kernel = median(k.kernelMs);
+      rows.push([...label, 'sockleak: its kernel scan alone', fmtInt(kernel), '—', '—', '—', '—']);
+      if (ss) {
+        const sockleak = r.tools.find((t) => t.tool.startsWith('sockleak') && !t.unavailable);
+        notes.push(
+          `${fmtInt(r.size.sockets)}: sockleak's kernel scan ${(median(ss.wallMs) / kernel).toFixed(1)}× faster than ss -tanp` +
+            (sockleak ? `; end to end ${(median(ss.wallMs) / median(sockleak.wallMs)).toFixed(2)}× ss's speed` : '') +
+            `; in-process decode ${fmtInt(median(k.decodeMs))} ms; iter/tcp needed in ${k.tcpScans} netns`,
+        );
+      }
+    }
   }
   return {
     title: `Snapshot: K CLOSE_WAIT sockets over P processes, wall time (median of ${reps}) and what each tool finds`,
-    headers: ['K sockets', 'P processes', 'tool', 'wall ms', 'found / K', 'owner (pid, fd) right', 'extra'],
-    numeric: [true, true, false, true, true, true, false],
+    headers: ['K sockets', 'P processes', 'tool', 'wall ms', 'peak RSS MB', 'found / K', 'owner (pid, fd) right', 'extra'],
+    numeric: [true, true, false, true, true, true, true, false],
     rows,
     notes: [
       'found: sockets reported with the (local, remote) of a socket the holders made; owner right: with the holder\'s pid and fd.',
-      'Wall time is from spawn to exit, including start-up (for sockleak, Node\'s ~50 ms).',
+      'Wall time is from spawn to exit, including start-up (for sockleak, Node\'s ~50 ms). Peak RSS: GNU time (wait4 ru_maxrss).',
+      'Kernel scan alone: sockleak\'s iter/task_file beside its sock_diag census (and iter/tcp where the census finds unowned sockets), timed inside one process with the BPF objects loaded; the end-to-end row includes start-up, loading BPF, decoding and printing JSON.',
       ...notes,
     ],
   };
