@@ -7,6 +7,7 @@
 import { fromPortFailure, fromFdClosed, fromPortPressure, fromPorts, fromResolved, fromSocket } from './agent/mapping';
 import type { CountersMessage, RecordMessage } from './agent/messages';
 import type { PortFailureRecord, PortPressureRecord, PortsSnapshot } from './agent/records';
+import { DataError } from './errors';
 import type { SocketInfo } from './sockets';
 
 interface Open {
@@ -85,7 +86,9 @@ export class Replay {
   private ports: PortsSnapshot | null = null;
   private counters: ReplayCounters | null = null;
 
+  /** Applies one record; a DataError (and nothing changed) when it lacks a part it cannot be read without. */
   apply(r: RecordMessage): void {
+    if ('leak' in r && r.leak && !r.leak.socket) throw new DataError('a leak record without its socket');
     const atMs = Number(r.timeUnixMs);
     this.records++;
     this.firstMs ??= atMs;

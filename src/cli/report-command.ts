@@ -75,7 +75,14 @@ export async function reportCommand(file: string, options: ReportCommandOptions)
   const replay = new Replay();
   let failure: DataError | undefined;
   try {
-    for (const { record } of readRecording(file)) replay.apply(record);
+    for (const { offset, record } of readRecording(file)) {
+      try {
+        replay.apply(record);
+      } catch (err) {
+        if (err instanceof DataError) throw new DataError(`${file}: corrupt record at byte offset ${offset} (${err.message})`);
+        throw err;
+      }
+    }
   } catch (err) {
     if (!(err instanceof DataError)) throw err;
     failure = err;
