@@ -310,21 +310,14 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
                                         InstanceMethod<&ScannerWrap::Close>("close")});
   }
 
-  // new Scanner({ btfPath? }): loads the iterator programs (attaches nothing).
+  // new Scanner({ btfPath? }): the iterator programs are loaded by the first scan (attaches nothing).
   explicit ScannerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ScannerWrap>(info) {
-    Napi::Env env = info.Env();
     std::string btf_path;
     if (info.Length() > 0 && info[0].IsObject()) {
       Napi::Value btf = info[0].As<Napi::Object>().Get("btfPath");
       if (btf.IsString()) btf_path = btf.As<Napi::String>().Utf8Value();
     }
-    BpfError error;
-    std::unique_ptr<Scanner> scanner = Scanner::Open(btf_path, &error);
-    if (!scanner) {
-      ToJsError(env, error).ThrowAsJavaScriptException();
-      return;
-    }
-    scanner_ = std::move(scanner);
+    scanner_ = std::make_shared<Scanner>(std::move(btf_path));
   }
 
  private:

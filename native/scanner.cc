@@ -26,23 +26,27 @@ struct Fd {
 
 }  // namespace
 
-std::unique_ptr<Scanner> Scanner::Open(const std::string& btf_path, BpfError* error) {
+Scanner::Scanner(std::string btf_path) : btf_path_(std::move(btf_path)) {}
+
+BpfError Scanner::LoadLocked() {
+  if (skel_ || !load_error_.ok()) return load_error_;
   InstallLibbpfLog();
   ResetLibbpfLog();
-  std::unique_ptr<Scanner> scanner(new Scanner());
   LIBBPF_OPTS(bpf_object_open_opts, opts);
-  if (!btf_path.empty()) opts.btf_custom_path = btf_path.c_str();
-  scanner->skel_ = sl_scan__open_opts(&opts);
-  if (!scanner->skel_) {
-    *error = BpfError::From(errno, "open");
-    return nullptr;
+  if (!btf_path_.empty()) opts.btf_custom_path = btf_path_.c_str();
+  sl_scan* skel = sl_scan__open_opts(&opts);
+  if (!skel) {
+    load_error_ = BpfError::From(errno, "open");
+    return load_error_;
   }
-  int err = sl_scan__load(scanner->skel_);
+  int err = sl_scan__load(skel);
   if (err) {
-    *error = BpfError::From(err, "load");
-    return nullptr;
+    load_error_ = BpfError::From(err, "load");
+    sl_scan__destroy(skel);
+    return load_error_;
   }
-  return scanner;
+  skel_ = skel;
+  return BpfError{};
 }
 
 Scanner::~Scanner() {
@@ -51,6 +55,8 @@ Scanner::~Scanner() {
 
 BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
   std::lock_guard<std::mutex> lock(mutex_);
+  BpfError loaded = LoadLocked();
+  if (!loaded.ok()) return loaded;
   skel_->bss->target_tgid = request.target_tgid;
   skel_->bss->state_mask = request.state_mask;
   bpf_program* prog = request.kind == ScanKind::kFiles ? skel_->progs.scan_files : skel_->progs.scan_tcp;

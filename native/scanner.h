@@ -29,7 +29,11 @@ struct ScanRequest {
 
 class Scanner {
  public:
-  static std::unique_ptr<Scanner> Open(const std::string& btf_path, BpfError* error);
+  // Loads nothing yet: the BPF object is loaded by the first iterator scan, on
+  // the thread that runs it (a pool thread), so that a sock_diag census and
+  // whatever the caller does meanwhile overlap the ~20 ms of CO-RE relocation
+  // and verification. A load failure is that scan's error, and every later one's.
+  explicit Scanner(std::string btf_path);
   ~Scanner();
 
   Scanner(const Scanner&) = delete;
@@ -40,12 +44,14 @@ class Scanner {
   BpfError Run(const ScanRequest& request, ScanBuffer* out);
 
  private:
-  Scanner() = default;
+  BpfError LoadLocked();
   BpfError CreateIterator(const ScanRequest& request, int* iter_fd);
   static BpfError DumpCookies(const ScanRequest& request, ScanBuffer* out);
 
-  std::mutex mutex_;         // guards the .bss filters between setting them and creating the iterator
-  sl_scan* skel_ = nullptr;  // owned
+  const std::string btf_path_;
+  std::mutex mutex_;         // guards loading, and the .bss filters between setting them and creating the iterator
+  sl_scan* skel_ = nullptr;  // owned; null until loaded (under mutex_)
+  BpfError load_error_;      // a failed load, returned by every scan (under mutex_)
 };
 
 }  // namespace sockleak

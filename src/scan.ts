@@ -225,7 +225,11 @@ export interface ScanStats {
   records: number;
 }
 
-/** A loaded pair of iterators; reuse it for repeated scans (watch, agent), close() when done. */
+/**
+ * The iterators of bpf/scan.bpf.c, loaded by the first scan (which then also
+ * reports a load failure); reuse one for repeated scans (watch, agent), close()
+ * when done.
+ */
 export class SocketScanner {
   private readonly native: NativeScanner;
   /** Figures of the last completed scan(). */
