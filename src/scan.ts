@@ -28,9 +28,11 @@ const TWO_32 = 4294967296;
 const ENDPOINT_CACHE = 4096;
 
 /** ":port" strings, made once each: a unique endpoint is then one cons string over two shared ones. */
-const PORT_SUFFIXES: string[] = [];
+const PORT_SUFFIXES = new Map<number, string>(); // (a sparse array would fall back to dictionary elements)
 function portSuffix(port: number): string {
-  return (PORT_SUFFIXES[port] ??= `:${port}`);
+  let suffix = PORT_SUFFIXES.get(port);
+  if (suffix === undefined) PORT_SUFFIXES.set(port, (suffix = `:${port}`));
+  return suffix;
 }
 
 /** Word index of a 4-byte field in a record, and of 2-byte ones. */

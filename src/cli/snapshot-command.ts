@@ -2,7 +2,6 @@
 import { snapshot } from '../snapshot';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
-import { groupSockets, renderGroups, summarize } from './leak-groups';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { arg, parseDuration, parsePid, parseStates } from './parse';
@@ -24,7 +23,8 @@ export async function drainSnapshotJson(snap: Snapshot): Promise<void> {
   await write(`${head}"sockets":[`);
   for (let first = true; snap.sockets.length; first = false) {
     const slice = snap.sockets.splice(0, SLICE);
-    await write(`${first ? '' : ','}${slice.map((s) => JSON.stringify(s)).join(',')}`);
+    const json = JSON.stringify(slice);
+    await write(`${first ? '' : ','}${json.slice(1, -1)}`);
   }
   await write(`]${tail}\n`);
 }
@@ -45,6 +45,8 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
     await write(`no matching sockets (${result.takenAt})\n`);
     return 0;
   }
+  // The table's modules (cli-table3) are loaded only for the table: --json is timed against ss.
+  const { groupSockets, renderGroups, summarize } = require('./leak-groups') as typeof import('./leak-groups');
   const groups = groupSockets(result.sockets);
   await write(`${renderGroups(groups)}\n${summarize(groups).join('\n')}\n`);
   await write(`${result.sockets.length} sockets at ${result.takenAt}; ages marked ~ are estimates from the kernel's last-packet time\n`);
