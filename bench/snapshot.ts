@@ -83,7 +83,7 @@ export const SNAPSHOT_TOOLS: readonly SnapshotTool[] = [
   {
     name: 'sockleak snapshot --json',
     needs: [],
-    command: (c) => [c.node, c.cli, 'snapshot', '--json'],
+    command: (c) => [c.cli, 'snapshot', '--json'], // as npx runs it: through its #! line
     parse: parseSockleakSnapshot,
     optional: true,
   },
