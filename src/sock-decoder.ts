@@ -1,0 +1,171 @@
+/**
+ * Decoding of the scan iterators' struct sl_sock records (bpf/scan.bpf.c) into
+ * SocketInfo objects, by the generated layout.
+ */
+import { formatIPv4, formatIPv6 } from './address';
+import { monotonicNowNs } from './clock';
+import { SOCK, SOCK_FLAGS } from './generated/layout';
+import type { Owner, SocketInfo } from './sockets';
+import { tcpStateName } from './tcp-states';
+
+const AF_INET = 2;
+/** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket. */
+const TIME_WAIT_MS = 60_000;
+
+/**
+ * A decoded struct sl_sock: the socket (its owners: the (pid, fd) this record
+ * was found through, if any) and its cookie as a number (NaN past 2^53).
+ */
+export type OnRecord = (info: SocketInfo, cookie: number) => void;
+
+export const TWO_32 = 4294967296;
+/** Distinct endpoints remembered per scan: peers and listeners repeat, ephemeral ends do not. */
+const ENDPOINT_CACHE = 4096;
+
+/** ":port" strings, made once each: a unique endpoint is then one cons string over two shared ones. */
+const PORT_SUFFIXES = new Map<number, string>(); // (a sparse array would fall back to dictionary elements)
+function portSuffix(port: number): string {
+  let suffix = PORT_SUFFIXES.get(port);
+  if (suffix === undefined) PORT_SUFFIXES.set(port, (suffix = `:${port}`));
+  return suffix;
+}
+
+/** Word index of a 4-byte field in a record, and of 2-byte ones. */
+const W = (f: { offset: number }): number => f.offset >> 2;
+const H = (f: { offset: number }): number => f.offset >> 1;
+const F = {
+  cookieLo: W(SOCK.cookie),
+  lastActiveLo: W(SOCK.last_active_ns),
+  saddr: SOCK.saddr.offset,
+  daddr: SOCK.daddr.offset,
+  netns: W(SOCK.netns_ino),
+  uid: W(SOCK.uid),
+  recvQ: W(SOCK.recv_q),
+  sendQ: W(SOCK.send_q),
+  timerMs: W(SOCK.timer_ms),
+  intvlMs: W(SOCK.keepalive_intvl_ms),
+  pid: W(SOCK.pid),
+  fd: W(SOCK.fd),
+  sport: H(SOCK.sport),
+  dport: H(SOCK.dport),
+  family: H(SOCK.family),
+  state: SOCK.state.offset,
+  flags: SOCK.flags.offset,
+  probes: SOCK.keepalive_probes.offset,
+  comm: SOCK.comm.offset,
+} as const;
+
+/**
+ * Decodes struct sl_sock records into SocketInfo objects. One decoder serves one
+ * buffer: it reads through typed-array views (cheap even before the JIT warms
+ * up, which a one-shot `snapshot` never waits for) and interns what repeats
+ * across records (address text, comm per pid), so 100k sockets to a handful
+ * of peers make a handful of address strings.
+ */
+export class SockDecoder {
+  private readonly u8: Uint8Array;
+  private readonly u16: Uint16Array;
+  private readonly u32: Uint32Array;
+  private readonly i32: Int32Array;
+  private readonly addresses = new Map<string | number, string>();
+  /** Whole IPv4 endpoints by (address, port), while they repeat (many sockets to one peer, or on one listener). */
+  private readonly endpoints = new Map<number, string>();
+  private readonly comms = new Map<number, string>();
+  private readonly nowNs = monotonicNowNs();
+
+  constructor(private readonly buf: Buffer) {
+    // The views need 4-byte alignment: the addon's buffers have it, a copy gets it.
+    const aligned = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+    this.buf = aligned;
+    const { buffer, byteOffset, length } = aligned;
+    this.u8 = new Uint8Array(buffer, byteOffset, length);
+    this.u16 = new Uint16Array(buffer, byteOffset, length >> 1);
+    this.u32 = new Uint32Array(buffer, byteOffset, length >> 2);
+    this.i32 = new Int32Array(buffer, byteOffset, length >> 2);
+  }
+
+  /** Cookie of the record at byte `at` as a number; NaN when it does not fit a double exactly. */
+  cookieNumber(at: number): number {
+    const w = (at >> 2) + F.cookieLo;
+    const hi = this.u32[w + 1]!;
+    return hi < 0x200000 ? hi * TWO_32 + this.u32[w]! : NaN;
+  }
+
+  /** The same cookie as a decimal string (BigInt only past 2^53). */
+  cookie(at: number, n = this.cookieNumber(at)): string {
+    return Number.isNaN(n) ? this.buf.readBigUInt64LE(at + SOCK.cookie.offset).toString() : String(n);
+  }
+
+  private address(family: 4 | 6, at: number): string {
+    const key = family === 4 ? this.u32[at >> 2]! : this.buf.toString('latin1', at, at + 16);
+    let text = this.addresses.get(key);
+    if (text === undefined) {
+      text = family === 4 ? formatIPv4(this.u8.subarray(at, at + 4)) : `[${formatIPv6(this.u8.subarray(at, at + 16))}]`;
+      this.addresses.set(key, text);
+    }
+    return text;
+  }
+
+  private endpoint(family: 4 | 6, at: number, port: number): string {
+    if (family === 6) return this.address(6, at) + portSuffix(port);
+    const key = this.u32[at >> 2]! * 65536 + port;
+    let text = this.endpoints.get(key);
+    if (text === undefined) {
+      text = this.address(4, at) + portSuffix(port);
+      if (this.endpoints.size < ENDPOINT_CACHE) this.endpoints.set(key, text);
+    }
+    return text;
+  }
+
+  private comm(pid: number, at: number): string {
+    let text = this.comms.get(pid);
+    if (text === undefined) {
+      const bytes = this.buf.subarray(at + F.comm, at + F.comm + SOCK.comm.size);
+      const nul = bytes.indexOf(0);
+      text = bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+      this.comms.set(pid, text);
+    }
+    return text;
+  }
+
+  decode(at: number, onRecord: OnRecord): void {
+    const { u8, u16, u32 } = this;
+    const w = at >> 2;
+    const h = at >> 1;
+    const flags = u8[at + F.flags]!;
+    const family = u16[h + F.family] === AF_INET ? 4 : 6;
+    const state = tcpStateName(u8[at + F.state]!);
+    const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
+    const timerMs = flags & SOCK_FLAGS.TIMER ? u32[w + F.timerMs]! : null;
+    const lastActiveNs = u32[w + F.lastActiveLo + 1]! * TWO_32 + u32[w + F.lastActiveLo]!;
+    let stateAgeMs: number | null = null;
+    if (state === 'TIME_WAIT' && timerMs !== null) stateAgeMs = Math.max(0, TIME_WAIT_MS - timerMs);
+    else if (state === 'CLOSE_WAIT' && lastActiveNs > 0) stateAgeMs = Math.max(0, Math.round((this.nowNs - lastActiveNs) / 1e6));
+    const keepaliveTimer = keepalive && state !== 'TIME_WAIT' ? timerMs : null;
+    let owners: Owner[] = [];
+    if (flags & SOCK_FLAGS.OWNED) {
+      const pid = u32[w + F.pid]!;
+      owners = [{ pid, comm: this.comm(pid, at), fd: this.i32[w + F.fd]! }];
+    }
+    const cookie = this.cookieNumber(at);
+    const info: SocketInfo = {
+      cookie: this.cookie(at, cookie),
+      state,
+      family,
+      local: this.endpoint(family, at + F.saddr, u16[h + F.sport]!),
+      remote: this.endpoint(family, at + F.daddr, u16[h + F.dport]!),
+      netns: u32[w + F.netns]!,
+      owners,
+      creator: null,
+      recvQ: u32[w + F.recvQ]!,
+      sendQ: u32[w + F.sendQ]!,
+      keepalive,
+      keepaliveProbeInMs: keepaliveTimer,
+      keepaliveReapByMs: keepaliveTimer !== null ? keepaliveTimer + u8[at + F.probes]! * u32[w + F.intvlMs]! : null,
+      stateAgeMs,
+      ageEstimated: stateAgeMs !== null,
+      uid: u32[w + F.uid]!,
+    };
+    onRecord(info, cookie);
+  }
+}
