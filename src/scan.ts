@@ -138,16 +138,15 @@ export class SocketScanner {
     if (options.pid !== undefined) requireProcess(options.pid);
     const mask = stateMask(options.states);
     const sockets = new Map<string, SocketInfo>();
+    const stats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
+    const t0 = performance.now();
+    // Started first: the pool thread loads the BPF object meanwhile.
+    const files = this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
     const own = ownNetns();
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
     // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
     const pathOf = (ino: number, nsPath: string): string | undefined => (ino === own ? undefined : nsPath);
-    const stats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
-    const t0 = performance.now();
-    const [owned, ...censuses] = await Promise.all([
-      this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) }),
-      ...namespaces.map(([ino, nsPath]) => this.census(mask, pathOf(ino, nsPath))),
-    ]);
+    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.census(mask, pathOf(ino, nsPath)))]);
     stats.kernelMs += performance.now() - t0;
     options.onRaw?.(owned);
     stats.records += owned.length / SOCK_SIZE;
