@@ -201,7 +201,12 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     const leak = this.leaks.get(ev.cookie);
     if (!leak) return;
     if (ev.type === 'state') {
-      if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
+      const closer = this.stale.get(ev.cookie);
+      // Before 6.6, close() dropped the last reference on its way back to user
+      // space (task_work; commit 021a160abf62 made it synchronous): its close
+      // record comes first, then the socket leaves CLOSE_WAIT in the same thread.
+      if (closer && closer.tid === ev.tid) this.resolve(leak, closer, 'close');
+      else if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
       else this.resolve(leak, null, 'peer');
     } else if (ev.type === 'close' && ev.ret === 0) {
       this.closed(leak, ev);
