@@ -162,7 +162,10 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	__u64 cookie;
 	__u8 flags;
 
-	if (sk->sk_protocol != IPPROTO_TCP)
+	/* Not a change: close() after shutdown() sets FIN_WAIT1/FIN_WAIT2/LAST_ACK
+	 * again when the peer has not acked yet (tcp_close_state()); the close
+	 * record says it. */
+	if (sk->sk_protocol != IPPROTO_TCP || oldstate == newstate)
 		return 0;
 	if (mode == SL_MODE_LEAKS) {
 		on_state_leaks(sk, oldstate, newstate);
