@@ -221,8 +221,9 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.resolve(leak, closer, 'close');
       return;
     }
-    // The socket survived this close(): someone else holds it.
-    leak.record.owners = leak.record.owners.filter((o) => !(o.pid === ev.pid && o.fd === ev.fd));
+    // The socket survived this close() (someone else holds it), or, before 6.6,
+    // is about to leave CLOSE_WAIT (see apply()): the next tick's scan says
+    // which, and who holds it now.
     this.stale.set(ev.cookie, closer);
   }
 
