@@ -64,7 +64,8 @@ static __always_inline bool follow_for_target(struct sock *sk, __u64 cookie, __u
 	if (own && newstate == TCP_LISTEN) {
 		if (bpf_map_update_elem(&listening, &key, &one, BPF_ANY))
 			count_map_full();
-	} else if (own && oldstate == TCP_LISTEN) {
+	} else if (own && oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		/* (LISTEN -> SYN_RECV is a new child, not the listener leaving) */
 		bpf_map_delete_elem(&listening, &key);
 	}
 	if (!own && !bpf_map_lookup_elem(&tracked, &cookie)) {
@@ -76,7 +77,7 @@ static __always_inline bool follow_for_target(struct sock *sk, __u64 cookie, __u
 	}
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&tracked, &cookie);
-	else if (own && newstate == TCP_SYN_SENT)
+	else if (own && (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV))
 		track(cookie);
 	return true;
 }

@@ -111,9 +111,13 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 			count_map_full();
 		return;
 	}
-	if (newstate == TCP_SYN_RECV) {
+	if (newstate == TCP_SYN_RECV || (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)) {
+		/* The cookie is assigned now, so accept() exit can key the creator. Up
+		 * to at least 6.12, LISTEN -> SYN_RECV runs before the child has its
+		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
+		 * ESTABLISHED assigns it there. */
 		if (track_creators)
-			bpf_get_socket_cookie(sk); /* assigned now, so accept() exit can key the creator */
+			bpf_get_socket_cookie(sk);
 		return;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE && !sk->__sk_common.skc_num &&

@@ -177,7 +177,13 @@ watched() {
 run_vm() {
 	local arg=$1 out=$2 pkg dir kver vmlinuz image start rc
 	pkg=$(kernel_package "$arg")
-	[ -n "$pkg" ] || { log "no Debian package linux-image-$arg*-amd64-unsigned (apt-get update?)"; return 1; }
+	if [ -z "$pkg" ]; then
+		# A fresh machine may have no package lists yet.
+		log "no linux-image-$arg*-amd64-unsigned known to apt: apt-get update"
+		apt-get -q update >&2 || true
+		pkg=$(kernel_package "$arg")
+	fi
+	[ -n "$pkg" ] || { log "no Debian package linux-image-$arg*-amd64-unsigned"; return 1; }
 	dir=$(fetch_kernel "$pkg")
 	vmlinuz=$(compgen -G "$dir/boot/vmlinuz-*" | head -n1)
 	kver=${vmlinuz##*/vmlinuz-}

@@ -18,7 +18,7 @@ export interface FeatureInfo {
 }
 
 const TABLE: Record<string, Omit<FeatureInfo, 'name' | 'available'>> = {
-  btf: { since: '5.4 (5.8 for all of sockleak)', neededBy: 'everything', without: 'sockleak cannot run: CO-RE needs the kernel BTF' },
+  btf: { since: '5.4 (5.12 for all of sockleak)', neededBy: 'everything', without: 'sockleak cannot run: CO-RE needs the kernel BTF' },
   'tp_btf/inet_sock_set_state': { since: '5.5 (tracepoint 4.16)', neededBy: 'trace, watch, run, agent', without: 'live tracing unavailable; snapshot still works' },
   'tp_btf/sys_enter': { since: '5.5', neededBy: 'trace, watch, run, agent', without: 'live tracing unavailable; snapshot still works' },
   'tp_btf/softirq_entry': { since: '5.5', neededBy: 'trace (event context)', without: 'live tracing unavailable' },

@@ -201,7 +201,12 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     const leak = this.leaks.get(ev.cookie);
     if (!leak) return;
     if (ev.type === 'state') {
-      if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
+      const closer = this.stale.get(ev.cookie);
+      // Before 6.6, close() dropped the last reference on its way back to user
+      // space (task_work; commit 021a160abf62 made it synchronous): its close
+      // record comes first, then the socket leaves CLOSE_WAIT in the same thread.
+      if (closer && closer.tid === ev.tid) this.resolve(leak, closer, 'close');
+      else if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
       else this.resolve(leak, null, 'peer');
     } else if (ev.type === 'close' && ev.ret === 0) {
       this.closed(leak, ev);
@@ -216,8 +221,9 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.resolve(leak, closer, 'close');
       return;
     }
-    // The socket survived this close(): someone else holds it.
-    leak.record.owners = leak.record.owners.filter((o) => !(o.pid === ev.pid && o.fd === ev.fd));
+    // The socket survived this close() (someone else holds it), or, before 6.6,
+    // is about to leave CLOSE_WAIT (see apply()): the next tick's scan says
+    // which, and who holds it now.
     this.stale.set(ev.cookie, closer);
   }
 

@@ -24,6 +24,12 @@ export interface TracerOptions {
   /** Batches (up to 1 MiB each) queued for a slow consumer before they are dropped and counted. Default 64. */
   maxQueuedBatches?: number;
   /**
+   * @internal Tests: bytes waiting in the ring buffer before the kernel wakes
+   * the reader early (default a quarter of the ring). At least `ringBytes`:
+   * only the poll timer drains it.
+   */
+  wakeupBytes?: number;
+  /**
    * @internal Leak mode (used by watch()): CLOSE_WAIT bookkeeping stays in BPF
    * maps, only reported leaks reach user space.
    */
@@ -46,7 +52,7 @@ export interface TracerHooks {
 const DEFAULT_RING_BYTES = 8 << 20;
 
 function validate(options: TracerOptions): void {
-  const { pid, ringBytes, pollMs, maxQueuedBatches } = options;
+  const { pid, ringBytes, pollMs, maxQueuedBatches, wakeupBytes } = options;
   if (pid !== undefined && (!Number.isInteger(pid) || pid <= 0 || pid > 0x3fffffff)) {
     throw new UsageError(`pid must be a positive integer, got ${pid}`);
   }
@@ -58,6 +64,9 @@ function validate(options: TracerOptions): void {
   }
   if (maxQueuedBatches !== undefined && (!Number.isInteger(maxQueuedBatches) || maxQueuedBatches < 1)) {
     throw new UsageError(`maxQueuedBatches must be a positive integer, got ${maxQueuedBatches}`);
+  }
+  if (wakeupBytes !== undefined && (!Number.isSafeInteger(wakeupBytes) || wakeupBytes < 0)) {
+    throw new UsageError(`wakeupBytes must be a non-negative integer, got ${wakeupBytes}`);
   }
 }
 
@@ -88,7 +97,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
         {
           ...(options.pid !== undefined && { pid: options.pid }),
           ringBytes,
-          wakeupBytes: ringBytes / 4,
+          wakeupBytes: options.wakeupBytes ?? ringBytes / 4,
           pollMs: options.pollMs ?? 100,
           leakMode: options.leakMode ?? false,
           followTree: options.followTree ?? false,

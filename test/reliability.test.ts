@@ -723,6 +723,7 @@ const MAP_BOUNDS: Record<string, number> = {
   closing: 16384,
   tracked: 65536,
   listening: 4096,
+  early_children: 4096,
   active_closes: 16384,
   binding: 4096,
   tree: 65536,
