@@ -57,7 +57,9 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work 
 for d in proc sys dev; do
 	mount --move /$d /newroot/$d
 done
-mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+# /tmp stays on the overlay, no tmpfs of its own: as private to the guest
+# (writes land in /rw), and a checkout or SOCKLEAK_VM_CACHE under the host's
+# /tmp (a CI clone, say) stays visible in the guest.
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
