@@ -4,6 +4,7 @@
  * async-iterable stream (what `sockleak watch` prints).
  */
 import type { TraceCounters } from './events';
+import type { Owner } from './sockets';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
 import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watcher';
 
@@ -55,6 +56,21 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   /** Leaks currently open (see LeakWatcher.current()). */
   current(): LeakRecord[] {
     return this.leaks.current();
+  }
+
+  /** One open leak as a full record (see LeakWatcher.leak()). */
+  leak(cookie: string): LeakRecord | undefined {
+    return this.leaks.leak(cookie);
+  }
+
+  /** The holders of an open leak, not copied (see LeakWatcher.owners()). */
+  owners(cookie: string): readonly Owner[] | undefined {
+    return this.leaks.owners(cookie);
+  }
+
+  /** Stops following an open leak (see LeakWatcher.evict()). */
+  evict(cookie: string): void {
+    this.leaks.evict(cookie);
   }
 
   /** The tracer's counters: failure counts are exact only while `lost` stays 0. */

@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/agent/schema';
-import { LeakIndex } from '../src/agent/leak-index';
+import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { fromSocket, toSocket } from '../src/agent/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/leak-watcher';
@@ -216,24 +216,50 @@ const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => (
   uid: 0,
 });
 
-test('LeakIndex: bounded, the oldest reported evicted and counted, resolved leave at once, top K + other', () => {
-  const index = new LeakIndex(3);
-  index.apply(leakRecord('1', 10, 5000), 100_000);
-  index.apply(leakRecord('2', 10, 1000), 100_000);
-  index.apply(leakRecord('3', 11, 1000), 100_000);
+/** The engine's side of LeakIndex, over plain records. */
+function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evicted: string[] } {
+  const open = new Map<string, LeakRecord>();
+  const evicted: string[] = [];
+  const source: LeakSource = {
+    leak: (cookie) => open.get(cookie),
+    owners: (cookie) => open.get(cookie)?.owners,
+    evict: (cookie) => {
+      open.delete(cookie);
+      evicted.push(cookie);
+    },
+  };
+  return { source, open, evicted };
+}
+
+test('LeakIndex: bounded, the oldest reported evicted (from the engine too) and counted, resolved leave at once, top K + other', () => {
+  const engine = fakeEngine();
+  const index = new LeakIndex(3, engine.source);
+  const report = (record: LeakRecord): void => {
+    engine.open.set(record.cookie, record);
+    index.apply(record, 100_000);
+  };
+  report(leakRecord('1', 10, 5000));
+  report(leakRecord('2', 10, 1000));
+  report(leakRecord('3', 11, 1000));
+  engine.open.delete('2');
   index.apply({ type: 'resolved', cookie: '2', local: '', remote: '', closedBy: null, how: 'peer', heldMs: 1 }, 100_000);
-  index.apply(leakRecord('4', 12, 1000), 100_000);
+  report(leakRecord('4', 12, 1000));
   assert.equal(index.size, 3);
   assert.equal(index.evictions, 0, 'the resolved one made room');
-  index.apply(leakRecord('5', 12, 0), 100_000);
+  report(leakRecord('5', 12, 0));
   assert.equal(index.size, 3);
   assert.equal(index.evictions, 1);
+  assert.deepEqual(engine.evicted, ['1'], 'the engine is told to drop it');
   assert.deepEqual([...index.sockets(101_000)].map((s) => s.cookie), ['3', '4', '5'], 'cookie 1, the oldest reported, went');
+  assert.deepEqual([...index.sockets(101_000)].map((s) => s.stateAgeMs), [2000, 2000, 1000]);
+  assert.ok(!('type' in [...index.sockets(101_000)][0]!), 'sockets, not records');
   assert.equal(index.oldestAgeMs(101_000), 2000);
   assert.deepEqual(index.byProcess(1), [
     { pid: '12', comm: 'p12', count: 2 },
     { pid: 'other', comm: 'other', count: 1 },
   ]);
+  engine.open.delete('3'); // resolved in the engine, its record not yet applied: skipped, not an error
+  assert.deepEqual([...index.sockets(101_000)].map((s) => s.cookie), ['4', '5']);
 });
 
 /** A socket that takes bytes only when told to. */

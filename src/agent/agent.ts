@@ -138,7 +138,11 @@ export class Agent {
     this.host = options.host ?? '127.0.0.1';
     this.port = options.port ?? 9466;
     this.thresholdMs = options.thresholdMs ?? 30_000;
-    this.index = new LeakIndex(options.maxSockets ?? 250_000);
+    this.index = new LeakIndex(options.maxSockets ?? 250_000, {
+      leak: (cookie) => this.watcher?.leak(cookie),
+      owners: (cookie) => this.watcher?.owners(cookie),
+      evict: (cookie) => this.watcher?.evict(cookie),
+    });
     this.hub = new StreamHub(options.streamQueueBytes ?? 4 << 20, options.maxSubscribers ?? 16, () => this.snapshotParts());
     this.metrics = new AgentMetrics({
       leaks: this.index,

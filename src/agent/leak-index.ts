@@ -1,19 +1,24 @@
 /**
- * The agent's per-socket state: the CLOSE_WAIT leaks open now, bounded.
+ * The agent's per-socket state: which CLOSE_WAIT leaks are open now, bounded.
  *
- * It keeps the leak records the engine emitted by reference (the engine keeps
- * the same objects and updates their owners in place), plus one number per
- * socket, so tracking costs ~100 bytes per leak on top of the engine's own
- * record. At `maxSockets` the oldest-reported leak is evicted (and counted);
- * resolved leaks leave at once, so they never take room.
+ * The leak engine keeps each leak's details (compactly, see leak-watcher.ts);
+ * this index keeps only which leaks the agent's records have announced, in
+ * report order, and when each entered CLOSE_WAIT: one Map entry per leak
+ * (~50 bytes, the cookie string shared with the engine). At `maxSockets` the
+ * oldest-reported leak is evicted (counted) from here and from the engine,
+ * whose kernel map then forgets it; resolved leaks leave at once.
  */
 import type { LeakRecord, WatchRecord } from '../leak-watcher';
-import type { SocketInfo } from '../sockets';
+import type { Owner, SocketInfo } from '../sockets';
 
-interface Entry {
-  record: LeakRecord;
-  /** Unix ms the socket entered CLOSE_WAIT (from the record's age when it was reported). */
-  enteredAtMs: number;
+/** Where the index reads leaks' details: the engine (LeakWatcher, PortAwareWatcher). */
+export interface LeakSource {
+  /** The open leak as a full record; undefined when the engine no longer has it. */
+  leak(cookie: string): LeakRecord | undefined;
+  /** Its holders now (not copied); undefined when the engine no longer has it. */
+  owners(cookie: string): readonly Owner[] | undefined;
+  /** The index dropped it: the engine stops following it. */
+  evict(cookie: string): void;
 }
 
 /** Leaked sockets held by one process (a socket held by two processes counts for each). */
@@ -25,34 +30,35 @@ export interface ProcessLeaks {
 }
 
 export class LeakIndex {
-  /** Insertion order is report order: the first entry is the oldest reported. */
-  private readonly entries = new Map<string, Entry>();
+  /** Cookie -> Unix ms it entered CLOSE_WAIT. Insertion order is report order: the first entry is the oldest reported. */
+  private readonly entries = new Map<string, number>();
   private evicted = 0;
 
   /** `maxSockets`: the most leaks tracked at once; beyond it the oldest reported is evicted. */
-  constructor(private readonly maxSockets: number) {}
+  constructor(
+    private readonly maxSockets: number,
+    private readonly source: LeakSource,
+  ) {}
 
   /** Applies one engine record; `nowMs` is when it was received. */
   apply(record: WatchRecord, nowMs: number): void {
     switch (record.type) {
       case 'leak':
         this.entries.delete(record.cookie);
-        this.entries.set(record.cookie, { record, enteredAtMs: nowMs - (record.stateAgeMs ?? 0) });
+        this.entries.set(record.cookie, nowMs - (record.stateAgeMs ?? 0));
         while (this.entries.size > this.maxSockets) {
           const oldest = this.entries.keys().next();
           if (oldest.done) break;
           this.entries.delete(oldest.value);
+          this.source.evict(oldest.value);
           this.evicted++;
         }
         return;
       case 'resolved':
         this.entries.delete(record.cookie);
         return;
-      case 'fd-closed': {
-        const entry = this.entries.get(record.cookie);
-        if (entry) entry.record.owners = record.stillHeldBy;
+      case 'fd-closed': // the engine updated the owners it keeps
         return;
-      }
     }
   }
 
@@ -66,18 +72,21 @@ export class LeakIndex {
     return this.evicted;
   }
 
-  /** The open leaks as sockets with their age at `nowMs`, oldest reported first; copies made one by one, as iterated. */
+  /** The open leaks as sockets with their age at `nowMs`, oldest reported first; made one by one, as iterated. */
   *sockets(nowMs: number): Generator<SocketInfo> {
-    for (const { record, enteredAtMs } of this.entries.values()) {
+    for (const [cookie, enteredAtMs] of this.entries) {
+      const record = this.source.leak(cookie);
+      if (!record) continue; // resolved in the engine, its record still on the way
       const { type: _type, ...socket } = record;
-      yield { ...socket, stateAgeMs: Math.max(0, Math.round(nowMs - enteredAtMs)) };
+      socket.stateAgeMs = Math.max(0, Math.round(nowMs - enteredAtMs));
+      yield socket;
     }
   }
 
   /** Age in ms of the longest-held open leak at `nowMs`; 0 when there is none. */
   oldestAgeMs(nowMs: number): number {
     let entered = nowMs;
-    for (const e of this.entries.values()) if (e.enteredAtMs < entered) entered = e.enteredAtMs;
+    for (const e of this.entries.values()) if (e < entered) entered = e;
     return Math.max(0, nowMs - entered);
   }
 
@@ -86,15 +95,17 @@ export class LeakIndex {
    * summing the rest (present only when there is a rest): bounded label sets.
    */
   byProcess(top: number): ProcessLeaks[] {
-    const counts = new Map<string, ProcessLeaks>();
-    for (const { record } of this.entries.values()) {
-      if (record.owners.length === 0) {
-        bump(counts, 'none', '(no process)');
+    const counts = new Map<number, ProcessLeaks>(); // by pid; -1: no holder
+    for (const cookie of this.entries.keys()) {
+      const owners = this.source.owners(cookie);
+      if (!owners) continue;
+      if (owners.length === 0) {
+        bump(counts, -1, '(no process)');
         continue;
       }
-      const first = record.owners[0]!;
-      if (record.owners.length === 1) bump(counts, String(first.pid), first.comm);
-      else for (const o of new Map(record.owners.map((o) => [o.pid, o])).values()) bump(counts, String(o.pid), o.comm); // each process once
+      const first = owners[0]!;
+      if (owners.length === 1) bump(counts, first.pid, first.comm);
+      else for (const o of new Map(owners.map((o) => [o.pid, o])).values()) bump(counts, o.pid, o.comm); // each process once
     }
     const sorted = [...counts.values()].sort((a, b) => b.count - a.count || Number(a.pid) - Number(b.pid));
     const shown = sorted.slice(0, top);
@@ -104,8 +115,8 @@ export class LeakIndex {
   }
 }
 
-function bump(counts: Map<string, ProcessLeaks>, pid: string, comm: string): void {
+function bump(counts: Map<number, ProcessLeaks>, pid: number, comm: string): void {
   const p = counts.get(pid);
   if (p) p.count++;
-  else counts.set(pid, { pid, comm, count: 1 });
+  else counts.set(pid, { pid: pid < 0 ? 'none' : String(pid), comm, count: 1 });
 }
