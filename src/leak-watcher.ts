@@ -8,7 +8,7 @@
  * resolves their owners with the task_file iterator, and reports them; from
  * then on the kernel sends their close() calls and their leaving CLOSE_WAIT.
  *
- * Per leak it keeps one compact TrackedLeak (strings shared, one owners array)
+ * Per leak it keeps one compact TrackedLeak (strings shared, a lone owner held directly)
  * and makes the full LeakRecord only when one is asked for: when the record is
  * taken from the iterator, by current(), by leak(). Its scans read raw iterator
  * records (close-wait-scan.ts) and make objects only for the sockets it asked for.
@@ -86,40 +86,61 @@ export interface WatchOptions {
 
 /** A reported leak as the engine keeps it: what its records need, strings shared with other leaks. */
 class TrackedLeak {
-  readonly family: 4 | 6;
   readonly local: string;
   readonly remote: string;
-  readonly netns: number;
+  /** The netns inode as an int32, so that V8 stores it inline (an inode above 2^31 would be a boxed number). */
+  private readonly netnsBits: number;
   readonly uid: number;
   readonly recvQ: number;
   readonly sendQ: number;
-  readonly keepalive: boolean;
+  /** family 6, keepalive, age estimated: one small integer for three fields. */
+  private readonly bits: number;
   readonly keepaliveProbeInMs: number | null;
   readonly keepaliveReapByMs: number | null;
   /** The rescan that last saw it, and how many of `owners` that rescan has confirmed so far (-1: they changed). */
   scanMark = 0;
   scanConfirmed = 0;
+  /** No owner, the one owner (most leaks: no array), or several. Arrays are replaced, never changed in place. */
+  private holders: Owner | readonly Owner[] | null = null;
 
   constructor(
     readonly cookie: string,
     d: SocketDetails,
-    /** Replaced, never changed in place: records handed out keep the array they got. */
-    public owners: readonly Owner[],
+    owners: readonly Owner[],
     readonly creator: Creator | null,
-    readonly ageEstimated: boolean,
+    ageEstimated: boolean,
     /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT (estimated for pre-existing ones). */
     readonly enteredNs: number,
   ) {
-    this.family = d.family;
+    this.owners = owners;
+    this.bits = (d.family === 6 ? 1 : 0) | (d.keepalive ? 2 : 0) | (ageEstimated ? 4 : 0);
     this.local = d.local;
     this.remote = d.remote;
-    this.netns = d.netns;
+    this.netnsBits = d.netns | 0;
     this.uid = d.uid;
     this.recvQ = d.recvQ;
     this.sendQ = d.sendQ;
-    this.keepalive = d.keepalive;
     this.keepaliveProbeInMs = d.keepaliveProbeInMs;
     this.keepaliveReapByMs = d.keepaliveReapByMs;
+  }
+
+  get owners(): readonly Owner[] {
+    const h = this.holders;
+    return h === null ? [] : isOwnerList(h) ? h : [h];
+  }
+
+  set owners(owners: readonly Owner[]) {
+    this.holders = owners.length === 0 ? null : owners.length === 1 ? owners[0]! : owners;
+  }
+
+  get ownerCount(): number {
+    const h = this.holders;
+    return h === null ? 0 : isOwnerList(h) ? h.length : 1;
+  }
+
+  ownerAt(i: number): Owner | undefined {
+    const h = this.holders;
+    return h === null ? undefined : isOwnerList(h) ? h[i] : i === 0 ? h : undefined;
   }
 
   /** The full record, `stateAgeMs` old (fields in SocketInfo's order, as JSON prints them). */
@@ -128,19 +149,19 @@ class TrackedLeak {
       type: 'leak',
       cookie: this.cookie,
       state: 'CLOSE_WAIT',
-      family: this.family,
+      family: this.bits & 1 ? 6 : 4,
       local: this.local,
       remote: this.remote,
-      netns: this.netns,
+      netns: this.netnsBits >>> 0,
       owners: [...this.owners],
       creator: this.creator,
       recvQ: this.recvQ,
       sendQ: this.sendQ,
-      keepalive: this.keepalive,
+      keepalive: (this.bits & 2) !== 0,
       keepaliveProbeInMs: this.keepaliveProbeInMs,
       keepaliveReapByMs: this.keepaliveReapByMs,
       stateAgeMs,
-      ageEstimated: this.ageEstimated,
+      ageEstimated: (this.bits & 4) !== 0,
       uid: this.uid,
     };
   }
@@ -155,6 +176,15 @@ function union(...sets: CookieSet[]): CookieSet {
       for (const s of sets) yield* s.keys();
     },
   };
+}
+
+function isOwnerList(h: Owner | readonly Owner[]): h is readonly Owner[] {
+  return Array.isArray(h);
+}
+
+/** `owners` and `owner`, in an array of exactly that size (a pushed-to or spread array keeps ~16 spare slots: 128 bytes a leak). */
+function withOwner(owners: readonly Owner[], owner: Owner): Owner[] {
+  return owners.length === 0 ? [owner] : owners.concat([owner]);
 }
 
 /** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
@@ -240,6 +270,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /** The holders of an open leak now, without a copy; undefined when it is not open. */
   owners(cookie: string): readonly Owner[] | undefined {
     return this.leaks.get(cookie)?.owners;
+  }
+
+  /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (estimated for pre-existing ones); undefined when it is not open. */
+  enteredNs(cookie: string): number | undefined {
+    return this.leaks.get(cookie)?.enteredNs;
   }
 
   /**
@@ -454,7 +489,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         if (leak.scanMark === this.scans) {
           const owners = this.owned.get(leak);
           if (owners) leak.owners = owners;
-          else if (leak.scanConfirmed < leak.owners.length) leak.owners = leak.owners.slice(0, leak.scanConfirmed);
+          else if (leak.scanConfirmed < leak.ownerCount) leak.owners = leak.owners.slice(0, leak.scanConfirmed);
         } else if (!this.leaving.has(leak.cookie) && !found.has(leak.cookie)) {
           vanished.push(leak.cookie);
           this.resolve(leak, null, 'gone');
@@ -482,17 +517,16 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       const leak = this.leaks.get(cookie);
       if (rescan && leak && !this.stale.has(cookie)) {
         if (leak.scanMark !== scan) [leak.scanMark, leak.scanConfirmed, seen] = [scan, 0, seen + 1];
-        const owner = sock.held && leak.scanConfirmed >= 0 ? leak.owners[leak.scanConfirmed] : undefined;
+        const owner = sock.held && leak.scanConfirmed >= 0 ? leak.ownerAt(leak.scanConfirmed) : undefined;
         if (owner && namesOwner(sock, owner)) {
           leak.scanConfirmed++;
           return;
         }
         const added = ownerOf(sock, strings);
         if (!added) return;
-        let owners = this.owned.get(leak);
-        if (!owners) this.owned.set(leak, (owners = leak.owners.slice(0, Math.max(0, leak.scanConfirmed))));
+        const owners = this.owned.get(leak) ?? leak.owners.slice(0, Math.max(0, leak.scanConfirmed));
         leak.scanConfirmed = -1;
-        if (!owners.some((o) => o.pid === added.pid && o.fd === added.fd)) owners.push(added);
+        if (!owners.some((o) => o.pid === added.pid && o.fd === added.fd)) this.owned.set(leak, withOwner(owners, added));
         return;
       }
       let socket = found.get(cookie);
@@ -502,7 +536,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         seen++;
       } else if (!sock.held) return; // iter/tcp's copy of a held socket
       const owner = ownerOf(sock, strings);
-      if (owner && !socket.owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) socket.owners.push(owner);
+      if (owner && !socket.owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) socket.owners = withOwner(socket.owners, owner);
     };
     const pids = this.options.followTree ? this.treePids() : undefined;
     await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);

@@ -20,6 +20,9 @@
 import type { PortSysctls } from './port-sysctls';
 import type { SocketInfo } from './sockets';
 
+/** What port counting reads of a socket (a SocketInfo has it; port-scan.ts makes just this). `stateAgeMs` is read for TIME_WAIT only. */
+export type PortSocket = Pick<SocketInfo, 'netns' | 'state' | 'local' | 'remote' | 'stateAgeMs'>;
+
 /** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket (fixed, not a sysctl). */
 export const TIME_WAIT_MS = 60_000;
 
@@ -106,12 +109,12 @@ export function twReuseApplies(sysctls: PortSysctls, localHost: string, remoteHo
 }
 
 /** Whether connect() may take over this TIME_WAIT socket instead of treating its port as used. */
-function reusable(s: SocketInfo, local: string, remote: string, sysctls: PortSysctls): boolean {
+function reusable(s: PortSocket, local: string, remote: string, sysctls: PortSysctls): boolean {
   return twReuseApplies(sysctls, local, remote) && s.stateAgeMs !== null && s.stateAgeMs > sysctls.twReuseDelayMs;
 }
 
 /** Counts ports for one namespace from its sockets (any states; LISTEN ones mark bound ports). */
-export function portUsage(netns: number, sockets: readonly SocketInfo[], sysctls: PortSysctls): NetnsPorts {
+export function portUsage(netns: number, sockets: readonly PortSocket[], sysctls: PortSysctls): NetnsPorts {
   const listening = new Set<number>();
   for (const s of sockets) if (s.state === 'LISTEN') listening.add(splitEndpoint(s.local).port);
   const usable = usableSet(sysctls, listening);

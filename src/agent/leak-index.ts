@@ -3,11 +3,12 @@
  *
  * The leak engine keeps each leak's details (compactly, see leak-watcher.ts);
  * this index keeps only which leaks the agent's records have announced, in
- * report order, and when each entered CLOSE_WAIT: one Map entry per leak
- * (~50 bytes, the cookie string shared with the engine). At `maxSockets` the
+ * report order: one Set entry per leak (~30 bytes, the cookie string shared
+ * with the engine). At `maxSockets` the
  * oldest-reported leak is evicted (counted) from here and from the engine,
  * whose kernel map then forgets it; resolved leaks leave at once.
  */
+import { monotonicNowNs } from '../clock';
 import type { LeakRecord, WatchRecord } from '../leak-watcher';
 import type { Owner, SocketInfo } from '../sockets';
 
@@ -17,6 +18,8 @@ export interface LeakSource {
   leak(cookie: string): LeakRecord | undefined;
   /** Its holders now (not copied); undefined when the engine no longer has it. */
   owners(cookie: string): readonly Owner[] | undefined;
+  /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT; undefined when the engine no longer has it. */
+  enteredNs(cookie: string): number | undefined;
   /** The index dropped it: the engine stops following it. */
   evict(cookie: string): void;
 }
@@ -30,8 +33,8 @@ export interface ProcessLeaks {
 }
 
 export class LeakIndex {
-  /** Cookie -> Unix ms it entered CLOSE_WAIT. Insertion order is report order: the first entry is the oldest reported. */
-  private readonly entries = new Map<string, number>();
+  /** Cookies; insertion order is report order: the first entry is the oldest reported. */
+  private readonly entries = new Set<string>();
   private evicted = 0;
 
   /** `maxSockets`: the most leaks tracked at once; beyond it the oldest reported is evicted. */
@@ -40,14 +43,14 @@ export class LeakIndex {
     private readonly source: LeakSource,
   ) {}
 
-  /** Applies one engine record; `nowMs` is when it was received. */
-  apply(record: WatchRecord, nowMs: number): void {
+  /** Applies one engine record. */
+  apply(record: WatchRecord): void {
     switch (record.type) {
       case 'leak':
         this.entries.delete(record.cookie);
-        this.entries.set(record.cookie, nowMs - (record.stateAgeMs ?? 0));
+        this.entries.add(record.cookie);
         while (this.entries.size > this.maxSockets) {
-          const oldest = this.entries.keys().next();
+          const oldest = this.entries.values().next();
           if (oldest.done) break;
           this.entries.delete(oldest.value);
           this.source.evict(oldest.value);
@@ -72,22 +75,22 @@ export class LeakIndex {
     return this.evicted;
   }
 
-  /** The open leaks as sockets with their age at `nowMs`, oldest reported first; made one by one, as iterated. */
-  *sockets(nowMs: number): Generator<SocketInfo> {
-    for (const [cookie, enteredAtMs] of this.entries) {
+  /** The open leaks as sockets with their age now, oldest reported first; made one by one, as iterated. */
+  *sockets(): Generator<SocketInfo> {
+    for (const cookie of this.entries) {
       const record = this.source.leak(cookie);
       if (!record) continue; // resolved in the engine, its record still on the way
       const { type: _type, ...socket } = record;
-      socket.stateAgeMs = Math.max(0, Math.round(nowMs - enteredAtMs));
       yield socket;
     }
   }
 
-  /** Age in ms of the longest-held open leak at `nowMs`; 0 when there is none. */
-  oldestAgeMs(nowMs: number): number {
-    let entered = nowMs;
-    for (const e of this.entries.values()) if (e < entered) entered = e;
-    return Math.max(0, nowMs - entered);
+  /** Age in ms of the longest-held open leak; 0 when there is none. */
+  oldestAgeMs(): number {
+    const nowNs = monotonicNowNs();
+    let entered = nowNs;
+    for (const cookie of this.entries) entered = Math.min(entered, this.source.enteredNs(cookie) ?? nowNs);
+    return Math.max(0, Math.round((nowNs - entered) / 1e6));
   }
 
   /**
@@ -96,7 +99,7 @@ export class LeakIndex {
    */
   byProcess(top: number): ProcessLeaks[] {
     const counts = new Map<number, ProcessLeaks>(); // by pid; -1: no holder
-    for (const cookie of this.entries.keys()) {
+    for (const cookie of this.entries) {
       const owners = this.source.owners(cookie);
       if (!owners) continue;
       if (owners.length === 0) {

@@ -37,6 +37,10 @@ export function parseBytes(text: string, flag: string): number {
 }
 
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
+  // Scans run on the libuv pool, and glibc gives each pool thread its own malloc arena, which keeps
+  // the high-water mark of the largest scan buffer dirty: one thread, one arena (~100 MB less at
+  // 200k leaks). Read when the pool starts, at its first use: nothing before this line uses it.
+  process.env.UV_THREADPOOL_SIZE ??= '1';
   const config: AgentOptions = {
     ...(options.listen && { host: options.listen.host, port: options.listen.port }),
     ...(options.record !== undefined && { recordPath: options.record }),
