@@ -61,11 +61,35 @@ export interface SocketDetails {
   keepaliveReapByMs: number | null;
 }
 
+/**
+ * A socket cookie as a Map key: the number while it is exact (below 2^53, which
+ * a kernel counter does not reach in practice), else its decimal text. A number
+ * costs no string per socket kept or per record read.
+ */
+export type CookieKey = number | string;
+
+/** The key of a cookie in its decimal text form (as records carry it). */
+export function cookieKey(cookie: string): CookieKey {
+  const n = Number(cookie);
+  return Number.isSafeInteger(n) ? n : cookie;
+}
+
+/** The decimal text of a cookie key. */
+export function cookieText(key: CookieKey): string {
+  return typeof key === 'number' ? String(key) : key;
+}
+
+/** The key of the u64 cookie at `offset`. */
+export function cookieKeyAt(buf: Buffer, offset: number): CookieKey {
+  const hi = buf.readUInt32LE(offset + 4);
+  return hi < 0x200000 ? hi * 0x100000000 + buf.readUInt32LE(offset) : buf.readBigUInt64LE(offset).toString();
+}
+
 /** Cookies a pass looks for (a Set, a Map, or a union of them). */
 export interface CookieSet {
-  has(cookie: string): boolean;
+  has(cookie: CookieKey): boolean;
   readonly size: number;
-  keys(): Iterable<string>;
+  keys(): Iterable<CookieKey>;
 }
 
 /** One struct sl_sock of a pass; valid only during the visit. */
@@ -74,10 +98,6 @@ export interface RawSock {
   at: number;
   /** From iter/task_file (it names a holder); false: iter/tcp, which sees every socket of one netns. */
   held: boolean;
-}
-
-function cookieAt(buf: Buffer, at: number): string {
-  return buf.readBigUInt64LE(at + SOCK.cookie.offset).toString();
 }
 
 function commAt(buf: Buffer, at: number): string {
@@ -130,9 +150,9 @@ export function detailsOf({ buf, at }: RawSock, strings: Interner): SocketDetail
  * Low 32 bits of each cookie, to skip most records without making a string:
  * worth it when few cookies are asked for among many sockets.
  */
-function lowWords(cookies: Iterable<string>): Set<number> {
+function lowWords(cookies: Iterable<CookieKey>): Set<number> {
   const words = new Set<number>();
-  for (const c of cookies) words.add(Number(BigInt(c) & 0xffffffffn));
+  for (const c of cookies) words.add(typeof c === 'number' ? c % 0x100000000 : Number(BigInt(c) & 0xffffffffn));
   return words;
 }
 
@@ -201,7 +221,7 @@ export class CloseWaitScanner {
    * tree), then, without `pids` and while `missing()` says some wanted cookie
    * was not seen held, every netns's sockets (those nobody holds are only there).
    */
-  async pass(wanted: CookieSet, visit: (cookie: string, sock: RawSock) => void, missing: () => boolean, pids?: readonly number[]): Promise<void> {
+  async pass(wanted: CookieSet, visit: (cookie: CookieKey, sock: RawSock) => void, missing: () => boolean, pids?: readonly number[]): Promise<void> {
     if (wanted.size === 0) return;
     let filter: Set<number> | undefined;
     const sock: RawSock = { buf: Buffer.alloc(0), at: 0, held: true };
@@ -211,7 +231,7 @@ export class CloseWaitScanner {
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         if (filter && !filter.has(buf.readUInt32LE(at + SOCK.cookie.offset))) continue;
-        const cookie = cookieAt(buf, at);
+        const cookie = cookieKeyAt(buf, at + SOCK.cookie.offset);
         if (!wanted.has(cookie)) continue;
         sock.at = at;
         visit(cookie, sock);

@@ -14,7 +14,7 @@
  * records (close-wait-scan.ts) and make objects only for the sockets it asked for.
  */
 import { monotonicNowNs } from './clock';
-import { CloseWaitScanner, detailsOf, namesOwner, ownerOf, type CookieSet, type RawSock, type SocketDetails } from './close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, detailsOf, namesOwner, ownerOf, type CookieKey, type CookieSet, type RawSock, type SocketDetails } from './close-wait-scan';
 import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
@@ -104,7 +104,7 @@ class TrackedLeak {
   private holders: Owner | readonly Owner[] | null = null;
 
   constructor(
-    readonly cookie: string,
+    readonly cookie: CookieKey,
     d: SocketDetails,
     owners: readonly Owner[],
     readonly creator: Creator | null,
@@ -147,7 +147,7 @@ class TrackedLeak {
   record(stateAgeMs: number): LeakRecord {
     return {
       type: 'leak',
-      cookie: this.cookie,
+      cookie: cookieText(this.cookie),
       state: 'CLOSE_WAIT',
       family: this.bits & 1 ? 6 : 4,
       local: this.local,
@@ -187,6 +187,11 @@ function withOwner(owners: readonly Owner[], owner: Owner): Owner[] {
   return owners.length === 0 ? [owner] : owners.concat([owner]);
 }
 
+/** A cookie given as text or as a key, as a key. */
+function keyOf(cookie: CookieKey): CookieKey {
+  return typeof cookie === 'string' ? cookieKey(cookie) : cookie;
+}
+
 /** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
 const CREATOR_LIMIT = 4096;
 
@@ -206,11 +211,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly tracer: Tracer;
   private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
-  private readonly leaks = new Map<string, TrackedLeak>();
+  private readonly leaks = new Map<CookieKey, TrackedLeak>();
   /** Reported leaks that left CLOSE_WAIT in their owner's context; the close event names the fd. */
-  private readonly leaving = new Map<string, { ev: StateEvent; tick: number }>();
+  private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
-  private readonly stale = new Map<string, Closer>();
+  private readonly stale = new Map<CookieKey, Closer>();
   /** Records not yet taken by the iterator; leaks become records when taken. A queue: `outHead` is its front. */
   private out: Array<WatchRecord | TrackedLeak | undefined> = [];
   private outHead = 0;
@@ -261,31 +266,32 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     return this.leaks.size;
   }
 
-  /** One open leak as a full record, made now; undefined when it is not (or no longer) open. */
-  leak(cookie: string): LeakRecord | undefined {
-    const l = this.leaks.get(cookie);
+  /** One open leak (cookie as text or cookieKey()) as a full record, made now; undefined when it is not (or no longer) open. */
+  leak(cookie: CookieKey): LeakRecord | undefined {
+    const l = this.leaks.get(keyOf(cookie));
     return l && l.record(this.ageMs(l));
   }
 
-  /** The holders of an open leak now, without a copy; undefined when it is not open. */
-  owners(cookie: string): readonly Owner[] | undefined {
-    return this.leaks.get(cookie)?.owners;
+  /** The holders of an open leak now; undefined when it is not open. */
+  owners(cookie: CookieKey): readonly Owner[] | undefined {
+    return this.leaks.get(keyOf(cookie))?.owners;
   }
 
   /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (estimated for pre-existing ones); undefined when it is not open. */
-  enteredNs(cookie: string): number | undefined {
-    return this.leaks.get(cookie)?.enteredNs;
+  enteredNs(cookie: CookieKey): number | undefined {
+    return this.leaks.get(keyOf(cookie))?.enteredNs;
   }
 
   /**
    * Stops following an open leak without a record (a bounded consumer dropped it):
    * its state goes, and the kernel forgets it, which makes room for new ones.
    */
-  evict(cookie: string): void {
-    if (!this.leaks.delete(cookie)) return;
-    this.leaving.delete(cookie);
-    this.stale.delete(cookie);
-    this.tracer.forget([cookie]);
+  evict(cookie: CookieKey): void {
+    const key = keyOf(cookie);
+    if (!this.leaks.delete(key)) return;
+    this.leaving.delete(key);
+    this.stale.delete(key);
+    this.tracer.forget([cookieText(key)]);
   }
 
   /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
@@ -350,10 +356,10 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.options.onPortEvent?.(ev);
       return;
     }
-    const leak = this.leaks.get(ev.cookie);
+    const leak = this.leaks.get(cookieKey(ev.cookie));
     if (!leak) return;
     if (ev.type === 'state') {
-      if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
+      if (ev.context === 'task') this.leaving.set(leak.cookie, { ev, tick: this.ticks });
       else this.resolve(leak, null, 'peer');
     } else if (ev.type === 'close' && ev.ret === 0) {
       this.closed(leak, ev);
@@ -362,15 +368,15 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   private closed(leak: TrackedLeak, ev: CloseEvent): void {
     const closer: Closer = { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: ev.fd };
-    const leaving = this.leaving.get(ev.cookie);
+    const leaving = this.leaving.get(leak.cookie);
     if (leaving && leaving.ev.tid === ev.tid) {
-      this.leaving.delete(ev.cookie);
+      this.leaving.delete(leak.cookie);
       this.resolve(leak, closer, 'close');
       return;
     }
     // The socket survived this close(): someone else holds it.
     leak.owners = leak.owners.filter((o) => !(o.pid === ev.pid && o.fd === ev.fd));
-    this.stale.set(ev.cookie, closer);
+    this.stale.set(leak.cookie, closer);
   }
 
   private resolve(leak: TrackedLeak, closedBy: Closer | null, how: ResolvedRecord['how']): void {
@@ -378,7 +384,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     this.leaks.delete(cookie);
     this.leaving.delete(cookie);
     this.stale.delete(cookie);
-    this.emit({ type: 'resolved', cookie, local, remote, closedBy, how, heldMs: this.ageMs(leak) });
+    this.emit({ type: 'resolved', cookie: cookieText(cookie), local, remote, closedBy, how, heldMs: this.ageMs(leak) });
   }
 
   private matchesPid(owners: readonly Owner[], creator: Creator | null): boolean {
@@ -452,11 +458,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
     // New leaks: where their sl_event is in `raw`, until the scan found them.
-    const fresh = new Map<string, number>();
-    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) fresh.set(raw.readBigUInt64LE(at + EVENT.cookie.offset).toString(), at);
+    const fresh = new Map<CookieKey, number>();
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) fresh.set(cookieKeyAt(raw, at + EVENT.cookie.offset), at);
     const found = await this.find(fresh, rescan);
 
-    const vanished: string[] = [];
+    const vanished: CookieKey[] = [];
     for (const [cookie, at] of fresh) {
       const socket = found.get(cookie);
       if (!socket) {
@@ -479,7 +485,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       if (!socket) this.resolve(leak, closedBy, 'exit');
       else {
         leak.owners = socket.owners;
-        this.emit({ type: 'fd-closed', cookie, remote: leak.remote, closedBy, stillHeldBy: [...socket.owners] });
+        this.emit({ type: 'fd-closed', cookie: cookieText(cookie), remote: leak.remote, closedBy, stillHeldBy: [...socket.owners] });
       }
     }
     this.stale.clear();
@@ -497,7 +503,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       }
     }
     this.owned.clear();
-    this.tracer.forget(vanished);
+    this.tracer.forget(vanished.map(cookieText));
   }
 
   /**
@@ -507,13 +513,13 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
    * changed lists are made anew, in `owned`), so a rescan of 200k unchanged
    * leaks makes no objects but the cookie strings it reads.
    */
-  private async find(fresh: ReadonlyMap<string, number>, rescan: boolean): Promise<Map<string, { owners: Owner[]; details: SocketDetails }>> {
-    const found = new Map<string, { owners: Owner[]; details: SocketDetails }>();
+  private async find(fresh: ReadonlyMap<CookieKey, number>, rescan: boolean): Promise<Map<CookieKey, { owners: Owner[]; details: SocketDetails }>> {
+    const found = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
     const strings = this.scanner.strings;
     const scan = ++this.scans;
     let seen = 0;
     const wanted = rescan ? union(fresh, this.stale, this.leaks) : union(fresh, this.stale);
-    const visit = (cookie: string, sock: RawSock): void => {
+    const visit = (cookie: CookieKey, sock: RawSock): void => {
       const leak = this.leaks.get(cookie);
       if (rescan && leak && !this.stale.has(cookie)) {
         if (leak.scanMark !== scan) [leak.scanMark, leak.scanConfirmed, seen] = [scan, 0, seen + 1];

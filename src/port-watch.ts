@@ -5,6 +5,7 @@
  * scans of the socket table are handed to `onPortScan` too, so that a caller
  * that counts ports (the agent) needs no scan of its own.
  */
+import type { CookieKey } from './close-wait-scan';
 import type { TraceCounters } from './events';
 import type { Owner } from './sockets';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
@@ -76,22 +77,22 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   }
 
   /** One open leak as a full record (see LeakWatcher.leak()). */
-  leak(cookie: string): LeakRecord | undefined {
+  leak(cookie: CookieKey): LeakRecord | undefined {
     return this.leaks.leak(cookie);
   }
 
   /** The holders of an open leak, not copied (see LeakWatcher.owners()). */
-  owners(cookie: string): readonly Owner[] | undefined {
+  owners(cookie: CookieKey): readonly Owner[] | undefined {
     return this.leaks.owners(cookie);
   }
 
   /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (see LeakWatcher.enteredNs()). */
-  enteredNs(cookie: string): number | undefined {
+  enteredNs(cookie: CookieKey): number | undefined {
     return this.leaks.enteredNs(cookie);
   }
 
   /** Stops following an open leak (see LeakWatcher.evict()). */
-  evict(cookie: string): void {
+  evict(cookie: CookieKey): void {
     this.leaks.evict(cookie);
   }
 

@@ -16,6 +16,7 @@ import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/agent/schema';
 import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { monotonicNowNs } from '../src/clock';
+import { cookieText, type CookieKey } from '../src/close-wait-scan';
 import { fromSocket, toSocket } from '../src/agent/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/leak-watcher';
@@ -217,20 +218,21 @@ const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => (
   uid: 0,
 });
 
-/** The engine's side of LeakIndex, over plain records. */
+/** The engine's side of LeakIndex, over plain records (the index asks with cookie keys, numbers here). */
 function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evicted: string[] } {
   const open = new Map<string, LeakRecord>();
   const evicted: string[] = [];
+  const get = (cookie: CookieKey): LeakRecord | undefined => open.get(cookieText(cookie));
   const source: LeakSource = {
-    leak: (cookie) => open.get(cookie),
-    owners: (cookie) => open.get(cookie)?.owners,
+    leak: get,
+    owners: (cookie) => get(cookie)?.owners,
     enteredNs: (cookie) => {
-      const age = open.get(cookie)?.stateAgeMs;
+      const age = get(cookie)?.stateAgeMs;
       return age === undefined ? undefined : monotonicNowNs() - (age ?? 0) * 1e6;
     },
     evict: (cookie) => {
-      open.delete(cookie);
-      evicted.push(cookie);
+      open.delete(cookieText(cookie));
+      evicted.push(cookieText(cookie));
     },
   };
   return { source, open, evicted };

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { CloseWaitScanner, detailsOf, ownerOf, type SocketDetails } from '../src/close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieText, detailsOf, ownerOf, type CookieKey, type SocketDetails } from '../src/close-wait-scan';
 import type { Owner } from '../src/sockets';
 import { PortSocketScanner } from '../src/port-scan';
 import { SocketScanner } from '../src/scan';
@@ -67,8 +67,8 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
   try {
     const expected = [...(await full.scan({ states: ['CLOSE_WAIT'], pid: process.pid })).values()].filter((s) => s.remote.endsWith(`:${made.port}`));
     assert.equal(expected.length, 4);
-    const wanted = new Set(expected.slice(0, 3).map((s) => s.cookie));
-    const seen = new Map<string, { owners: Owner[]; details: SocketDetails }>();
+    const wanted = new Set(expected.slice(0, 3).map((s) => cookieKey(s.cookie)));
+    const seen = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
     await lean.pass(
       wanted,
       (cookie, sock) => {
@@ -79,9 +79,9 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
       },
       () => seen.size < wanted.size,
     );
-    assert.deepEqual([...seen.keys()].sort(), [...wanted].sort(), 'only the cookies asked for');
+    assert.deepEqual([...seen.keys()].map(cookieText).sort(), [...wanted].map(cookieText).sort(), 'only the cookies asked for');
     for (const s of expected.slice(0, 3)) {
-      const { owners, details } = seen.get(s.cookie)!;
+      const { owners, details } = seen.get(cookieKey(s.cookie))!;
       assert.deepEqual(owners, s.owners);
       const { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs } = s;
       assert.deepEqual(details, { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs });

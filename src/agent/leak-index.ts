@@ -3,11 +3,12 @@
  *
  * The leak engine keeps each leak's details (compactly, see leak-watcher.ts);
  * this index keeps only which leaks the agent's records have announced, in
- * report order: one Set entry per leak (~30 bytes, the cookie string shared
- * with the engine). At `maxSockets` the
+ * report order: one Set entry per leak (~30 bytes: cookies are kept as
+ * numbers, cookieKey()). At `maxSockets` the
  * oldest-reported leak is evicted (counted) from here and from the engine,
  * whose kernel map then forgets it; resolved leaks leave at once.
  */
+import { cookieKey, type CookieKey } from '../close-wait-scan';
 import { monotonicNowNs } from '../clock';
 import type { LeakRecord, WatchRecord } from '../leak-watcher';
 import type { Owner, SocketInfo } from '../sockets';
@@ -15,13 +16,13 @@ import type { Owner, SocketInfo } from '../sockets';
 /** Where the index reads leaks' details: the engine (LeakWatcher, PortAwareWatcher). */
 export interface LeakSource {
   /** The open leak as a full record; undefined when the engine no longer has it. */
-  leak(cookie: string): LeakRecord | undefined;
-  /** Its holders now (not copied); undefined when the engine no longer has it. */
-  owners(cookie: string): readonly Owner[] | undefined;
+  leak(cookie: CookieKey): LeakRecord | undefined;
+  /** Its holders now; undefined when the engine no longer has it. */
+  owners(cookie: CookieKey): readonly Owner[] | undefined;
   /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT; undefined when the engine no longer has it. */
-  enteredNs(cookie: string): number | undefined;
+  enteredNs(cookie: CookieKey): number | undefined;
   /** The index dropped it: the engine stops following it. */
-  evict(cookie: string): void;
+  evict(cookie: CookieKey): void;
 }
 
 /** Leaked sockets held by one process (a socket held by two processes counts for each). */
@@ -34,7 +35,7 @@ export interface ProcessLeaks {
 
 export class LeakIndex {
   /** Cookies; insertion order is report order: the first entry is the oldest reported. */
-  private readonly entries = new Set<string>();
+  private readonly entries = new Set<CookieKey>();
   private evicted = 0;
 
   /** `maxSockets`: the most leaks tracked at once; beyond it the oldest reported is evicted. */
@@ -46,9 +47,10 @@ export class LeakIndex {
   /** Applies one engine record. */
   apply(record: WatchRecord): void {
     switch (record.type) {
-      case 'leak':
-        this.entries.delete(record.cookie);
-        this.entries.add(record.cookie);
+      case 'leak': {
+        const key = cookieKey(record.cookie);
+        this.entries.delete(key);
+        this.entries.add(key);
         while (this.entries.size > this.maxSockets) {
           const oldest = this.entries.values().next();
           if (oldest.done) break;
@@ -57,8 +59,9 @@ export class LeakIndex {
           this.evicted++;
         }
         return;
+      }
       case 'resolved':
-        this.entries.delete(record.cookie);
+        this.entries.delete(cookieKey(record.cookie));
         return;
       case 'fd-closed': // the engine updated the owners it keeps
         return;
