@@ -518,7 +518,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     const strings = this.scanner.strings;
     const scan = ++this.scans;
     let seen = 0;
-    const wanted = rescan ? union(fresh, this.stale, this.leaks) : union(fresh, this.stale);
+    const wanted = rescan ? union(fresh, this.leaks) : union(fresh, this.stale); // stale ones are tracked leaks
     const visit = (cookie: CookieKey, sock: RawSock): void => {
       const leak = this.leaks.get(cookie);
       if (rescan && leak && !this.stale.has(cookie)) {
@@ -531,8 +531,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         const added = ownerOf(sock, strings);
         if (!added) return;
         const owners = this.owned.get(leak) ?? leak.owners.slice(0, Math.max(0, leak.scanConfirmed));
-        leak.scanConfirmed = -1;
-        if (!owners.some((o) => o.pid === added.pid && o.fd === added.fd)) this.owned.set(leak, withOwner(owners, added));
+        leak.scanConfirmed = -1; // from here on its list is `owned`'s
+        this.owned.set(leak, owners.some((o) => o.pid === added.pid && o.fd === added.fd) ? owners : withOwner(owners, added));
         return;
       }
       let socket = found.get(cookie);

@@ -103,6 +103,6 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <bytes>', 'per /stream subscriber queue bound; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseBytes(t, '--stream-queue')))
-    .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, a scan that decodes every socket)')
+    .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
 };
