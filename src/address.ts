@@ -36,5 +36,10 @@ export function formatIPv6(bytes: Uint8Array): string {
 
 /** `a.b.c.d:port` or `[v6]:port`. */
 export function formatEndpoint(family: 4 | 6, bytes: Uint8Array, port: number): string {
-  return family === 4 ? `${formatIPv4(bytes)}:${port}` : `[${formatIPv6(bytes)}]:${port}`;
+  return joinHostPort(family, family === 4 ? formatIPv4(bytes) : formatIPv6(bytes), port);
+}
+
+/** An endpoint from an address already formatted (formatIPv4/formatIPv6). */
+export function joinHostPort(family: 4 | 6, host: string, port: number): string {
+  return family === 4 ? `${host}:${port}` : `[${host}]:${port}`;
 }

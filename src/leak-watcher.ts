@@ -7,14 +7,18 @@
  * the kernel for the sockets that crossed the threshold since the last tick,
  * resolves their owners with the task_file iterator, and reports them; from
  * then on the kernel sends their close() calls and their leaving CLOSE_WAIT.
+ *
+ * Per leak it keeps one compact TrackedLeak (strings shared, a lone owner held directly)
+ * and makes the full LeakRecord only when one is asked for: when the record is
+ * taken from the iterator, by current(), by leak(). Its scans read raw iterator
+ * records (close-wait-scan.ts) and make objects only for the sockets it asked for.
  */
 import { monotonicNowNs } from './clock';
-import { decodeEvent } from './decode';
-import { NotFoundError, UsageError } from './errors';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, detailsOf, namesOwner, ownerOf, type CookieKey, type CookieSet, type RawSock, type SocketDetails } from './close-wait-scan';
+import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
-import { SocketScanner } from './scan';
 import type { Creator, Owner, SocketInfo } from './sockets';
 import { Tracer } from './tracer';
 
@@ -80,11 +84,116 @@ export interface WatchOptions {
   followTree?: boolean;
 }
 
-interface Leak {
-  record: LeakRecord;
-  /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT (estimated for pre-existing ones). */
-  enteredNs: number;
+/** A reported leak as the engine keeps it: what its records need, strings shared with other leaks. */
+class TrackedLeak {
+  readonly local: string;
+  readonly remote: string;
+  /** The netns inode as an int32, so that V8 stores it inline (an inode above 2^31 would be a boxed number). */
+  private readonly netnsBits: number;
+  readonly uid: number;
+  readonly recvQ: number;
+  readonly sendQ: number;
+  /** family 6, keepalive, age estimated: one small integer for three fields. */
+  private readonly bits: number;
+  readonly keepaliveProbeInMs: number | null;
+  readonly keepaliveReapByMs: number | null;
+  /** The rescan that last saw it, and how many of `owners` that rescan has confirmed so far (-1: they changed). */
+  scanMark = 0;
+  scanConfirmed = 0;
+  /** No owner, the one owner (most leaks: no array), or several. Arrays are replaced, never changed in place. */
+  private holders: Owner | readonly Owner[] | null = null;
+
+  constructor(
+    readonly cookie: CookieKey,
+    d: SocketDetails,
+    owners: readonly Owner[],
+    readonly creator: Creator | null,
+    ageEstimated: boolean,
+    /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT (estimated for pre-existing ones). */
+    readonly enteredNs: number,
+  ) {
+    this.owners = owners;
+    this.bits = (d.family === 6 ? 1 : 0) | (d.keepalive ? 2 : 0) | (ageEstimated ? 4 : 0);
+    this.local = d.local;
+    this.remote = d.remote;
+    this.netnsBits = d.netns | 0;
+    this.uid = d.uid;
+    this.recvQ = d.recvQ;
+    this.sendQ = d.sendQ;
+    this.keepaliveProbeInMs = d.keepaliveProbeInMs;
+    this.keepaliveReapByMs = d.keepaliveReapByMs;
+  }
+
+  get owners(): readonly Owner[] {
+    const h = this.holders;
+    return h === null ? [] : isOwnerList(h) ? h : [h];
+  }
+
+  set owners(owners: readonly Owner[]) {
+    this.holders = owners.length === 0 ? null : owners.length === 1 ? owners[0]! : owners;
+  }
+
+  get ownerCount(): number {
+    const h = this.holders;
+    return h === null ? 0 : isOwnerList(h) ? h.length : 1;
+  }
+
+  ownerAt(i: number): Owner | undefined {
+    const h = this.holders;
+    return h === null ? undefined : isOwnerList(h) ? h[i] : i === 0 ? h : undefined;
+  }
+
+  /** The full record, `stateAgeMs` old (fields in SocketInfo's order, as JSON prints them). */
+  record(stateAgeMs: number): LeakRecord {
+    return {
+      type: 'leak',
+      cookie: cookieText(this.cookie),
+      state: 'CLOSE_WAIT',
+      family: this.bits & 1 ? 6 : 4,
+      local: this.local,
+      remote: this.remote,
+      netns: this.netnsBits >>> 0,
+      owners: [...this.owners],
+      creator: this.creator,
+      recvQ: this.recvQ,
+      sendQ: this.sendQ,
+      keepalive: (this.bits & 2) !== 0,
+      keepaliveProbeInMs: this.keepaliveProbeInMs,
+      keepaliveReapByMs: this.keepaliveReapByMs,
+      stateAgeMs,
+      ageEstimated: (this.bits & 4) !== 0,
+      uid: this.uid,
+    };
+  }
 }
+
+/** A union of cookie sets, as one (no copy). */
+function union(...sets: CookieSet[]): CookieSet {
+  return {
+    has: (cookie) => sets.some((s) => s.has(cookie)),
+    size: sets.reduce((n, s) => n + s.size, 0),
+    *keys() {
+      for (const s of sets) yield* s.keys();
+    },
+  };
+}
+
+function isOwnerList(h: Owner | readonly Owner[]): h is readonly Owner[] {
+  return Array.isArray(h);
+}
+
+/** `owners` and `owner`, in an array of exactly that size (a pushed-to or spread array keeps ~16 spare slots: 128 bytes a leak). */
+function withOwner(owners: readonly Owner[], owner: Owner): Owner[] {
+  return owners.length === 0 ? [owner] : owners.concat([owner]);
+}
+
+/** A cookie given as text or as a key, as a key. */
+function keyOf(cookie: CookieKey): CookieKey {
+  return typeof cookie === 'string' ? cookieKey(cookie) : cookie;
+}
+
+/** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
+const CREATOR_LIMIT = 4096;
 
 function validate(o: WatchOptions): void {
   for (const [name, v, min] of [
@@ -100,17 +209,23 @@ function validate(o: WatchOptions): void {
 /** Live leak detection. Iterate it for records; close() to stop. */
 export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly tracer: Tracer;
-  private readonly scanner: SocketScanner;
+  private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
-  private readonly leaks = new Map<string, Leak>();
+  private readonly leaks = new Map<CookieKey, TrackedLeak>();
   /** Reported leaks that left CLOSE_WAIT in their owner's context; the close event names the fd. */
-  private readonly leaving = new Map<string, { ev: StateEvent; tick: number }>();
+  private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
-  private readonly stale = new Map<string, Closer>();
-  private readonly out: WatchRecord[] = [];
+  private readonly stale = new Map<CookieKey, Closer>();
+  /** Records not yet taken by the iterator; leaks become records when taken. A queue: `outHead` is its front. */
+  private out: Array<WatchRecord | TrackedLeak | undefined> = [];
+  private outHead = 0;
+  private readonly creators = new Map<string, Creator>();
+  /** A rescan's new owner lists, for the leaks whose owners changed. */
+  private readonly owned = new Map<TrackedLeak, Owner[]>();
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
+  private scans = 0;
   private lastRescanNs = 0;
   private busy = false;
   private ended = false;
@@ -124,7 +239,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     validate(options);
     if (options.pid !== undefined) requireProcess(options.pid);
     this.thresholdNs = (options.thresholdMs ?? 30_000) * 1e6;
-    this.scanner = new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+    this.scanner = new CloseWaitScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
     try {
       this.tracer = new Tracer({
         leakMode: true,
@@ -143,7 +258,40 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   /** Leaks currently open (reported and not resolved). */
   current(): LeakRecord[] {
-    return [...this.leaks.values()].map((l) => ({ ...l.record, stateAgeMs: this.ageMs(l) }));
+    return [...this.leaks.values()].map((l) => l.record(this.ageMs(l)));
+  }
+
+  /** Leaks open now: how many. */
+  get size(): number {
+    return this.leaks.size;
+  }
+
+  /** One open leak (cookie as text or cookieKey()) as a full record, made now; undefined when it is not (or no longer) open. */
+  leak(cookie: CookieKey): LeakRecord | undefined {
+    const l = this.leaks.get(keyOf(cookie));
+    return l && l.record(this.ageMs(l));
+  }
+
+  /** The holders of an open leak now; undefined when it is not open. */
+  owners(cookie: CookieKey): readonly Owner[] | undefined {
+    return this.leaks.get(keyOf(cookie))?.owners;
+  }
+
+  /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (estimated for pre-existing ones); undefined when it is not open. */
+  enteredNs(cookie: CookieKey): number | undefined {
+    return this.leaks.get(keyOf(cookie))?.enteredNs;
+  }
+
+  /**
+   * Stops following an open leak without a record (a bounded consumer dropped it):
+   * its state goes, and the kernel forgets it, which makes room for new ones.
+   */
+  evict(cookie: CookieKey): void {
+    const key = keyOf(cookie);
+    if (!this.leaks.delete(key)) return;
+    this.leaving.delete(key);
+    this.stale.delete(key);
+    this.tracer.forget([cookieText(key)]);
   }
 
   /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
@@ -177,13 +325,23 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     return { ...c, mapFull: c.mapFull + BigInt(this.mapFullSeed) };
   }
 
-  private ageMs(leak: Leak): number {
+  private ageMs(leak: TrackedLeak): number {
     return Math.max(0, Math.round((monotonicNowNs() - leak.enteredNs) / 1e6));
   }
 
-  private emit(record: WatchRecord): void {
+  private emit(record: WatchRecord | TrackedLeak): void {
     this.out.push(record);
     this.wake?.();
+  }
+
+  /** The next record to hand out, made now if it is a leak; undefined when none waits. */
+  private next(): WatchRecord | undefined {
+    if (this.outHead >= this.out.length) return undefined;
+    const item = this.out[this.outHead];
+    this.out[this.outHead++] = undefined;
+    if (this.outHead === this.out.length) [this.out, this.outHead] = [[], 0];
+    else if (this.outHead >= 4096 && this.outHead * 2 >= this.out.length) [this.out, this.outHead] = [this.out.slice(this.outHead), 0];
+    return item instanceof TrackedLeak ? item.record(this.ageMs(item)) : item;
   }
 
   /** Applies what the kernel sends about reported leaks. */
@@ -198,72 +356,69 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.options.onPortEvent?.(ev);
       return;
     }
-    const leak = this.leaks.get(ev.cookie);
+    const leak = this.leaks.get(cookieKey(ev.cookie));
     if (!leak) return;
     if (ev.type === 'state') {
-      const closer = this.stale.get(ev.cookie);
+      const closer = this.stale.get(leak.cookie);
       // Before 6.6, close() dropped the last reference on its way back to user
       // space (task_work; commit 021a160abf62 made it synchronous): its close
       // record comes first, then the socket leaves CLOSE_WAIT in the same thread.
       if (closer && closer.tid === ev.tid) this.resolve(leak, closer, 'close');
-      else if (ev.context === 'task') this.leaving.set(ev.cookie, { ev, tick: this.ticks });
+      else if (ev.context === 'task') this.leaving.set(leak.cookie, { ev, tick: this.ticks });
       else this.resolve(leak, null, 'peer');
     } else if (ev.type === 'close' && ev.ret === 0) {
       this.closed(leak, ev);
     }
   }
 
-  private closed(leak: Leak, ev: CloseEvent): void {
+  private closed(leak: TrackedLeak, ev: CloseEvent): void {
     const closer: Closer = { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: ev.fd };
-    const leaving = this.leaving.get(ev.cookie);
+    const leaving = this.leaving.get(leak.cookie);
     if (leaving && leaving.ev.tid === ev.tid) {
-      this.leaving.delete(ev.cookie);
+      this.leaving.delete(leak.cookie);
       this.resolve(leak, closer, 'close');
       return;
     }
     // The socket survived this close() (someone else holds it), or, before 6.6,
     // is about to leave CLOSE_WAIT (see apply()): the next tick's scan says
     // which, and who holds it now.
-    this.stale.set(ev.cookie, closer);
+    this.stale.set(leak.cookie, closer);
   }
 
-  private resolve(leak: Leak, closedBy: Closer | null, how: ResolvedRecord['how']): void {
-    const { cookie, local, remote } = leak.record;
+  private resolve(leak: TrackedLeak, closedBy: Closer | null, how: ResolvedRecord['how']): void {
+    const { cookie, local, remote } = leak;
     this.leaks.delete(cookie);
     this.leaving.delete(cookie);
     this.stale.delete(cookie);
-    this.emit({ type: 'resolved', cookie, local, remote, closedBy, how, heldMs: this.ageMs(leak) });
+    this.emit({ type: 'resolved', cookie: cookieText(cookie), local, remote, closedBy, how, heldMs: this.ageMs(leak) });
   }
 
-  private matchesPid(info: SocketInfo, creator: Creator | null): boolean {
+  private matchesPid(owners: readonly Owner[], creator: Creator | null): boolean {
     const pid = this.options.pid;
-    return pid === undefined || info.owners.some((o) => o.pid === pid) || creator?.pid === pid;
+    return pid === undefined || owners.some((o) => o.pid === pid) || creator?.pid === pid;
   }
 
-  private matchesTree(info: SocketInfo, creator: Creator | null): boolean {
+  private matchesTree(owners: readonly Owner[], creator: Creator | null): boolean {
     if (!this.options.followTree) return true;
-    return info.owners.some((o) => this.treeSeen.has(o.pid)) || (creator !== null && this.treeSeen.has(creator.pid));
+    return owners.some((o) => this.treeSeen.has(o.pid)) || (creator !== null && this.treeSeen.has(creator.pid));
   }
 
-  /** CLOSE_WAIT sockets with owners; with followTree only the tree's, so a busy host costs nothing. */
-  private async scanCloseWait(): Promise<Map<string, SocketInfo>> {
-    if (!this.options.followTree) return this.scanner.scan({ states: ['CLOSE_WAIT'] });
-    const sockets = new Map<string, SocketInfo>();
-    for (const pid of this.treePids()) {
-      let found: Map<string, SocketInfo>;
-      try {
-        found = await this.scanner.scan({ pid, states: ['CLOSE_WAIT'] });
-      } catch (err) {
-        if (err instanceof NotFoundError) continue; // exited meanwhile
-        throw err;
-      }
-      for (const [cookie, info] of found) {
-        const known = sockets.get(cookie);
-        if (known) known.owners.push(...info.owners);
-        else sockets.set(cookie, info);
-      }
+  /** The creator an sl_event names, shared with the leaks of the same thread. */
+  private creatorAt(raw: Buffer, at: number): Creator {
+    const start = at + EVENT.comm.offset;
+    let end = start;
+    while (end < start + EVENT.comm.size && raw[end] !== 0) end++;
+    const pid = raw.readUInt32LE(at + EVENT.pid.offset);
+    const tid = raw.readUInt32LE(at + EVENT.tid.offset);
+    const comm = raw.toString('latin1', start, end);
+    const key = `${pid}|${tid}|${comm}`;
+    let creator = this.creators.get(key);
+    if (!creator) {
+      if (this.creators.size >= CREATOR_LIMIT) this.creators.clear();
+      creator = { pid, tid, comm: this.scanner.strings.get(comm) };
+      this.creators.set(key, creator);
     }
-    return sockets;
+    return creator;
   }
 
   private async tick(): Promise<void> {
@@ -297,7 +452,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     const nowNs = monotonicNowNs();
     if (this.ticks === 1 && !this.options.followTree) {
       // Sockets already in CLOSE_WAIT: into the kernel map, with estimated entry times (a tree starts empty).
-      await this.scanner.scan({ states: ['CLOSE_WAIT'], onRaw: (raw) => (this.mapFullSeed += this.tracer.seed(raw)) });
+      await this.scanner.each((raw) => (this.mapFullSeed += this.tracer.seed(raw)));
     }
     // A leak that left CLOSE_WAIT in its owner's context with no close() event: exit, exec, dup2, close_range.
     for (const [cookie, { ev, tick }] of this.leaving) {
@@ -308,49 +463,96 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     const rescan = nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
-    const sockets = await this.scanCloseWait();
-    const vanished: string[] = [];
-    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
-      const entry = decodeEvent(raw, at);
-      if (!entry) continue;
-      const flags = raw.readUInt8(at + EVENT.flags.offset);
-      const info = sockets.get(entry.cookie);
-      if (!info) {
-        vanished.push(entry.cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
+    // New leaks: where their sl_event is in `raw`, until the scan found them.
+    const fresh = new Map<CookieKey, number>();
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) fresh.set(cookieKeyAt(raw, at + EVENT.cookie.offset), at);
+    const found = await this.find(fresh, rescan);
+
+    const vanished: CookieKey[] = [];
+    for (const [cookie, at] of fresh) {
+      const socket = found.get(cookie);
+      if (!socket) {
+        vanished.push(cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
         continue;
       }
-      const creator = flags & EVENT_FLAGS.CREATOR ? { pid: entry.pid, tid: entry.tid, comm: entry.comm } : null;
-      if (!this.matchesPid(info, creator) || !this.matchesTree(info, creator)) continue;
+      const flags = raw.readUInt8(at + EVENT.flags.offset);
+      const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
+      if (!this.matchesPid(socket.owners, creator) || !this.matchesTree(socket.owners, creator)) continue;
       const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
-      const enteredNs = estimated && entry.tsNs === 0 ? nowNs : entry.tsNs;
-      const leak: Leak = { enteredNs, record: { type: 'leak', ...info, creator, ageEstimated: estimated, stateAgeMs: 0 } };
-      leak.record.stateAgeMs = this.ageMs(leak);
-      this.leaks.set(entry.cookie, leak);
-      this.emit(leak.record);
+      const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
+      const leak = new TrackedLeak(cookie, socket.details, socket.owners, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
+      this.leaks.set(cookie, leak);
+      this.emit(leak);
     }
     for (const [cookie, closedBy] of this.stale) {
       const leak = this.leaks.get(cookie);
-      const info = sockets.get(cookie);
       if (!leak) continue;
-      if (!info) this.resolve(leak, closedBy, 'exit');
+      const socket = found.get(cookie);
+      if (!socket) this.resolve(leak, closedBy, 'exit');
       else {
-        leak.record.owners = info.owners;
-        this.emit({ type: 'fd-closed', cookie, remote: leak.record.remote, closedBy, stillHeldBy: info.owners });
+        leak.owners = socket.owners;
+        this.emit({ type: 'fd-closed', cookie: cookieText(cookie), remote: leak.remote, closedBy, stillHeldBy: [...socket.owners] });
       }
     }
     this.stale.clear();
     if (rescan) {
       this.lastRescanNs = nowNs;
       for (const leak of [...this.leaks.values()]) {
-        const info = sockets.get(leak.record.cookie);
-        if (info) leak.record.owners = info.owners;
-        else if (!this.leaving.has(leak.record.cookie)) {
-          vanished.push(leak.record.cookie);
+        if (leak.scanMark === this.scans) {
+          const owners = this.owned.get(leak);
+          if (owners) leak.owners = owners;
+          else if (leak.scanConfirmed < leak.ownerCount) leak.owners = leak.owners.slice(0, leak.scanConfirmed);
+        } else if (!this.leaving.has(leak.cookie) && !found.has(leak.cookie)) {
+          vanished.push(leak.cookie);
           this.resolve(leak, null, 'gone');
         }
       }
     }
-    this.tracer.forget(vanished);
+    this.owned.clear();
+    this.tracer.forget(vanished.map(cookieText));
+  }
+
+  /**
+   * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`) and the stale
+   * ones with their owners and, for new ones, details; on a rescan also every
+   * tracked leak, whose owners are checked in place (marked on the leak; only
+   * changed lists are made anew, in `owned`), so a rescan of 200k unchanged
+   * leaks makes no objects but the cookie strings it reads.
+   */
+  private async find(fresh: ReadonlyMap<CookieKey, number>, rescan: boolean): Promise<Map<CookieKey, { owners: Owner[]; details: SocketDetails }>> {
+    const found = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
+    const strings = this.scanner.strings;
+    const scan = ++this.scans;
+    let seen = 0;
+    const wanted = rescan ? union(fresh, this.leaks) : union(fresh, this.stale); // stale ones are tracked leaks
+    const visit = (cookie: CookieKey, sock: RawSock): void => {
+      const leak = this.leaks.get(cookie);
+      if (rescan && leak && !this.stale.has(cookie)) {
+        if (leak.scanMark !== scan) [leak.scanMark, leak.scanConfirmed, seen] = [scan, 0, seen + 1];
+        const owner = sock.held && leak.scanConfirmed >= 0 ? leak.ownerAt(leak.scanConfirmed) : undefined;
+        if (owner && namesOwner(sock, owner)) {
+          leak.scanConfirmed++;
+          return;
+        }
+        const added = ownerOf(sock, strings);
+        if (!added) return;
+        const owners = this.owned.get(leak) ?? leak.owners.slice(0, Math.max(0, leak.scanConfirmed));
+        leak.scanConfirmed = -1; // from here on its list is `owned`'s
+        this.owned.set(leak, owners.some((o) => o.pid === added.pid && o.fd === added.fd) ? owners : withOwner(owners, added));
+        return;
+      }
+      let socket = found.get(cookie);
+      if (!socket) {
+        if (!fresh.has(cookie) && !leak) return;
+        found.set(cookie, (socket = { owners: [], details: detailsOf(sock, strings) }));
+        seen++;
+      } else if (!sock.held) return; // iter/tcp's copy of a held socket
+      const owner = ownerOf(sock, strings);
+      if (owner && !socket.owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) socket.owners = withOwner(socket.owners, owner);
+    };
+    const pids = this.options.followTree ? this.treePids() : undefined;
+    await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
+    return found;
   }
 
   /** Stops: detaches, unloads; the iterator ends after the records already produced. */
@@ -367,7 +569,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord> {
     try {
       for (;;) {
-        const next = this.out.shift();
+        const next = this.next();
         if (next) {
           yield next;
           continue;

@@ -20,6 +20,20 @@
 import type { PortSysctls } from './port-sysctls';
 import type { SocketInfo } from './sockets';
 
+/**
+ * What port counting reads of a socket (a SocketInfo has it; port-scan.ts makes just this, with
+ * the local address and port apart so that they need no splitting). `stateAgeMs` is read for TIME_WAIT only.
+ */
+export type PortSocket = Pick<SocketInfo, 'netns' | 'state' | 'local' | 'remote' | 'stateAgeMs'> & {
+  readonly localHost?: string;
+  readonly localPort?: number;
+};
+
+/** A socket's local host (IPv6 without brackets) and port. */
+function localOf(s: PortSocket): { host: string; port: number } {
+  return s.localHost !== undefined && s.localPort !== undefined ? { host: s.localHost, port: s.localPort } : splitEndpoint(s.local);
+}
+
 /** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket (fixed, not a sysctl). */
 export const TIME_WAIT_MS = 60_000;
 
@@ -106,14 +120,14 @@ export function twReuseApplies(sysctls: PortSysctls, localHost: string, remoteHo
 }
 
 /** Whether connect() may take over this TIME_WAIT socket instead of treating its port as used. */
-function reusable(s: SocketInfo, local: string, remote: string, sysctls: PortSysctls): boolean {
+function reusable(s: PortSocket, local: string, remote: string, sysctls: PortSysctls): boolean {
   return twReuseApplies(sysctls, local, remote) && s.stateAgeMs !== null && s.stateAgeMs > sysctls.twReuseDelayMs;
 }
 
 /** Counts ports for one namespace from its sockets (any states; LISTEN ones mark bound ports). */
-export function portUsage(netns: number, sockets: readonly SocketInfo[], sysctls: PortSysctls): NetnsPorts {
+export function portUsage(netns: number, sockets: readonly PortSocket[], sysctls: PortSysctls): NetnsPorts {
   const listening = new Set<number>();
-  for (const s of sockets) if (s.state === 'LISTEN') listening.add(splitEndpoint(s.local).port);
+  for (const s of sockets) if (s.state === 'LISTEN') listening.add(localOf(s).port);
   const usable = usableSet(sysctls, listening);
   const usableCount = usable.last - usable.first + 1 - usable.excluded.size;
   const remotes = new Map<string, RemotePorts & { portsBySource: Map<string, Set<number>> }>();
@@ -122,7 +136,7 @@ export function portUsage(netns: number, sockets: readonly SocketInfo[], sysctls
   let established = 0;
   for (const s of sockets) {
     if (s.state === 'LISTEN' || s.state === 'CLOSE') continue;
-    const local = splitEndpoint(s.local);
+    const local = localOf(s);
     const tw = s.state === 'TIME_WAIT' ? 1 : 0;
     const est = s.state === 'ESTABLISHED' ? 1 : 0;
     timeWait += tw;

@@ -1,22 +1,31 @@
 /**
  * `watchWithPorts()`: the LeakWatcher's CLOSE_WAIT records and the PortWatcher's
  * connect-failure and port-pressure records, from one leak-mode tracer, as one
- * async-iterable stream (what `sockleak watch` prints).
+ * async-iterable stream (what `sockleak watch` prints). The port watcher's
+ * scans of the socket table are handed to `onPortScan` too, so that a caller
+ * that counts ports (the agent) needs no scan of its own.
  */
+import type { CookieKey } from './close-wait-scan';
 import type { TraceCounters } from './events';
+import type { Owner } from './sockets';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
+import { PortSocketScanner } from './port-scan';
+import type { PortSocket } from './port-usage';
 import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watcher';
 
 /** Options of watchWithPorts(): the leak watcher's, plus the port watcher's under `ports`. */
 export interface PortAwareWatchOptions extends WatchOptions {
   /** Port-exhaustion settings; `pid` and `btfPath` default to the leak watcher's. */
   ports?: PortWatchOptions;
+  /** Receives every scan of the socket table the port watcher makes (every `ports.scanMs`, more often when ports run short). */
+  onPortScan?: (sockets: readonly PortSocket[]) => void;
 }
 
 /** Leak and port records, in the order they were produced. Iterate it; close() to stop. */
 export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord> {
   private readonly leaks: LeakWatcher;
   private readonly ports: PortWatcher;
+  private readonly portScanner: PortSocketScanner;
   private readonly out: Array<WatchRecord | PortRecord> = [];
   private wake: (() => void) | undefined;
   private ended = false;
@@ -24,11 +33,14 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   private readonly pumping: Promise<void>;
 
   constructor(options: PortAwareWatchOptions = {}) {
-    const { ports: portOptions, ...leakOptions } = options;
+    const { ports: portOptions, onPortScan, ...leakOptions } = options;
     let ports: PortWatcher | undefined;
     // Events arrive on later turns of the event loop, after `ports` is set below.
     this.leaks = new LeakWatcher({ ...leakOptions, onPortEvent: (ev) => ports?.onPortEvent(ev) });
+    let scanner: PortSocketScanner | undefined;
     try {
+      scanner = new PortSocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+      const portScanner = scanner;
       ports = new PortWatcher(
         {
           ...(options.pid !== undefined && { pid: options.pid }),
@@ -37,6 +49,11 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
         },
         {
           activeCloses: () => this.leaks.activeCloses(),
+          scan: async () => {
+            const sockets = await portScanner.scan();
+            onPortScan?.(sockets);
+            return sockets;
+          },
           emit: (record) => this.emit(record),
           fail: (err) => {
             this.failure ??= err;
@@ -45,16 +62,38 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
         },
       );
     } catch (err) {
+      scanner?.close();
       void this.leaks.close();
       throw err;
     }
     this.ports = ports;
+    this.portScanner = scanner;
     this.pumping = this.pump();
   }
 
   /** Leaks currently open (see LeakWatcher.current()). */
   current(): LeakRecord[] {
     return this.leaks.current();
+  }
+
+  /** One open leak as a full record (see LeakWatcher.leak()). */
+  leak(cookie: CookieKey): LeakRecord | undefined {
+    return this.leaks.leak(cookie);
+  }
+
+  /** The holders of an open leak, not copied (see LeakWatcher.owners()). */
+  owners(cookie: CookieKey): readonly Owner[] | undefined {
+    return this.leaks.owners(cookie);
+  }
+
+  /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (see LeakWatcher.enteredNs()). */
+  enteredNs(cookie: CookieKey): number | undefined {
+    return this.leaks.enteredNs(cookie);
+  }
+
+  /** Stops following an open leak (see LeakWatcher.evict()). */
+  evict(cookie: CookieKey): void {
+    this.leaks.evict(cookie);
   }
 
   /** The tracer's counters: failure counts are exact only while `lost` stays 0. */
@@ -74,6 +113,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
       this.failure ??= err;
     } finally {
       await this.ports.close(); // after the tracer's last events: the final failure counts
+      this.portScanner.close();
       this.ended = true;
       this.wake?.();
     }

@@ -16,9 +16,9 @@ import type { BindEvent, ConnectEvent } from './events';
 import { decodeActiveCloses } from './port-closes';
 import { pressureRecord, type PortCloser, type PortPressureRecord } from './port-pressure';
 import { readPortSysctls, type PortSysctls } from './port-sysctls';
-import { portUsage, splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts } from './port-usage';
+import { portUsage, splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts, type PortSocket } from './port-usage';
 import { byNetns } from './ports';
-import { networkNamespaces, SocketScanner } from './scan';
+import { networkNamespaces } from './scan';
 
 /** connect() failed with EADDRNOTAVAIL (or bind() with EADDRINUSE), aggregated per interval per process and address. */
 export interface PortFailureRecord {
@@ -54,6 +54,8 @@ export interface PortWatchOptions {
 export interface PortWatchSink {
   /** The tracer's raw active_closes map (LeakWatcher.activeCloses()). */
   activeCloses: () => Buffer;
+  /** Every socket of every netns that has a process (a PortSocketScanner shared with other port counts). */
+  scan: () => Promise<Iterable<PortSocket>>;
   emit: (record: PortRecord) => void;
   /** A scan or read failed; the watcher stops sampling. */
   fail: (err: unknown) => void;
@@ -100,7 +102,6 @@ function countAt(samples: readonly Sample[], tNs: number): Sample {
 
 /** Live port-exhaustion detection fed by a leak-mode tracer; see PortAwareWatcher for the iterable. */
 export class PortWatcher {
-  private readonly scanner: SocketScanner;
   private readonly ratio: number;
   private readonly intervalNs: number;
   private readonly scanNs: number;
@@ -129,7 +130,6 @@ export class PortWatcher {
     this.ratio = options.pressureRatio ?? 0.8;
     this.intervalNs = (options.intervalMs ?? 1000) * 1e6;
     this.scanNs = (options.scanMs ?? 30_000) * 1e6;
-    this.scanner = new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
     this.timer = setInterval(() => this.tick(), options.intervalMs ?? 1000);
   }
 
@@ -183,7 +183,7 @@ export class PortWatcher {
     const gapNs = hot.size ? Math.max(this.intervalNs, 2 * this.scanCostNs) : Math.max(this.scanNs, 10 * this.scanCostNs);
     if (nowNs - this.lastScanNs < gapNs) return;
     this.lastScanNs = nowNs;
-    const groups = byNetns((await this.scanner.scan()).values());
+    const groups = byNetns(await this.sink.scan());
     const scannedNs = monotonicNowNs();
     this.scanCostNs = scannedNs - nowNs;
     this.recordCloses(scannedNs); // the closes that made the TIME_WAIT this scan found
@@ -301,6 +301,5 @@ export class PortWatcher {
     clearInterval(this.timer);
     await this.sampling;
     this.flushFailures(monotonicNowNs());
-    this.scanner.close();
   }
 }

@@ -7,7 +7,7 @@
  */
 import { NotFoundError, UsageError } from './errors';
 import { readPortSysctls, type PortSysctls } from './port-sysctls';
-import { portUsage, type NetnsPorts } from './port-usage';
+import { portUsage, type NetnsPorts, type PortSocket } from './port-usage';
 import { networkNamespaces, SocketScanner } from './scan';
 import type { SocketInfo } from './sockets';
 
@@ -22,8 +22,10 @@ export interface PortsOptions {
   /** Only this network namespace (inode, as `readlink /proc/PID/ns/net` shows it). */
   netns?: number;
   btfPath?: string;
-  /** Reuse a loaded scanner (the port watcher does); by default one is loaded and closed. */
+  /** Reuse a loaded scanner; by default one is loaded and closed. */
   scanner?: SocketScanner;
+  /** Count these sockets, a scan just made (the agent passes the port watcher's), instead of scanning. */
+  sockets?: Iterable<PortSocket>;
 }
 
 /** Checks a netns inode given by a caller: UsageError if malformed. */
@@ -32,8 +34,8 @@ export function validateNetns(netns: number): void {
 }
 
 /** Sockets per netns inode. */
-export function byNetns(sockets: Iterable<SocketInfo>): Map<number, SocketInfo[]> {
-  const groups = new Map<number, SocketInfo[]>();
+export function byNetns<T extends { netns: number }>(sockets: Iterable<T>): Map<number, T[]> {
+  const groups = new Map<number, T[]>();
   for (const s of sockets) {
     const list = groups.get(s.netns);
     if (list) list.push(s);
@@ -54,15 +56,22 @@ export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> 
   }
   const wanted = [...spaces].filter(([ino]) => options.netns === undefined || ino === options.netns).sort(([a], [b]) => a - b);
   const takenAt = new Date().toISOString();
-  const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
-  let sockets: Map<string, SocketInfo>;
+  let sockets: Iterable<PortSocket>;
   let sysctls: Array<PortSysctls | undefined>;
-  try {
-    [sockets, sysctls] = await Promise.all([scanner.scan(), Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
-  } finally {
-    if (!options.scanner) scanner.close();
+  if (options.sockets) {
+    sockets = options.sockets;
+    sysctls = await Promise.all(wanted.map(([, path]) => readPortSysctls(path)));
+  } else {
+    const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+    try {
+      let scanned: Map<string, SocketInfo>;
+      [scanned, sysctls] = await Promise.all([scanner.scan(), Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
+      sockets = scanned.values();
+    } finally {
+      if (!options.scanner) scanner.close();
+    }
   }
-  const groups = byNetns(sockets.values());
+  const groups = byNetns(sockets);
   const result: NetnsPorts[] = [];
   wanted.forEach(([ino], i) => {
     const settings = sysctls[i];

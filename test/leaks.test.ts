@@ -196,6 +196,35 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
   h.kill();
 });
 
+test('rescans follow holders that come and go without a close(): a fork adds one, its exit takes it away', async () => {
+  const backend = await startBackend('127.0.0.7');
+  const h = await holder();
+  await h.request({ op: 'connect', host: backend.host, port: backend.port });
+  await waitFor(() => backend.accepted.length === 1);
+  await backend.remove();
+  const watcher = watch({ thresholdMs: 300, tickMs: 100, rescanMs: 300 });
+  const pumping = (async () => {
+    for await (const _ of watcher); // records are not the point here: the engine's state is
+  })();
+  const stop = async (): Promise<void> => {
+    running.delete(stop);
+    await watcher.close();
+    await pumping;
+  };
+  running.add(stop);
+  const pids = (): number[] => (watcher.current().find((l) => l.remote === backend.remote)?.owners ?? []).map((o) => o.pid).sort();
+  await waitFor(() => pids().length === 1, 5000, 'leak');
+  const { child } = await h.request<{ child: number }>({ op: 'fork' });
+  holders.push({ pid: child, request: async () => ({}) as never, kill: () => killQuietly(child) });
+  await waitFor(() => pids().includes(child), 5000, 'the child as a second holder, found by a rescan');
+  assert.deepEqual(pids(), [h.pid, child].sort());
+  killQuietly(child); // exit closes its fds without close(): no event, only a rescan sees it
+  await waitFor(() => pids().length === 1, 5000, 'the child gone, found by a rescan');
+  assert.deepEqual(pids(), [h.pid]);
+  await stop();
+  h.kill();
+});
+
 test('dup: closing one of two fds does not free the socket; closing the second does, and says which close', async () => {
   const backend = await startBackend('127.0.0.7');
   const h = await holder();

@@ -6,8 +6,10 @@
  * Data flow: watchWithPorts() records (leaks, connect failures, port pressure)
  * → LeakIndex (state) → Record messages (mapping.ts) → every /stream
  * subscriber (StreamHub) and the recording (Recorder). A timer every
- * `intervalMs` counts sockets per state (StateCounter), counts ports per
- * destination (ports()) into a Ports record, and sends a Counters record.
+ * `intervalMs` counts sockets per state (StateCounter) and sends a Counters
+ * record. Ports per destination are counted from the scans of the socket table
+ * the engine's port watcher makes anyway (ports(), at most once a minute) into
+ * a Ports record: one scan serves both.
  *
  * Records: a recording starts with a Snapshot of the agent's state (empty at
  * start: the engine's first tick re-finds the leaks already there, by seeding
@@ -19,8 +21,8 @@
 import os from 'node:os';
 import { UsageError } from '../errors';
 import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
+import type { PortSocket } from '../port-usage';
 import { ports } from '../ports';
-import { SocketScanner } from '../scan';
 import type { SocketInfo } from '../sockets';
 import { startServer, type AgentServer } from './http-server';
 import { LeakIndex } from './leak-index';
@@ -55,8 +57,8 @@ export interface AgentOptions {
   /** Most /stream subscribers at once. Default 16. */
   maxSubscribers?: number;
   /**
-   * Count ephemeral ports per destination every minute (`ports()`, a scan that
-   * decodes every socket): the TIME_WAIT and free-port metrics and a Ports
+   * Count ephemeral ports per destination every minute, from the port watcher's
+   * scan of the socket table: the TIME_WAIT and free-port metrics and a Ports
    * record. Default true. Connect failures and port pressure come from the
    * engine either way.
    */
@@ -67,7 +69,7 @@ export interface AgentOptions {
 /** How often the engine rescans every reported leak's owners. */
 const RESCAN_MS = 30_000;
 
-/** How often the socket table is decoded for ports per destination, by the engine's port tracker and for the metrics. */
+/** How often the engine's port watcher scans the socket table when no destination runs short, and the agent counts ports from it. */
 const PORT_SCAN_MS = 60_000;
 
 /** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
@@ -115,7 +117,7 @@ export class Agent {
   private server: AgentServer | undefined;
   private watcher: PortAwareWatcher | undefined;
   private counter: StateCounter | undefined;
-  private portScanner: SocketScanner | undefined;
+  private portCount: Promise<void> | undefined;
   private recorder: Recorder | undefined;
   private timer: NodeJS.Timeout | undefined;
   private counts: StateCount[] = [];
@@ -127,6 +129,8 @@ export class Agent {
   private failure: unknown;
   /** The last periodic count's failure, until one succeeds again. */
   private scanError: unknown;
+  /** The last port count's failure, until one succeeds again. */
+  private portError: unknown;
   private stopping = false;
   private busy = false;
   private pumping: Promise<void> | undefined;
@@ -138,7 +142,12 @@ export class Agent {
     this.host = options.host ?? '127.0.0.1';
     this.port = options.port ?? 9466;
     this.thresholdMs = options.thresholdMs ?? 30_000;
-    this.index = new LeakIndex(options.maxSockets ?? 250_000);
+    this.index = new LeakIndex(options.maxSockets ?? 250_000, {
+      leak: (cookie) => this.watcher?.leak(cookie),
+      owners: (cookie) => this.watcher?.owners(cookie),
+      enteredNs: (cookie) => this.watcher?.enteredNs(cookie),
+      evict: (cookie) => this.watcher?.evict(cookie),
+    });
     this.hub = new StreamHub(options.streamQueueBytes ?? 4 << 20, options.maxSubscribers ?? 16, () => this.snapshotParts());
     this.metrics = new AgentMetrics({
       leaks: this.index,
@@ -172,18 +181,18 @@ export class Agent {
     const o = this.options;
     const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
     this.counter = new StateCounter(btf);
-    if (o.ports ?? true) this.portScanner = new SocketScanner(btf);
     if (o.recordPath !== undefined) {
       this.recorder = new Recorder(o.recordPath);
       for (const part of this.snapshotParts()) this.recorder.append(part);
       this.recorder.flush();
     }
-    // Rescans decode every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
+    // Rescans read every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
     this.watcher = watchWithPorts({
       thresholdMs: this.thresholdMs,
       maxSockets: Math.max(o.maxSockets ?? 0, 262_144),
       rescanMs: RESCAN_MS,
       ports: { scanMs: PORT_SCAN_MS },
+      ...((o.ports ?? true) && { onPortScan: (sockets: readonly PortSocket[]) => this.countPorts(sockets) }),
       ...btf,
     });
     this.server = await startServer(this.host, this.port, {
@@ -206,6 +215,7 @@ export class Agent {
     if (this.failure) return `leak engine failed: ${this.failure instanceof Error ? this.failure.message : String(this.failure)}`;
     if (this.recorder?.error) return `recording failed: ${this.recorder.error.message}`;
     if (this.scanError) return `socket count failed: ${this.scanError instanceof Error ? this.scanError.message : String(this.scanError)}`;
+    if (this.portError) return `port count failed: ${this.portError instanceof Error ? this.portError.message : String(this.portError)}`;
     if (this.stopping) return 'stopping';
     return null;
   }
@@ -219,7 +229,7 @@ export class Agent {
   private async pump(source: AsyncIterable<AgentRecord>): Promise<void> {
     try {
       for await (const record of source) {
-        if (record.type === 'leak' || record.type === 'resolved' || record.type === 'fd-closed') this.index.apply(record, Date.now());
+        if (record.type === 'leak' || record.type === 'resolved' || record.type === 'fd-closed') this.index.apply(record);
         this.metrics.observe(record);
         this.publish(toBody(record));
       }
@@ -250,12 +260,29 @@ export class Agent {
   /** The agent's open leaks as Snapshot parts, made as they are pulled. */
   private snapshotParts(): Generator<Buffer> {
     const now = Date.now();
-    return this.parts(new Date(now).toISOString(), this.index.sockets(now));
+    return this.parts(new Date(now).toISOString(), this.index.sockets());
   }
 
   private counters(): AgentCounters {
     const k = this.watcher?.counters() ?? { emitted: 0n, lost: 0n, mapFull: 0n };
     return { ...k, evictions: this.index.evictions, streamDropped: this.hub.dropped };
+  }
+
+  /** Ports per destination from a scan the port watcher just made: at most once a minute (it scans more often when ports run short). */
+  private countPorts(sockets: readonly PortSocket[]): void {
+    // Also while stopping: shutdown() awaits it before the recording closes.
+    if (this.portCount || Date.now() - this.lastPortsMs < Math.max(PORT_SCAN_MS, this.options.intervalMs ?? 0)) return;
+    this.lastPortsMs = Date.now();
+    this.portCount = ports({ sockets })
+      .then((counted) => {
+        this.lastPorts = counted;
+        this.portError = undefined;
+        this.publish({ ports: toPorts(counted) });
+      })
+      .catch((err: unknown) => {
+        if (!this.stopping) this.portError = err;
+      })
+      .finally(() => (this.portCount = undefined));
   }
 
   private async interval(): Promise<void> {
@@ -264,11 +291,6 @@ export class Agent {
     this.intervals++;
     try {
       if (this.counter) this.counts = await this.counter.count();
-      if (this.portScanner && Date.now() - this.lastPortsMs >= Math.max(PORT_SCAN_MS, this.options.intervalMs ?? 0)) {
-        this.lastPortsMs = Date.now();
-        this.lastPorts = await ports({ scanner: this.portScanner });
-        if (!this.stopping) this.publish({ ports: toPorts(this.lastPorts) });
-      }
       this.scanError = undefined;
     } catch (err) {
       if (!this.stopping) this.scanError = err;
@@ -281,7 +303,7 @@ export class Agent {
     // The second Snapshot (first interval after start) replaces the start scan with what the engine confirmed.
     if (this.recorder && (this.intervals === 2 || now - this.lastSnapshotMs >= (this.options.snapshotEveryMs ?? 3_600_000))) {
       this.lastSnapshotMs = now;
-      for (const part of this.parts(new Date(now).toISOString(), this.index.sockets(now))) this.recorder.append(part);
+      for (const part of this.parts(new Date(now).toISOString(), this.index.sockets())) this.recorder.append(part);
     }
   }
 
@@ -311,11 +333,11 @@ export class Agent {
     clearInterval(this.timer);
     await this.watcher?.close();
     await this.pumping; // the engine's last records
+    await this.portCount;
     if (this.watcher) this.publish({ counters: toCounters(this.counters()) });
     this.recorder?.close();
     await this.server?.close();
     this.counter?.close();
-    this.portScanner?.close();
   }
 }
 

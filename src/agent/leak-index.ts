@@ -1,19 +1,28 @@
 /**
- * The agent's per-socket state: the CLOSE_WAIT leaks open now, bounded.
+ * The agent's per-socket state: which CLOSE_WAIT leaks are open now, bounded.
  *
- * It keeps the leak records the engine emitted by reference (the engine keeps
- * the same objects and updates their owners in place), plus one number per
- * socket, so tracking costs ~100 bytes per leak on top of the engine's own
- * record. At `maxSockets` the oldest-reported leak is evicted (and counted);
- * resolved leaks leave at once, so they never take room.
+ * The leak engine keeps each leak's details (compactly, see leak-watcher.ts);
+ * this index keeps only which leaks the agent's records have announced, in
+ * report order: one Set entry per leak (~30 bytes: cookies are kept as
+ * numbers, cookieKey()). At `maxSockets` the
+ * oldest-reported leak is evicted (counted) from here and from the engine,
+ * whose kernel map then forgets it; resolved leaks leave at once.
  */
+import { cookieKey, type CookieKey } from '../close-wait-scan';
+import { monotonicNowNs } from '../clock';
 import type { LeakRecord, WatchRecord } from '../leak-watcher';
-import type { SocketInfo } from '../sockets';
+import type { Owner, SocketInfo } from '../sockets';
 
-interface Entry {
-  record: LeakRecord;
-  /** Unix ms the socket entered CLOSE_WAIT (from the record's age when it was reported). */
-  enteredAtMs: number;
+/** Where the index reads leaks' details: the engine (LeakWatcher, PortAwareWatcher). */
+export interface LeakSource {
+  /** The open leak as a full record; undefined when the engine no longer has it. */
+  leak(cookie: CookieKey): LeakRecord | undefined;
+  /** Its holders now; undefined when the engine no longer has it. */
+  owners(cookie: CookieKey): readonly Owner[] | undefined;
+  /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT; undefined when the engine no longer has it. */
+  enteredNs(cookie: CookieKey): number | undefined;
+  /** The index dropped it: the engine stops following it. */
+  evict(cookie: CookieKey): void;
 }
 
 /** Leaked sockets held by one process (a socket held by two processes counts for each). */
@@ -25,34 +34,37 @@ export interface ProcessLeaks {
 }
 
 export class LeakIndex {
-  /** Insertion order is report order: the first entry is the oldest reported. */
-  private readonly entries = new Map<string, Entry>();
+  /** Cookies; insertion order is report order: the first entry is the oldest reported. */
+  private readonly entries = new Set<CookieKey>();
   private evicted = 0;
 
   /** `maxSockets`: the most leaks tracked at once; beyond it the oldest reported is evicted. */
-  constructor(private readonly maxSockets: number) {}
+  constructor(
+    private readonly maxSockets: number,
+    private readonly source: LeakSource,
+  ) {}
 
-  /** Applies one engine record; `nowMs` is when it was received. */
-  apply(record: WatchRecord, nowMs: number): void {
+  /** Applies one engine record. */
+  apply(record: WatchRecord): void {
     switch (record.type) {
-      case 'leak':
-        this.entries.delete(record.cookie);
-        this.entries.set(record.cookie, { record, enteredAtMs: nowMs - (record.stateAgeMs ?? 0) });
+      case 'leak': {
+        const key = cookieKey(record.cookie);
+        this.entries.delete(key);
+        this.entries.add(key);
         while (this.entries.size > this.maxSockets) {
-          const oldest = this.entries.keys().next();
+          const oldest = this.entries.values().next();
           if (oldest.done) break;
           this.entries.delete(oldest.value);
+          this.source.evict(oldest.value);
           this.evicted++;
         }
         return;
-      case 'resolved':
-        this.entries.delete(record.cookie);
-        return;
-      case 'fd-closed': {
-        const entry = this.entries.get(record.cookie);
-        if (entry) entry.record.owners = record.stillHeldBy;
-        return;
       }
+      case 'resolved':
+        this.entries.delete(cookieKey(record.cookie));
+        return;
+      case 'fd-closed': // the engine updated the owners it keeps
+        return;
     }
   }
 
@@ -66,19 +78,22 @@ export class LeakIndex {
     return this.evicted;
   }
 
-  /** The open leaks as sockets with their age at `nowMs`, oldest reported first; copies made one by one, as iterated. */
-  *sockets(nowMs: number): Generator<SocketInfo> {
-    for (const { record, enteredAtMs } of this.entries.values()) {
+  /** The open leaks as sockets with their age now, oldest reported first; made one by one, as iterated. */
+  *sockets(): Generator<SocketInfo> {
+    for (const cookie of this.entries) {
+      const record = this.source.leak(cookie);
+      if (!record) continue; // resolved in the engine, its record still on the way
       const { type: _type, ...socket } = record;
-      yield { ...socket, stateAgeMs: Math.max(0, Math.round(nowMs - enteredAtMs)) };
+      yield socket;
     }
   }
 
-  /** Age in ms of the longest-held open leak at `nowMs`; 0 when there is none. */
-  oldestAgeMs(nowMs: number): number {
-    let entered = nowMs;
-    for (const e of this.entries.values()) if (e.enteredAtMs < entered) entered = e.enteredAtMs;
-    return Math.max(0, nowMs - entered);
+  /** Age in ms of the longest-held open leak; 0 when there is none. */
+  oldestAgeMs(): number {
+    const nowNs = monotonicNowNs();
+    let entered = nowNs;
+    for (const cookie of this.entries) entered = Math.min(entered, this.source.enteredNs(cookie) ?? nowNs);
+    return Math.max(0, Math.round((nowNs - entered) / 1e6));
   }
 
   /**
@@ -86,15 +101,17 @@ export class LeakIndex {
    * summing the rest (present only when there is a rest): bounded label sets.
    */
   byProcess(top: number): ProcessLeaks[] {
-    const counts = new Map<string, ProcessLeaks>();
-    for (const { record } of this.entries.values()) {
-      if (record.owners.length === 0) {
-        bump(counts, 'none', '(no process)');
+    const counts = new Map<number, ProcessLeaks>(); // by pid; -1: no holder
+    for (const cookie of this.entries) {
+      const owners = this.source.owners(cookie);
+      if (!owners) continue;
+      if (owners.length === 0) {
+        bump(counts, -1, '(no process)');
         continue;
       }
-      const first = record.owners[0]!;
-      if (record.owners.length === 1) bump(counts, String(first.pid), first.comm);
-      else for (const o of new Map(record.owners.map((o) => [o.pid, o])).values()) bump(counts, String(o.pid), o.comm); // each process once
+      const first = owners[0]!;
+      if (owners.length === 1) bump(counts, first.pid, first.comm);
+      else for (const o of new Map(owners.map((o) => [o.pid, o])).values()) bump(counts, o.pid, o.comm); // each process once
     }
     const sorted = [...counts.values()].sort((a, b) => b.count - a.count || Number(a.pid) - Number(b.pid));
     const shown = sorted.slice(0, top);
@@ -104,8 +121,8 @@ export class LeakIndex {
   }
 }
 
-function bump(counts: Map<string, ProcessLeaks>, pid: string, comm: string): void {
+function bump(counts: Map<number, ProcessLeaks>, pid: number, comm: string): void {
   const p = counts.get(pid);
   if (p) p.count++;
-  else counts.set(pid, { pid, comm, count: 1 });
+  else counts.set(pid, { pid: pid < 0 ? 'none' : String(pid), comm, count: 1 });
 }

@@ -88,7 +88,7 @@ export class AgentMetrics {
       help: 'How long the oldest leaked socket has been in CLOSE_WAIT (0 when none)',
       registers,
       collect() {
-        this.set(source.leaks.oldestAgeMs(Date.now()) / 1000);
+        this.set(source.leaks.oldestAgeMs() / 1000);
       },
     });
     const topRemotes = (): Array<{ netns: string; remote: string; timeWait: number; free: number }> =>

@@ -1,4 +1,5 @@
 /** `sockleak agent`: runs for good, serving /metrics, /stream and /healthz, optionally recording. */
+import v8 from 'node:v8';
 import { Option } from 'commander';
 import type { AgentOptions } from '../agent/agent';
 import { UsageError } from '../errors';
@@ -37,6 +38,15 @@ export function parseBytes(text: string, flag: string): number {
 }
 
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
+  // Scans run on the libuv pool, and glibc gives each pool thread its own malloc arena, which keeps
+  // the high-water mark of the largest scan buffer dirty: one thread, one arena (~100 MB less at
+  // 200k leaks). Read when the pool starts, at its first use: nothing before this line uses it.
+  process.env.UV_THREADPOOL_SIZE ??= '1';
+  // A long-lived process whose scans make short bursts of objects: V8's default young generation
+  // (up to 3 x 16 MiB) and heap growth stay mapped after them. --optimize-for-size (read by V8's
+  // heuristics as they run, so it works when set here) keeps the young generation at 1 MiB and
+  // grows the heap less: ~90 MB less RSS at 200k leaks in our measurement (docs/agent.md).
+  v8.setFlagsFromString('--optimize-for-size');
   const config: AgentOptions = {
     ...(options.listen && { host: options.listen.host, port: options.listen.port }),
     ...(options.record !== undefined && { recordPath: options.record }),
@@ -93,6 +103,6 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <bytes>', 'per /stream subscriber queue bound; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseBytes(t, '--stream-queue')))
-    .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, a scan that decodes every socket)')
+    .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
 };

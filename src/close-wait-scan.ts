@@ -1,0 +1,245 @@
+/**
+ * The leak engine's iterator passes (bpf/scan.bpf.c), read straight from the
+ * raw struct sl_sock records: objects are made only for the sockets asked for.
+ *
+ * SocketScanner.scan() decodes every socket into a SocketInfo (~0.7 KB of
+ * short-lived heap each); the engine asks for a few cookies per tick and, on a
+ * rescan, only for the owners of the leaks it tracks. With 200k leaks a decode
+ * of everything on every such pass is what drove the agent's RSS past 1 GB.
+ */
+import { readlinkSync } from 'node:fs';
+import { formatEndpoint } from './address';
+import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
+import { KernelUnsupportedError, NotFoundError } from './errors';
+import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
+import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
+import { networkNamespaces, stateMask } from './scan';
+import type { Owner } from './sockets';
+
+const AF_INET = 2;
+const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
+/** Distinct strings an Interner keeps before it starts over (live leaks keep theirs). */
+const INTERN_LIMIT = 4096;
+
+/**
+ * `s` as one flat string: formatEndpoint() builds its result by concatenation,
+ * which V8 keeps as a tree of string pieces (~90 bytes for `a.b.c.d:port`
+ * instead of ~32); a leak keeps its local endpoint for as long as it is open.
+ */
+function flat(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
+}
+
+/**
+ * Shares equal strings (comms, peers) between leaks. Bounded: past the limit it
+ * forgets what it knew, so unique strings (server-side peers) cost nothing here.
+ */
+export class Interner {
+  private readonly known = new Map<string, string>();
+
+  get(s: string): string {
+    const known = this.known.get(s);
+    if (known !== undefined) return known;
+    if (this.known.size >= INTERN_LIMIT) this.known.clear();
+    const kept = flat(s);
+    this.known.set(kept, kept);
+    return kept;
+  }
+}
+
+/** What a leak record needs of a socket besides its owners, as the iterator saw it. */
+export interface SocketDetails {
+  family: 4 | 6;
+  local: string;
+  remote: string;
+  netns: number;
+  uid: number;
+  recvQ: number;
+  sendQ: number;
+  keepalive: boolean;
+  keepaliveProbeInMs: number | null;
+  keepaliveReapByMs: number | null;
+}
+
+/**
+ * A socket cookie as a Map key: the number while it is exact (below 2^53, which
+ * a kernel counter does not reach in practice), else its decimal text. A number
+ * costs no string per socket kept or per record read.
+ */
+export type CookieKey = number | string;
+
+/** The key of a cookie in its decimal text form (as records carry it). */
+export function cookieKey(cookie: string): CookieKey {
+  const n = Number(cookie);
+  return Number.isSafeInteger(n) ? n : cookie;
+}
+
+/** The decimal text of a cookie key. */
+export function cookieText(key: CookieKey): string {
+  return typeof key === 'number' ? String(key) : key;
+}
+
+/** The key of the u64 cookie at `offset`. */
+export function cookieKeyAt(buf: Buffer, offset: number): CookieKey {
+  const hi = buf.readUInt32LE(offset + 4);
+  return hi < 0x200000 ? hi * 0x100000000 + buf.readUInt32LE(offset) : buf.readBigUInt64LE(offset).toString();
+}
+
+/** Cookies a pass looks for (a Set, a Map, or a union of them). */
+export interface CookieSet {
+  has(cookie: CookieKey): boolean;
+  readonly size: number;
+  keys(): Iterable<CookieKey>;
+}
+
+/** One struct sl_sock of a pass; valid only during the visit. */
+export interface RawSock {
+  buf: Buffer;
+  at: number;
+  /** From iter/task_file (it names a holder); false: iter/tcp, which sees every socket of one netns. */
+  held: boolean;
+}
+
+function commAt(buf: Buffer, at: number): string {
+  const start = at + SOCK.comm.offset;
+  let end = start;
+  while (end < start + SOCK.comm.size && buf[end] !== 0) end++;
+  return buf.toString('latin1', start, end);
+}
+
+/** The holder a held record names; undefined when it names none. */
+export function ownerOf({ buf, at, held }: RawSock, strings: Interner): Owner | undefined {
+  if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return undefined;
+  return { pid: buf.readUInt32LE(at + SOCK.pid.offset), comm: strings.get(commAt(buf, at)), fd: buf.readInt32LE(at + SOCK.fd.offset) };
+}
+
+/** Whether the record names `owner` as its holder (compared in place: no string made). */
+export function namesOwner({ buf, at, held }: RawSock, owner: Owner): boolean {
+  if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return false;
+  if (buf.readUInt32LE(at + SOCK.pid.offset) !== owner.pid || buf.readInt32LE(at + SOCK.fd.offset) !== owner.fd) return false;
+  const start = at + SOCK.comm.offset;
+  const n = owner.comm.length;
+  if (n > SOCK.comm.size || (n < SOCK.comm.size && buf[start + n] !== 0)) return false;
+  for (let i = 0; i < n; i++) if (buf[start + i] !== owner.comm.charCodeAt(i)) return false;
+  return true;
+}
+
+/** The record's fields a leak record needs besides owners and age. */
+export function detailsOf({ buf, at }: RawSock, strings: Interner): SocketDetails {
+  const u32 = (f: { offset: number }): number => buf.readUInt32LE(at + f.offset);
+  const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
+  const flags = buf.readUInt8(at + SOCK.flags.offset);
+  const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
+  const timerMs = flags & SOCK_FLAGS.TIMER ? u32(SOCK.timer_ms) : null;
+  const probes = buf.readUInt8(at + SOCK.keepalive_probes.offset);
+  return {
+    family,
+    local: flat(formatEndpoint(family, buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16), buf.readUInt16LE(at + SOCK.sport.offset))),
+    remote: strings.get(formatEndpoint(family, buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16), buf.readUInt16LE(at + SOCK.dport.offset))),
+    netns: u32(SOCK.netns_ino),
+    uid: u32(SOCK.uid),
+    recvQ: u32(SOCK.recv_q),
+    sendQ: u32(SOCK.send_q),
+    keepalive,
+    keepaliveProbeInMs: keepalive ? timerMs : null,
+    keepaliveReapByMs: keepalive && timerMs !== null ? timerMs + probes * u32(SOCK.keepalive_intvl_ms) : null,
+  };
+}
+
+/**
+ * Low 32 bits of each cookie, to skip most records without making a string:
+ * worth it when few cookies are asked for among many sockets.
+ */
+function lowWords(cookies: Iterable<CookieKey>): Set<number> {
+  const words = new Set<number>();
+  for (const c of cookies) words.add(typeof c === 'number' ? c % 0x100000000 : Number(BigInt(c) & 0xffffffffn));
+  return words;
+}
+
+/** A loaded pair of iterators filtered to CLOSE_WAIT in the kernel; close() when done. */
+export class CloseWaitScanner {
+  private readonly native: NativeScanner;
+  readonly strings = new Interner();
+
+  constructor(options: { btfPath?: string } = {}) {
+    requireBpfPrivileges();
+    const btfPath = requireBtf(options.btfPath);
+    try {
+      this.native = new (loadAddon().Scanner)(btfPath !== undefined ? { btfPath } : {});
+    } catch (err) {
+      throw explainNativeError(err);
+    }
+  }
+
+  private async run(request: NativeScanRequest): Promise<Buffer | undefined> {
+    try {
+      return await this.native.scan({ ...request, stateMask: CLOSE_WAIT_MASK });
+    } catch (err) {
+      const e = explainNativeError(err);
+      if (e instanceof KernelUnsupportedError && request.netnsPath !== undefined && /netns/.test(e.message)) return undefined; // its last process exited
+      throw e;
+    }
+  }
+
+  /** Held sockets (iter/task_file, one buffer; one per pid when `pids` is given), then every netns's (iter/tcp) unless `pids`. */
+  private async *buffers(pids: readonly number[] | undefined, orphans: () => boolean): AsyncGenerator<{ buf: Buffer; held: boolean }> {
+    if (pids === undefined) {
+      const buf = await this.run({ kind: 'files' });
+      if (buf) yield { buf, held: true };
+    } else {
+      for (const pid of pids) {
+        let buf: Buffer | undefined;
+        try {
+          requireProcess(pid);
+          buf = await this.run({ kind: 'files', pid });
+        } catch (err) {
+          if (err instanceof NotFoundError) continue; // exited meanwhile
+          throw err;
+        }
+        if (buf) yield { buf, held: true };
+      }
+      return;
+    }
+    if (!orphans()) return;
+    const own = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1];
+    for (const [ino, path] of networkNamespaces()) {
+      // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
+      const buf = await this.run({ kind: 'tcp', ...(String(ino) !== own && { netnsPath: path }) });
+      if (buf) yield { buf, held: false };
+      if (!orphans()) return;
+    }
+  }
+
+  /** Every CLOSE_WAIT socket's raw records, held ones and then every netns's (the engine seeds its map with them). */
+  async each(onRaw: (records: Buffer) => void): Promise<void> {
+    for await (const { buf } of this.buffers(undefined, () => true)) onRaw(buf);
+  }
+
+  /**
+   * Calls `visit` for each record of a CLOSE_WAIT socket whose cookie `wanted`
+   * has: held sockets of every process (of `pids` only, when given: a process
+   * tree), then, without `pids` and while `missing()` says some wanted cookie
+   * was not seen held, every netns's sockets (those nobody holds are only there).
+   */
+  async pass(wanted: CookieSet, visit: (cookie: CookieKey, sock: RawSock) => void, missing: () => boolean, pids?: readonly number[]): Promise<void> {
+    if (wanted.size === 0) return;
+    let filter: Set<number> | undefined;
+    const sock: RawSock = { buf: Buffer.alloc(0), at: 0, held: true };
+    for await (const { buf, held } of this.buffers(pids, missing)) {
+      if (filter === undefined && wanted.size * 8 < buf.length / SOCK_SIZE) filter = lowWords(wanted.keys());
+      sock.buf = buf;
+      sock.held = held;
+      for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
+        if (filter && !filter.has(buf.readUInt32LE(at + SOCK.cookie.offset))) continue;
+        const cookie = cookieKeyAt(buf, at + SOCK.cookie.offset);
+        if (!wanted.has(cookie)) continue;
+        sock.at = at;
+        visit(cookie, sock);
+      }
+    }
+  }
+
+  close(): void {
+    this.native.close();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The lean scans (port-scan.ts for port counts, close-wait-scan.ts for the leak
+ * engine) against SocketScanner, the full decode they stand in for: the same
+ * sockets, the same fields, from real sockets made here.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { CloseWaitScanner, cookieKey, cookieText, detailsOf, ownerOf, type CookieKey, type SocketDetails } from '../src/close-wait-scan';
+import type { Owner } from '../src/sockets';
+import { PortSocketScanner } from '../src/port-scan';
+import { SocketScanner } from '../src/scan';
+import { waitFor } from './helpers';
+
+/** A listener and `n` connections to it whose server ends are shut: the client ends sit in CLOSE_WAIT (held by this process), the server ends in FIN_WAIT2. */
+async function sockets(n: number): Promise<{ port: number; clients: net.Socket[]; close(): Promise<void> }> {
+  const accepted: net.Socket[] = [];
+  const server = net.createServer((s) => accepted.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const clients = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Socket>((resolve) => {
+      const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(c));
+      c.on('error', () => undefined);
+    })),
+  );
+  await waitFor(() => accepted.length === n, 5000, 'accepts');
+  for (const s of accepted) s.end();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return {
+    port,
+    clients,
+    close: async () => {
+      for (const c of clients) c.destroy();
+      for (const s of accepted) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+test('PortSocketScanner: the same sockets and port fields as SocketScanner.scan()', async () => {
+  const made = await sockets(5);
+  const full = new SocketScanner();
+  const lean = new PortSocketScanner();
+  try {
+    const mine = (remoteOrLocal: string): boolean => remoteOrLocal.endsWith(`:${made.port}`);
+    const key = (s: { netns: number; state: string; local: string; remote: string }): string => `${s.netns} ${s.state} ${s.local} ${s.remote}`;
+    const expected = [...(await full.scan()).values()].filter((s) => mine(s.local) || mine(s.remote));
+    const got = (await lean.scan()).filter((s) => mine(s.local) || mine(s.remote));
+    assert.deepEqual(got.map(key).sort(), expected.map(key).sort());
+    assert.equal(got.filter((s) => s.state === 'CLOSE_WAIT').length, 5);
+    for (const s of got) {
+      assert.equal(`${s.localHost}:${s.localPort}`, s.local, 'local kept apart, joined the same');
+      if (s.state !== 'TIME_WAIT') assert.equal(s.stateAgeMs, null);
+    }
+  } finally {
+    full.close();
+    lean.close();
+    await made.close();
+  }
+});
+
+test('CloseWaitScanner: owners and details of the cookies asked for, as SocketScanner.scan() has them', async () => {
+  const made = await sockets(4);
+  const full = new SocketScanner();
+  const lean = new CloseWaitScanner();
+  try {
+    const expected = [...(await full.scan({ states: ['CLOSE_WAIT'], pid: process.pid })).values()].filter((s) => s.remote.endsWith(`:${made.port}`));
+    assert.equal(expected.length, 4);
+    const wanted = new Set(expected.slice(0, 3).map((s) => cookieKey(s.cookie)));
+    const seen = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
+    await lean.pass(
+      wanted,
+      (cookie, sock) => {
+        const entry = seen.get(cookie) ?? { owners: [], details: detailsOf(sock, lean.strings) };
+        const owner = ownerOf(sock, lean.strings);
+        if (owner) entry.owners.push(owner);
+        seen.set(cookie, entry);
+      },
+      () => seen.size < wanted.size,
+    );
+    assert.deepEqual([...seen.keys()].map(cookieText).sort(), [...wanted].map(cookieText).sort(), 'only the cookies asked for');
+    for (const s of expected.slice(0, 3)) {
+      const { owners, details } = seen.get(cookieKey(s.cookie))!;
+      assert.deepEqual(owners, s.owners);
+      const { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs } = s;
+      assert.deepEqual(details, { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs });
+    }
+  } finally {
+    full.close();
+    lean.close();
+    await made.close();
+  }
+});
