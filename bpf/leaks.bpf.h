@@ -89,6 +89,26 @@ static __always_inline __u8 leave_context(struct sock *sk, int newstate)
 	return pending && pending->sk == (__u64)sk ? 0 : SL_F_SOFTIRQ;
 }
 
+/*
+ * Leak mode, an active close (ESTABLISHED -> FIN_WAIT1): is it one active_closes
+ * counts? `run` (follow_tree) budgets every TIME_WAIT its tree leaves, so every
+ * close by a process of the tree. watch and agent look for ephemeral-port
+ * exhaustion, so only closes of connect()ed sockets: an accepted socket's
+ * TIME_WAIT holds its listener's port and takes nothing from the range (and a
+ * busy server would otherwise fill the map with one entry per client port).
+ * connect()ed = has a connect creator (without track_creators: every close).
+ */
+static __always_inline bool close_counted(struct sock *sk)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (follow_tree)
+		return bpf_map_lookup_elem(&tree, &tgid) != NULL;
+	if (!track_creators)
+		return true;
+	return bpf_sk_storage_get(&connect_creators, sk, 0, 0) != NULL;
+}
+
 /* Leak mode: keep close_wait current; only reported sockets reach user space. */
 static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
 {
@@ -97,7 +117,8 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	__u64 cookie;
 
 	if (newstate == TCP_FIN_WAIT1 && (oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV)) {
-		count_active_close(sk); /* FIN_WAIT1 is only ever entered by close()/shutdown() */
+		if (close_counted(sk))
+			count_active_close(sk); /* FIN_WAIT1 is only ever entered by close()/shutdown() */
 		return;
 	}
 	if (newstate == TCP_SYN_SENT) {

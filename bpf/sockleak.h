@@ -131,6 +131,21 @@ struct sl_close_count {
 	char comm[SL_COMM_LEN];
 };
 
+/*
+ * Port census of one network namespace (scan.bpf.c, census_tcp): can any
+ * destination be short of ephemeral ports? Every port a destination uses is a
+ * distinct local port of the range, so `ports_used` bounds each destination's
+ * count, and a namespace far below its range needs no socket-by-socket scan.
+ */
+struct sl_port_census {
+	__u32 range_lo;        /* net.ipv4.ip_local_port_range of the namespace, inclusive */
+	__u32 range_hi;
+	__u32 ports_used;      /* distinct ports of the range held by non-listening sockets (listeners' ports excluded) */
+	__u32 listening_ports; /* distinct ports of the range held by a listener */
+	__u32 sockets;         /* sockets visited */
+	__u32 _pad;
+};
+
 /* Trace mode with a target pid, `listening` map: a listening socket of the target. */
 struct sl_listen_key {
 	__u32 netns_ino;

@@ -4,6 +4,9 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 // clang-format off
 #include <linux/types.h>
 #include "sockleak.h"
@@ -49,10 +52,11 @@ Scanner::~Scanner() {
 }
 
 BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
-  std::lock_guard<std::mutex> lock(mutex_);
   skel_->bss->target_tgid = request.target_tgid;
   skel_->bss->state_mask = request.state_mask;
-  bpf_program* prog = request.kind == ScanKind::kFiles ? skel_->progs.scan_files : skel_->progs.scan_tcp;
+  bpf_program* prog = request.kind == ScanKind::kFiles  ? skel_->progs.scan_files
+                      : request.kind == ScanKind::kTcp ? skel_->progs.scan_tcp
+                                                       : skel_->progs.census_tcp;
 
   // iter/tcp walks the network namespace current at iterator creation: enter
   // the requested one on this thread only, and come back before anything else.
@@ -71,10 +75,37 @@ BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
   return BpfError{};
 }
 
-BpfError Scanner::Run(const ScanRequest& request, std::vector<uint8_t>* out) {
+// The census writes no records: its result is in .bss once the iteration has run to the end.
+BpfError Scanner::Census(const ScanRequest& request, std::vector<uint8_t>* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  memset(&skel_->bss->census, 0, sizeof(skel_->bss->census));
+  memset(skel_->bss->census_used, 0, sizeof(skel_->bss->census_used));
+  memset(skel_->bss->census_listening, 0, sizeof(skel_->bss->census_listening));
   Fd iter;
   BpfError error = CreateIterator(request, &iter.fd);
   if (!error.ok()) return error;
+  char sink[256];
+  for (;;) {
+    ssize_t n = read(iter.fd, sink, sizeof(sink));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "iter read");
+    if (n == 0) break;
+  }
+  sl_port_census census;
+  memcpy(&census, &skel_->bss->census, sizeof(census));
+  auto* bytes = reinterpret_cast<const uint8_t*>(&census);
+  out->assign(bytes, bytes + sizeof(census));
+  return BpfError{};
+}
+
+BpfError Scanner::Run(const ScanRequest& request, std::vector<uint8_t>* out) {
+  if (request.kind == ScanKind::kCensus) return Census(request, out);
+  Fd iter;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    BpfError error = CreateIterator(request, &iter.fd);
+    if (!error.ok()) return error;
+  }
   out->clear();
   size_t used = 0;
   out->resize(1 << 20);

@@ -10,6 +10,7 @@
  */
 import { monotonicNowNs } from './clock';
 import { decodeEvent } from './decode';
+import { Fifo } from './fifo';
 import { NotFoundError, UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
@@ -107,7 +108,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly leaving = new Map<string, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
   private readonly stale = new Map<string, Closer>();
-  private readonly out: WatchRecord[] = [];
+  private readonly out = new Fifo<WatchRecord>();
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
@@ -299,7 +300,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       if (leak && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
     }
     const raw = this.tracer.collectLeaks(nowNs - thresholdNs);
-    const rescan = nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
+    // Owners of open leaks go stale; with none open there is nothing to rescan (a scan visits every socket).
+    const rescan = this.leaks.size > 0 && nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
     const sockets = await this.scanCloseWait();

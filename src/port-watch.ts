@@ -4,6 +4,7 @@
  * async-iterable stream (what `sockleak watch` prints).
  */
 import type { TraceCounters } from './events';
+import { Fifo } from './fifo';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
 import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watcher';
 
@@ -17,7 +18,7 @@ export interface PortAwareWatchOptions extends WatchOptions {
 export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord> {
   private readonly leaks: LeakWatcher;
   private readonly ports: PortWatcher;
-  private readonly out: Array<WatchRecord | PortRecord> = [];
+  private readonly out = new Fifo<WatchRecord | PortRecord>();
   private wake: (() => void) | undefined;
   private ended = false;
   private failure: unknown;

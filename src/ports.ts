@@ -31,17 +31,6 @@ export function validateNetns(netns: number): void {
   if (!Number.isInteger(netns) || netns <= 0 || netns > 0xffffffff) throw new UsageError(`netns must be an inode number (1..4294967295), got ${netns}`);
 }
 
-/** Sockets per netns inode. */
-export function byNetns(sockets: Iterable<SocketInfo>): Map<number, SocketInfo[]> {
-  const groups = new Map<number, SocketInfo[]>();
-  for (const s of sockets) {
-    const list = groups.get(s.netns);
-    if (list) list.push(s);
-    else groups.set(s.netns, [s]);
-  }
-  return groups;
-}
-
 /**
  * Snapshot of ephemeral-port use. Throws UsageError for a malformed `netns`,
  * NotFoundError when no process is in it, and the scanner's typed errors.
@@ -55,18 +44,24 @@ export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> 
   const wanted = [...spaces].filter(([ino]) => options.netns === undefined || ino === options.netns).sort(([a], [b]) => a - b);
   const takenAt = new Date().toISOString();
   const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
-  let sockets: Map<string, SocketInfo>;
+  let sockets: Array<SocketInfo[] | undefined>;
   let sysctls: Array<PortSysctls | undefined>;
   try {
-    [sockets, sysctls] = await Promise.all([scanner.scan(), Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
+    // One iter/tcp per namespace: every socket of it, owned or not; owners are not needed here.
+    const scans = (async () => {
+      const out: Array<SocketInfo[] | undefined> = [];
+      for (const [, path] of wanted) out.push(await scanner.scanNetns(path));
+      return out;
+    })();
+    [sockets, sysctls] = await Promise.all([scans, Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
   } finally {
     if (!options.scanner) scanner.close();
   }
-  const groups = byNetns(sockets.values());
   const result: NetnsPorts[] = [];
   wanted.forEach(([ino], i) => {
     const settings = sysctls[i];
-    if (settings) result.push(portUsage(ino, groups.get(ino) ?? [], settings)); // else: its last process exited meanwhile
+    const found = sockets[i];
+    if (settings && found) result.push(portUsage(ino, found, settings)); // else: its last process exited meanwhile
   });
   if (options.netns !== undefined && result.length === 0) {
     throw new NotFoundError(`network namespace ${options.netns} went away during the snapshot`);

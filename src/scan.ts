@@ -8,7 +8,7 @@ import { formatEndpoint } from './address';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
 import { monotonicNowNs } from './clock';
 import { KernelUnsupportedError } from './errors';
-import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
+import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
 import type { Owner, SocketInfo } from './sockets';
 import { tcpStateName, tcpStateNumber, type TcpState } from './tcp-states';
@@ -90,6 +90,22 @@ export function networkNamespaces(): Map<number, string> {
 /** Inode of this process's network namespace. */
 function ownNetns(): number {
   return Number(/\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1]);
+}
+
+/** Ephemeral ports one network namespace's sockets hold (struct sl_port_census), counted in the kernel. */
+export interface PortCensus {
+  netns: number;
+  /** net.ipv4.ip_local_port_range as the kernel has it, inclusive. */
+  portRange: [number, number];
+  /**
+   * Distinct ports of the range held by sockets other than listeners, listeners'
+   * ports excluded: no destination can have more of the range in use.
+   */
+  portsUsed: number;
+  /** Distinct ports of the range a listener holds (they are not usable by connect()). */
+  listeningPorts: number;
+  /** TCP sockets of the namespace. */
+  sockets: number;
 }
 
 export interface ScanOptions {
@@ -179,6 +195,55 @@ export class SocketScanner {
       for (const { info } of orphans) sockets.set(info.cookie, info);
     }
     return sockets;
+  }
+
+  /** iter/tcp of one namespace, entered by path unless it is ours (setns wants CAP_SYS_ADMIN); undefined once it is gone. */
+  private async inNetns<T>(netnsPath: string, run: (path: string | undefined) => Promise<T>): Promise<T | undefined> {
+    let path: string | undefined;
+    try {
+      path = readlinkSync(netnsPath) === readlinkSync('/proc/self/ns/net') ? undefined : netnsPath;
+    } catch {
+      return undefined; // the process that showed the way exited
+    }
+    try {
+      return await run(path);
+    } catch (err) {
+      if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) return undefined; // its last process exited
+      throw err;
+    }
+  }
+
+  /**
+   * Every TCP socket of one network namespace (`netnsPath`: /proc/PID/ns/net of a
+   * process in it), owners not resolved: what port accounting needs, at the cost
+   * of one iter/tcp. Undefined when the namespace can no longer be entered.
+   */
+  async scanNetns(netnsPath: string, options: { states?: readonly TcpState[] } = {}): Promise<SocketInfo[] | undefined> {
+    const records = await this.inNetns(netnsPath, (path) =>
+      this.run({ kind: 'tcp', stateMask: stateMask(options.states), ...(path && { netnsPath: path }) }),
+    );
+    return records?.map((r) => r.info);
+  }
+
+  /** The port census of one network namespace: nothing decoded per socket. Undefined when it is gone. */
+  async census(netns: number, netnsPath: string): Promise<PortCensus | undefined> {
+    return this.inNetns(netnsPath, async (path) => {
+      let buf: Buffer;
+      try {
+        buf = await this.native.scan({ kind: 'census', ...(path && { netnsPath: path }) });
+      } catch (err) {
+        throw explainNativeError(err);
+      }
+      if (buf.length < PORT_CENSUS_SIZE) throw new Error(`port census: ${buf.length} bytes, expected ${PORT_CENSUS_SIZE}`);
+      const u32 = (f: { offset: number }): number => buf.readUInt32LE(f.offset);
+      return {
+        netns,
+        portRange: [u32(PORT_CENSUS.range_lo), u32(PORT_CENSUS.range_hi)],
+        portsUsed: u32(PORT_CENSUS.ports_used),
+        listeningPorts: u32(PORT_CENSUS.listening_ports),
+        sockets: u32(PORT_CENSUS.sockets),
+      };
+    });
   }
 
   close(): void {
