@@ -48,11 +48,17 @@ enum sl_mode {
 	SL_MODE_LEAKS = 1, /* CLOSE_WAIT bookkeeping in maps; only reported leaks reach the ring */
 };
 
+enum sl_creator_flags {
+	SL_CREATOR_CONNECT = 1, /* created by connect() (else taken by accept()) */
+};
+
 /* Who created a socket: kept in the `creators` map from connect()/accept() until TCP_CLOSE. */
 struct sl_creator {
 	__u32 pid;
 	__u32 tid;
 	char comm[SL_COMM_LEN];
+	__u32 flags;            /* enum sl_creator_flags */
+	__u32 _pad;
 };
 
 struct sl_event {
