@@ -103,7 +103,7 @@ export function renderReport(r: ReportInput): string {
     'npm run bench -- --quick                      # short run (< 2 min); prints only, add --write to save',
     '```',
     '',
-    'Other flags: `--reps N`, `--connections N`, `--no-overhead`, `--no-snapshot`, `--out FILE`.',
+    'Other flags: `--reps N`, `--connections N`, `--no-overhead`, `--no-snapshot`, `--out FILE`, `--only NAME,...` (only the tracer rows whose name contains one of these).',
     'Missing peers (libbpf-tools, bpftrace, iproute2, lsof, gcc, bpftool) are installed with apt-get.',
     '',
     '## Results',

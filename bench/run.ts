@@ -26,9 +26,11 @@ interface Args {
   snapshot: boolean;
   write: boolean;
   out: string;
+  /** Only the tracer rows whose name contains one of these (the untraced row always runs). */
+  only: string[] | undefined;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--write|--no-write] [--out FILE]`;
+const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--write|--no-write] [--out FILE] [--only NAME,...]`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -40,6 +42,7 @@ function parseArgs(argv: string[]): Args {
     snapshot: true,
     write: !quick,
     out: path.join(ROOT, 'docs', 'benchmarks.md'),
+    only: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -61,6 +64,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
     else if (a === '--out') args.out = path.resolve(value());
+    else if (a === '--only') args.only = value().split(',');
     else throw new Error(`unknown argument ${a}\n${USAGE}`);
   }
   return args;
@@ -121,7 +125,7 @@ async function main(argv: string[]): Promise<number> {
         connections: args.connections,
         threads: 2,
         reps: args.reps,
-        tracers: TRACERS,
+        tracers: args.only ? TRACERS.filter((t) => args.only!.some((name) => t.name.includes(name))) : TRACERS,
         ctx,
         peers,
         tracefs,

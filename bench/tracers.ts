@@ -48,11 +48,11 @@ export interface TracerRow {
 
 /**
  * The totals line every live sockleak command prints at exit:
- * trace "sockleak: N events shown, E emitted, L lost, M map-full",
- * watch "sockleak: N leaks open, E events, L lost, M map-full".
+ * trace "sockleak: N events shown, E emitted, L lost, X missed, M map-full",
+ * watch "sockleak: N leaks open, E events, L lost, X missed, M map-full".
  */
 export function sockleakTotals(stderr: string): TracerTotals | undefined {
-  const m = /sockleak: .*?(\d+) (?:emitted|events), (\d+) lost, (\d+) map-full/.exec(stderr);
+  const m = /sockleak: .*?(\d+) (?:emitted|events), (\d+) lost, (?:\d+ missed, )?(\d+) map-full/.exec(stderr);
   return m ? { emitted: BigInt(m[1]!), lost: BigInt(m[2]!), mapFull: BigInt(m[3]!) } : undefined;
 }
 

@@ -17,22 +17,14 @@ volatile __u32 follow_closes = 0;
 const volatile bool track_creators = true;
 
 /*
- * Leak mode. Creators of connected sockets, stored on the socket itself
- * (freed with it, nothing to delete): written on CLOSE -> SYN_SENT, which runs
- * in the connect() caller's context; read when the socket enters CLOSE_WAIT.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sl_creator);
-} connect_creators SEC(".maps");
-
-/*
- * Leak mode. Creators of accepted sockets (only accept() knows who took them,
- * and it has no trusted socket pointer for socket storage): inserted at
- * accept() exit, deleted when the socket reaches TCP_CLOSE, read when it enters
- * CLOSE_WAIT. Bound: live accepted sockets (resized by the loader).
+ * Leak mode. Creators of live sockets, by cookie: connect()ed ones inserted on
+ * CLOSE -> SYN_SENT (in the connect() caller's context, flagged
+ * SL_CREATOR_CONNECT), accepted ones at accept() exit (only accept() knows who
+ * took them); deleted when the socket reaches TCP_CLOSE; read when it enters
+ * CLOSE_WAIT and on an active close (close_counted). A hash insert and delete
+ * cost about half of what socket storage did (its per-socket allocation on
+ * connect, and its RCU free). Bound: live sockets with a known creator
+ * (resized by the loader); a full map is counted, the creator is then unknown.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,13 +34,15 @@ struct {
 	__type(value, struct sl_creator);
 } creators SEC(".maps");
 
-static __always_inline void current_creator(struct sl_creator *creator)
+/* The current task is the creator of the socket with this cookie. */
+static __always_inline void remember_creator(__u64 cookie, __u32 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	struct sl_creator creator = { .pid = id >> 32, .tid = (__u32)id, .flags = flags };
 
-	creator->pid = id >> 32;
-	creator->tid = (__u32)id;
-	bpf_get_current_comm(creator->comm, sizeof(creator->comm));
+	bpf_get_current_comm(creator.comm, sizeof(creator.comm));
+	if (bpf_map_update_elem(&creators, &cookie, &creator, BPF_ANY))
+		count_map_full();
 }
 
 /*
@@ -89,85 +83,67 @@ static __always_inline __u8 leave_context(struct sock *sk, int newstate)
 	return pending && pending->sk == (__u64)sk ? 0 : SL_F_SOFTIRQ;
 }
 
-/* Leak mode: keep close_wait current; only reported sockets reach user space. */
-static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
+/*
+ * Leak mode, an active close (ESTABLISHED -> FIN_WAIT1): is it one active_closes
+ * counts? `run` (follow_tree) budgets every TIME_WAIT its tree leaves, so every
+ * close by a process of the tree. watch and agent look for ephemeral-port
+ * exhaustion, so only closes of connect()ed sockets: an accepted socket's
+ * TIME_WAIT holds its listener's port and takes nothing from the range (and a
+ * busy server would otherwise fill the map with one entry per client port).
+ * connect()ed = its creator is flagged so (without track_creators: every close).
+ */
+static __always_inline bool close_counted(struct sock *sk)
 {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sl_creator *creator;
-	struct sl_event *entry, *ev;
 	__u64 cookie;
 
-	if (newstate == TCP_FIN_WAIT1 && (oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV)) {
-		count_active_close(sk); /* FIN_WAIT1 is only ever entered by close()/shutdown() */
-		return;
-	}
-	if (newstate == TCP_SYN_SENT) {
-		if (!track_creators)
-			return;
-		/* connect(): the caller is the creator. */
-		creator = bpf_sk_storage_get(&connect_creators, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (creator)
-			current_creator(creator);
-		else
-			count_map_full();
-		return;
-	}
-	if (newstate == TCP_SYN_RECV || (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)) {
-		/* The cookie is assigned now, so accept() exit can key the creator. Up
-		 * to at least 6.12, LISTEN -> SYN_RECV runs before the child has its
-		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
-		 * ESTABLISHED assigns it there. */
-		if (track_creators)
-			bpf_get_socket_cookie(sk);
-		return;
-	}
-	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE && !sk->__sk_common.skc_num &&
-	    !(context_flags() & SL_NOT_OWNER)) {
-		/* connect() found no free local port: inet_hash_connect() failed before
-		 * the port was set, and the destination is still on the socket. */
-		report_connect_no_port(sk);
-		return;
-	}
-	if (newstate != TCP_CLOSE_WAIT && oldstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
-		return; /* the cheap exit taken by most transitions */
+	if (follow_tree)
+		return bpf_map_lookup_elem(&tree, &tgid) != NULL;
+	if (!track_creators)
+		return true;
 	cookie = bpf_get_socket_cookie(sk);
-	if (newstate == TCP_CLOSE) {
-		if (track_creators)
-			bpf_map_delete_elem(&creators, &cookie);
-		if (oldstate != TCP_CLOSE_WAIT)
-			return;
-	}
+	creator = bpf_map_lookup_elem(&creators, &cookie);
+	return creator && (creator->flags & SL_CREATOR_CONNECT);
+}
 
-	if (newstate == TCP_CLOSE_WAIT) {
-		struct sl_event fresh = {};
+/* Leak mode, ESTABLISHED -> CLOSE_WAIT: the entry the new_leaks iterator will judge. */
+static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
+{
+	struct sl_event fresh = {};
+	struct sl_creator *creator;
+	__u64 cookie = bpf_get_socket_cookie(sk);
 
-		fresh.ts_ns = bpf_ktime_get_ns();
-		fresh.cookie = cookie;
-		fresh.type = SL_EV_STATE;
-		fresh.old_state = oldstate;
-		fresh.new_state = newstate;
-		fresh.fd = -1;
-		fill_endpoints(&fresh, sk);
-		creator = bpf_sk_storage_get(&connect_creators, sk, 0, 0);
-		if (!creator)
-			creator = bpf_map_lookup_elem(&creators, &cookie);
-		if (creator) {
-			fresh.pid = creator->pid;
-			fresh.tid = creator->tid;
-			__builtin_memcpy(fresh.comm, creator->comm, sizeof(fresh.comm));
-			fresh.flags = SL_F_CREATOR;
-		}
-		if (bpf_map_update_elem(&close_wait, &cookie, &fresh, BPF_ANY))
-			count_map_full();
-		return;
+	fresh.ts_ns = bpf_ktime_get_ns();
+	fresh.cookie = cookie;
+	fresh.type = SL_EV_STATE;
+	fresh.old_state = oldstate;
+	fresh.new_state = TCP_CLOSE_WAIT;
+	fresh.fd = -1;
+	fill_endpoints(&fresh, sk);
+	creator = track_creators ? bpf_map_lookup_elem(&creators, &cookie) : NULL;
+	if (creator) {
+		fresh.pid = creator->pid;
+		fresh.tid = creator->tid;
+		__builtin_memcpy(fresh.comm, creator->comm, sizeof(fresh.comm));
+		fresh.flags = SL_F_CREATOR;
 	}
-	if (oldstate != TCP_CLOSE_WAIT)
+	if (bpf_map_update_elem(&close_wait, &cookie, &fresh, BPF_ANY))
+		count_map_full();
+}
+
+/* Leak mode, leaving CLOSE_WAIT: a reported leak's departure goes to user space. */
+static __always_inline void leave_close_wait(struct sock *sk, __u64 cookie, int newstate)
+{
+	struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie), *ev;
+
+	if (!entry)
 		return;
-	entry = bpf_map_lookup_elem(&close_wait, &cookie);
-	if (entry && (entry->flags & SL_F_REPORTED) && (ev = reserve_event())) {
+	if ((entry->flags & SL_F_REPORTED) && (ev = reserve_event())) {
 		ev->ts_ns = bpf_ktime_get_ns();
 		ev->cookie = cookie;
 		ev->type = SL_EV_STATE;
-		ev->old_state = oldstate;
+		ev->old_state = TCP_CLOSE_WAIT;
 		ev->new_state = newstate;
 		ev->flags = leave_context(sk, newstate);
 		ev->fd = -1;
@@ -180,17 +156,65 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	bpf_map_delete_elem(&close_wait, &cookie);
 }
 
+/*
+ * Leak mode: creators and close_wait kept current; only reported sockets reach
+ * user space. Most transitions (to ESTABLISHED, FIN_WAIT2) fall through the
+ * switch at the cost of a compare or two.
+ */
+static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
+{
+	__u64 cookie;
+
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		/* connect(): the caller is the creator. */
+		if (track_creators)
+			remember_creator(bpf_get_socket_cookie(sk), SL_CREATOR_CONNECT);
+		return;
+	case TCP_SYN_RECV:
+	case TCP_ESTABLISHED:
+		/* The cookie is assigned now, so accept() exit can key the creator. Up
+		 * to at least 6.12, LISTEN -> SYN_RECV runs before the child has its
+		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
+		 * ESTABLISHED assigns it there. */
+		if (track_creators && (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV))
+			bpf_get_socket_cookie(sk);
+		return;
+	case TCP_FIN_WAIT1:
+		/* FIN_WAIT1 is only ever entered by close()/shutdown() */
+		if ((oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV) && close_counted(sk))
+			count_active_close(sk);
+		return;
+	case TCP_CLOSE_WAIT:
+		enter_close_wait(sk, oldstate);
+		return;
+	case TCP_CLOSE:
+		cookie = bpf_get_socket_cookie(sk);
+		if (track_creators)
+			bpf_map_delete_elem(&creators, &cookie);
+		if (oldstate == TCP_SYN_SENT && !sk->__sk_common.skc_num && !(context_flags() & SL_NOT_OWNER)) {
+			/* connect() found no free local port: inet_hash_connect() failed before
+			 * the port was set, and the destination is still on the socket. */
+			report_connect_no_port(sk);
+			return;
+		}
+		break;
+	default:
+		if (oldstate != TCP_CLOSE_WAIT)
+			return;
+		cookie = bpf_get_socket_cookie(sk);
+	}
+	if (oldstate == TCP_CLOSE_WAIT)
+		leave_close_wait(sk, cookie, newstate);
+}
+
 /* Leak mode, accept() returned: remember who took the socket, for the day it leaks. */
 static __always_inline void remember_acceptor(struct sock *sk)
 {
 	__u64 cookie = read_cookie(sk);
-	struct sl_creator creator;
 
-	if (!cookie)
-		return;
-	current_creator(&creator);
-	if (bpf_map_update_elem(&creators, &cookie, &creator, BPF_ANY))
-		count_map_full();
+	if (cookie)
+		remember_creator(cookie, 0);
 }
 
 #endif /* SOCKLEAK_LEAKS_BPF_H */

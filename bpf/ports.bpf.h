@@ -11,9 +11,12 @@
 
 /*
  * Active closes per (process, netns, destination): incremented here on
- * ESTABLISHED -> FIN_WAIT1 in the closer's own context, read (and never
- * deleted) by user space, which turns the counts into rates. Bound: distinct
- * (process, destination) pairs; a full map is counted.
+ * ESTABLISHED -> FIN_WAIT1 in the closer's own context, for the closes
+ * close_counted() (leaks.bpf.h) selects: connect()ed sockets in watch/agent,
+ * the tree's sockets in run. Read (and never deleted) by user space, which
+ * turns the counts into rates. Bound: distinct (process, destination) pairs
+ * of clients (a server's closes are not counted, so its clients' ports never
+ * become keys); a full map is counted.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

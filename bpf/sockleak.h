@@ -48,11 +48,17 @@ enum sl_mode {
 	SL_MODE_LEAKS = 1, /* CLOSE_WAIT bookkeeping in maps; only reported leaks reach the ring */
 };
 
+enum sl_creator_flags {
+	SL_CREATOR_CONNECT = 1, /* created by connect() (else taken by accept()) */
+};
+
 /* Who created a socket: kept in the `creators` map from connect()/accept() until TCP_CLOSE. */
 struct sl_creator {
 	__u32 pid;
 	__u32 tid;
 	char comm[SL_COMM_LEN];
+	__u32 flags;            /* enum sl_creator_flags */
+	__u32 _pad;
 };
 
 struct sl_event {
@@ -129,6 +135,21 @@ struct sl_close_key {
 struct sl_close_count {
 	__u64 count;
 	char comm[SL_COMM_LEN];
+};
+
+/*
+ * Port census of one network namespace (scan.bpf.c, census_tcp): can any
+ * destination be short of ephemeral ports? Every port a destination uses is a
+ * distinct local port of the range, so `ports_used` bounds each destination's
+ * count, and a namespace far below its range needs no socket-by-socket scan.
+ */
+struct sl_port_census {
+	__u32 range_lo;        /* net.ipv4.ip_local_port_range of the namespace, inclusive */
+	__u32 range_hi;
+	__u32 ports_used;      /* distinct ports of the range held by non-listening sockets (listeners' ports excluded) */
+	__u32 listening_ports; /* distinct ports of the range held by a listener */
+	__u32 sockets;         /* sockets visited */
+	__u32 _pad;
 };
 
 /* Trace mode with a target pid, `listening` map: a listening socket of the target. */

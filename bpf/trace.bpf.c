@@ -325,9 +325,31 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
  * kernel only tests a bitmap for the others. They need tracefs (the loader
  * mounts it, or falls back to handle_sys_enter/exit).
  */
+/*
+ * The TCP socket behind the fd accept() just returned: a socket by
+ * construction, so fewer checks (and kernel reads) than tcp_sock_of_fd(); the
+ * task's fd table is reached by BTF, which costs no helper call.
+ */
+static __always_inline struct sock *accepted_tcp_sock(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = task->files->fdt->fd;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
 static __always_inline int on_accept_exit(long ret)
 {
-	struct sock *sk = ret >= 0 ? tcp_sock_of_fd((int)ret) : NULL;
+	struct sock *sk = ret >= 0 ? accepted_tcp_sock((int)ret) : NULL;
 
 	if (sk)
 		remember_acceptor(sk);

@@ -268,7 +268,8 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   bool finished_ = false;
 };
 
-// Runs one iteration on the libuv thread pool; resolves with a Buffer of sl_sock records.
+// Runs one iteration on the libuv thread pool; resolves with a Buffer of sl_sock records
+// (census: one sl_port_census).
 class ScanWorker : public Napi::AsyncWorker {
  public:
   ScanWorker(Napi::Env env, std::shared_ptr<Scanner> scanner, ScanRequest request)
@@ -321,7 +322,7 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
   }
 
  private:
-  // scan({ kind: 'files'|'tcp'|'cookies', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
+  // scan({ kind: 'files'|'tcp'|'cookies'|'census', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!scanner_ || info.Length() < 1 || !info[0].IsObject()) {
@@ -332,7 +333,10 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
     ScanRequest request;
     Napi::Value kind = o.Get("kind");
     std::string kind_name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "files";
-    request.kind = kind_name == "tcp" ? ScanKind::kTcp : kind_name == "cookies" ? ScanKind::kCookies : ScanKind::kFiles;
+    request.kind = kind_name == "tcp"       ? ScanKind::kTcp
+                   : kind_name == "cookies" ? ScanKind::kCookies
+                   : kind_name == "census"  ? ScanKind::kCensus
+                                            : ScanKind::kFiles;
     request.target_tgid = OptUint(o, "pid", 0);
     request.state_mask = OptUint(o, "stateMask", 0);
     Napi::Value netns = o.Get("netnsPath");
@@ -485,6 +489,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Reaper", ReaperWrap::Define(env));
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
+  exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));
   exports.Set("CLOSE_PAIR_SIZE", Napi::Number::New(env, sizeof(sl_close_key) + sizeof(sl_close_count)));
   exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));
   exports.Set("COUNTERS_SIZE", Napi::Number::New(env, sizeof(sl_counters)));

@@ -4,6 +4,9 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 // clang-format off
 #include <linux/types.h>
 #include "sockleak.h"
@@ -54,12 +57,13 @@ Scanner::~Scanner() {
 }
 
 BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
-  std::lock_guard<std::mutex> lock(mutex_);
   BpfError loaded = LoadLocked();
   if (!loaded.ok()) return loaded;
   skel_->bss->target_tgid = request.target_tgid;
   skel_->bss->state_mask = request.state_mask;
-  bpf_program* prog = request.kind == ScanKind::kFiles ? skel_->progs.scan_files : skel_->progs.scan_tcp;
+  bpf_program* prog = request.kind == ScanKind::kFiles  ? skel_->progs.scan_files
+                      : request.kind == ScanKind::kTcp ? skel_->progs.scan_tcp
+                                                       : skel_->progs.census_tcp;
 
   // iter/tcp walks the network namespace current at iterator creation: enter
   // the requested one on this thread only, and come back before anything else.
@@ -89,12 +93,38 @@ BpfError Scanner::DumpCookies(const ScanRequest& request, ScanBuffer* out) {
   return error.ok() ? diag.DumpCookies(request.state_mask, out) : error;
 }
 
+// The census writes no records: its result is in .bss once the iteration has run to the end.
+BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Fd iter;
+  BpfError error = CreateIterator(request, &iter.fd);  // loads the object first
+  if (!error.ok()) return error;
+  memset(&skel_->bss->census, 0, sizeof(skel_->bss->census));
+  memset(skel_->bss->census_used, 0, sizeof(skel_->bss->census_used));
+  memset(skel_->bss->census_listening, 0, sizeof(skel_->bss->census_listening));
+  char sink[256];
+  for (;;) {
+    ssize_t n = read(iter.fd, sink, sizeof(sink));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "iter read");
+    if (n == 0) break;
+  }
+  if (!out->Reserve(sizeof(sl_port_census))) return BpfError::From(ENOMEM, "census");
+  memcpy(out->end(), &skel_->bss->census, sizeof(sl_port_census));
+  out->Commit(sizeof(sl_port_census));
+  return BpfError{};
+}
+
 BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
   out->Clear();
   if (request.kind == ScanKind::kCookies) return DumpCookies(request, out);
+  if (request.kind == ScanKind::kCensus) return Census(request, out);
   Fd iter;
-  BpfError error = CreateIterator(request, &iter.fd);
-  if (!error.ok()) return error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    BpfError error = CreateIterator(request, &iter.fd);
+    if (!error.ok()) return error;
+  }
   for (;;) {
     // The kernel fills at most one seq_file page per read (8 KB of records here).
     if (!out->Reserve(64 << 10)) return BpfError::From(ENOMEM, "iter read");

@@ -1,6 +1,7 @@
 // Snapshots by BPF iterator: loads bpf/scan.bpf.c once (nothing is attached
 // permanently) and runs one of its iterators on demand, returning the raw
-// struct sl_sock records. Knows nothing of N-API; thread-safe.
+// struct sl_sock records (kCensus: one struct sl_port_census). Knows nothing
+// of N-API; thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -17,14 +18,15 @@ namespace sockleak {
 
 // kFiles: iter/task_file (sockets held by processes, all namespaces); kTcp:
 // iter/tcp (every socket of one netns); kCookies: sock_diag's cookies of the
-// sockets in the requested states of one netns (u64 each, no records).
-enum class ScanKind { kFiles, kTcp, kCookies };
+// sockets in the requested states of one netns (u64 each, no records);
+// kCensus: iter/tcp of one netns writing no records, one struct sl_port_census.
+enum class ScanKind { kFiles, kTcp, kCookies, kCensus };
 
 struct ScanRequest {
   ScanKind kind = ScanKind::kFiles;
   uint32_t target_tgid = 0;        // kFiles: 0 = every process
   uint32_t state_mask = 0;         // bit (1 << tcp state); 0 = every state
-  std::string netns_path;          // kTcp, kCookies: this netns ("" = the caller's)
+  std::string netns_path;          // kTcp, kCookies, kCensus: this netns ("" = the caller's)
 };
 
 class Scanner {
@@ -44,12 +46,16 @@ class Scanner {
   BpfError Run(const ScanRequest& request, ScanBuffer* out);
 
  private:
+  // Call with mutex_ held.
   BpfError LoadLocked();
   BpfError CreateIterator(const ScanRequest& request, int* iter_fd);
+  BpfError Census(const ScanRequest& request, ScanBuffer* out);
   static BpfError DumpCookies(const ScanRequest& request, ScanBuffer* out);
 
   const std::string btf_path_;
-  std::mutex mutex_;         // guards loading, and the .bss filters between setting them and creating the iterator
+  // Guards loading, the .bss filters between setting them and creating the
+  // iterator, and the census (.bss too) for a whole census run.
+  std::mutex mutex_;
   sl_scan* skel_ = nullptr;  // owned; null until loaded (under mutex_)
   BpfError load_error_;      // a failed load, returned by every scan (under mutex_)
 };

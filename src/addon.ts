@@ -5,7 +5,7 @@
  */
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
-import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
+import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
 export interface NativeTracerOptions {
@@ -50,15 +50,18 @@ export interface NativeTracer {
 }
 
 export interface NativeScanRequest {
-  /** files: iter/task_file records; tcp: iter/tcp records; cookies: sock_diag's u64 cookies only. */
-  kind: 'files' | 'tcp' | 'cookies';
+  /**
+   * files: iter/task_file records; tcp: iter/tcp records; cookies: sock_diag's
+   * u64 cookies only; census: no sockets, one struct sl_port_census for the netns.
+   */
+  kind: 'files' | 'tcp' | 'cookies' | 'census';
   pid?: number;
   stateMask?: number;
   netnsPath?: string;
 }
 
 export interface NativeScanner {
-  /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for kind 'cookies'). */
+  /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for 'cookies', one sl_port_census for 'census'). */
   scan(request: NativeScanRequest): Promise<Buffer>;
   close(): void;
 }
@@ -101,6 +104,7 @@ interface Addon {
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
   SOCK_SIZE: number;
+  PORT_CENSUS_SIZE: number;
   CLOSE_PAIR_SIZE: number;
 }
 
@@ -124,6 +128,7 @@ export function loadAddon(): Addon {
     addon.EVENT_SIZE !== EVENT_SIZE ||
     addon.COUNTERS_SIZE !== COUNTERS_SIZE ||
     addon.SOCK_SIZE !== SOCK_SIZE ||
+    addon.PORT_CENSUS_SIZE !== PORT_CENSUS_SIZE ||
     addon.CLOSE_PAIR_SIZE !== CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE ||
     addon.Reaper?.REQUEST_SIZE !== REAP_REQUEST_SIZE ||
     addon.Reaper?.RESULT_SIZE !== REAP_RESULT_SIZE

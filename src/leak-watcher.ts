@@ -460,7 +460,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       if (leak && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
     }
     const raw = this.tracer.collectLeaks(nowNs - thresholdNs);
-    const rescan = nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
+    // Owners of open leaks go stale; with none open there is nothing to rescan (a scan visits every socket).
+    const rescan = this.leaks.size > 0 && nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
     // New leaks: where their sl_event is in `raw`, until the scan found them.

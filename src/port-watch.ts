@@ -1,12 +1,13 @@
 /**
  * `watchWithPorts()`: the LeakWatcher's CLOSE_WAIT records and the PortWatcher's
  * connect-failure and port-pressure records, from one leak-mode tracer, as one
- * async-iterable stream (what `sockleak watch` prints). The port watcher's
- * scans of the socket table are handed to `onPortScan` too, so that a caller
- * that counts ports (the agent) needs no scan of its own.
+ * async-iterable stream (what `sockleak watch` prints). With `onPortScan`, a
+ * lean scan of the whole socket table (port-scan.ts) is handed over once per
+ * `ports.scanMs`, for a caller that counts ports per destination (the agent).
  */
 import type { CookieKey } from './close-wait-scan';
 import type { TraceCounters } from './events';
+import { Fifo } from './fifo';
 import type { Owner } from './sockets';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
 import { PortSocketScanner } from './port-scan';
@@ -17,16 +18,21 @@ import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watc
 export interface PortAwareWatchOptions extends WatchOptions {
   /** Port-exhaustion settings; `pid` and `btfPath` default to the leak watcher's. */
   ports?: PortWatchOptions;
-  /** Receives every scan of the socket table the port watcher makes (every `ports.scanMs`, more often when ports run short). */
+  /** Receives a scan of the whole socket table every `ports.scanMs` (default one a minute), the first at once. */
   onPortScan?: (sockets: readonly PortSocket[]) => void;
 }
+
+/** How often onPortScan gets a scan when `ports.scanMs` is not set. */
+const PORT_SCAN_MS = 60_000;
 
 /** Leak and port records, in the order they were produced. Iterate it; close() to stop. */
 export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord> {
   private readonly leaks: LeakWatcher;
   private readonly ports: PortWatcher;
-  private readonly portScanner: PortSocketScanner;
-  private readonly out: Array<WatchRecord | PortRecord> = [];
+  private readonly portScanner: PortSocketScanner | undefined;
+  private portTimer: NodeJS.Timeout | undefined;
+  private portScanning: Promise<void> | undefined;
+  private readonly out = new Fifo<WatchRecord | PortRecord>();
   private wake: (() => void) | undefined;
   private ended = false;
   private failure: unknown;
@@ -39,8 +45,6 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     this.leaks = new LeakWatcher({ ...leakOptions, onPortEvent: (ev) => ports?.onPortEvent(ev) });
     let scanner: PortSocketScanner | undefined;
     try {
-      scanner = new PortSocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
-      const portScanner = scanner;
       ports = new PortWatcher(
         {
           ...(options.pid !== undefined && { pid: options.pid }),
@@ -49,20 +53,28 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
         },
         {
           activeCloses: () => this.leaks.activeCloses(),
-          scan: async () => {
-            const sockets = await portScanner.scan();
-            onPortScan?.(sockets);
-            return sockets;
-          },
           emit: (record) => this.emit(record),
-          fail: (err) => {
-            this.failure ??= err;
-            void this.leaks.close();
-          },
+          fail: (err) => this.fail(err),
         },
       );
+      if (onPortScan) {
+        // The caller counts ports itself (the agent's Ports record): one lean scan of the whole table per interval.
+        scanner = new PortSocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+        const portScanner = scanner;
+        const scan = (): void => {
+          if (this.portScanning || this.ended) return;
+          this.portScanning = portScanner
+            .scan()
+            .then((sockets) => onPortScan(sockets))
+            .catch((err: unknown) => this.fail(err))
+            .finally(() => (this.portScanning = undefined));
+        };
+        this.portTimer = setInterval(scan, portOptions?.scanMs ?? PORT_SCAN_MS);
+        scan();
+      }
     } catch (err) {
       scanner?.close();
+      void ports?.close();
       void this.leaks.close();
       throw err;
     }
@@ -101,6 +113,12 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     return this.leaks.counters();
   }
 
+  /** A scan or read failed: everything stops, and the iterator throws it. */
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    void this.leaks.close();
+  }
+
   private emit(record: WatchRecord | PortRecord): void {
     this.out.push(record);
     this.wake?.();
@@ -113,7 +131,9 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
       this.failure ??= err;
     } finally {
       await this.ports.close(); // after the tracer's last events: the final failure counts
-      this.portScanner.close();
+      clearInterval(this.portTimer);
+      await this.portScanning;
+      this.portScanner?.close();
       this.ended = true;
       this.wake?.();
     }

@@ -7,8 +7,10 @@
  * the LeakWatcher hands to onPortEvent(), and it counts active closes per
  * (process, netns, destination) in a map this class reads once per interval and
  * turns into rates. Sockets are not followed one by one: when the recent closes
- * to a destination could fill half its range, or connect() failed, or every
- * `scanMs`, the socket table is scanned and the ports counted (port-usage.ts).
+ * to a destination could fill half its range, or connect() failed, the socket
+ * table of that namespace is scanned and the ports counted (port-usage.ts); every
+ * `scanMs` the kernel counts the ports each namespace holds (a census, nothing
+ * decoded per socket), and only a namespace that could be short is scanned.
  */
 import { monotonicNowNs } from './clock';
 import { UsageError } from './errors';
@@ -16,9 +18,9 @@ import type { BindEvent, ConnectEvent } from './events';
 import { decodeActiveCloses } from './port-closes';
 import { pressureRecord, type PortCloser, type PortPressureRecord } from './port-pressure';
 import { readPortSysctls, type PortSysctls } from './port-sysctls';
-import { portUsage, splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts, type PortSocket } from './port-usage';
-import { byNetns } from './ports';
-import { networkNamespaces } from './scan';
+import { portUsage, splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts } from './port-usage';
+import { networkNamespaces, SocketScanner } from './scan';
+import type { SocketInfo } from './sockets';
 
 /** connect() failed with EADDRNOTAVAIL (or bind() with EADDRINUSE), aggregated per interval per process and address. */
 export interface PortFailureRecord {
@@ -45,7 +47,7 @@ export interface PortWatchOptions {
   intervalMs?: number;
   /** Share of a destination's usable ports in use that raises port-pressure, in (0, 1]. Default 0.8. */
   pressureRatio?: number;
-  /** How often the socket table is scanned even without a hot destination, ms. Default 30 s. */
+  /** How often every namespace's ports are counted even without a hot destination, ms. Default 30 s. */
   scanMs?: number;
   btfPath?: string;
 }
@@ -54,8 +56,6 @@ export interface PortWatchOptions {
 export interface PortWatchSink {
   /** The tracer's raw active_closes map (LeakWatcher.activeCloses()). */
   activeCloses: () => Buffer;
-  /** Every socket of every netns that has a process (a PortSocketScanner shared with other port counts). */
-  scan: () => Promise<Iterable<PortSocket>>;
   emit: (record: PortRecord) => void;
   /** A scan or read failed; the watcher stops sampling. */
   fail: (err: unknown) => void;
@@ -79,8 +79,8 @@ const RATE_WINDOW_NS = 5e9;
 const FAILURE_WINDOW_NS = 10e9;
 const TIME_WAIT_NS = TIME_WAIT_MS * 1e6;
 const SYSCTL_TTL_NS = 30e9;
-/** A periodic scan evaluates only namespaces with at least this many TIME_WAIT sockets (or hot ones). */
-const MIN_TIME_WAIT = 64;
+/** A periodic check evaluates only namespaces whose sockets hold at least this many ephemeral ports (or hot ones). */
+const MIN_PORTS_USED = 64;
 
 function validate(o: PortWatchOptions): void {
   for (const [name, v, min] of [
@@ -102,6 +102,7 @@ function countAt(samples: readonly Sample[], tNs: number): Sample {
 
 /** Live port-exhaustion detection fed by a leak-mode tracer; see PortAwareWatcher for the iterable. */
 export class PortWatcher {
+  private readonly scanner: SocketScanner;
   private readonly ratio: number;
   private readonly intervalNs: number;
   private readonly scanNs: number;
@@ -130,6 +131,7 @@ export class PortWatcher {
     this.ratio = options.pressureRatio ?? 0.8;
     this.intervalNs = (options.intervalMs ?? 1000) * 1e6;
     this.scanNs = (options.scanMs ?? 30_000) * 1e6;
+    this.scanner = new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
     this.timer = setInterval(() => this.tick(), options.intervalMs ?? 1000);
   }
 
@@ -183,18 +185,40 @@ export class PortWatcher {
     const gapNs = hot.size ? Math.max(this.intervalNs, 2 * this.scanCostNs) : Math.max(this.scanNs, 10 * this.scanCostNs);
     if (nowNs - this.lastScanNs < gapNs) return;
     this.lastScanNs = nowNs;
-    const groups = byNetns(await this.sink.scan());
+    this.namespaces = networkNamespaces();
+    for (const dest of this.pressured) {
+      if (!this.namespaces.has(Number(dest.split('|')[0]))) this.pressured.delete(dest); // the namespace is gone
+    }
+    // Hot namespaces are scanned socket by socket; the others only if the kernel's census says they could be short.
+    const scanned: Array<{ netns: number; sockets: SocketInfo[] }> = [];
+    for (const [netns, path] of this.namespaces) {
+      if (this.closed) return;
+      if (!hot.has(netns) && !(await this.mayBeShort(netns, path, nowNs))) continue;
+      const sockets = await this.scanner.scanNetns(path);
+      if (sockets) scanned.push({ netns, sockets });
+    }
     const scannedNs = monotonicNowNs();
     this.scanCostNs = scannedNs - nowNs;
     this.recordCloses(scannedNs); // the closes that made the TIME_WAIT this scan found
-    for (const dest of this.pressured) {
-      if (!groups.has(Number(dest.split('|')[0]))) this.pressured.delete(dest); // the namespace is gone
-    }
-    for (const [netns, sockets] of groups) {
-      if (!hot.has(netns) && sockets.filter((s) => s.state === 'TIME_WAIT').length < MIN_TIME_WAIT) continue;
+    for (const { netns, sockets } of scanned) {
       const sysctls = await this.sysctlsOf(netns, nowNs);
       if (sysctls && !this.closed) this.evaluate(portUsage(netns, sockets, sysctls), sysctls, scannedNs);
     }
+  }
+
+  /**
+   * Whether a destination of this namespace could be at the pressure ratio, from
+   * the kernel's port census: no destination uses more ports than the namespace's
+   * sockets hold in all, and connect() has at least the range minus reserved and
+   * listening ports. Below MIN_PORTS_USED nothing is evaluated at all.
+   */
+  private async mayBeShort(netns: number, path: string, nowNs: number): Promise<boolean> {
+    const census = await this.scanner.census(netns, path);
+    if (!census || census.portsUsed < MIN_PORTS_USED) return false;
+    const sysctls = await this.sysctlsOf(netns, nowNs);
+    if (!sysctls) return false;
+    const fewestUsable = portUsage(netns, [], sysctls).usablePorts - census.listeningPorts;
+    return census.portsUsed >= this.ratio * fewestUsable;
   }
 
   /** Reads the cumulative active-close counts and appends them to each history. */
@@ -301,5 +325,6 @@ export class PortWatcher {
     clearInterval(this.timer);
     await this.sampling;
     this.flushFailures(monotonicNowNs());
+    this.scanner.close();
   }
 }

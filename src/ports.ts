@@ -56,26 +56,33 @@ export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> 
   }
   const wanted = [...spaces].filter(([ino]) => options.netns === undefined || ino === options.netns).sort(([a], [b]) => a - b);
   const takenAt = new Date().toISOString();
-  let sockets: Iterable<PortSocket>;
+  let groups: Map<number, PortSocket[]>;
   let sysctls: Array<PortSysctls | undefined>;
   if (options.sockets) {
-    sockets = options.sockets;
+    groups = byNetns(options.sockets);
     sysctls = await Promise.all(wanted.map(([, path]) => readPortSysctls(path)));
   } else {
     const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
     try {
-      let scanned: Map<string, SocketInfo>;
-      [scanned, sysctls] = await Promise.all([scanner.scan(), Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
-      sockets = scanned.values();
+      // One iter/tcp per namespace: every socket of it, owned or not; owners are not needed here.
+      const scans = (async () => {
+        const out = new Map<number, PortSocket[]>();
+        for (const [ino, path] of wanted) {
+          const found = await scanner.scanNetns(path);
+          if (found) out.set(ino, found); // else: its last process exited meanwhile
+        }
+        return out;
+      })();
+      [groups, sysctls] = await Promise.all([scans, Promise.all(wanted.map(([, path]) => readPortSysctls(path)))]);
     } finally {
       if (!options.scanner) scanner.close();
     }
   }
-  const groups = byNetns(sockets);
   const result: NetnsPorts[] = [];
   wanted.forEach(([ino], i) => {
     const settings = sysctls[i];
-    if (settings) result.push(portUsage(ino, groups.get(ino) ?? [], settings)); // else: its last process exited meanwhile
+    const found = groups.get(ino) ?? (options.sockets ? [] : undefined);
+    if (settings && found) result.push(portUsage(ino, found, settings)); // else: its last process exited meanwhile
   });
   if (options.netns !== undefined && result.length === 0) {
     throw new NotFoundError(`network namespace ${options.netns} went away during the snapshot`);

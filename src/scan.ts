@@ -6,7 +6,7 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
 import { KernelUnsupportedError } from './errors';
-import { SOCK_SIZE } from './generated/layout';
+import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
 import { SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
 import type { SocketInfo } from './sockets';
@@ -39,6 +39,22 @@ export function networkNamespaces(): Map<number, string> {
 /** Inode of this process's network namespace. */
 function ownNetns(): number {
   return Number(/\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1]);
+}
+
+/** Ephemeral ports one network namespace's sockets hold (struct sl_port_census), counted in the kernel. */
+export interface PortCensus {
+  netns: number;
+  /** net.ipv4.ip_local_port_range as the kernel has it, inclusive. */
+  portRange: [number, number];
+  /**
+   * Distinct ports of the range held by sockets other than listeners, listeners'
+   * ports excluded: no destination can have more of the range in use.
+   */
+  portsUsed: number;
+  /** Distinct ports of the range a listener holds (they are not usable by connect()). */
+  listeningPorts: number;
+  /** TCP sockets of the namespace. */
+  sockets: number;
 }
 
 export interface ScanOptions {
@@ -107,7 +123,7 @@ export class SocketScanner {
    * kernel filters by state cheaply); undefined when the census cannot answer
    * (every state asked: iter/tcp is needed anyway; or the namespace is gone).
    */
-  private async census(mask: number, netnsPath: string | undefined): Promise<Float64Array | undefined> {
+  private async diagCookies(mask: number, netnsPath: string | undefined): Promise<Float64Array | undefined> {
     if (mask === 0) return undefined;
     let buf: Buffer;
     try {
@@ -146,7 +162,7 @@ export class SocketScanner {
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
     // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
     const pathOf = (ino: number, nsPath: string): string | undefined => (ino === own ? undefined : nsPath);
-    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.census(mask, pathOf(ino, nsPath)))]);
+    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.diagCookies(mask, pathOf(ino, nsPath)))]);
     stats.kernelMs += performance.now() - t0;
     options.onRaw?.(owned);
     stats.records += owned.length / SOCK_SIZE;
@@ -178,6 +194,52 @@ export class SocketScanner {
     stats.decodeMs = performance.now() - t0 - stats.kernelMs;
     this.lastStats = stats;
     return sockets;
+  }
+
+  /** iter/tcp of one namespace, entered by path unless it is ours (setns wants CAP_SYS_ADMIN); undefined once it is gone. */
+  private async inNetns<T>(netnsPath: string, run: (path: string | undefined) => Promise<T>): Promise<T | undefined> {
+    let path: string | undefined;
+    try {
+      path = readlinkSync(netnsPath) === readlinkSync('/proc/self/ns/net') ? undefined : netnsPath;
+    } catch {
+      return undefined; // the process that showed the way exited
+    }
+    try {
+      return await run(path);
+    } catch (err) {
+      if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) return undefined; // its last process exited
+      throw err;
+    }
+  }
+
+  /**
+   * Every TCP socket of one network namespace (`netnsPath`: /proc/PID/ns/net of a
+   * process in it), owners not resolved: what port accounting needs, at the cost
+   * of one iter/tcp. Undefined when the namespace can no longer be entered.
+   */
+  async scanNetns(netnsPath: string, options: { states?: readonly TcpState[] } = {}): Promise<SocketInfo[] | undefined> {
+    return this.inNetns(netnsPath, async (path) => {
+      const buf = await this.raw({ kind: 'tcp', stateMask: stateMask(options.states), ...(path && { netnsPath: path }) });
+      const sockets: SocketInfo[] = [];
+      SocketScanner.decode(buf, (info) => sockets.push(info));
+      return sockets;
+    });
+  }
+
+  /** The port census of one network namespace: nothing decoded per socket. Undefined when it is gone. */
+  async census(netns: number, netnsPath: string): Promise<PortCensus | undefined> {
+    return this.inNetns(netnsPath, async (path) => {
+      const buf = await this.raw({ kind: 'census', ...(path && { netnsPath: path }) });
+      if (buf.length < PORT_CENSUS_SIZE) throw new Error(`port census: ${buf.length} bytes, expected ${PORT_CENSUS_SIZE}`);
+      const u32 = (f: { offset: number }): number => buf.readUInt32LE(f.offset);
+      return {
+        netns,
+        portRange: [u32(PORT_CENSUS.range_lo), u32(PORT_CENSUS.range_hi)],
+        portsUsed: u32(PORT_CENSUS.ports_used),
+        listeningPorts: u32(PORT_CENSUS.listening_ports),
+        sockets: u32(PORT_CENSUS.sockets),
+      };
+    });
   }
 
   close(): void {

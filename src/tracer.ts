@@ -38,7 +38,7 @@ export interface TracerOptions {
   maxSockets?: number;
   /** @internal Leak mode: follow a process tree (treeAdd() its root). */
   followTree?: boolean;
-  /** @internal Leak mode: record creators (default true; costs a socket-storage write per connection). */
+  /** @internal Leak mode: record creators (default true; costs a hash insert and delete per connection). */
   trackCreators?: boolean;
 }
 

@@ -16,6 +16,7 @@ import type { PortFailureRecord, PortRecord } from '../src/port-watcher';
 import type { PortPressureRecord } from '../src/port-pressure';
 import { watchWithPorts } from '../src/port-watch';
 import { ports, type PortsSnapshot } from '../src/ports';
+import { SocketScanner } from '../src/scan';
 import type { WatchRecord } from '../src/leak-watcher';
 import { CLI, ROOT, runCli, waitFor } from './helpers';
 
@@ -115,6 +116,11 @@ test('the second incident in miniature: a 200-port range fills with TIME_WAIT, c
   const truth = await fill(20);
   assert.equal(truth.ports, 200, `the client used every port of the range: ${JSON.stringify(truth)}`);
   assert.ok(truth.failures >= 1 && truth.other === 0, JSON.stringify(truth));
+
+  // The kernel's census of that netns (what the port watcher checks before scanning): its range, read by CO-RE, and the 200 ports.
+  const scanner = new SocketScanner();
+  const census = await scanner.census(netns, `/proc/${serverPid}/ns/net`).finally(() => scanner.close());
+  assert.deepEqual(census && [census.portRange, census.portsUsed, census.listeningPorts], [[40000, 40199], 200, 0]);
 
   // Snapshot (library) while the TIME_WAIT is fresh: the range, tw_reuse and counts of that netns.
   const before = Date.now();

@@ -730,8 +730,8 @@ const MAP_BOUNDS: Record<string, number> = {
   creators: 262144, // watch's maxSockets default
   close_wait: 262144,
 };
-/** Socket-local storage: one value per socket at most, freed with the socket. */
-const PER_SOCKET = new Set(['connect_creator']);
+/** Socket-local storage: one value per socket at most, freed with the socket (none today). */
+const PER_SOCKET = new Set<string>();
 
 test('security: every BPF map of trace, trace --pid and watch has a documented, finite bound', async () => {
   const h = await holder();
