@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --quick]`: overhead of sockleak's tracer next to its peers,
- * and snapshot of many CLOSE_WAIT sockets; prints one table per section and
+ * snapshot of many CLOSE_WAIT sockets, and the agent's memory with 100k and
+ * 200k leaked sockets (not in --quick); prints one table per section and
  * writes docs/benchmarks.md. Needs root. Whatever it changes on the machine
  * (sysctls, tracefs) it restores, and every process it starts it ends, also on
  * failure or Ctrl-C.
@@ -12,6 +13,7 @@ import { buildC, ROOT } from './build-c';
 import { killAll, sleep } from './children';
 import { background, overheadTables, runOverhead } from './overhead';
 import { ensurePeers, packageVersion } from './peers';
+import { runAgentRss } from './agent-rss';
 import { renderReport } from './report';
 import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
 import { ensureTracefs, machineBusyNs, machineInfo, Restorer } from './system';
@@ -24,13 +26,15 @@ interface Args {
   connections: number;
   overhead: boolean;
   snapshot: boolean;
+  /** The agent's memory with leaked sockets held (agent-rss.ts); not in --quick. */
+  agent: boolean;
   write: boolean;
   out: string;
   /** Only the tracer rows whose name contains one of these (the untraced row always runs). */
   only: string[] | undefined;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--write|--no-write] [--out FILE] [--only NAME,...]`;
+const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--no-agent] [--write|--no-write] [--out FILE] [--only NAME,...]`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -40,6 +44,7 @@ function parseArgs(argv: string[]): Args {
     connections: quick ? 50_000 : 100_000,
     overhead: true,
     snapshot: true,
+    agent: !quick,
     write: !quick,
     out: path.join(ROOT, 'docs', 'benchmarks.md'),
     only: undefined,
@@ -61,6 +66,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--connections') args.connections = positive();
     else if (a === '--no-overhead') args.overhead = false;
     else if (a === '--no-snapshot') args.snapshot = false;
+    else if (a === '--no-agent') args.agent = false;
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
     else if (a === '--out') args.out = path.resolve(value());
@@ -153,6 +159,12 @@ async function main(argv: string[]): Promise<number> {
       const reps = args.quick ? 1 : 3;
       const results = await runSnapshot({ closewait, sizes, reps, destinations: 10, ctx, peers, restorer, log });
       show('Snapshot of CLOSE_WAIT sockets', [snapshotTable(results, reps)]);
+    }
+
+    if (args.agent) {
+      // Last: it makes and holds 200k sockets, and restores the sysctls it changed when done.
+      const tables = await runAgentRss({ sizes: [100_000, 200_000], churnConnections: args.connections, settleSeconds: 30, log });
+      show('Agent memory and CPU with leaked sockets held (details: docs/agent.md)', tables);
     }
 
     if (args.write) {
