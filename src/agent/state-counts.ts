@@ -10,7 +10,10 @@ import { KernelUnsupportedError } from '../errors';
 import { SOCK, SOCK_SIZE } from '../generated/layout';
 import { explainNativeError, requireBpfPrivileges, requireBtf } from '../preflight';
 import { networkNamespaces } from '../scan';
-import { tcpStateName, type TcpState } from '../tcp-states';
+import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
+
+/** Each kernel state byte to the number of its name (unknown ones all to 0, as they share the name UNKNOWN). */
+const CANONICAL_STATE = Array.from({ length: 256 }, (_, n) => tcpStateNumber(tcpStateName(n)) ?? 0);
 
 /** Sockets in one state in one network namespace. */
 export interface StateCount {
@@ -35,7 +38,7 @@ export class StateCounter {
 
   /** Every TCP socket (TIME_WAIT and request sockets included) of every netns that has a process. */
   async count(): Promise<StateCount[]> {
-    const counts = new Map<string, StateCount>();
+    const counts = new Map<number, StateCount>(); // netns inode * 256 + kernel state number: no string per socket
     for (const netnsPath of networkNamespaces().values()) {
       let buf: Buffer;
       try {
@@ -47,11 +50,11 @@ export class StateCounter {
       }
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         const netns = buf.readUInt32LE(at + SOCK.netns_ino.offset);
-        const state = tcpStateName(buf.readUInt8(at + SOCK.state.offset));
-        const key = `${netns}|${state}`;
+        const stateNumber = CANONICAL_STATE[buf.readUInt8(at + SOCK.state.offset)]!;
+        const key = netns * 256 + stateNumber;
         const c = counts.get(key);
         if (c) c.count++;
-        else counts.set(key, { netns, state, count: 1 });
+        else counts.set(key, { netns, state: tcpStateName(stateNumber), count: 1 });
       }
     }
     return [...counts.values()];
