@@ -7,13 +7,12 @@
  * rescan, only for the owners of the leaks it tracks. With 200k leaks a decode
  * of everything on every such pass is what drove the agent's RSS past 1 GB.
  */
-import { readlinkSync } from 'node:fs';
 import { formatEndpoint } from './address';
-import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
-import { KernelUnsupportedError, NotFoundError } from './errors';
+import type { NativeScanner, NativeScanRequest } from './addon';
+import { NotFoundError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
-import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
-import { networkNamespaces, stateMask } from './scan';
+import { isVanishedNetns, openNativeScanner, runScan, scanEachNetns, stateMask } from './native-scan';
+import { requireProcess } from './preflight';
 import type { Owner } from './sockets';
 
 const AF_INET = 2;
@@ -162,22 +161,15 @@ export class CloseWaitScanner {
   readonly strings = new Interner();
 
   constructor(options: { btfPath?: string } = {}) {
-    requireBpfPrivileges();
-    const btfPath = requireBtf(options.btfPath);
-    try {
-      this.native = new (loadAddon().Scanner)(btfPath !== undefined ? { btfPath } : {});
-    } catch (err) {
-      throw explainNativeError(err);
-    }
+    this.native = openNativeScanner(options);
   }
 
   private async run(request: NativeScanRequest): Promise<Buffer | undefined> {
     try {
-      return await this.native.scan({ ...request, stateMask: CLOSE_WAIT_MASK });
+      return await runScan(this.native, { ...request, stateMask: CLOSE_WAIT_MASK });
     } catch (err) {
-      const e = explainNativeError(err);
-      if (e instanceof KernelUnsupportedError && request.netnsPath !== undefined && /netns/.test(e.message)) return undefined; // its last process exited
-      throw e;
+      if (request.netnsPath !== undefined && isVanishedNetns(err)) return undefined; // its last process exited
+      throw err;
     }
   }
 
@@ -201,11 +193,8 @@ export class CloseWaitScanner {
       return;
     }
     if (!orphans()) return;
-    const own = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1];
-    for (const [ino, path] of networkNamespaces()) {
-      // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
-      const buf = await this.run({ kind: 'tcp', ...(String(ino) !== own && { netnsPath: path }) });
-      if (buf) yield { buf, held: false };
+    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: CLOSE_WAIT_MASK })) {
+      yield { buf, held: false };
       if (!orphans()) return;
     }
   }

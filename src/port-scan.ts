@@ -7,14 +7,11 @@
  * count of a machine with 200k sockets costs ~20 MB of short-lived heap
  * instead of ~150 MB.
  */
-import { readlinkSync } from 'node:fs';
 import { formatIPv4, formatIPv6, joinHostPort } from './address';
-import { loadAddon, type NativeScanner } from './addon';
-import { KernelUnsupportedError } from './errors';
+import type { NativeScanner } from './addon';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
+import { openNativeScanner, scanEachNetns } from './native-scan';
 import { TIME_WAIT_MS, type PortSocket } from './port-usage';
-import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
-import { networkNamespaces } from './scan';
 import { tcpStateName, type TcpState } from './tcp-states';
 
 const AF_INET = 2;
@@ -66,13 +63,7 @@ export class PortSocketScanner {
   private readonly native: NativeScanner;
 
   constructor(options: { btfPath?: string } = {}) {
-    requireBpfPrivileges();
-    const btfPath = requireBtf(options.btfPath);
-    try {
-      this.native = new (loadAddon().Scanner)(btfPath !== undefined ? { btfPath } : {});
-    } catch (err) {
-      throw explainNativeError(err);
-    }
+    this.native = openNativeScanner(options);
   }
 
   /** Every TCP socket (TIME_WAIT, LISTEN and request sockets included) of every netns that has a process. */
@@ -80,17 +71,7 @@ export class PortSocketScanner {
     const sockets: PortSocket[] = [];
     const hosts = new SharedText();
     const peers = new SharedText();
-    const own = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1];
-    for (const [ino, path] of networkNamespaces()) {
-      let buf: Buffer;
-      try {
-        // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
-        buf = await this.native.scan({ kind: 'tcp', stateMask: 0, ...(String(ino) !== own && { netnsPath: path }) });
-      } catch (err) {
-        const e = explainNativeError(err);
-        if (e instanceof KernelUnsupportedError && /netns/.test(e.message)) continue; // its last process exited
-        throw e;
-      }
+    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: 0 })) {
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
         const state = tcpStateName(buf.readUInt8(at + SOCK.state.offset));

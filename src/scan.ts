@@ -3,43 +3,16 @@
  * owners of every TCP socket (iter/task_file, all namespaces) and every TCP
  * socket of each network namespace (iter/tcp), merged by cookie.
  */
-import { readdirSync, readlinkSync } from 'node:fs';
-import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
-import { KernelUnsupportedError } from './errors';
+import { readlinkSync } from 'node:fs';
+import type { NativeScanner, NativeScanRequest } from './addon';
 import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
-import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
+import { isVanishedNetns, networkNamespaces, openNativeScanner, ownNetns, runScan, stateMask } from './native-scan';
+import { requireProcess } from './preflight';
 import { SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
 import type { SocketInfo } from './sockets';
-import { tcpStateNumber, type TcpState } from './tcp-states';
+import type { TcpState } from './tcp-states';
 
-/** Bit mask of kernel state numbers for the iterators' in-kernel filter; 0 = all. */
-export function stateMask(states: readonly TcpState[] | undefined): number {
-  if (!states || states.length === 0) return 0;
-  let mask = 0;
-  for (const s of states) mask |= 1 << (tcpStateNumber(s) ?? 0);
-  return mask >>> 0;
-}
-
-/** One path per distinct network namespace that has a process in it: /proc/PID/ns/net. */
-export function networkNamespaces(): Map<number, string> {
-  const found = new Map<number, string>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const path = `/proc/${entry}/ns/net`;
-    try {
-      const ino = Number(/\[(\d+)\]/.exec(readlinkSync(path))?.[1]);
-      if (ino && !found.has(ino)) found.set(ino, path);
-    } catch {
-      // the process exited, or is a kernel thread without namespaces
-    }
-  }
-  return found;
-}
-
-/** Inode of this process's network namespace. */
-function ownNetns(): number {
-  return Number(/\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/net'))?.[1]);
-}
+export { networkNamespaces, stateMask } from './native-scan';
 
 /** Ephemeral ports one network namespace's sockets hold (struct sl_port_census), counted in the kernel. */
 export interface PortCensus {
@@ -91,23 +64,12 @@ export class SocketScanner {
   lastStats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
 
   constructor(options: { btfPath?: string } = {}) {
-    requireBpfPrivileges();
-    const btfPath = requireBtf(options.btfPath);
-    const addon = loadAddon();
-    try {
-      this.native = new addon.Scanner(btfPath !== undefined ? { btfPath } : {});
-    } catch (err) {
-      throw explainNativeError(err);
-    }
+    this.native = openNativeScanner(options);
   }
 
   /** Runs one native scan: raw records (or cookies, for kind 'cookies'). */
-  private async raw(request: NativeScanRequest): Promise<Buffer> {
-    try {
-      return await this.native.scan(request);
-    } catch (err) {
-      throw explainNativeError(err);
-    }
+  private raw(request: NativeScanRequest): Promise<Buffer> {
+    return runScan(this.native, request);
   }
 
   /** Decodes a buffer of records; those whose cookie `skip` accepts are not decoded at all. */
@@ -182,7 +144,7 @@ export class SocketScanner {
         const path = pathOf(ino, nsPath);
         orphans = await this.raw({ kind: 'tcp', stateMask: mask, ...(path && { netnsPath: path }) });
       } catch (err) {
-        if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) continue; // the process exited
+        if (isVanishedNetns(err)) continue; // the process exited
         throw err;
       }
       stats.kernelMs += performance.now() - t1;
@@ -207,7 +169,7 @@ export class SocketScanner {
     try {
       return await run(path);
     } catch (err) {
-      if (err instanceof KernelUnsupportedError && /netns/.test(err.message)) return undefined; // its last process exited
+      if (isVanishedNetns(err)) return undefined; // its last process exited
       throw err;
     }
   }

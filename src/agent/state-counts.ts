@@ -5,11 +5,9 @@
  * decode would churn ~100 MB of short-lived objects where counting reads two
  * fields per 112-byte record.
  */
-import { loadAddon, type NativeScanner } from '../addon';
-import { KernelUnsupportedError } from '../errors';
+import type { NativeScanner } from '../addon';
 import { SOCK, SOCK_SIZE } from '../generated/layout';
-import { explainNativeError, requireBpfPrivileges, requireBtf } from '../preflight';
-import { networkNamespaces } from '../scan';
+import { openNativeScanner, scanEachNetns } from '../native-scan';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
 /** Each kernel state byte to the number of its name (unknown ones all to 0, as they share the name UNKNOWN). */
@@ -27,27 +25,13 @@ export class StateCounter {
   private readonly native: NativeScanner;
 
   constructor(options: { btfPath?: string } = {}) {
-    requireBpfPrivileges();
-    const btfPath = requireBtf(options.btfPath);
-    try {
-      this.native = new (loadAddon().Scanner)(btfPath !== undefined ? { btfPath } : {});
-    } catch (err) {
-      throw explainNativeError(err);
-    }
+    this.native = openNativeScanner(options);
   }
 
   /** Every TCP socket (TIME_WAIT and request sockets included) of every netns that has a process. */
   async count(): Promise<StateCount[]> {
     const counts = new Map<number, StateCount>(); // netns inode * 256 + kernel state number: no string per socket
-    for (const netnsPath of networkNamespaces().values()) {
-      let buf: Buffer;
-      try {
-        buf = await this.native.scan({ kind: 'tcp', stateMask: 0, netnsPath });
-      } catch (err) {
-        const e = explainNativeError(err);
-        if (e instanceof KernelUnsupportedError && /netns/.test(e.message)) continue; // its last process exited
-        throw e;
-      }
+    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: 0 })) {
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         const netns = buf.readUInt32LE(at + SOCK.netns_ino.offset);
         const stateNumber = CANONICAL_STATE[buf.readUInt8(at + SOCK.state.offset)]!;

@@ -1,0 +1,92 @@
+/**
+ * What every kind of scan stands on: the addon's scanner opened after the
+ * privilege and BTF checks, native errors turned into typed ones, the network
+ * namespaces that have a process, and a run of one request in each of them.
+ * SocketScanner (scan.ts) and the lean scans (close-wait-scan.ts, port-scan.ts,
+ * agent/state-counts.ts) are built on these.
+ */
+import { readdirSync, readlinkSync } from 'node:fs';
+import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
+import { KernelUnsupportedError } from './errors';
+import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
+import { tcpStateNumber, type TcpState } from './tcp-states';
+
+/** Bit mask of kernel state numbers for the iterators' in-kernel filter; 0 = all. */
+export function stateMask(states: readonly TcpState[] | undefined): number {
+  if (!states || states.length === 0) return 0;
+  let mask = 0;
+  for (const s of states) mask |= 1 << (tcpStateNumber(s) ?? 0);
+  return mask >>> 0;
+}
+
+const nsInode = (link: string): number => Number(/\[(\d+)\]/.exec(link)?.[1]);
+
+/** One path per distinct network namespace that has a process in it: /proc/PID/ns/net. */
+export function networkNamespaces(): Map<number, string> {
+  const found = new Map<number, string>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const path = `/proc/${entry}/ns/net`;
+    try {
+      const ino = nsInode(readlinkSync(path));
+      if (ino && !found.has(ino)) found.set(ino, path);
+    } catch {
+      // the process exited, or is a kernel thread without namespaces
+    }
+  }
+  return found;
+}
+
+/** Inode of this process's network namespace. */
+export function ownNetns(): number {
+  return nsInode(readlinkSync('/proc/self/ns/net'));
+}
+
+/** The addon's scanner; it loads its BPF object with the first iterator scan. */
+export function openNativeScanner(options: { btfPath?: string } = {}): NativeScanner {
+  requireBpfPrivileges();
+  const btfPath = requireBtf(options.btfPath);
+  try {
+    return new (loadAddon().Scanner)(btfPath !== undefined ? { btfPath } : {});
+  } catch (err) {
+    throw explainNativeError(err);
+  }
+}
+
+/** One native scan to its end; errors typed. */
+export async function runScan(native: NativeScanner, request: NativeScanRequest): Promise<Buffer> {
+  try {
+    return await native.scan(request);
+  } catch (err) {
+    throw explainNativeError(err);
+  }
+}
+
+/** True for the error of a namespace whose last process exited before it could be entered. */
+export function isVanishedNetns(err: unknown): boolean {
+  return err instanceof KernelUnsupportedError && /netns/.test(err.message);
+}
+
+/**
+ * Runs `request` once in each network namespace (default: every one that has
+ * a process), in turn, and yields each one's result; ours is scanned without
+ * setns() (which wants CAP_SYS_ADMIN), and a namespace whose last process
+ * exited meanwhile is skipped.
+ */
+export async function* scanEachNetns(
+  native: NativeScanner,
+  request: Omit<NativeScanRequest, 'netnsPath'>,
+  namespaces: Iterable<[number, string]> = networkNamespaces(),
+): AsyncGenerator<{ netns: number; buf: Buffer }> {
+  const own = ownNetns();
+  for (const [netns, path] of namespaces) {
+    let buf: Buffer;
+    try {
+      buf = await runScan(native, { ...request, ...(netns !== own && { netnsPath: path }) });
+    } catch (err) {
+      if (isVanishedNetns(err)) continue;
+      throw err;
+    }
+    yield { netns, buf };
+  }
+}
