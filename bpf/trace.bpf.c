@@ -60,7 +60,7 @@ struct {
 
 /*
  * Trace mode. A connection a listener just accepted, announced too early: up
- * to at least 6.12 (6.18 is fixed), inet_csk_clone_lock() fires LISTEN ->
+ * to at least 6.12 (not 6.18), inet_csk_clone_lock() fires LISTEN ->
  * SYN_RECV on the new child before copying in the request's remote port and
  * address and its cookie, so the child still carries the listener's. Its
  * record waits here, keyed by the child's address, and goes out with the
