@@ -67,7 +67,7 @@ function get(url: string): Promise<string> {
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 
 async function startAgent(record: string, log: (l: string) => void): Promise<Running> {
-  const child = start(process.execPath, [CLI, 'agent', '--listen', '127.0.0.1:0', '--threshold', '5s', '--record', record], {
+  const child = start(CLI, ['agent', '--listen', '127.0.0.1:0', '--threshold', '5s', '--record', record], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const stderr = collect(child.stderr);

@@ -206,6 +206,15 @@ function validate(o: WatchOptions): void {
   }
 }
 
+/**
+ * The ring in leak mode: it carries only reported leaks' closes and departures
+ * and port failures, not every transition, so a quarter of trace's 8 MiB. Its
+ * pages count twice in RSS (the kernel maps a ring's data twice). A burst
+ * larger than it (a process exiting with 200k leaks) is drained as it comes;
+ * what is lost is counted, and the owner rescan resolves those leaks as gone.
+ */
+const LEAK_RING_BYTES = 2 << 20;
+
 /** Live leak detection. Iterate it for records; close() to stop. */
 export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly tracer: Tracer;
@@ -246,6 +255,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     try {
       this.tracer = new Tracer({
         leakMode: true,
+        ringBytes: LEAK_RING_BYTES,
         ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
         ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
         ...(options.followTree && { followTree: true }),
