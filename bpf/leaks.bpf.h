@@ -13,7 +13,25 @@ volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or 
 /* Set by new_leaks once it has reported a leak: from then on close() calls are
  * looked at (before, they cost nothing but the syscall hook's number check). */
 volatile __u32 follow_closes = 0;
-/* Set by the loader before load: record creators (costs a socket-storage write per connect). */
+/*
+ * close_wait entries the kernel inserted and has not deleted, per slot of
+ * their entry time (sockleak.h, SL_SLOT_SHIFT): incremented by
+ * enter_close_wait, decremented by leave_close_wait (and by the loader when
+ * it deletes one), read by the loader through the mmaped .bss before each
+ * new_leaks run. That walk visits every bucket of the map, ~3 ms at 262144
+ * even when empty, four times a second: it is skipped when the slots the
+ * cut-off moved across are all 0. A reported leak still counts in its slot,
+ * so it costs one walk each time the ring comes round (68 s); seeded entries
+ * are not counted (the loader forces walks until they are past the cut-off).
+ */
+__s64 close_wait_slots[SL_SLOTS] = {};
+
+static __always_inline __s64 *close_wait_slot(__u64 ts_ns)
+{
+	return &close_wait_slots[(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
+}
+
+/* Set by the loader before load: record creators (costs a hash insert and delete per connection). */
 const volatile bool track_creators = true;
 
 /*
@@ -130,15 +148,21 @@ static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 	}
 	if (bpf_map_update_elem(&close_wait, &cookie, &fresh, BPF_ANY))
 		count_map_full();
+	else
+		__sync_fetch_and_add(close_wait_slot(fresh.ts_ns), 1);
 }
 
 /* Leak mode, leaving CLOSE_WAIT: a reported leak's departure goes to user space. */
 static __always_inline void leave_close_wait(struct sock *sk, __u64 cookie, int newstate)
 {
 	struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie), *ev;
+	bool counted;
+	__u64 ts_ns;
 
 	if (!entry)
 		return;
+	counted = !(entry->flags & SL_F_AGE_ESTIMATED);
+	ts_ns = entry->ts_ns;
 	if ((entry->flags & SL_F_REPORTED) && (ev = reserve_event())) {
 		ev->ts_ns = bpf_ktime_get_ns();
 		ev->cookie = cookie;
@@ -153,7 +177,9 @@ static __always_inline void leave_close_wait(struct sock *sk, __u64 cookie, int 
 		fill_task(ev);
 		submit_event(ev);
 	}
-	bpf_map_delete_elem(&close_wait, &cookie);
+	/* Only the deleter that succeeds uncounts it (the loader may be forgetting it too). */
+	if (bpf_map_delete_elem(&close_wait, &cookie) == 0 && counted)
+		__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
 }
 
 /*

@@ -160,7 +160,9 @@ static __always_inline bool first_sighting(__u64 *bits, __u16 port)
 	return true;
 }
 
-/* 6.1 and earlier: a seqlock and int range[2] (6.3 packed both ends into one u32). */
+/* 6.1 and earlier: a seqlock and int range[2] (6.3 packed both ends into one u32). A field of
+ * another type does not "exist" for CO-RE, so each kernel takes one branch and the other
+ * (whose relocation fails there) is dead code the verifier drops. */
 struct local_ports___int_pair {
 	int range[2];
 } __attribute__((preserve_access_index));
@@ -176,7 +178,7 @@ struct net___int_pair {
 /* net.ipv4.ip_local_port_range of a namespace. */
 static __always_inline void local_port_range(struct net *net, __u32 *lo, __u32 *hi)
 {
-	if (bpf_core_field_size(net->ipv4.ip_local_ports.range) == sizeof(__u32)) {
+	if (bpf_core_field_exists(net->ipv4.ip_local_ports.range)) { /* the u32 form */
 		__u32 range = BPF_CORE_READ(net, ipv4.ip_local_ports.range);
 
 		*lo = range & 0xffff;

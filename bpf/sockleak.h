@@ -42,6 +42,16 @@ enum sl_event_flags {
 	SL_F_REPORTED = 16,
 };
 
+/*
+ * Leak mode, `close_wait_slots` (.bss of trace.bpf.c): close_wait entries the
+ * kernel made, counted per slot of their entry time (ts_ns >> SL_SLOT_SHIFT,
+ * modulo SL_SLOTS; 134 ms slots, 68 s ring). The loader reads them without a
+ * syscall and skips the new_leaks walk when no entry entered CLOSE_WAIT in the
+ * slots the threshold cut-off crossed since its last walk.
+ */
+#define SL_SLOT_SHIFT 27
+#define SL_SLOTS 512
+
 /* What the tracer sends, set before load. */
 enum sl_mode {
 	SL_MODE_TRACE = 0, /* every state change and socket syscall */

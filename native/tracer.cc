@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
+#include <utility>
 
 // clang-format off
 #include <linux/types.h>
@@ -114,6 +116,8 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   };
   for (auto& a : attachments) {
     if (!bpf_program__autoload(a.prog)) continue;
+    // Leak mode: close() matters only once a leak is reported; FollowCloses() attaches them.
+    if (a.prog == skel->progs.tp_close_enter || a.prog == skel->progs.tp_close_exit) continue;
     ResetLibbpfLog();
     *a.link = bpf_program__attach(a.prog);
     if (!*a.link) {
@@ -121,6 +125,11 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
       return nullptr;
     }
   }
+
+  // Every close_wait entry the kernel makes from now on is counted in close_wait_slots.
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  tracer->last_cutoff_ns_ = uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec);
 
   tracer->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Tracer::OnRecord, tracer.get(), nullptr);
   if (!tracer->ring_) {
@@ -243,8 +252,52 @@ std::vector<ProgramStats> Tracer::ReadProgramStats() const {
   return stats;
 }
 
+bool Tracer::MayHaveNewLeaks(uint64_t cutoff_ns) const {
+  if (seeds_pending_) return true;               // seeded entries are not counted in the slots
+  if (cutoff_ns <= last_cutoff_ns_) return false;  // the kernel's entries all entered after load
+  uint64_t from = last_cutoff_ns_ >> SL_SLOT_SHIFT, to = cutoff_ns >> SL_SLOT_SHIFT;
+  if (to - from >= SL_SLOTS) return true;
+  for (uint64_t slot = from; slot <= to; slot++) {
+    if (__atomic_load_n(&skel_->bss->close_wait_slots[slot % SL_SLOTS], __ATOMIC_RELAXED) != 0) return true;
+  }
+  return false;
+}
+
+// The close() tracepoints cost every close() on the machine two program runs;
+// leak mode only needs them for reported leaks. Attached before the first walk
+// that may report one (exit first: an enter without its exit would leave a
+// pending close behind), so no reported leak's close() goes unseen.
+BpfError Tracer::FollowCloses() {
+  if (closes_followed_ || !syscall_tracepoints_) return BpfError{};
+  for (auto [prog, link] : {std::pair{skel_->progs.tp_close_exit, &skel_->links.tp_close_exit},
+                            std::pair{skel_->progs.tp_close_enter, &skel_->links.tp_close_enter}}) {
+    ResetLibbpfLog();
+    *link = bpf_program__attach(prog);
+    if (!*link) return BpfError::From(errno, "attach", bpf_program__name(prog));
+  }
+  closes_followed_ = true;
+  return BpfError{};
+}
+
 BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
   if (!skel_ || !options_.leak_mode) return BpfError::From(EINVAL, "leaks");
+  // Everything at or before the last cut-off was reported by the last walk.
+  if (!MayHaveNewLeaks(cutoff_ns)) {
+    last_cutoff_ns_ = cutoff_ns;
+    return BpfError{};
+  }
+  if (stopping_.load(std::memory_order_acquire)) return BpfError{};  // the poll thread is detaching
+  BpfError followed = FollowCloses();
+  if (!followed.ok()) return followed;
+  BpfError walked = WalkNewLeaks(cutoff_ns, out);
+  if (walked.ok()) {
+    if (cutoff_ns >= seeded_until_ns_) seeds_pending_ = false;
+    last_cutoff_ns_ = cutoff_ns;
+  }
+  return walked;
+}
+
+BpfError Tracer::WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
   skel_->bss->leak_cutoff_ns = cutoff_ns;
   union bpf_iter_link_info info = {};
   info.map.map_fd = bpf_map__fd(skel_->maps.close_wait);
@@ -291,6 +344,11 @@ size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
     ev.flags = SL_F_AGE_ESTIMATED;
     // NOEXIST: an entry the kernel made itself (exact time, creator) wins over an estimate.
     if (bpf_map_update_elem(fd, &ev.cookie, &ev, BPF_NOEXIST) && errno != EEXIST) refused++;
+    // Not counted in close_wait_slots: walk until this one is past the cut-off too.
+    else {
+      seeds_pending_ = true;
+      if (ev.ts_ns > seeded_until_ns_) seeded_until_ns_ = ev.ts_ns;
+    }
   }
   return refused;
 }
@@ -314,7 +372,13 @@ size_t Tracer::Follow(const uint8_t* socks, size_t bytes) {
 void Tracer::Forget(const std::vector<uint64_t>& cookies) {
   if (!skel_ || !options_.leak_mode) return;
   int fd = bpf_map__fd(skel_->maps.close_wait);
-  for (uint64_t cookie : cookies) bpf_map_delete_elem(fd, &cookie);
+  for (uint64_t cookie : cookies) {
+    sl_event entry;
+    if (bpf_map_lookup_elem(fd, &cookie, &entry) || bpf_map_delete_elem(fd, &cookie)) continue;
+    if (!(entry.flags & SL_F_AGE_ESTIMATED)) {  // the kernel counted it: uncount (see leaks.bpf.h)
+      __atomic_fetch_sub(&skel_->bss->close_wait_slots[(entry.ts_ns >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
+    }
+  }
 }
 
 std::vector<uint8_t> Tracer::ReadActiveCloses() const {

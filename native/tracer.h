@@ -78,7 +78,8 @@ class Tracer {
 
   // Leak mode. Appends to `out` the close_wait entries (struct sl_event) that
   // entered CLOSE_WAIT at or before `cutoff_ns` and were not reported yet, and
-  // marks them reported. Main thread only.
+  // marks them reported. Skips the map walk when close_wait_slots say no entry
+  // can have crossed since the last call. Main thread only.
   BpfError CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out);
   // Leak mode. Enters sockets found in CLOSE_WAIT by a scan (struct sl_sock
   // records) unless the kernel already has them, with an estimated entry time
@@ -104,6 +105,9 @@ class Tracer {
  private:
   explicit Tracer(const TracerOptions& options);
   static int OnRecord(void* self, void* data, size_t size);
+  bool MayHaveNewLeaks(uint64_t cutoff_ns) const;
+  BpfError FollowCloses();
+  BpfError WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out);
   void PollLoop();
   void Flush();
 
@@ -119,6 +123,14 @@ class Tracer {
   std::vector<uint8_t> batch_;      // poll thread only
   Counters final_counters_;         // written by Stop()
   bool syscall_tracepoints_ = false;
+  // CollectLeaks/Seed/Forget (main thread): the last cut-off walked or skipped
+  // (load time at first: earlier entries are only seeds), seeded entries not
+  // yet past a walked cut-off and the newest seeded entry time, and whether the
+  // close() tracepoints are attached.
+  uint64_t last_cutoff_ns_ = 0;
+  bool seeds_pending_ = false;
+  uint64_t seeded_until_ns_ = 0;
+  bool closes_followed_ = false;
   bool mounted_tracefs_ = false;
 };
 
