@@ -99,7 +99,7 @@ export function renderReport(r: ReportInput): string {
     'As root, from a clone (after `scripts/setup.sh`):',
     '',
     '```sh',
-    'npm run build:ts && npm run bench             # full run (~15–20 min); rewrites docs/benchmarks.md',
+    'npm run build:ts && npm run bench             # full run (~5–10 min); rewrites docs/benchmarks.md',
     'npm run bench -- --quick                      # short run (< 2 min); prints only, add --write to save',
     '```',
     '',
