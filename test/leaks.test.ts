@@ -190,7 +190,10 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
 
   const snap = await snapshot({});
   const mine = snap.sockets.find((s) => s.cookie === leak.cookie)!;
-  assert.deepEqual(mine.owners, [{ pid: child, comm: 'python3', fd }], 'owner is the child only');
+  // Seen once on a loaded CI machine (owners []), never reproduced: if it comes back, say what a
+  // second look finds, to tell a missed fd in iter/task_file from a lost merge.
+  const second = mine.owners.length === 1 ? '' : JSON.stringify((await snapshot({ pid: child })).sockets.map((s) => [s.cookie, s.owners]));
+  assert.deepEqual(mine.owners, [{ pid: child, comm: 'python3', fd }], `owner is the child only (a second look, pid ${child}: ${second})`);
   await w.stop();
   killQuietly(child);
   h.kill();
