@@ -20,7 +20,7 @@ import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, Tr
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import type { Creator, Owner, SocketInfo } from './sockets';
-import { Tracer } from './tracer';
+import { Tracer, type TracerHooks } from './tracer';
 
 /** A socket that stayed in CLOSE_WAIT longer than the threshold. */
 export interface LeakRecord extends SocketInfo {
@@ -325,6 +325,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   treeMembers(): ReadonlySet<number> {
     this.treePids();
     return this.treeSeen;
+  }
+
+  /** How the tracer hooks syscalls, and whether it mounted tracefs to do so (the CLI says so). */
+  hooks(): TracerHooks {
+    return this.tracer.hooks();
   }
 
   /** @internal Active closes so far, raw (sl_close_key, sl_close_count) pairs: who left TIME_WAIT behind. */

@@ -7,6 +7,7 @@
  */
 import type { CookieKey } from './close-wait-scan';
 import type { TraceCounters } from './events';
+import type { TracerHooks } from './tracer';
 import { Fifo } from './fifo';
 import type { Owner } from './sockets';
 import { LeakWatcher, type LeakRecord, type WatchOptions, type WatchRecord } from './leak-watcher';
@@ -106,6 +107,11 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   /** Stops following an open leak (see LeakWatcher.evict()). */
   evict(cookie: CookieKey): void {
     this.leaks.evict(cookie);
+  }
+
+  /** How the tracer hooks syscalls (see LeakWatcher.hooks()). */
+  hooks(): TracerHooks {
+    return this.leaks.hooks();
   }
 
   /** The tracer's counters: failure counts are exact only while `lost` stays 0. */

@@ -21,6 +21,7 @@
 import os from 'node:os';
 import { UsageError } from '../errors';
 import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
+import type { TracerHooks } from '../tracer';
 import type { PortSocket } from '../port-usage';
 import { ports } from '../ports';
 import type { SocketInfo } from '../sockets';
@@ -308,6 +309,11 @@ export class Agent {
   }
 
   /** What it did so far. */
+  /** How the engine's tracer hooks syscalls; undefined before it started. */
+  hooks(): TracerHooks | undefined {
+    return this.watcher?.hooks();
+  }
+
   status(): AgentStatus {
     const c = this.counters();
     return {

@@ -5,6 +5,7 @@ import type { AgentOptions } from '../agent/agent';
 import { UsageError } from '../errors';
 import { formatAge } from './format';
 import type { RegisterCommand } from './main';
+import { tracefsNote } from './output';
 import { arg, parseCount, parseDuration } from './parse';
 
 export interface AgentCommandOptions {
@@ -66,7 +67,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   const { host, port } = agent.address;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   process.stderr.write(
-    `sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
+    `${tracefsNote(agent.hooks())}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
       `CLOSE_WAIT longer than ${formatAge(options.threshold ?? 30_000)} is a leak; SIGTERM or Ctrl-C to stop\n`,
   );
   try {

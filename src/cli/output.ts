@@ -6,6 +6,13 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   else throw err;
 });
 
+/** The line that says sockleak mounted tracefs (the guide: cope, and say so). */
+export function tracefsNote(hooks: { mountedTracefs: boolean } | undefined): string {
+  return hooks?.mountedTracefs
+    ? 'sockleak: mounted tracefs on /sys/kernel/tracing for the per-syscall tracepoints (it stays mounted)\n'
+    : '';
+}
+
 /** True once the reader of stdout has gone away. */
 export function stdoutClosed(): boolean {
   return closed;

@@ -6,7 +6,7 @@ import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-gr
 import { formatAge } from './format';
 import type { RegisterCommand } from './main';
 import { describePortRecord } from './ports-command';
-import { stdoutClosed, write } from './output';
+import { stdoutClosed, tracefsNote, write } from './output';
 import { arg, parseDuration, parsePid } from './parse';
 
 export interface WatchCommandOptions {
@@ -48,7 +48,7 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
       void write(`\x1b[H\x1b[2J${new Date().toISOString()}  CLOSE_WAIT longer than ${formatAge(thresholdMs)}\n${table}\n\n${recent.slice(-10).join('\n')}\n`);
     }, 1000);
   }
-  process.stderr.write(`sockleak: watching for CLOSE_WAIT longer than ${formatAge(thresholdMs)}; Ctrl-C to stop\n`);
+  process.stderr.write(`${tracefsNote(watcher.hooks())}sockleak: watching for CLOSE_WAIT longer than ${formatAge(thresholdMs)}; Ctrl-C to stop\n`);
   try {
     for await (const record of watcher) {
       if (json) await write(`${JSON.stringify(record)}\n`);
