@@ -8,7 +8,7 @@
  * resolves their owners with the task_file iterator, and reports them; from
  * then on the kernel sends their close() calls and their leaving CLOSE_WAIT.
  *
- * Per leak it keeps one compact TrackedLeak (strings shared, a lone owner held directly)
+ * Per leak it keeps one compact TrackedLeak (tracked-leak.ts: strings shared, a lone owner held directly)
  * and makes the full LeakRecord only when one is asked for: when the record is
  * taken from the iterator, by current(), by leak(). Its scans read raw iterator
  * records (close-wait-scan.ts) and make objects only for the sockets it asked for.
@@ -17,10 +17,12 @@ import { monotonicNowNs } from './clock';
 import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, detailsOf, namesOwner, ownerOf, type CookieKey, type CookieSet, type RawSock, type SocketDetails } from './close-wait-scan';
 import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
+import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import type { Creator, Owner, SocketInfo } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
+import { TrackedLeak } from './tracked-leak';
 
 /** A socket that stayed in CLOSE_WAIT longer than the threshold. */
 export interface LeakRecord extends SocketInfo {
@@ -84,89 +86,6 @@ export interface WatchOptions {
   followTree?: boolean;
 }
 
-/** A reported leak as the engine keeps it: what its records need, strings shared with other leaks. */
-class TrackedLeak {
-  readonly local: string;
-  readonly remote: string;
-  /** The netns inode as an int32, so that V8 stores it inline (an inode above 2^31 would be a boxed number). */
-  private readonly netnsBits: number;
-  readonly uid: number;
-  readonly recvQ: number;
-  readonly sendQ: number;
-  /** family 6, keepalive, age estimated: one small integer for three fields. */
-  private readonly bits: number;
-  readonly keepaliveProbeInMs: number | null;
-  readonly keepaliveReapByMs: number | null;
-  /** The rescan that last saw it, and how many of `owners` that rescan has confirmed so far (-1: they changed). */
-  scanMark = 0;
-  scanConfirmed = 0;
-  /** No owner, the one owner (most leaks: no array), or several. Arrays are replaced, never changed in place. */
-  private holders: Owner | readonly Owner[] | null = null;
-
-  constructor(
-    readonly cookie: CookieKey,
-    d: SocketDetails,
-    owners: readonly Owner[],
-    readonly creator: Creator | null,
-    ageEstimated: boolean,
-    /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT (estimated for pre-existing ones). */
-    readonly enteredNs: number,
-  ) {
-    this.owners = owners;
-    this.bits = (d.family === 6 ? 1 : 0) | (d.keepalive ? 2 : 0) | (ageEstimated ? 4 : 0);
-    this.local = d.local;
-    this.remote = d.remote;
-    this.netnsBits = d.netns | 0;
-    this.uid = d.uid;
-    this.recvQ = d.recvQ;
-    this.sendQ = d.sendQ;
-    this.keepaliveProbeInMs = d.keepaliveProbeInMs;
-    this.keepaliveReapByMs = d.keepaliveReapByMs;
-  }
-
-  get owners(): readonly Owner[] {
-    const h = this.holders;
-    return h === null ? [] : isOwnerList(h) ? h : [h];
-  }
-
-  set owners(owners: readonly Owner[]) {
-    this.holders = owners.length === 0 ? null : owners.length === 1 ? owners[0]! : owners;
-  }
-
-  get ownerCount(): number {
-    const h = this.holders;
-    return h === null ? 0 : isOwnerList(h) ? h.length : 1;
-  }
-
-  ownerAt(i: number): Owner | undefined {
-    const h = this.holders;
-    return h === null ? undefined : isOwnerList(h) ? h[i] : i === 0 ? h : undefined;
-  }
-
-  /** The full record, `stateAgeMs` old (fields in SocketInfo's order, as JSON prints them). */
-  record(stateAgeMs: number): LeakRecord {
-    return {
-      type: 'leak',
-      cookie: cookieText(this.cookie),
-      state: 'CLOSE_WAIT',
-      family: this.bits & 1 ? 6 : 4,
-      local: this.local,
-      remote: this.remote,
-      netns: this.netnsBits >>> 0,
-      owners: [...this.owners],
-      creator: this.creator,
-      recvQ: this.recvQ,
-      sendQ: this.sendQ,
-      keepalive: (this.bits & 2) !== 0,
-      keepaliveProbeInMs: this.keepaliveProbeInMs,
-      keepaliveReapByMs: this.keepaliveReapByMs,
-      stateAgeMs,
-      ageEstimated: (this.bits & 4) !== 0,
-      uid: this.uid,
-    };
-  }
-}
-
 /** A union of cookie sets, as one (no copy). */
 function union(...sets: CookieSet[]): CookieSet {
   return {
@@ -176,10 +95,6 @@ function union(...sets: CookieSet[]): CookieSet {
       for (const s of sets) yield* s.keys();
     },
   };
-}
-
-function isOwnerList(h: Owner | readonly Owner[]): h is readonly Owner[] {
-  return Array.isArray(h);
 }
 
 /** `owners` and `owner`, in an array of exactly that size (a pushed-to or spread array keeps ~16 spare slots: 128 bytes a leak). */
@@ -225,9 +140,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
   private readonly stale = new Map<CookieKey, Closer>();
-  /** Records not yet taken by the iterator; leaks become records when taken. A queue: `outHead` is its front. */
-  private out: Array<WatchRecord | TrackedLeak | undefined> = [];
-  private outHead = 0;
+  /** Records not yet taken by the iterator; leaks become records when taken. */
+  private readonly out = new Fifo<WatchRecord | TrackedLeak>();
   private readonly creators = new Map<string, Creator>();
   /** A rescan's new owner lists, for the leaks whose owners changed. */
   private readonly owned = new Map<TrackedLeak, Owner[]>();
@@ -354,11 +268,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   /** The next record to hand out, made now if it is a leak; undefined when none waits. */
   private next(): WatchRecord | undefined {
-    if (this.outHead >= this.out.length) return undefined;
-    const item = this.out[this.outHead];
-    this.out[this.outHead++] = undefined;
-    if (this.outHead === this.out.length) [this.out, this.outHead] = [[], 0];
-    else if (this.outHead >= 4096 && this.outHead * 2 >= this.out.length) [this.out, this.outHead] = [this.out.slice(this.outHead), 0];
+    const item = this.out.shift();
     return item instanceof TrackedLeak ? item.record(this.ageMs(item)) : item;
   }
 
