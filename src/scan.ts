@@ -6,7 +6,7 @@
 import { readlinkSync } from 'node:fs';
 import type { NativeScanner, NativeScanRequest } from './addon';
 import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
-import { isVanishedNetns, networkNamespaces, openNativeScanner, ownNetns, runScan, stateMask } from './native-scan';
+import { isVanishedNetns, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import { SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
 import type { SocketInfo } from './sockets';
@@ -135,19 +135,14 @@ export class SocketScanner {
       if (!known) sockets.set(info.cookie, info);
       else for (const o of info.owners) if (!known.owners.some((k) => k.pid === o.pid && k.fd === o.fd)) known.owners.push(o);
     });
-    for (const [i, [ino, nsPath]] of namespaces.entries()) {
-      const census = censuses[i];
-      if (census?.every((cookie) => ownedCookies.has(cookie))) continue;
-      let orphans: Buffer;
+    const unowned = namespaces.filter((_, i) => !censuses[i]?.every((cookie) => ownedCookies.has(cookie)));
+    const orphanScans = scanEachNetns(this.native, { kind: 'tcp', stateMask: mask }, unowned);
+    for (;;) {
       const t1 = performance.now();
-      try {
-        const path = pathOf(ino, nsPath);
-        orphans = await this.raw({ kind: 'tcp', stateMask: mask, ...(path && { netnsPath: path }) });
-      } catch (err) {
-        if (isVanishedNetns(err)) continue; // the process exited
-        throw err;
-      }
+      const next = await orphanScans.next();
       stats.kernelMs += performance.now() - t1;
+      if (next.done) break;
+      const orphans = next.value.buf;
       stats.tcpScans++;
       stats.records += orphans.length / SOCK_SIZE;
       options.onRaw?.(orphans);
