@@ -9,7 +9,6 @@ import { NotFoundError, UsageError } from './errors';
 import { readPortSysctls, type PortSysctls } from './port-sysctls';
 import { portUsage, type NetnsPorts, type PortSocket } from './port-usage';
 import { networkNamespaces, SocketScanner } from './scan';
-import type { SocketInfo } from './sockets';
 
 /** `sockleak ports --json`. */
 export interface PortsSnapshot {
