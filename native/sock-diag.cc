@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace sockleak {
@@ -26,6 +27,39 @@ uint64_t MonotonicNs() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
+
+// TCP sockets of the calling thread's netns that are hashed (every state but
+// CLOSE, TIME_WAIT and requests), from a sockstat line such as "TCP6: inuse 3 ...";
+// -1 when the file or the line is missing (no IPv6: sockstat6 is absent).
+long InUse(const char* path, const char* prefix) {
+  FILE* f = fopen(path, "re");
+  if (!f) return -1;
+  char line[256];
+  long count = -1;
+  size_t len = strlen(prefix);
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, prefix, len) == 0 && sscanf(line + len, " inuse %ld", &count) == 1) break;
+  }
+  fclose(f);
+  return count;
+}
+
+// States whose sockets the in-use count covers (bit = 1 << TCP state): a dump
+// for only these finds nothing in a family whose count is 0. Not TIME_WAIT nor
+// FIN_WAIT2 (a timewait socket can stand for either), not SYN_RECV or
+// NEW_SYN_RECV (request sockets), nor the bound-inactive pseudo-state.
+enum : uint32_t {
+  kEstablished = 1,
+  kSynSent = 2,
+  kFinWait1 = 4,
+  kClose = 7,
+  kCloseWait = 8,
+  kLastAck = 9,
+  kListen = 10,
+  kClosing = 11,
+};
+constexpr uint32_t kInUseStates = (1u << kEstablished) | (1u << kSynSent) | (1u << kFinWait1) | (1u << kClose) |
+                                  (1u << kCloseWait) | (1u << kLastAck) | (1u << kListen) | (1u << kClosing);
 
 // How long the socket has been idle, as keepalive measures it, from INET_DIAG_INFO.
 bool IdleMs(const inet_diag_msg* msg, size_t len, uint64_t* idle_ms) {
@@ -51,6 +85,8 @@ BpfError SockDiag::Open() {
   if (fd_ < 0) return BpfError::From(errno, "sock_diag");
   timeval timeout{5, 0};  // the kernel answers at once; never hang a pool thread on it
   setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  has_ipv4_ = InUse("/proc/thread-self/net/sockstat", "TCP:") != 0;
+  has_ipv6_ = InUse("/proc/thread-self/net/sockstat6", "TCP6:") != 0;
   return BpfError{};
 }
 
@@ -182,7 +218,9 @@ BpfError SockDiag::DestroyOne(const sl_reap_request& request, sl_reap_result* re
 }
 
 BpfError SockDiag::DumpCookies(uint32_t state_mask, ScanBuffer* out) {
+  bool counted = state_mask && (state_mask & ~kInUseStates) == 0;
   for (uint8_t family : {AF_INET, AF_INET6}) {
+    if (counted && !(family == AF_INET ? has_ipv4_ : has_ipv6_)) continue;
     DiagRequest msg{};
     msg.header.nlmsg_len = sizeof(msg);
     msg.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;

@@ -3,6 +3,7 @@
  * cmake-js build), and checked against the generated event layout so that a
  * stale build fails loudly instead of decoding garbage.
  */
+import path from 'node:path';
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
 import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
@@ -110,6 +111,21 @@ interface Addon {
 
 let cached: Addon | undefined;
 
+/**
+ * Where `bindings` looks: the package root given (it would otherwise find it
+ * from a stack trace) and node-gyp's outputs only, Release first. Each miss is
+ * a failed require() with a stack trace of its own; with bindings' default
+ * list, finding build/Release took ~8 ms of a one-shot `snapshot`.
+ */
+const BINDINGS_OPTIONS = {
+  bindings: 'sockleak',
+  module_root: path.resolve(__dirname, '..', '..'),
+  try: [
+    ['module_root', 'build', 'Release', 'bindings'],
+    ['module_root', 'build', 'Debug', 'bindings'],
+  ],
+};
+
 /** Loads the addon once. Throws a SockleakError if it is missing or stale. */
 export function loadAddon(): Addon {
   if (cached) return cached;
@@ -117,7 +133,7 @@ export function loadAddon(): Addon {
   try {
     const path = process.env.SOCKLEAK_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    addon = (path ? require(path) : bindings('sockleak')) as Addon;
+    addon = (path ? require(path) : bindings(BINDINGS_OPTIONS)) as Addon;
   } catch (err) {
     throw new SockleakError(
       `native addon not built or not loadable (${(err as Error).message.split('\n')[0]}); run scripts/setup.sh`,
