@@ -304,10 +304,24 @@ class ScanWorker : public Napi::AsyncWorker {
   BpfError error_;
 };
 
+// Loads a scanner's BPF object on the libuv thread pool ahead of its first scan;
+// reports nothing (a load failure is that scan's error).
+class PreloadWorker : public Napi::AsyncWorker {
+ public:
+  PreloadWorker(Napi::Env env, std::shared_ptr<Scanner> scanner)
+      : Napi::AsyncWorker(env), scanner_(std::move(scanner)) {}
+
+  void Execute() override { scanner_->Preload(); }
+
+ private:
+  std::shared_ptr<Scanner> scanner_;
+};
+
 class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Scanner", {InstanceMethod<&ScannerWrap::Scan>("scan"),
+                                        InstanceMethod<&ScannerWrap::Preload>("preload"),
                                         InstanceMethod<&ScannerWrap::Close>("close")});
   }
 
@@ -345,6 +359,12 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
+  }
+
+  // preload(): starts loading the iterators on the pool now; returns at once.
+  Napi::Value Preload(const Napi::CallbackInfo& info) {
+    if (scanner_) (new PreloadWorker(info.Env(), scanner_))->Queue();
+    return info.Env().Undefined();
   }
 
   // Unloads once no scan is running (in-flight scans keep their reference).

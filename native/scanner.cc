@@ -52,6 +52,11 @@ BpfError Scanner::LoadLocked() {
   return BpfError{};
 }
 
+void Scanner::Preload() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  LoadLocked();
+}
+
 Scanner::~Scanner() {
   if (skel_) sl_scan__destroy(skel_);
 }

@@ -64,6 +64,8 @@ export interface NativeScanRequest {
 export interface NativeScanner {
   /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for 'cookies', one sl_port_census for 'census'). */
   scan(request: NativeScanRequest): Promise<Buffer>;
+  /** Starts loading the BPF object on the thread pool now (it is otherwise loaded by the first iterator scan); returns at once. */
+  preload(): void;
   close(): void;
 }
 

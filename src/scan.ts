@@ -41,6 +41,18 @@ export interface ScanOptions {
   onRaw?: (records: Buffer) => void;
 }
 
+/**
+ * A scan's records (struct sl_sock): `owned`, one per (pid, fd) holding a
+ * socket, so a socket held twice has two; `orphans`, iter/tcp's records of the
+ * namespaces with unowned sockets, owned ones among them too (skip those whose
+ * cookie is in `ownedCookies`; a cookie past 2^53 is NaN there).
+ */
+export interface RawScan {
+  owned: Buffer;
+  ownedCookies: Set<number>;
+  orphans: Buffer[];
+}
+
 /** Where the last scan's time went (benchmarks print it). */
 export interface ScanStats {
   /** Waiting for the kernel: iter/task_file beside the sock_diag census, then any iter/tcp runs. */
@@ -67,17 +79,19 @@ export class SocketScanner {
     this.native = openNativeScanner(options);
   }
 
+  /**
+   * Starts loading the iterators on a pool thread now, instead of with the
+   * first scan: a caller that loads modules or parses arguments meanwhile
+   * (the CLI) hides the ~20 ms of CO-RE relocation and verification behind it.
+   * A load failure is reported by that first scan.
+   */
+  preload(): void {
+    this.native.preload();
+  }
+
   /** Runs one native scan: raw records (or cookies, for kind 'cookies'). */
   private raw(request: NativeScanRequest): Promise<Buffer> {
     return runScan(this.native, request);
-  }
-
-  /** Decodes a buffer of records; those whose cookie `skip` accepts are not decoded at all. */
-  private static decode(buf: Buffer, onRecord: OnRecord, skip?: (cookie: number) => boolean): void {
-    const decoder = new SockDecoder(buf);
-    for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
-      if (!skip?.(decoder.cookieNumber(at))) decoder.decode(at, onRecord);
-    }
   }
 
   /**
@@ -103,19 +117,18 @@ export class SocketScanner {
   }
 
   /**
-   * Every TCP socket matching the options, with all its owners, merged by
-   * cookie. Sockets held by processes come from iter/task_file (any netns);
-   * without `pid`, orphans of every netns that has a process come from iter/tcp
-   * (both iterators assign cookies, so the order does not matter; owned sockets
-   * first, so iter/tcp's copies of them need no decoding). With a state filter,
-   * a sock_diag census of each netns runs beside iter/task_file, and iter/tcp
-   * (which locks every socket of the netns) runs only where the census found a
-   * socket no process holds: for CLOSE_WAIT, usually nowhere.
+   * The records of every TCP socket matching the options: sockets held by
+   * processes from iter/task_file (any netns; one record per (pid, fd)), and,
+   * without `pid`, orphans of every netns that has a process from iter/tcp
+   * (both iterators assign cookies, so the order does not matter). With a state
+   * filter, a sock_diag census of each netns runs beside iter/task_file, and
+   * iter/tcp (which locks every socket of the netns) runs only where the census
+   * found a socket no process holds: for CLOSE_WAIT, usually nowhere.
+   * Fills lastStats but for decodeMs.
    */
-  async scan(options: ScanOptions = {}): Promise<Map<string, SocketInfo>> {
+  async scanRaw(options: ScanOptions = {}): Promise<RawScan> {
     if (options.pid !== undefined) requireProcess(options.pid);
     const mask = stateMask(options.states);
-    const sockets = new Map<string, SocketInfo>();
     const stats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
     const t0 = performance.now();
     // Started first: the pool thread loads the BPF object meanwhile.
@@ -129,27 +142,32 @@ export class SocketScanner {
     options.onRaw?.(owned);
     stats.records += owned.length / SOCK_SIZE;
     const ownedCookies = new Set<number>();
-    SocketScanner.decode(owned, (info, cookie) => {
-      ownedCookies.add(cookie);
-      const known = sockets.get(info.cookie);
-      if (!known) sockets.set(info.cookie, info);
-      else for (const o of info.owners) if (!known.owners.some((k) => k.pid === o.pid && k.fd === o.fd)) known.owners.push(o);
-    });
+    const decoder = new SockDecoder(owned);
+    for (let at = 0; at + SOCK_SIZE <= owned.length; at += SOCK_SIZE) ownedCookies.add(decoder.cookieNumber(at));
     const unowned = namespaces.filter((_, i) => !censuses[i]?.every((cookie) => ownedCookies.has(cookie)));
+    const orphans: Buffer[] = [];
     const orphanScans = scanEachNetns(this.native, { kind: 'tcp', stateMask: mask }, unowned);
     for (;;) {
       const t1 = performance.now();
       const next = await orphanScans.next();
       stats.kernelMs += performance.now() - t1;
       if (next.done) break;
-      const orphans = next.value.buf;
       stats.tcpScans++;
-      stats.records += orphans.length / SOCK_SIZE;
-      options.onRaw?.(orphans);
-      SocketScanner.decode(orphans, (info) => sockets.set(info.cookie, info), (cookie) => !Number.isNaN(cookie) && ownedCookies.has(cookie));
+      stats.records += next.value.buf.length / SOCK_SIZE;
+      options.onRaw?.(next.value.buf);
+      orphans.push(next.value.buf);
     }
     stats.decodeMs = performance.now() - t0 - stats.kernelMs;
     this.lastStats = stats;
+    return { owned, ownedCookies, orphans };
+  }
+
+  /** Every TCP socket matching the options (see scanRaw), with all its owners, merged by cookie. */
+  async scan(options: ScanOptions = {}): Promise<Map<string, SocketInfo>> {
+    const raw = await this.scanRaw(options);
+    const t0 = performance.now();
+    const sockets = decodeScan(raw);
+    this.lastStats.decodeMs += performance.now() - t0;
     return sockets;
   }
 
@@ -178,7 +196,7 @@ export class SocketScanner {
     return this.inNetns(netnsPath, async (path) => {
       const buf = await this.raw({ kind: 'tcp', stateMask: stateMask(options.states), ...(path && { netnsPath: path }) });
       const sockets: SocketInfo[] = [];
-      SocketScanner.decode(buf, (info) => sockets.push(info));
+      decodeEach(buf, (info) => sockets.push(info));
       return sockets;
     });
   }
@@ -201,5 +219,30 @@ export class SocketScanner {
 
   close(): void {
     this.native.close();
+  }
+}
+
+/**
+ * A scan's records as SocketInfo objects by cookie: owned sockets in the order
+ * of their first record, with every (pid, fd) holding them, then orphans.
+ */
+export function decodeScan({ owned, ownedCookies, orphans }: RawScan): Map<string, SocketInfo> {
+  const sockets = new Map<string, SocketInfo>();
+  decodeEach(owned, (info) => {
+    const known = sockets.get(info.cookie);
+    if (!known) sockets.set(info.cookie, info);
+    else for (const o of info.owners) if (!known.owners.some((k) => k.pid === o.pid && k.fd === o.fd)) known.owners.push(o);
+  });
+  // iter/tcp's copies of owned sockets need no decoding.
+  const isOwned = (cookie: number): boolean => !Number.isNaN(cookie) && ownedCookies.has(cookie);
+  for (const buf of orphans) decodeEach(buf, (info) => sockets.set(info.cookie, info), isOwned);
+  return sockets;
+}
+
+/** Decodes a buffer of records; those whose cookie `skip` accepts are not decoded at all. */
+function decodeEach(buf: Buffer, onRecord: OnRecord, skip?: (cookie: number) => boolean): void {
+  const decoder = new SockDecoder(buf);
+  for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
+    if (!skip?.(decoder.cookieNumber(at))) decoder.decode(at, onRecord);
   }
 }

@@ -1,6 +1,7 @@
 /** `snapshot()`: every TCP socket now (CLOSE_WAIT by default), with owners, ages and keepalive. */
 import { UsageError } from './errors';
 import { SocketScanner } from './scan';
+import { snapshotJson } from './snapshot-json';
 import type { Snapshot } from './sockets';
 import type { TcpState } from './tcp-states';
 
@@ -16,13 +17,20 @@ export interface SnapshotOptions {
 
 /** Takes a snapshot with the BPF iterators: sockets that predate sockleak included, ages estimated. */
 export async function snapshot(options: SnapshotOptions = {}): Promise<Snapshot> {
-  const { olderThanMs } = options;
-  if (olderThanMs !== undefined && (!Number.isFinite(olderThanMs) || olderThanMs < 0)) {
-    throw new UsageError(`olderThanMs must be >= 0, got ${olderThanMs}`);
-  }
-  const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
-  const scanner = new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+  checkOptions(options);
+  return snapshotWith(new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {}), options);
+}
+
+/**
+ * snapshot() with a scanner the caller opened, and closes it: the CLI opens
+ * one before it has even parsed its arguments, so that the BPF load overlaps
+ * that (cli/snapshot-command.ts, headStart). `options.btfPath` is the scanner's business.
+ */
+export async function snapshotWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Snapshot> {
   try {
+    checkOptions(options);
+    const { olderThanMs } = options;
+    const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
     const takenAt = new Date().toISOString();
     const found = await scanner.scan({
       ...(states && { states }),
@@ -33,5 +41,31 @@ export async function snapshot(options: SnapshotOptions = {}): Promise<Snapshot>
     return { takenAt, sockets, lost: 0 };
   } finally {
     scanner.close();
+  }
+}
+
+/**
+ * snapshotWith() as the JSON text of its result (`{"takenAt","sockets","lost"}`
+ * and a newline), in chunks, made from the scan's records without a SocketInfo
+ * per socket (snapshot-json.ts): what `snapshot --json` prints.
+ */
+export async function snapshotJsonWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Iterable<string>> {
+  try {
+    checkOptions(options);
+    const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
+    const takenAt = new Date().toISOString();
+    const raw = await scanner.scanRaw({
+      ...(states && { states }),
+      ...(options.pid !== undefined && { pid: options.pid }),
+    });
+    return snapshotJson(raw, takenAt, options.olderThanMs);
+  } finally {
+    scanner.close();
+  }
+}
+
+function checkOptions({ olderThanMs }: SnapshotOptions): void {
+  if (olderThanMs !== undefined && (!Number.isFinite(olderThanMs) || olderThanMs < 0)) {
+    throw new UsageError(`olderThanMs must be >= 0, got ${olderThanMs}`);
   }
 }

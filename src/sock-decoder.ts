@@ -6,7 +6,7 @@ import { formatIPv4, formatIPv6 } from './address';
 import { monotonicNowNs } from './clock';
 import { SOCK, SOCK_FLAGS } from './generated/layout';
 import type { Owner, SocketInfo } from './sockets';
-import { tcpStateName } from './tcp-states';
+import { tcpStateName, type TcpState } from './tcp-states';
 
 const AF_INET = 2;
 /** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket. */
@@ -71,6 +71,7 @@ export class SockDecoder {
   /** Whole IPv4 endpoints by (address, port), while they repeat (many sockets to one peer, or on one listener). */
   private readonly endpoints = new Map<number, string>();
   private readonly comms = new Map<number, string>();
+  private readonly commJsons = new Map<number, string>();
   private readonly nowNs = monotonicNowNs();
 
   constructor(private readonly buf: Buffer) {
@@ -128,44 +129,139 @@ export class SockDecoder {
     return text;
   }
 
-  decode(at: number, onRecord: OnRecord): void {
-    const { u8, u16, u32 } = this;
-    const w = at >> 2;
-    const h = at >> 1;
-    const flags = u8[at + F.flags]!;
-    const family = u16[h + F.family] === AF_INET ? 4 : 6;
-    const state = tcpStateName(u8[at + F.state]!);
-    const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
-    const timerMs = flags & SOCK_FLAGS.TIMER ? u32[w + F.timerMs]! : null;
-    const lastActiveNs = u32[w + F.lastActiveLo + 1]! * TWO_32 + u32[w + F.lastActiveLo]!;
-    let stateAgeMs: number | null = null;
-    if (state === 'TIME_WAIT' && timerMs !== null) stateAgeMs = Math.max(0, TIME_WAIT_MS - timerMs);
-    else if (state === 'CLOSE_WAIT' && lastActiveNs > 0) stateAgeMs = Math.max(0, Math.round((this.nowNs - lastActiveNs) / 1e6));
-    const keepaliveTimer = keepalive && state !== 'TIME_WAIT' ? timerMs : null;
-    let owners: Owner[] = [];
-    if (flags & SOCK_FLAGS.OWNED) {
-      const pid = u32[w + F.pid]!;
-      owners = [{ pid, comm: this.comm(pid, at), fd: this.i32[w + F.fd]! }];
+  /** The TCP state of the record at `at`. */
+  state(at: number): TcpState {
+    return tcpStateName(this.u8[at + F.state]!);
+  }
+
+  family(at: number): 4 | 6 {
+    return this.u16[(at >> 1) + F.family] === AF_INET ? 4 : 6;
+  }
+
+  local(at: number, family = this.family(at)): string {
+    return this.endpoint(family, at + F.saddr, this.u16[(at >> 1) + F.sport]!);
+  }
+
+  remote(at: number, family = this.family(at)): string {
+    return this.endpoint(family, at + F.daddr, this.u16[(at >> 1) + F.dport]!);
+  }
+
+  netns(at: number): number {
+    return this.u32[(at >> 2) + F.netns]!;
+  }
+
+  uid(at: number): number {
+    return this.u32[(at >> 2) + F.uid]!;
+  }
+
+  recvQ(at: number): number {
+    return this.u32[(at >> 2) + F.recvQ]!;
+  }
+
+  sendQ(at: number): number {
+    return this.u32[(at >> 2) + F.sendQ]!;
+  }
+
+  keepalive(at: number): boolean {
+    return (this.u8[at + F.flags]! & SOCK_FLAGS.KEEPALIVE) !== 0;
+  }
+
+  /** ms until the record's timer fires (keepalive, or TIME_WAIT's end); null without one. */
+  private timerMs(at: number): number | null {
+    return this.u8[at + F.flags]! & SOCK_FLAGS.TIMER ? this.u32[(at >> 2) + F.timerMs]! : null;
+  }
+
+  /** ms until the next keepalive probe; null with keepalive off. */
+  keepaliveProbeInMs(at: number, state = this.state(at)): number | null {
+    return this.keepalive(at) && state !== 'TIME_WAIT' ? this.timerMs(at) : null;
+  }
+
+  /** ms after which keepalive reaps the socket even if the peer host is gone: probe + probes × interval. */
+  keepaliveReapByMs(at: number, probeInMs = this.keepaliveProbeInMs(at)): number | null {
+    return probeInMs !== null ? probeInMs + this.u8[at + F.probes]! * this.u32[(at >> 2) + F.intvlMs]! : null;
+  }
+
+  /** How long the socket has been in its state, estimated from the kernel's timestamps; null when unknown. */
+  stateAgeMs(at: number, state = this.state(at)): number | null {
+    if (state === 'TIME_WAIT') {
+      const timerMs = this.timerMs(at);
+      return timerMs !== null ? Math.max(0, TIME_WAIT_MS - timerMs) : null;
     }
+    if (state !== 'CLOSE_WAIT') return null;
+    const w = (at >> 2) + F.lastActiveLo;
+    const lastActiveNs = this.u32[w + 1]! * TWO_32 + this.u32[w]!;
+    return lastActiveNs > 0 ? Math.max(0, Math.round((this.nowNs - lastActiveNs) / 1e6)) : null;
+  }
+
+  /** The (pid, fd) the record was found through; null for iter/tcp's records. */
+  owner(at: number): Owner | null {
+    if (!(this.u8[at + F.flags]! & SOCK_FLAGS.OWNED)) return null;
+    const pid = this.u32[(at >> 2) + F.pid]!;
+    return { pid, comm: this.comm(pid, at), fd: this.i32[(at >> 2) + F.fd]! };
+  }
+
+  /** The record as a SocketInfo, its owners the record's own (pid, fd) if any. */
+  decode(at: number, onRecord: OnRecord): void {
+    const state = this.state(at);
+    const family = this.family(at);
+    const keepaliveProbeInMs = this.keepaliveProbeInMs(at, state);
+    const stateAgeMs = this.stateAgeMs(at, state);
+    const owner = this.owner(at);
     const cookie = this.cookieNumber(at);
     const info: SocketInfo = {
       cookie: this.cookie(at, cookie),
       state,
       family,
-      local: this.endpoint(family, at + F.saddr, u16[h + F.sport]!),
-      remote: this.endpoint(family, at + F.daddr, u16[h + F.dport]!),
-      netns: u32[w + F.netns]!,
-      owners,
+      local: this.local(at, family),
+      remote: this.remote(at, family),
+      netns: this.netns(at),
+      owners: owner ? [owner] : [],
       creator: null,
-      recvQ: u32[w + F.recvQ]!,
-      sendQ: u32[w + F.sendQ]!,
-      keepalive,
-      keepaliveProbeInMs: keepaliveTimer,
-      keepaliveReapByMs: keepaliveTimer !== null ? keepaliveTimer + u8[at + F.probes]! * u32[w + F.intvlMs]! : null,
+      recvQ: this.recvQ(at),
+      sendQ: this.sendQ(at),
+      keepalive: this.keepalive(at),
+      keepaliveProbeInMs,
+      keepaliveReapByMs: this.keepaliveReapByMs(at, keepaliveProbeInMs),
       stateAgeMs,
       ageEstimated: stateAgeMs !== null,
-      uid: u32[w + F.uid]!,
+      uid: this.uid(at),
     };
     onRecord(info, cookie);
+  }
+
+  /**
+   * The record as JSON: exactly what JSON.stringify writes for the SocketInfo
+   * decode() makes of it (same fields, same order; test/snapshot-json.test.ts
+   * holds them to it), with `ownersJson` (a JSON array) for its owners.
+   * `snapshot --json` writes sockets this way without making objects first.
+   * `stateAgeMs` is the record's, when the caller computed it already.
+   */
+  json(at: number, ownersJson: string, stateAgeMs?: number | null): string {
+    const state = this.state(at);
+    const family = this.family(at);
+    const probeInMs = this.keepaliveProbeInMs(at, state);
+    const age = stateAgeMs === undefined ? this.stateAgeMs(at, state) : stateAgeMs;
+    return (
+      `{"cookie":"${this.cookie(at)}","state":"${state}","family":${family},` +
+      `"local":"${this.local(at, family)}","remote":"${this.remote(at, family)}","netns":${this.netns(at)},` +
+      `"owners":${ownersJson},"creator":null,"recvQ":${this.recvQ(at)},"sendQ":${this.sendQ(at)},` +
+      `"keepalive":${this.keepalive(at)},"keepaliveProbeInMs":${probeInMs},` +
+      `"keepaliveReapByMs":${this.keepaliveReapByMs(at, probeInMs)},"stateAgeMs":${age},` +
+      `"ageEstimated":${age !== null},"uid":${this.uid(at)}}`
+    );
+  }
+
+  /** The record's owner as a JSON object, or '' for iter/tcp's records. */
+  ownerJson(at: number): string {
+    if (!(this.u8[at + F.flags]! & SOCK_FLAGS.OWNED)) return '';
+    const pid = this.u32[(at >> 2) + F.pid]!;
+    return `{"pid":${pid},"comm":${this.commJson(pid, at)},"fd":${this.i32[(at >> 2) + F.fd]!}}`;
+  }
+
+  /** comm as a JSON string (escaped once per pid: a comm is any 15 bytes). */
+  private commJson(pid: number, at: number): string {
+    let text = this.commJsons.get(pid);
+    if (text === undefined) this.commJsons.set(pid, (text = JSON.stringify(this.comm(pid, at))));
+    return text;
   }
 }

@@ -3,7 +3,7 @@
  * code; it is the only place that prints errors. bin/sockleak.js calls run().
  * Each command registers itself from its own module (cli/*-command.ts).
  */
-import { Command, CommanderError } from 'commander';
+import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
 
 /** What a command's action hands back: its exit code, when it is done. */
@@ -29,10 +29,18 @@ const COMMANDS: Record<string, () => RegisterCommand> = {
   ports: () => (require('./ports-command') as typeof import('./ports-command')).registerPorts,
   run: () => (require('./run-command') as typeof import('./run-command')).registerRun,
 };
+
+/** Started before anything else loads, commander included (cli/head-start.ts). */
+const HEAD_STARTS: Record<string, () => void> = {
+  snapshot: () => (require('./head-start') as typeof import('./head-start')).startScanner(),
+};
+
+/** commander, loaded after the head start (it pulls in child_process, net and streams: ~6 ms). */
+const commander = (): typeof import('commander') => require('commander') as typeof import('commander');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 function program(setResult: SetResult, argv: readonly string[]): Command {
-  const cli = new Command('sockleak')
+  const cli = new (commander().Command)('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
     .version(require('../../../package.json').version)
     .showHelpAfterError(false)
@@ -51,6 +59,7 @@ function program(setResult: SetResult, argv: readonly string[]): Command {
 /** Runs the CLI with `argv` (without node and script). Never throws. */
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
+  if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!();
   try {
     await program((p) => (result = p), argv).parseAsync(argv, { from: 'user' });
     return await result;
@@ -67,7 +76,7 @@ function oneLine(text: string): string {
 }
 
 function report(err: unknown): number {
-  if (err instanceof CommanderError) {
+  if (err instanceof commander().CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
       return ExitCode.OK;
     }

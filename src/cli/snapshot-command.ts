@@ -1,7 +1,8 @@
 /** `sockleak snapshot`: every leaked (CLOSE_WAIT by default) socket now, grouped the way an operator thinks. */
-import { snapshot } from '../snapshot';
+import { snapshotJsonWith, snapshotWith } from '../snapshot';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
+import { takeScanner } from './head-start';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { arg, parseDuration, parsePid, parseStates } from './parse';
@@ -13,34 +14,17 @@ export interface SnapshotCommandOptions {
   json?: boolean;
 }
 
-/**
- * `JSON.stringify(snap)` + newline, written a slice of sockets at a time and
- * emptying `snap.sockets` as it goes: the same bytes, without one string of the
- * whole (70 MB at 200k sockets) and without keeping what is already written.
- */
-export async function drainSnapshotJson(snap: Snapshot): Promise<void> {
-  const [head, tail] = JSON.stringify({ ...snap, sockets: [] }).split('"sockets":[]');
-  await write(`${head}"sockets":[`);
-  for (let first = true; snap.sockets.length; first = false) {
-    const slice = snap.sockets.splice(0, SLICE);
-    const json = JSON.stringify(slice);
-    await write(`${first ? '' : ','}${json.slice(1, -1)}`);
-  }
-  await write(`]${tail}\n`);
-}
-
-const SLICE = 2000;
-
 export async function snapshotCommand(options: SnapshotCommandOptions): Promise<number> {
-  const result = await snapshot({
+  const request = {
     states: options.state ?? ['CLOSE_WAIT'],
     ...(options.pid !== undefined && { pid: options.pid }),
     ...(options.olderThan !== undefined && { olderThanMs: options.olderThan }),
-  });
+  };
   if (options.json) {
-    await drainSnapshotJson(result);
+    for (const chunk of await snapshotJsonWith(takeScanner(), request)) await write(chunk);
     return 0;
   }
+  const result = await snapshotWith(takeScanner(), request);
   if (result.sockets.length === 0) {
     await write(`no matching sockets (${result.takenAt})\n`);
     return 0;

@@ -1,0 +1,82 @@
+/**
+ * `snapshot --json` is written straight from the scan's records
+ * (src/snapshot-json.ts), not by stringifying snapshot()'s objects: the two
+ * must give the same document. Both renderings here come from the same
+ * records, of real sockets: owned once, twice (dup), by two processes (fork),
+ * with keepalive, IPv6, and unowned (in a backlog, found by iter/tcp).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import { decodeScan, SocketScanner } from '../src/scan';
+import { snapshotJson } from '../src/snapshot-json';
+import { sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+
+const LISTEN_NEVER_ACCEPT = `
+import socket, sys, time
+s = socket.socket()
+s.bind(('127.0.0.7', 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+`;
+
+const cleanups: Array<() => void> = [];
+after(() => cleanups.forEach((c) => c()));
+
+/** Normalises the ages, which each rendering reads from the clock when it starts. */
+const sameClock = (json: string): string => json.replace(/"stateAgeMs":\d+/g, '"stateAgeMs":0');
+
+test('snapshot --json, written from the records, is JSON.stringify of the snapshot decoded from the same records', async (t) => {
+  const holder: Holder = await startHolder();
+  cleanups.push(() => holder.kill());
+  const v4 = await startBackend('127.0.0.1');
+  const { fd } = await holder.request<{ fd: number }>({ op: 'connect', host: v4.host, port: v4.port });
+  await holder.request({ op: 'dup', fd });
+  const { fd: kept } = await holder.request<{ fd: number }>({ op: 'connect', host: v4.host, port: v4.port });
+  await holder.request({ op: 'keepalive', fd: kept });
+  const { child } = await holder.request<{ child: number }>({ op: 'fork' });
+  cleanups.push(() => process.kill(child, 'SIGKILL'));
+  try {
+    const v6 = await startBackend('::1');
+    await holder.request({ op: 'connect', host: v6.host, port: v6.port });
+    await waitFor(() => v6.accepted.length === 1);
+    await v6.remove();
+  } catch {
+    t.diagnostic('no IPv6 loopback: IPv6 not covered');
+  }
+  await waitFor(() => v4.accepted.length === 2);
+  await v4.remove();
+
+  const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanups.push(() => listener.kill('SIGKILL'));
+  const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
+  const backlog = net.connect({ host: '127.0.0.7', port: Number(line.toString()) });
+  await once(backlog, 'connect');
+  backlog.destroy();
+  await sleep(200);
+
+  const scanner = new SocketScanner();
+  try {
+    for (const states of [['CLOSE_WAIT'], undefined] as const) {
+      const raw = await scanner.scanRaw(states ? { states } : {});
+      const takenAt = new Date().toISOString();
+      const written = [...snapshotJson(raw, takenAt)].join('');
+      const sockets = [...decodeScan(raw).values()];
+      assert.equal(sameClock(written), sameClock(`${JSON.stringify({ takenAt, sockets, lost: 0 })}\n`), `states ${states ?? 'all'}`);
+
+      const mine = sockets.filter((s) => s.owners.some((o) => o.pid === holder.pid));
+      assert.ok(mine.some((s) => s.owners.length === 4), 'a socket dup()ed, then forked: two fds in each of two processes');
+      assert.ok(mine.some((s) => s.keepalive && s.keepaliveProbeInMs !== null), 'a socket with keepalive');
+      assert.ok(raw.orphans.length > 0 && sockets.some((s) => s.owners.length === 0), 'the backlog socket, from iter/tcp');
+
+      const aged = JSON.parse([...snapshotJson(raw, takenAt, 60_000)].join('')) as { sockets: typeof sockets };
+      const agedMine = aged.sockets.filter((s) => s.owners.some((o) => o.pid === holder.pid));
+      assert.deepEqual(agedMine, [], '--older-than 1m: none of the test\'s sockets is that old');
+    }
+  } finally {
+    scanner.close();
+  }
+});
