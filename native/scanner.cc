@@ -29,27 +29,31 @@ struct Fd {
 
 }  // namespace
 
-Scanner::Scanner(std::string btf_path) : btf_path_(std::move(btf_path)) {}
+Scanner::Scanner(std::string btf_path, std::string cached_btf_path)
+    : btf_path_(std::move(btf_path)), cached_btf_path_(std::move(cached_btf_path)) {}
+
+BpfError Scanner::LoadWith(const std::string& btf, sl_scan** out) {
+  ResetLibbpfLog();
+  LIBBPF_OPTS(bpf_object_open_opts, opts);
+  if (!btf.empty()) opts.btf_custom_path = btf.c_str();
+  sl_scan* skel = sl_scan__open_opts(&opts);
+  if (!skel) return BpfError::From(errno, "open");
+  int err = sl_scan__load(skel);
+  if (err) {
+    BpfError error = BpfError::From(err, "load");
+    sl_scan__destroy(skel);
+    return error;
+  }
+  *out = skel;
+  return BpfError{};
+}
 
 BpfError Scanner::LoadLocked() {
   if (skel_ || !load_error_.ok()) return load_error_;
   InstallLibbpfLog();
-  ResetLibbpfLog();
-  LIBBPF_OPTS(bpf_object_open_opts, opts);
-  if (!btf_path_.empty()) opts.btf_custom_path = btf_path_.c_str();
-  sl_scan* skel = sl_scan__open_opts(&opts);
-  if (!skel) {
-    load_error_ = BpfError::From(errno, "open");
-    return load_error_;
-  }
-  int err = sl_scan__load(skel);
-  if (err) {
-    load_error_ = BpfError::From(err, "load");
-    sl_scan__destroy(skel);
-    return load_error_;
-  }
-  skel_ = skel;
-  return BpfError{};
+  if (!cached_btf_path_.empty() && LoadWith(cached_btf_path_, &skel_).ok()) return BpfError{};
+  load_error_ = LoadWith(btf_path_, &skel_);
+  return load_error_;
 }
 
 void Scanner::Preload() {

@@ -37,5 +37,20 @@ for src in bpf/*.bpf.c; do
   mv "$out/$name.skel.h.tmp" "$out/$name.skel.h"
 done
 
+# The scan object's CO-RE relocations against this kernel's full BTF take ~10 ms
+# of every `sockleak snapshot` (libbpf searches all of vmlinux's types). A BTF
+# minimised to the types the object uses makes them ~1 ms; it is only valid
+# for this kernel, so a key names the kernel it was made from, and the loader
+# uses it only where the running kernel has that key (src/native-scan.ts), and
+# falls back to the full BTF on any load failure with it.
+rm -f "$out/scan.min.btf" "$out/scan.min.btf.key"
+if [ -z "${SOCKLEAK_BUILD_BTF:-}" ] &&
+  bpftool gen min_core_btf "$btf" "$out/scan.min.btf.tmp" "$out/scan.bpf.o" 2>/dev/null; then
+  mv "$out/scan.min.btf.tmp" "$out/scan.min.btf"
+  printf '%s\n%s\n%s\n' "$(uname -r)" "$(uname -v)" "$(stat -c %s "$btf")" > "$out/scan.min.btf.key"
+else
+  rm -f "$out/scan.min.btf.tmp"
+fi
+
 node scripts/gen-layout.mjs "$out/trace.bpf.o" "$out/scan.bpf.o" "$out/reap.bpf.o" > src/generated/layout.ts.tmp
 mv src/generated/layout.ts.tmp src/generated/layout.ts

@@ -97,7 +97,8 @@ export interface NativeError extends Error {
 
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
-  Scanner: new (options: { btfPath?: string }) => NativeScanner;
+  /** cachedBtfPath: a minimised BTF of the running kernel for the scan object, tried first (native-scan.ts). */
+  Scanner: new (options: { btfPath?: string; cachedBtfPath?: string }) => NativeScanner;
   Reaper: {
     new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;
     REQUEST_SIZE: number;

@@ -9,8 +9,12 @@ import { SOCK_SIZE } from './generated/layout';
 import type { RawScan } from './scan';
 import { SockDecoder } from './sock-decoder';
 
-/** Sockets per chunk: each chunk is one string of ~300 bytes a socket. */
-const SLICE = 2000;
+/**
+ * Sockets per chunk (one write each, ~300 bytes a socket). Small: a socket's
+ * text is a tree of short strings until the chunk is joined, and everything
+ * still in `slice` when the young generation fills is copied by the scavenge.
+ */
+const SLICE = 256;
 
 /**
  * The JSON document of a snapshot (and a newline), a chunk at a time: the same
@@ -33,7 +37,12 @@ export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: numbe
   };
 
   const owned = new SockDecoder(raw.owned);
-  for (const [at, others] of ownedSockets(owned, raw.owned.length)) {
+  const records = raw.owned.length / SOCK_SIZE;
+  // Usually every record is a socket of its own: nothing to merge.
+  const merged = raw.ownedCookies.size < records ? ownedSockets(owned, raw.owned.length) : undefined;
+  for (let at = 0; at + SOCK_SIZE <= raw.owned.length; at += SOCK_SIZE) {
+    const others = merged ? merged.get(at) : NONE;
+    if (!others) continue; // a later record of a socket already written
     const age = keep(owned, at);
     if (age === false) continue;
     const owners = [owned.ownerJson(at)];
@@ -59,11 +68,13 @@ export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: numbe
   yield '],"lost":0}\n';
 }
 
+const NONE: readonly number[] = [];
+
 /**
  * Each socket of iter/task_file's records once: the offset of its first record
  * and those of its other records (the same socket held by more (pid, fd)s).
  */
-function ownedSockets(decoder: SockDecoder, length: number): Map<number, number[]> {
+function ownedSockets(decoder: SockDecoder, length: number): Map<number, readonly number[]> {
   const byCookie = new Map<number | string, number[]>();
   const sockets = new Map<number, number[]>();
   for (let at = 0; at + SOCK_SIZE <= length; at += SOCK_SIZE) {

@@ -243,7 +243,8 @@ export class SockDecoder {
     const age = stateAgeMs === undefined ? this.stateAgeMs(at, state) : stateAgeMs;
     return (
       `{"cookie":"${this.cookie(at)}","state":"${state}","family":${family},` +
-      `"local":"${this.local(at, family)}","remote":"${this.remote(at, family)}","netns":${this.netns(at)},` +
+      `"local":"${this.address(family, at + F.saddr)}:${this.u16[(at >> 1) + F.sport]}",` +
+      `"remote":"${this.address(family, at + F.daddr)}:${this.u16[(at >> 1) + F.dport]}","netns":${this.netns(at)},` +
       `"owners":${ownersJson},"creator":null,"recvQ":${this.recvQ(at)},"sendQ":${this.sendQ(at)},` +
       `"keepalive":${this.keepalive(at)},"keepaliveProbeInMs":${probeInMs},` +
       `"keepaliveReapByMs":${this.keepaliveReapByMs(at, probeInMs)},"stateAgeMs":${age},` +
