@@ -213,36 +213,46 @@ export interface SizeResult {
   failedConnects: number;
   tools: ToolRun[];
   kernelScan?: KernelScan;
+  /** TIME_WAIT sockets on the machine when the tools ran (every sock_diag dump walks them). */
+  timeWait?: number;
   /** Holder sockets still in CLOSE_WAIT (per ss) after every tool ran: a tool cannot find more. */
   stillAtEnd?: number;
   error?: string;
 }
 
-async function runTool(tool: SnapshotTool, s: Scenario, o: SnapshotOptions): Promise<ToolRun> {
+/** TIME_WAIT sockets of this network namespace, from /proc/net/sockstat ("TCP: ... tw N"). */
+function timeWaitSockets(): number | undefined {
+  const tw = /^TCP:.* tw (\d+)/m.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'))?.[1];
+  return tw === undefined ? undefined : Number(tw);
+}
+
+/** A run of `tool` before its first repetition: unavailable if a peer it needs is missing. */
+function newRun(tool: SnapshotTool, o: SnapshotOptions): ToolRun {
   const missing = tool.needs.filter((t) => !o.peers.has(t));
   if (missing.length) return { tool: tool.name, unavailable: `${missing.join(', ')} not installed`, wallMs: [], rssKiB: [] };
+  return { tool: tool.name, wallMs: [], rssKiB: [] };
+}
+
+/** One timed repetition of `tool` into `run`; the last one's output is checked against the truth. */
+async function runOnce(tool: SnapshotTool, run: ToolRun, s: Scenario, o: SnapshotOptions, last: boolean): Promise<void> {
   const [cmd, ...args] = tool.command(o.ctx);
-  const run: ToolRun = { tool: tool.name, wallMs: [], rssKiB: [] };
   const gnuTime = o.peers.get('time');
   const rssFile = path.join(os.tmpdir(), `sockleak-bench-rss.${process.pid}`);
-  for (let i = 0; i < o.reps; i++) {
-    // GNU time adds ~1 ms of its own: the peak RSS (wait4's ru_maxrss) is worth it.
-    const r = gnuTime ? await timed(gnuTime, ['-f', '%M', '-o', rssFile, cmd!, ...args]) : await timed(cmd!, args);
-    if (r.code !== 0) {
-      const why = r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`;
-      return { tool: tool.name, unavailable: `${tool.optional ? 'not available yet' : 'failed'} (exit ${r.code}: ${why})`, wallMs: [], rssKiB: [] };
-    }
-    run.wallMs.push(r.wallMs);
-    if (gnuTime) run.rssKiB.push(Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()));
-    if (i === o.reps - 1) {
-      try {
-        run.agreement = compare(s.truth, s.destinations, tool.parse(r.stdout));
-      } catch (err) {
-        return { tool: tool.name, unavailable: `output not understood: ${(err as Error).message}`, wallMs: run.wallMs, rssKiB: [] };
-      }
-    }
+  // GNU time adds ~1 ms of its own: the peak RSS (wait4's ru_maxrss) is worth it.
+  const r = gnuTime ? await timed(gnuTime, ['-f', '%M', '-o', rssFile, cmd!, ...args]) : await timed(cmd!, args);
+  if (r.code !== 0) {
+    const why = r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`;
+    run.unavailable = `${tool.optional ? 'not available yet' : 'failed'} (exit ${r.code}: ${why})`;
+    return;
   }
-  return run;
+  run.wallMs.push(r.wallMs);
+  if (gnuTime) run.rssKiB.push(Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()));
+  if (!last) return;
+  try {
+    run.agreement = compare(s.truth, s.destinations, tool.parse(r.stdout));
+  } catch (err) {
+    run.unavailable = `output not understood: ${(err as Error).message}`;
+  }
 }
 
 /** The same CLOSE_WAIT scan `sockleak snapshot` makes, timed from inside (its lastStats). */
@@ -270,10 +280,15 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
     try {
       scenario = await createCloseWait(o.closewait, size.sockets, size.holders, o.destinations, o.restorer);
       const result: SizeResult = { size, held: scenario.held, failedConnects: scenario.failedConnects, tools: [] };
-      for (const tool of SNAPSHOT_TOOLS) {
-        o.log(`snapshot: ${fmtInt(size.sockets)}: ${tool.name}`);
-        result.tools.push(await runTool(tool, scenario, o));
+      result.timeWait = timeWaitSockets();
+      // Repetitions interleaved (each tool once, then again): a burst of load
+      // on this shared machine then weighs on every tool alike.
+      const runs = SNAPSHOT_TOOLS.map((tool) => ({ tool, run: newRun(tool, o) }));
+      for (let i = 0; i < o.reps; i++) {
+        o.log(`snapshot: ${fmtInt(size.sockets)}: round ${i + 1} of ${o.reps}`);
+        for (const { tool, run } of runs) if (!run.unavailable) await runOnce(tool, run, scenario, o, i === o.reps - 1);
       }
+      result.tools = runs.map((r) => r.run);
       o.log(`snapshot: ${fmtInt(size.sockets)}: sockleak's kernel scan, in-process`);
       result.kernelScan = await kernelScan(o.reps);
       if (o.peers.has('ss')) {
@@ -331,7 +346,8 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
         notes.push(
           `${fmtInt(r.size.sockets)}: sockleak's kernel scan ${(median(ss.wallMs) / kernel).toFixed(1)}× faster than ss -tanp` +
             (sockleak ? `; end to end ${(median(ss.wallMs) / median(sockleak.wallMs)).toFixed(2)}× ss's speed` : '') +
-            `; in-process decode ${fmtInt(median(k.decodeMs))} ms; iter/tcp needed in ${k.tcpScans} netns`,
+            `; in-process decode ${fmtInt(median(k.decodeMs))} ms; iter/tcp needed in ${k.tcpScans} netns` +
+            (r.timeWait !== undefined ? `; ${fmtInt(r.timeWait)} TIME_WAIT sockets on the machine` : ''),
         );
       }
     }
