@@ -1,6 +1,6 @@
 /** `snapshot()`: every TCP socket now (CLOSE_WAIT by default), with owners, ages and keepalive. */
 import { UsageError } from './errors';
-import { SocketScanner } from './scan';
+import { decodeScan, SocketScanner, type RawScan } from './scan';
 import { snapshotJson } from './snapshot-json';
 import type { Snapshot } from './sockets';
 import type { TcpState } from './tcp-states';
@@ -24,24 +24,14 @@ export async function snapshot(options: SnapshotOptions = {}): Promise<Snapshot>
 /**
  * snapshot() with a scanner the caller opened, and closes it: the CLI opens
  * one before it has even parsed its arguments, so that the BPF load overlaps
- * that (cli/snapshot-command.ts, headStart). `options.btfPath` is the scanner's business.
+ * that (cli/head-start.ts). `options.btfPath` is the scanner's business.
  */
 export async function snapshotWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Snapshot> {
-  try {
-    checkOptions(options);
-    const { olderThanMs } = options;
-    const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
-    const takenAt = new Date().toISOString();
-    const found = await scanner.scan({
-      ...(states && { states }),
-      ...(options.pid !== undefined && { pid: options.pid }),
-    });
-    let sockets = [...found.values()];
-    if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
-    return { takenAt, sockets, lost: 0 };
-  } finally {
-    scanner.close();
-  }
+  const { takenAt, raw } = await scanOnce(scanner, options);
+  const { olderThanMs } = options;
+  let sockets = [...decodeScan(raw).values()];
+  if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
+  return { takenAt, sockets, lost: 0 };
 }
 
 /**
@@ -50,6 +40,12 @@ export async function snapshotWith(scanner: SocketScanner, options: SnapshotOpti
  * per socket (snapshot-json.ts): what `snapshot --json` prints.
  */
 export async function snapshotJsonWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Iterable<string>> {
+  const { takenAt, raw } = await scanOnce(scanner, options);
+  return snapshotJson(raw, takenAt, options.olderThanMs);
+}
+
+/** The one scan of a snapshot, and when it was taken; closes the scanner. */
+async function scanOnce(scanner: SocketScanner, options: SnapshotOptions): Promise<{ takenAt: string; raw: RawScan }> {
   try {
     checkOptions(options);
     const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
@@ -58,7 +54,7 @@ export async function snapshotJsonWith(scanner: SocketScanner, options: Snapshot
       ...(states && { states }),
       ...(options.pid !== undefined && { pid: options.pid }),
     });
-    return snapshotJson(raw, takenAt, options.olderThanMs);
+    return { takenAt, raw };
   } finally {
     scanner.close();
   }
