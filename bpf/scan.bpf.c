@@ -67,6 +67,29 @@ static __always_inline void fill_common(struct sl_sock *rec, struct sock_common 
 		rec->flags |= SL_SK_HZ_UNKNOWN;
 }
 
+/* Up to at least 6.12 TCP's keepalive timer is icsk_keepalive_timer; the kernel
+ * this builds against (6.18) has dropped it for sk_timer. A field of a local
+ * flavor only "exists" where the running kernel has it (CO-RE). */
+struct inet_connection_sock___keepalive {
+	struct timer_list icsk_keepalive_timer;
+} __attribute__((preserve_access_index));
+
+/* When the keepalive timer fires, if it is pending (a pending timer is hashed: pprev set). */
+static __always_inline void fill_keepalive_timer(struct sl_sock *rec, struct tcp_sock *tp)
+{
+	struct inet_connection_sock___keepalive *icsk = (void *)tp;
+	struct timer_list *timer = &tp->inet_conn.icsk_inet.sk.sk_timer;
+	unsigned long expires;
+
+	if (bpf_core_field_exists(icsk->icsk_keepalive_timer))
+		timer = (struct timer_list *)&icsk->icsk_keepalive_timer;
+	if (!BPF_CORE_READ(timer, entry.pprev))
+		return;
+	expires = BPF_CORE_READ(timer, expires);
+	rec->timer_ms = jiffies_to_ms((__s64)expires - (__s64)bpf_jiffies64());
+	rec->flags |= SL_SK_TIMER;
+}
+
 /*
  * Queues, keepalive and last activity of a full TCP socket. Plain loads
  * through the BTF pointers the iterators hand over (CO-RE relocated, like
@@ -101,11 +124,8 @@ static __always_inline void fill_tcp(struct sl_sock *rec, struct tcp_sock *tp)
 	rec->keepalive_intvl_ms = jiffies_to_ms(intvl ?: net->ipv4.sysctl_tcp_keepalive_intvl);
 	rec->keepalive_probes = probes ?: net->ipv4.sysctl_tcp_keepalive_probes;
 
-	/* sk_timer is the keepalive timer for non-listening sockets. */
-	if ((rec->flags & SL_SK_KEEPALIVE) && sk->sk_timer.entry.pprev) {
-		rec->timer_ms = jiffies_to_ms((__s64)sk->sk_timer.expires - (__s64)bpf_jiffies64());
-		rec->flags |= SL_SK_TIMER;
-	}
+	if (rec->flags & SL_SK_KEEPALIVE)
+		fill_keepalive_timer(rec, tp);
 }
 
 SEC("iter/task_file")

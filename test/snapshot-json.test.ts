@@ -69,7 +69,7 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
 
       const mine = sockets.filter((s) => s.owners.some((o) => o.pid === holder.pid));
       assert.ok(mine.some((s) => s.owners.length === 4), 'a socket dup()ed, then forked: two fds in each of two processes');
-      assert.ok(mine.some((s) => s.keepalive && s.keepaliveProbeInMs !== null), 'a socket with keepalive');
+      assert.ok(mine.some((s) => s.keepalive && s.keepaliveProbeInMs !== null), `a socket with keepalive: ${JSON.stringify(mine)}`);
       assert.ok(raw.orphans.length > 0 && sockets.some((s) => s.owners.length === 0), 'the backlog socket, from iter/tcp');
 
       const aged = JSON.parse([...snapshotJson(raw, takenAt, 60_000)].join('')) as { sockets: typeof sockets };
