@@ -66,6 +66,14 @@ export interface NativeScanner {
   close(): void;
 }
 
+/** One 'files' or 'tcp' iteration read a chunk at a time into the caller's Buffer (native/scanner.h ScanCursor). */
+export interface NativeScanCursor {
+  /** Fills `into` with whole struct sl_sock records on the thread pool: the byte count, 0 once the iteration is over. One read at a time; leave `into` alone until it settles. */
+  read(into: Buffer): Promise<number>;
+  /** Ends the iteration early. */
+  close(): void;
+}
+
 /** How the reaper destroys sockets: `auto` = bpf_sock_destroy where the kernel has it (6.5+), else sock_diag. */
 export type NativeReapMethod = 'auto' | 'bpf' | 'sock_diag';
 
@@ -95,6 +103,7 @@ export interface NativeError extends Error {
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
   Scanner: new (options: { btfPath?: string }) => NativeScanner;
+  ScanCursor: new (scanner: NativeScanner, request: NativeScanRequest & { kind: 'files' | 'tcp' }) => NativeScanCursor;
   Reaper: {
     new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;
     REQUEST_SIZE: number;

@@ -8,15 +8,17 @@
  * of everything on every such pass is what drove the agent's RSS past 1 GB.
  */
 import { formatEndpoint } from './address';
-import type { NativeScanner, NativeScanRequest } from './addon';
+import type { NativeScanner } from './addon';
 import { NotFoundError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
-import { isVanishedNetns, openNativeScanner, runScan, scanEachNetns, stateMask } from './native-scan';
+import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import type { Owner } from './sockets';
 
 const AF_INET = 2;
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
+/** Passes that want fewer cookies than this filter records by the cookie's low word first. */
+const FILTER_BELOW = 4096;
 /** Distinct strings an Interner keeps before it starts over (live leaks keep theirs). */
 const INTERN_LIMIT = 4096;
 
@@ -164,42 +166,34 @@ export class CloseWaitScanner {
     this.native = openNativeScanner(options);
   }
 
-  private async run(request: NativeScanRequest): Promise<Buffer | undefined> {
-    try {
-      return await runScan(this.native, { ...request, stateMask: CLOSE_WAIT_MASK });
-    } catch (err) {
-      if (request.netnsPath !== undefined && isVanishedNetns(err)) return undefined; // its last process exited
-      throw err;
-    }
-  }
-
-  /** Held sockets (iter/task_file, one buffer; one per pid when `pids` is given), then every netns's (iter/tcp) unless `pids`. */
+  /**
+   * Held sockets (iter/task_file; one pid at a time when `pids` is given), then
+   * every netns's (iter/tcp) unless `pids`, while `orphans()` says some are
+   * still wanted: a chunk of records at a time, each valid until the next.
+   */
   private async *buffers(pids: readonly number[] | undefined, orphans: () => boolean): AsyncGenerator<{ buf: Buffer; held: boolean }> {
     if (pids === undefined) {
-      const buf = await this.run({ kind: 'files' });
-      if (buf) yield { buf, held: true };
+      for await (const buf of scanChunks(this.native, { kind: 'files', stateMask: CLOSE_WAIT_MASK })) yield { buf, held: true };
     } else {
       for (const pid of pids) {
-        let buf: Buffer | undefined;
         try {
           requireProcess(pid);
-          buf = await this.run({ kind: 'files', pid });
+          for await (const buf of scanChunks(this.native, { kind: 'files', pid, stateMask: CLOSE_WAIT_MASK })) yield { buf, held: true };
         } catch (err) {
           if (err instanceof NotFoundError) continue; // exited meanwhile
           throw err;
         }
-        if (buf) yield { buf, held: true };
       }
       return;
     }
     if (!orphans()) return;
-    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: CLOSE_WAIT_MASK })) {
+    for await (const { buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: CLOSE_WAIT_MASK })) {
       yield { buf, held: false };
       if (!orphans()) return;
     }
   }
 
-  /** Every CLOSE_WAIT socket's raw records, held ones and then every netns's (the engine seeds its map with them). */
+  /** Every CLOSE_WAIT socket's raw records, held ones and then every netns's, a chunk at a time (the engine seeds its map with them). */
   async each(onRaw: (records: Buffer) => void): Promise<void> {
     for await (const { buf } of this.buffers(undefined, () => true)) onRaw(buf);
   }
@@ -212,10 +206,10 @@ export class CloseWaitScanner {
    */
   async pass(wanted: CookieSet, visit: (cookie: CookieKey, sock: RawSock) => void, missing: () => boolean, pids?: readonly number[]): Promise<void> {
     if (wanted.size === 0) return;
-    let filter: Set<number> | undefined;
+    // Low words first when few cookies are wanted: most records are then skipped without a number made.
+    const filter = wanted.size <= FILTER_BELOW ? lowWords(wanted.keys()) : undefined;
     const sock: RawSock = { buf: Buffer.alloc(0), at: 0, held: true };
     for await (const { buf, held } of this.buffers(pids, missing)) {
-      if (filter === undefined && wanted.size * 8 < buf.length / SOCK_SIZE) filter = lowWords(wanted.keys());
       sock.buf = buf;
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {

@@ -10,7 +10,7 @@
 import { formatIPv4, formatIPv6, joinHostPort } from './address';
 import type { NativeScanner } from './addon';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
-import { openNativeScanner, scanEachNetns } from './native-scan';
+import { openNativeScanner, scanEachNetnsChunks } from './native-scan';
 import { TIME_WAIT_MS, type PortSocket } from './port-usage';
 import { tcpStateName, type TcpState } from './tcp-states';
 
@@ -71,7 +71,7 @@ export class PortSocketScanner {
     const sockets: PortSocket[] = [];
     const hosts = new SharedText();
     const peers = new SharedText();
-    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: 0 })) {
+    for await (const { buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: 0 })) {
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
         const state = tcpStateName(buf.readUInt8(at + SOCK.state.offset));
