@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <linux/types.h>
+#include <malloc.h>
 
 #include <cstring>
 #include <memory>
@@ -185,13 +186,16 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     bool lossless = true;
     uint64_t cutoff = info.Length() > 0 && info[0].IsBigInt() ? info[0].As<Napi::BigInt>().Uint64Value(&lossless) : 0;
     if (!tracer_) return Napi::Buffer<uint8_t>::New(env, 0);
-    Batch bytes;
-    BpfError error = tracer_->CollectLeaks(cutoff, &bytes);
+    auto bytes = std::make_unique<Batch>();
+    BpfError error = tracer_->CollectLeaks(cutoff, bytes.get());
     if (!error.ok()) {
       ToJsError(env, error).ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    if (bytes->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
+    // Handed over, not copied: a restart's first walk is 96 bytes x every leak (19 MB at 200k).
+    Batch* owned = bytes.release();
+    return Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Batch* b) { delete b; }, owned);
   }
 
   // seed(buffer of sl_sock records from a scan) -> number refused by a full map.
@@ -564,11 +568,23 @@ Napi::Value ProbeFeaturesJs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// releaseLargeAllocations(): from now on every malloc of 128 KiB or more is
+// its own mapping, unmapped when freed. glibc otherwise raises that threshold
+// to the largest block freed so far (up to 32 MiB), after which large,
+// short-lived buffers (a leak walk, a batch) land in the heap and stay resident.
+// Process-wide: only the long-running agent asks for it.
+Napi::Value ReleaseLargeAllocations(const Napi::CallbackInfo& info) {
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  mallopt(M_TRIM_THRESHOLD, 1 << 20);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracer", TracerWrap::Define(env));
   exports.Set("Scanner", ScannerWrap::Define(env));
   exports.Set("ScanCursor", ScanCursorWrap::Define(env));
   exports.Set("Reaper", ReaperWrap::Define(env));
+  exports.Set("releaseLargeAllocations", Napi::Function::New(env, ReleaseLargeAllocations, "releaseLargeAllocations"));
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));

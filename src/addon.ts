@@ -109,6 +109,8 @@ interface Addon {
     REQUEST_SIZE: number;
     RESULT_SIZE: number;
   };
+  /** Makes glibc give large freed blocks back at once (mallopt; process-wide, for the long-running agent). */
+  releaseLargeAllocations(): void;
   probeFeatures(btfPath?: string): Array<{ name: string; available: boolean }>;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
