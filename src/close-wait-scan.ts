@@ -7,7 +7,6 @@
  * rescan, only for the owners of the leaks it tracks. With 200k leaks a decode
  * of everything on every such pass is what drove the agent's RSS past 1 GB.
  */
-import { formatEndpoint } from './address';
 import type { NativeScanner } from './addon';
 import { NotFoundError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
@@ -15,7 +14,6 @@ import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from '.
 import { requireProcess } from './preflight';
 import type { Owner } from './sockets';
 
-const AF_INET = 2;
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
 /** Passes that want fewer cookies than this filter records by the cookie's low word first. */
 const FILTER_BELOW = 4096;
@@ -23,9 +21,8 @@ const FILTER_BELOW = 4096;
 const INTERN_LIMIT = 4096;
 
 /**
- * `s` as one flat string: formatEndpoint() builds its result by concatenation,
- * which V8 keeps as a tree of string pieces (~90 bytes for `a.b.c.d:port`
- * instead of ~32); a leak keeps its local endpoint for as long as it is open.
+ * `s` as one flat string: a string built by concatenation is a tree of
+ * pieces in V8, several times the size of its text, and kept strings live long.
  */
 function flat(s: string): string {
   return Buffer.from(s, 'latin1').toString('latin1');
@@ -46,20 +43,6 @@ export class Interner {
     this.known.set(kept, kept);
     return kept;
   }
-}
-
-/** What a leak record needs of a socket besides its owners, as the iterator saw it. */
-export interface SocketDetails {
-  family: 4 | 6;
-  local: string;
-  remote: string;
-  netns: number;
-  uid: number;
-  recvQ: number;
-  sendQ: number;
-  keepalive: boolean;
-  keepaliveProbeInMs: number | null;
-  keepaliveReapByMs: number | null;
 }
 
 /**
@@ -114,37 +97,15 @@ export function ownerOf({ buf, at, held }: RawSock, strings: Interner): Owner | 
   return { pid: buf.readUInt32LE(at + SOCK.pid.offset), comm: strings.get(commAt(buf, at)), fd: buf.readInt32LE(at + SOCK.fd.offset) };
 }
 
-/** Whether the record names `owner` as its holder (compared in place: no string made). */
-export function namesOwner({ buf, at, held }: RawSock, owner: Owner): boolean {
+/** Whether the record names the holder (pid, fd, comm) (compared in place: no string made). */
+export function namesOwner({ buf, at, held }: RawSock, pid: number, fd: number, comm: string): boolean {
   if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return false;
-  if (buf.readUInt32LE(at + SOCK.pid.offset) !== owner.pid || buf.readInt32LE(at + SOCK.fd.offset) !== owner.fd) return false;
+  if (buf.readUInt32LE(at + SOCK.pid.offset) !== pid || buf.readInt32LE(at + SOCK.fd.offset) !== fd) return false;
   const start = at + SOCK.comm.offset;
-  const n = owner.comm.length;
+  const n = comm.length;
   if (n > SOCK.comm.size || (n < SOCK.comm.size && buf[start + n] !== 0)) return false;
-  for (let i = 0; i < n; i++) if (buf[start + i] !== owner.comm.charCodeAt(i)) return false;
+  for (let i = 0; i < n; i++) if (buf[start + i] !== comm.charCodeAt(i)) return false;
   return true;
-}
-
-/** The record's fields a leak record needs besides owners and age. */
-export function detailsOf({ buf, at }: RawSock, strings: Interner): SocketDetails {
-  const u32 = (f: { offset: number }): number => buf.readUInt32LE(at + f.offset);
-  const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
-  const flags = buf.readUInt8(at + SOCK.flags.offset);
-  const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
-  const timerMs = flags & SOCK_FLAGS.TIMER ? u32(SOCK.timer_ms) : null;
-  const probes = buf.readUInt8(at + SOCK.keepalive_probes.offset);
-  return {
-    family,
-    local: flat(formatEndpoint(family, buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16), buf.readUInt16LE(at + SOCK.sport.offset))),
-    remote: strings.get(formatEndpoint(family, buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16), buf.readUInt16LE(at + SOCK.dport.offset))),
-    netns: u32(SOCK.netns_ino),
-    uid: u32(SOCK.uid),
-    recvQ: u32(SOCK.recv_q),
-    sendQ: u32(SOCK.send_q),
-    keepalive,
-    keepaliveProbeInMs: keepalive ? timerMs : null,
-    keepaliveReapByMs: keepalive && timerMs !== null ? timerMs + probes * u32(SOCK.keepalive_intvl_ms) : null,
-  };
 }
 
 /**

@@ -104,6 +104,31 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     return this.leaks.enteredNs(cookie);
   }
 
+  /** Open leaks now (see LeakWatcher.size). */
+  get size(): number {
+    return this.leaks.size;
+  }
+
+  /** Open leaks' cookies in report order, pulled lazily (see LeakWatcher.openCookies()). */
+  openCookies(): Iterable<CookieKey> {
+    return this.leaks.openCookies();
+  }
+
+  /** The oldest-reported open leak (see LeakWatcher.oldestReported()). */
+  oldestReported(): CookieKey | undefined {
+    return this.leaks.oldestReported();
+  }
+
+  /** Every holder of every open leak (see LeakWatcher.forEachHolder()). */
+  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+    this.leaks.forEachHolder(each);
+  }
+
+  /** The earliest time an open leak entered CLOSE_WAIT (see LeakWatcher.oldestEnteredNs()). */
+  oldestEnteredNs(): number | undefined {
+    return this.leaks.oldestEnteredNs();
+  }
+
   /** Stops following an open leak (see LeakWatcher.evict()). */
   evict(cookie: CookieKey): void {
     this.leaks.evict(cookie);

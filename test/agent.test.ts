@@ -16,7 +16,7 @@ import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/agent/schema';
 import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { monotonicNowNs } from '../src/clock';
-import { cookieText, type CookieKey } from '../src/close-wait-scan';
+import { cookieKey, cookieText } from '../src/close-wait-scan';
 import { fromSocket, toSocket } from '../src/agent/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/leak-watcher';
@@ -218,18 +218,28 @@ const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => (
   uid: 0,
 });
 
-/** The engine's side of LeakIndex, over plain records (the index asks with cookie keys, numbers here). */
+/** The engine's side of LeakIndex, over plain records in report order (the index asks with cookie keys, numbers here). */
 function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evicted: string[] } {
   const open = new Map<string, LeakRecord>();
   const evicted: string[] = [];
-  const get = (cookie: CookieKey): LeakRecord | undefined => open.get(cookieText(cookie));
+  const enteredNs = (r: LeakRecord): number => monotonicNowNs() - (r.stateAgeMs ?? 0) * 1e6;
   const source: LeakSource = {
-    leak: get,
-    owners: (cookie) => get(cookie)?.owners,
-    enteredNs: (cookie) => {
-      const age = get(cookie)?.stateAgeMs;
-      return age === undefined ? undefined : monotonicNowNs() - (age ?? 0) * 1e6;
+    get size() {
+      return open.size;
     },
+    leak: (cookie) => open.get(cookieText(cookie)),
+    openCookies: () => [...open.keys()].map(cookieKey),
+    oldestReported: () => {
+      const first = open.keys().next();
+      return first.done ? undefined : cookieKey(first.value);
+    },
+    forEachHolder: (each) => {
+      for (const r of open.values()) {
+        if (r.owners.length === 0) each(-1, '', true);
+        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0));
+      }
+    },
+    oldestEnteredNs: () => (open.size ? Math.min(...[...open.values()].map(enteredNs)) : undefined),
     evict: (cookie) => {
       open.delete(cookieText(cookie));
       evicted.push(cookieText(cookie));

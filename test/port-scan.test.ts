@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { CloseWaitScanner, cookieKey, cookieText, detailsOf, ownerOf, type CookieKey, type SocketDetails } from '../src/close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieText, ownerOf, type CookieKey } from '../src/close-wait-scan';
+import { LeakTable } from '../src/leak-table';
 import type { Owner } from '../src/sockets';
 import { PortSocketScanner } from '../src/port-scan';
 import { SocketScanner } from '../src/scan';
@@ -68,11 +69,13 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
     const expected = [...(await full.scan({ states: ['CLOSE_WAIT'], pid: process.pid })).values()].filter((s) => s.remote.endsWith(`:${made.port}`));
     assert.equal(expected.length, 4);
     const wanted = new Set(expected.slice(0, 3).map((s) => cookieKey(s.cookie)));
-    const seen = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
+    // The details the engine keeps come from the record in LeakTable.add(); owners from ownerOf().
+    const table = new LeakTable();
+    const seen = new Map<CookieKey, { owners: Owner[]; slot: number }>();
     await lean.pass(
       wanted,
       (cookie, sock) => {
-        const entry = seen.get(cookie) ?? { owners: [], details: detailsOf(sock, lean.strings) };
+        const entry = seen.get(cookie) ?? { owners: [], slot: table.add(cookie, sock, null, false, 0) };
         const owner = ownerOf(sock, lean.strings);
         if (owner) entry.owners.push(owner);
         seen.set(cookie, entry);
@@ -81,11 +84,15 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
     );
     assert.deepEqual([...seen.keys()].map(cookieText).sort(), [...wanted].map(cookieText).sort(), 'only the cookies asked for');
     for (const s of expected.slice(0, 3)) {
-      const { owners, details } = seen.get(cookieKey(s.cookie))!;
+      const { owners, slot } = seen.get(cookieKey(s.cookie))!;
       assert.deepEqual(owners, s.owners);
-      const { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs } = s;
-      assert.deepEqual(details, { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs });
+      table.setOwners(slot, owners);
+      table.report(slot);
+      const { stateAgeMs: _age, ageEstimated: _estimated, ...kept } = s;
+      const { type: _type, stateAgeMs: _a, ageEstimated: _e, ...record } = table.record(slot, 0);
+      assert.deepEqual(record, kept);
     }
+    assert.equal(table.size, 3);
   } finally {
     full.close();
     lean.close();

@@ -143,11 +143,17 @@ export class Agent {
     this.host = options.host ?? '127.0.0.1';
     this.port = options.port ?? 9466;
     this.thresholdMs = options.thresholdMs ?? 30_000;
+    const engine = (): PortAwareWatcher | undefined => this.watcher;
     this.index = new LeakIndex(options.maxSockets ?? 250_000, {
-      leak: (cookie) => this.watcher?.leak(cookie),
-      owners: (cookie) => this.watcher?.owners(cookie),
-      enteredNs: (cookie) => this.watcher?.enteredNs(cookie),
-      evict: (cookie) => this.watcher?.evict(cookie),
+      get size() {
+        return engine()?.size ?? 0;
+      },
+      leak: (cookie) => engine()?.leak(cookie),
+      openCookies: () => engine()?.openCookies() ?? [],
+      oldestReported: () => engine()?.oldestReported(),
+      forEachHolder: (each) => engine()?.forEachHolder(each),
+      oldestEnteredNs: () => engine()?.oldestEnteredNs(),
+      evict: (cookie) => engine()?.evict(cookie),
     });
     this.hub = new StreamHub(options.streamQueueBytes ?? 4 << 20, options.maxSubscribers ?? 16, () => this.snapshotParts());
     this.metrics = new AgentMetrics({
