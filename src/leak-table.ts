@@ -32,8 +32,12 @@ const TENTATIVE = 64;
 const COMM_LIMIT = 4096;
 const TWO_32 = 4294967296;
 
-/** Growth of the columns: 1.5x, so that 200k leaks sit in ~230k slots, not 262k. */
-const grown = (n: number): number => Math.max(1024, Math.ceil(n * 1.5));
+/**
+ * Growth of the columns: 1.25x (a growth holds old and new columns at once,
+ * and the last one's spare slots stay); a burst (a restart's 200k) is
+ * reserved in one step instead, see reserve().
+ */
+const grown = (cap: number, needed: number): number => Math.max(1024, needed, Math.ceil(cap * 1.25));
 
 function resized<T extends Float64Array | Uint32Array | Int32Array | Uint16Array | Uint8Array>(a: T, n: number, per = 1): T {
   const b = new (a.constructor as new (n: number) => T)(n * per);
@@ -75,7 +79,7 @@ export class LeakTable {
   private readonly several = new Map<number, readonly Owner[]>();
   private readonly bigCookie = new Map<number, string>();
   private readonly bigSlot = new Map<string, number>();
-  /** Open addressing, linear probing: slot + 1, 0 = empty; at most half full. */
+  /** Open addressing, linear probing: slot + 1, 0 = empty; at most 70% full. */
   private index = new Int32Array(0);
   private shift = 32;
   private comms: string[] = [];
@@ -137,14 +141,21 @@ export class LeakTable {
 
   private reindex(): void {
     let bits = 10;
-    while (1 << bits < 2 * this.cap) bits++;
+    while ((1 << bits) * 0.7 < this.cap) bits++; // at most 70% full
     this.index = new Int32Array(1 << bits);
     this.shift = 32 - bits;
     for (let s = this.head; s >= 0; s = this.next[s]!) if (!Number.isNaN(this.cookie[s]!)) this.indexAdd(s);
   }
 
-  private grow(): void {
-    const n = grown(this.cap);
+  /** Room for `more` leaks beyond those open (or being reported) now, in at most one growth. */
+  reserve(more: number): void {
+    let used = 0;
+    for (let s = this.head; s >= 0; s = this.next[s]!) used++;
+    if (used + more > this.cap) this.grow(used + more);
+  }
+
+  private grow(needed = 0): void {
+    const n = grown(this.cap, needed);
     this.cookie = resized(this.cookie, n);
     this.entered = resized(this.entered, n);
     this.bits = resized(this.bits, n);

@@ -453,6 +453,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
       if (this.leaks.slotOf(cookie) < 0) fresh.set(cookie, at); // (a cookie already open is not new)
     }
+    this.leaks.reserve(fresh.size); // a restart's burst: one growth to size, not several that copy
     const { added, staleOwners } = await this.find(fresh, raw, rescan, nowNs);
 
     const vanished: CookieKey[] = [];

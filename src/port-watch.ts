@@ -19,8 +19,8 @@ import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watc
 export interface PortAwareWatchOptions extends WatchOptions {
   /** Port-exhaustion settings; `pid` and `btfPath` default to the leak watcher's. */
   ports?: PortWatchOptions;
-  /** Receives a scan of the whole socket table every `ports.scanMs` (default one a minute), the first at once. */
-  onPortScan?: (sockets: readonly PortSocket[]) => void;
+  /** Receives a scan of the whole socket table, by netns inode, every `ports.scanMs` (default one a minute), the first at once. */
+  onPortScan?: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => void;
 }
 
 /** How often onPortScan gets a scan when `ports.scanMs` is not set. */

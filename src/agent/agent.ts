@@ -199,7 +199,7 @@ export class Agent {
       maxSockets: Math.max(o.maxSockets ?? 0, 262_144),
       rescanMs: RESCAN_MS,
       ports: { scanMs: PORT_SCAN_MS },
-      ...((o.ports ?? true) && { onPortScan: (sockets: readonly PortSocket[]) => this.countPorts(sockets) }),
+      ...((o.ports ?? true) && { onPortScan: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => this.countPorts(scanned) }),
       ...btf,
     });
     this.server = await startServer(this.host, this.port, {
@@ -276,11 +276,11 @@ export class Agent {
   }
 
   /** Ports per destination from a scan the port watcher just made: at most once a minute (it scans more often when ports run short). */
-  private countPorts(sockets: readonly PortSocket[]): void {
+  private countPorts(scanned: ReadonlyMap<number, Iterable<PortSocket>>): void {
     // Also while stopping: shutdown() awaits it before the recording closes.
     if (this.portCount || Date.now() - this.lastPortsMs < Math.max(PORT_SCAN_MS, this.options.intervalMs ?? 0)) return;
     this.lastPortsMs = Date.now();
-    this.portCount = ports({ sockets })
+    this.portCount = ports({ scanned })
       .then((counted) => {
         this.lastPorts = counted;
         this.portError = undefined;
