@@ -154,7 +154,9 @@ export class PortSockets implements Iterable<PortSocket> {
 
   /** The sockets as plain objects (tests, small tables). */
   sockets(): PortSocket[] {
-    return [...this].map((s) => ({ netns: s.netns, state: s.state, local: s.local, remote: s.remote, stateAgeMs: s.stateAgeMs, localHost: s.localHost!, localPort: s.localPort! }));
+    const out: PortSocket[] = [];
+    for (const s of this) out.push({ netns: s.netns, state: s.state, local: s.local, remote: s.remote, stateAgeMs: s.stateAgeMs, localHost: s.localHost!, localPort: s.localPort! });
+    return out;
   }
 }
 
