@@ -90,9 +90,9 @@ export class LeakIndex {
    */
   byProcess(top: number): ProcessLeaks[] {
     const counts = new Map<number, ProcessLeaks>(); // by pid; -1: no holder
-    let leakPids: number[] = []; // this leak's processes so far: a process holding it twice counts once
+    const leakPids: number[] = []; // this leak's processes so far (one array for all): a process holding it twice counts once
     this.source.forEachHolder((pid, comm, first) => {
-      if (first) leakPids = [];
+      if (first) leakPids.length = 0;
       else if (leakPids.includes(pid)) return;
       leakPids.push(pid);
       const p = counts.get(pid);
