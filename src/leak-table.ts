@@ -15,6 +15,7 @@
  */
 import { formatEndpoint } from './address';
 import { cookieText, namesOwner, type CookieKey, type RawSock } from './close-wait-scan';
+import { cookieHash } from './cookie-map';
 import { SOCK, SOCK_FLAGS } from './generated/layout';
 import type { LeakRecord } from './leak-watcher';
 import type { Creator, Owner } from './sockets';
@@ -30,7 +31,6 @@ const DEAD = 32;
 const TENTATIVE = 64;
 /** Distinct comms kept before the table is rebuilt from the live slots. */
 const COMM_LIMIT = 4096;
-const TWO_32 = 4294967296;
 
 /**
  * Growth of the columns: 1.25x (a growth holds old and new columns at once,
@@ -102,7 +102,7 @@ export class LeakTable {
   }
 
   private home(c: number): number {
-    return Math.imul((c >>> 0) ^ Math.floor(c / TWO_32), 0x9e3779b1) >>> this.shift;
+    return cookieHash(c, this.shift);
   }
 
   /** The slot of an open leak; -1 when there is none. */

@@ -18,6 +18,7 @@ import { monotonicNowNs } from './clock';
 import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey, type CookieSet, type RawSock } from './close-wait-scan';
 import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
+import { CookieMap } from './cookie-map';
 import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
@@ -107,6 +108,9 @@ function withOwner(owners: readonly Owner[], owner: Owner): Owner[] {
 function keyOf(cookie: CookieKey): CookieKey {
   return typeof cookie === 'string' ? cookieKey(cookie) : cookie;
 }
+
+/** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
+const NEW_IN_SCAN = -2;
 
 /** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
 const CREATOR_LIMIT = 4096;
@@ -448,18 +452,21 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
     // New leaks: where their sl_event is in `raw`, until the scan found them.
-    const fresh = new Map<CookieKey, number>();
+    const fresh = new CookieMap(Math.floor(raw.length / EVENT_SIZE));
     for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
       const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
       if (this.leaks.slotOf(cookie) < 0) fresh.set(cookie, at); // (a cookie already open is not new)
     }
     this.leaks.reserve(fresh.size); // a restart's burst: one growth to size, not several that copy
-    const { added, staleOwners } = await this.find(fresh, raw, rescan, nowNs);
+    const staleOwners = await this.find(fresh, raw, rescan, nowNs);
 
     const vanished: CookieKey[] = [];
-    for (const cookie of fresh.keys()) {
-      const leak = added.get(cookie);
-      if (leak === undefined) {
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
+      // Records go out in the kernel's order (the table lists a burst in the order the scan found it).
+      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
+      if (fresh.get(cookie) !== at) continue; // open already, or a repeat
+      const leak = this.leaks.slotOf(cookie); // tentative: found by the pass
+      if (leak < 0) {
         vanished.push(cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
         continue;
       }
@@ -488,13 +495,14 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       const t = this.leaks;
       for (const leak of t.slots()) {
         if (t.scanMark[leak] === this.scans) {
+          if (t.scanConfirmed[leak] === NEW_IN_SCAN) continue;
           const owners = this.owned.get(leak);
           if (owners) t.setOwners(leak, owners);
           else t.keepOwners(leak, t.scanConfirmed[leak]!);
           continue;
         }
         const cookie = t.cookieKey(leak);
-        if (!this.leaving.has(cookie) && !added.has(cookie) && !staleOwners.has(cookie)) {
+        if (!this.leaving.has(cookie) && !staleOwners.has(cookie)) {
           vanished.push(cookie);
           this.resolve(leak, null, 'gone');
         }
@@ -507,19 +515,13 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /**
    * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`, their events
    * in `raw`) go straight into tentative slots of the table, details and
-   * owners; the stale ones get their owners; on a rescan every tracked leak's
-   * owners are checked in place (marked on its slot; only changed lists are
-   * made anew, in `owned`), so a rescan of 200k unchanged leaks makes no
-   * objects.
+   * owners (marked NEW_IN_SCAN); the stale ones get their owners, returned; on
+   * a rescan every tracked leak's owners are checked in place (marked on its
+   * slot; only changed lists are made anew, in `owned`), so a rescan of 200k
+   * unchanged leaks makes no objects.
    */
-  private async find(
-    fresh: ReadonlyMap<CookieKey, number>,
-    raw: Buffer,
-    rescan: boolean,
-    nowNs: number,
-  ): Promise<{ added: Map<CookieKey, number>; staleOwners: Map<CookieKey, Owner[]> }> {
+  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, Owner[]>> {
     const t = this.leaks;
-    const added = new Map<CookieKey, number>();
     const staleOwners = new Map<CookieKey, Owner[]>();
     const strings = this.scanner.strings;
     const scan = ++this.scans;
@@ -532,24 +534,24 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       if (!owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) t.setOwners(leak, withOwner(owners, owner));
     };
     const visit = (cookie: CookieKey, sock: RawSock): void => {
-      const known = added.get(cookie);
-      if (known !== undefined) {
-        if (sock.held) addOwner(known, sock); // else iter/tcp's copy of a held socket
+      const leak = t.slotOf(cookie);
+      if (leak >= 0 && t.isTentative(leak)) {
+        if (sock.held) addOwner(leak, sock); // else iter/tcp's copy of a held socket
         return;
       }
       const at = fresh.get(cookie);
-      if (at !== undefined) {
+      if (at >= 0) {
         const flags = raw.readUInt8(at + EVENT.flags.offset);
         const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
         const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
         const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
-        const leak = t.add(cookie, sock, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
-        added.set(cookie, leak);
+        const added = t.add(cookie, sock, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
+        t.scanMark[added] = scan;
+        t.scanConfirmed[added] = NEW_IN_SCAN;
         seen++;
-        addOwner(leak, sock);
+        addOwner(added, sock);
         return;
       }
-      const leak = this.slotOf(cookie);
       if (leak < 0) return;
       if (this.stale.has(cookie)) {
         let owners = staleOwners.get(cookie);
@@ -580,7 +582,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     };
     const pids = this.options.followTree ? this.treePids() : undefined;
     await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
-    return { added, staleOwners };
+    return staleOwners;
   }
 
   /** Stops: detaches, unloads; the iterator ends after the records already produced. */
