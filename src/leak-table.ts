@@ -48,6 +48,8 @@ function resized<T extends Float64Array | Uint32Array | Int32Array | Uint16Array
 export class LeakTable {
   private cap = 0;
   private count = 0;
+  /** Slots not free: open, tentative, or removed with their record still pending. */
+  private inUse = 0;
   // Columns, indexed by slot.
   private cookie = new Float64Array(0); // NaN: a cookie past 2^53, in `bigCookie`
   private entered = new Float64Array(0);
@@ -149,9 +151,7 @@ export class LeakTable {
 
   /** Room for `more` leaks beyond those open (or being reported) now, in at most one growth. */
   reserve(more: number): void {
-    let used = 0;
-    for (let s = this.head; s >= 0; s = this.next[s]!) used++;
-    if (used + more > this.cap) this.grow(used + more);
+    if (this.inUse + more > this.cap) this.grow(this.inUse + more);
   }
 
   private grow(needed = 0): void {
@@ -192,6 +192,7 @@ export class LeakTable {
     if (this.free < 0) this.grow();
     const s = this.free;
     this.free = this.next[s]!;
+    this.inUse++;
     const { buf, at } = sock;
     const flags = buf.readUInt8(at + SOCK.flags.offset);
     const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
@@ -269,6 +270,7 @@ export class LeakTable {
     this.creator[s] = null;
     this.next[s] = this.free;
     this.free = s;
+    this.inUse--;
   }
 
   /** The oldest-reported open leak's slot; -1 when none is open. */
