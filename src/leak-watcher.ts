@@ -165,6 +165,13 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /** followTree: every process seen in the tree; processes exit before their leaks are reported. */
   private readonly treeSeen = new Set<number>();
   private readonly pumping: Promise<void>;
+  /**
+   * Settles once the first step is over (seeding, and at a restart the burst of
+   * every leak already there), or the watcher closed first: heavy work that can
+   * wait should, so that the two do not add up.
+   */
+  readonly firstStep: Promise<void>;
+  private firstStepOver: () => void = () => undefined;
 
   constructor(private readonly options: WatchOptions = {}) {
     validate(options);
@@ -183,6 +190,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.scanner.close();
       throw err;
     }
+    this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
     void this.tick(); // the first tick seeds sockets already in CLOSE_WAIT
@@ -415,6 +423,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       void this.close();
     } finally {
       this.busy = false;
+      this.firstStepOver();
     }
   }
 
@@ -589,6 +598,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   async close(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    this.firstStepOver();
     clearInterval(this.timer);
     await this.tracer.close();
     await this.pumping.catch(() => undefined);
