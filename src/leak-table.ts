@@ -74,7 +74,7 @@ export class LeakTable {
   private head = -1;
   private tail = -1;
   private free = -1;
-  /** The rescan that last saw a leak, and how many of its owners it has confirmed (-1: they changed). */
+  /** The engine's marks: the rescan that last saw a leak, and how many of its owners it has confirmed (-1: they changed; -2: that pass found it new). */
   scanMark = new Uint32Array(0);
   scanConfirmed = new Int32Array(0);
   /** Holder lists of leaks with more than one holder (arrays never changed in place). */
