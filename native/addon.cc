@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <linux/types.h>
+#include <malloc.h>
 
 #include <cstring>
 #include <memory>
@@ -185,13 +186,16 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     bool lossless = true;
     uint64_t cutoff = info.Length() > 0 && info[0].IsBigInt() ? info[0].As<Napi::BigInt>().Uint64Value(&lossless) : 0;
     if (!tracer_) return Napi::Buffer<uint8_t>::New(env, 0);
-    Batch bytes;
-    BpfError error = tracer_->CollectLeaks(cutoff, &bytes);
+    auto bytes = std::make_unique<Batch>();
+    BpfError error = tracer_->CollectLeaks(cutoff, bytes.get());
     if (!error.ok()) {
       ToJsError(env, error).ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    if (bytes->empty()) return Napi::Buffer<uint8_t>::New(env, 0);
+    // Handed over, not copied: a restart's first walk is 96 bytes x every leak (19 MB at 200k).
+    Batch* owned = bytes.release();
+    return Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Batch* b) { delete b; }, owned);
   }
 
   // seed(buffer of sl_sock records from a scan) -> number refused by a full map.
@@ -267,6 +271,22 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   bool hooked_ = false;
   bool finished_ = false;
 };
+
+// { kind: 'files'|'tcp'|'cookies'|'census', pid?, stateMask?, netnsPath? }, validated by TypeScript.
+ScanRequest ParseScanRequest(const Napi::Object& o) {
+  ScanRequest request;
+  Napi::Value kind = o.Get("kind");
+  std::string kind_name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "files";
+  request.kind = kind_name == "tcp"       ? ScanKind::kTcp
+                 : kind_name == "cookies" ? ScanKind::kCookies
+                 : kind_name == "census"  ? ScanKind::kCensus
+                                          : ScanKind::kFiles;
+  request.target_tgid = OptUint(o, "pid", 0);
+  request.state_mask = OptUint(o, "stateMask", 0);
+  Napi::Value netns = o.Get("netnsPath");
+  if (netns.IsString()) request.netns_path = netns.As<Napi::String>().Utf8Value();
+  return request;
+}
 
 // Runs one iteration on the libuv thread pool; resolves with a Buffer of sl_sock records
 // (census: one sl_port_census).
@@ -347,19 +367,7 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
       Napi::TypeError::New(env, "scan(options) on an open scanner").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    Napi::Object o = info[0].As<Napi::Object>();
-    ScanRequest request;
-    Napi::Value kind = o.Get("kind");
-    std::string kind_name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "files";
-    request.kind = kind_name == "tcp"       ? ScanKind::kTcp
-                   : kind_name == "cookies" ? ScanKind::kCookies
-                   : kind_name == "census"  ? ScanKind::kCensus
-                                            : ScanKind::kFiles;
-    request.target_tgid = OptUint(o, "pid", 0);
-    request.state_mask = OptUint(o, "stateMask", 0);
-    Napi::Value netns = o.Get("netnsPath");
-    if (netns.IsString()) request.netns_path = netns.As<Napi::String>().Utf8Value();
-    auto* worker = new ScanWorker(env, scanner_, std::move(request));
+    auto* worker = new ScanWorker(env, scanner_, ParseScanRequest(info[0].As<Napi::Object>()));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
@@ -377,7 +385,84 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
     return info.Env().Undefined();
   }
 
+ public:
+  // Null once closed.
+  const std::shared_ptr<Scanner>& scanner() const { return scanner_; }
+
+ private:
   std::shared_ptr<Scanner> scanner_;
+};
+
+// Fills the caller's Buffer with the next records of a ScanCursor on the libuv
+// thread pool; resolves with the byte count (0: the iteration is over). The
+// Buffer is referenced until then, and JavaScript leaves it alone meanwhile.
+class CursorReadWorker : public Napi::AsyncWorker {
+ public:
+  CursorReadWorker(Napi::Env env, std::shared_ptr<ScanCursor> cursor, Napi::Buffer<uint8_t> into)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), cursor_(std::move(cursor)),
+        into_(Napi::Persistent(into)), data_(into.Data()), cap_(into.Length()) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override { error_ = cursor_->Read(data_, cap_, &n_); }
+
+  void OnOK() override {
+    cursor_->reading = false;
+    if (!error_.ok()) deferred_.Reject(ToJsError(Env(), error_).Value());
+    else deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(n_)));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<ScanCursor> cursor_;  // shared: close() may drop the wrap's reference mid-read
+  Napi::Reference<Napi::Buffer<uint8_t>> into_;
+  uint8_t* data_;
+  size_t cap_;
+  size_t n_ = 0;
+  BpfError error_;
+};
+
+class ScanCursorWrap : public Napi::ObjectWrap<ScanCursorWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ScanCursor", {InstanceMethod<&ScanCursorWrap::Read>("read"),
+                                           InstanceMethod<&ScanCursorWrap::Close>("close")});
+  }
+
+  // new ScanCursor(scanner, { kind: 'files'|'tcp', pid?, stateMask?, netnsPath? }): nothing runs until read().
+  explicit ScanCursorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ScanCursorWrap>(info) {
+    Napi::Env env = info.Env();
+    ScannerWrap* scanner = info.Length() >= 2 && info[0].IsObject() && info[1].IsObject()
+                               ? Napi::ObjectWrap<ScannerWrap>::Unwrap(info[0].As<Napi::Object>())
+                               : nullptr;
+    if (!scanner || !scanner->scanner()) {
+      Napi::TypeError::New(env, "ScanCursor(open scanner, request)").ThrowAsJavaScriptException();
+      return;
+    }
+    cursor_ = std::make_shared<ScanCursor>(scanner->scanner(), ParseScanRequest(info[1].As<Napi::Object>()));
+  }
+
+ private:
+  // read(buffer) -> Promise<number of bytes>: whole struct sl_sock records; 0 at the end.
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!cursor_ || info.Length() < 1 || !info[0].IsBuffer() || cursor_->reading.exchange(true)) {
+      Napi::TypeError::New(env, "read(buffer) on an open cursor, one at a time").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto* worker = new CursorReadWorker(env, cursor_, info[0].As<Napi::Buffer<uint8_t>>());
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // Ends the iteration early; the iterator closes once no read is running.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    cursor_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<ScanCursor> cursor_;
 };
 
 // --- Reaper (sockleak reap): reap() runs on the libuv thread pool. ---
@@ -507,10 +592,23 @@ Napi::Value ProbeFeaturesJs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// releaseLargeAllocations(): from now on every malloc of 128 KiB or more is
+// its own mapping, unmapped when freed. glibc otherwise raises that threshold
+// to the largest block freed so far (up to 32 MiB), after which large,
+// short-lived buffers (a leak walk, a batch) land in the heap and stay resident.
+// Process-wide: only the long-running agent asks for it.
+Napi::Value ReleaseLargeAllocations(const Napi::CallbackInfo& info) {
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  mallopt(M_TRIM_THRESHOLD, 1 << 20);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracer", TracerWrap::Define(env));
   exports.Set("Scanner", ScannerWrap::Define(env));
+  exports.Set("ScanCursor", ScanCursorWrap::Define(env));
   exports.Set("Reaper", ReaperWrap::Define(env));
+  exports.Set("releaseLargeAllocations", Napi::Function::New(env, ReleaseLargeAllocations, "releaseLargeAllocations"));
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));

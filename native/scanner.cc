@@ -124,6 +124,44 @@ BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
   return BpfError{};
 }
 
+BpfError Scanner::Open(const ScanRequest& request, int* iter_fd) {
+  if (request.kind != ScanKind::kFiles && request.kind != ScanKind::kTcp) return BpfError::From(EINVAL, "iter");
+  std::lock_guard<std::mutex> lock(mutex_);
+  return CreateIterator(request, iter_fd);
+}
+
+ScanCursor::~ScanCursor() {
+  if (fd_ >= 0) close(fd_);
+}
+
+BpfError ScanCursor::Read(uint8_t* dst, size_t cap, size_t* n) {
+  *n = 0;
+  if (done_) return BpfError{};
+  if (fd_ < 0) {
+    BpfError error = scanner_->Open(request_, &fd_);
+    if (!error.ok()) {
+      done_ = true;
+      return error;
+    }
+  }
+  // Only whole records: the seq_file keeps what does not fit for the next read,
+  // and every read asks for a multiple of the record size.
+  cap -= cap % sizeof(sl_sock);
+  while (cap - *n >= sizeof(sl_sock)) {
+    ssize_t got = read(fd_, dst + *n, cap - *n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return BpfError::From(errno, "iter read");
+    if (got == 0) {
+      done_ = true;
+      close(fd_);
+      fd_ = -1;
+      break;
+    }
+    *n += static_cast<size_t>(got);
+  }
+  return BpfError{};
+}
+
 BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
   out->Clear();
   if (request.kind == ScanKind::kCookies) return DumpCookies(request, out);

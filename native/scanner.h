@@ -4,6 +4,8 @@
 // of N-API; thread-safe.
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -54,6 +56,10 @@ class Scanner {
   // creations are serialised.
   BpfError Run(const ScanRequest& request, ScanBuffer* out);
 
+  // Creates the iterator of a kFiles or kTcp request (in its netns) for a
+  // ScanCursor; *iter_fd is the caller's to close.
+  BpfError Open(const ScanRequest& request, int* iter_fd);
+
  private:
   // Call with mutex_ held.
   BpfError LoadLocked();
@@ -67,10 +73,41 @@ class Scanner {
   const std::string btf_path_;
   const std::string cached_btf_path_;
   // Guards loading, the .bss filters between setting them and creating the
-  // iterator, and the census (.bss too) for a whole census run.
+  // iterator, and the census (.bss too) for a whole census run. The programs
+  // read the filters while the iterator is read, not when it is created: one
+  // Scanner runs one filtered iteration at a time (each of sockleak's scanning
+  // classes opens its own Scanner and runs its passes one after another).
   std::mutex mutex_;
   sl_scan* skel_ = nullptr;  // owned; null until loaded (under mutex_)
   BpfError load_error_;      // a failed load, returned by every scan (under mutex_)
+};
+
+// One kFiles or kTcp iteration read a chunk at a time into the caller's
+// memory: a scan of 200k sockets never has all its 22 MB of records in memory
+// at once, and nothing is allocated per scan. The iterator is created by the
+// first Read (on the thread that runs it, like Scanner::Run). One Read at a
+// time; the owner of the cursor serialises them (`reading` marks one in flight).
+class ScanCursor {
+ public:
+  ScanCursor(std::shared_ptr<Scanner> scanner, ScanRequest request)
+      : scanner_(std::move(scanner)), request_(std::move(request)) {}
+  ~ScanCursor();
+
+  ScanCursor(const ScanCursor&) = delete;
+  ScanCursor& operator=(const ScanCursor&) = delete;
+
+  // Fills dst with whole struct sl_sock records, as many as `cap` holds (the
+  // kernel hands out at most one seq_file page per read(2), so it loops);
+  // *n = 0 once the iteration is over.
+  BpfError Read(uint8_t* dst, size_t cap, size_t* n);
+
+  std::atomic<bool> reading{false};
+
+ private:
+  std::shared_ptr<Scanner> scanner_;  // keeps the programs loaded while the iterator runs
+  const ScanRequest request_;
+  int fd_ = -1;  // the iterator, once created
+  bool done_ = false;
 };
 
 }  // namespace sockleak

@@ -69,6 +69,14 @@ export interface NativeScanner {
   close(): void;
 }
 
+/** One 'files' or 'tcp' iteration read a chunk at a time into the caller's Buffer (native/scanner.h ScanCursor). */
+export interface NativeScanCursor {
+  /** Fills `into` with whole struct sl_sock records on the thread pool: the byte count, 0 once the iteration is over. One read at a time; leave `into` alone until it settles. */
+  read(into: Buffer): Promise<number>;
+  /** Ends the iteration early. */
+  close(): void;
+}
+
 /** How the reaper destroys sockets: `auto` = bpf_sock_destroy where the kernel has it (6.5+), else sock_diag. */
 export type NativeReapMethod = 'auto' | 'bpf' | 'sock_diag';
 
@@ -99,11 +107,14 @@ interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
   /** cachedBtfPath: a minimised BTF of the running kernel for the scan object, tried first (native-scan.ts). */
   Scanner: new (options: { btfPath?: string; cachedBtfPath?: string }) => NativeScanner;
+  ScanCursor: new (scanner: NativeScanner, request: NativeScanRequest & { kind: 'files' | 'tcp' }) => NativeScanCursor;
   Reaper: {
     new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;
     REQUEST_SIZE: number;
     RESULT_SIZE: number;
   };
+  /** Makes glibc give large freed blocks back at once (mallopt; process-wide, for the long-running agent). */
+  releaseLargeAllocations(): void;
   probeFeatures(btfPath?: string): Array<{ name: string; available: boolean }>;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;

@@ -7,23 +7,22 @@
  * rescan, only for the owners of the leaks it tracks. With 200k leaks a decode
  * of everything on every such pass is what drove the agent's RSS past 1 GB.
  */
-import { formatEndpoint } from './address';
-import type { NativeScanner, NativeScanRequest } from './addon';
+import type { NativeScanner } from './addon';
 import { NotFoundError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
-import { isVanishedNetns, openNativeScanner, runScan, scanEachNetns, stateMask } from './native-scan';
+import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import type { Owner } from './sockets';
 
-const AF_INET = 2;
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
+/** Passes that want fewer cookies than this filter records by the cookie's low word first. */
+const FILTER_BELOW = 4096;
 /** Distinct strings an Interner keeps before it starts over (live leaks keep theirs). */
 const INTERN_LIMIT = 4096;
 
 /**
- * `s` as one flat string: formatEndpoint() builds its result by concatenation,
- * which V8 keeps as a tree of string pieces (~90 bytes for `a.b.c.d:port`
- * instead of ~32); a leak keeps its local endpoint for as long as it is open.
+ * `s` as one flat string: a string built by concatenation is a tree of
+ * pieces in V8, several times the size of its text, and kept strings live long.
  */
 function flat(s: string): string {
   return Buffer.from(s, 'latin1').toString('latin1');
@@ -44,20 +43,6 @@ export class Interner {
     this.known.set(kept, kept);
     return kept;
   }
-}
-
-/** What a leak record needs of a socket besides its owners, as the iterator saw it. */
-export interface SocketDetails {
-  family: 4 | 6;
-  local: string;
-  remote: string;
-  netns: number;
-  uid: number;
-  recvQ: number;
-  sendQ: number;
-  keepalive: boolean;
-  keepaliveProbeInMs: number | null;
-  keepaliveReapByMs: number | null;
 }
 
 /**
@@ -112,37 +97,15 @@ export function ownerOf({ buf, at, held }: RawSock, strings: Interner): Owner | 
   return { pid: buf.readUInt32LE(at + SOCK.pid.offset), comm: strings.get(commAt(buf, at)), fd: buf.readInt32LE(at + SOCK.fd.offset) };
 }
 
-/** Whether the record names `owner` as its holder (compared in place: no string made). */
-export function namesOwner({ buf, at, held }: RawSock, owner: Owner): boolean {
+/** Whether the record names the holder (pid, fd, comm) (compared in place: no string made). */
+export function namesOwner({ buf, at, held }: RawSock, pid: number, fd: number, comm: string): boolean {
   if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return false;
-  if (buf.readUInt32LE(at + SOCK.pid.offset) !== owner.pid || buf.readInt32LE(at + SOCK.fd.offset) !== owner.fd) return false;
+  if (buf.readUInt32LE(at + SOCK.pid.offset) !== pid || buf.readInt32LE(at + SOCK.fd.offset) !== fd) return false;
   const start = at + SOCK.comm.offset;
-  const n = owner.comm.length;
+  const n = comm.length;
   if (n > SOCK.comm.size || (n < SOCK.comm.size && buf[start + n] !== 0)) return false;
-  for (let i = 0; i < n; i++) if (buf[start + i] !== owner.comm.charCodeAt(i)) return false;
+  for (let i = 0; i < n; i++) if (buf[start + i] !== comm.charCodeAt(i)) return false;
   return true;
-}
-
-/** The record's fields a leak record needs besides owners and age. */
-export function detailsOf({ buf, at }: RawSock, strings: Interner): SocketDetails {
-  const u32 = (f: { offset: number }): number => buf.readUInt32LE(at + f.offset);
-  const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
-  const flags = buf.readUInt8(at + SOCK.flags.offset);
-  const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
-  const timerMs = flags & SOCK_FLAGS.TIMER ? u32(SOCK.timer_ms) : null;
-  const probes = buf.readUInt8(at + SOCK.keepalive_probes.offset);
-  return {
-    family,
-    local: flat(formatEndpoint(family, buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16), buf.readUInt16LE(at + SOCK.sport.offset))),
-    remote: strings.get(formatEndpoint(family, buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16), buf.readUInt16LE(at + SOCK.dport.offset))),
-    netns: u32(SOCK.netns_ino),
-    uid: u32(SOCK.uid),
-    recvQ: u32(SOCK.recv_q),
-    sendQ: u32(SOCK.send_q),
-    keepalive,
-    keepaliveProbeInMs: keepalive ? timerMs : null,
-    keepaliveReapByMs: keepalive && timerMs !== null ? timerMs + probes * u32(SOCK.keepalive_intvl_ms) : null,
-  };
 }
 
 /**
@@ -164,42 +127,34 @@ export class CloseWaitScanner {
     this.native = openNativeScanner(options);
   }
 
-  private async run(request: NativeScanRequest): Promise<Buffer | undefined> {
-    try {
-      return await runScan(this.native, { ...request, stateMask: CLOSE_WAIT_MASK });
-    } catch (err) {
-      if (request.netnsPath !== undefined && isVanishedNetns(err)) return undefined; // its last process exited
-      throw err;
-    }
-  }
-
-  /** Held sockets (iter/task_file, one buffer; one per pid when `pids` is given), then every netns's (iter/tcp) unless `pids`. */
+  /**
+   * Held sockets (iter/task_file; one pid at a time when `pids` is given), then
+   * every netns's (iter/tcp) unless `pids`, while `orphans()` says some are
+   * still wanted: a chunk of records at a time, each valid until the next.
+   */
   private async *buffers(pids: readonly number[] | undefined, orphans: () => boolean): AsyncGenerator<{ buf: Buffer; held: boolean }> {
     if (pids === undefined) {
-      const buf = await this.run({ kind: 'files' });
-      if (buf) yield { buf, held: true };
+      for await (const buf of scanChunks(this.native, { kind: 'files', stateMask: CLOSE_WAIT_MASK })) yield { buf, held: true };
     } else {
       for (const pid of pids) {
-        let buf: Buffer | undefined;
         try {
           requireProcess(pid);
-          buf = await this.run({ kind: 'files', pid });
+          for await (const buf of scanChunks(this.native, { kind: 'files', pid, stateMask: CLOSE_WAIT_MASK })) yield { buf, held: true };
         } catch (err) {
           if (err instanceof NotFoundError) continue; // exited meanwhile
           throw err;
         }
-        if (buf) yield { buf, held: true };
       }
       return;
     }
     if (!orphans()) return;
-    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: CLOSE_WAIT_MASK })) {
+    for await (const { buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: CLOSE_WAIT_MASK })) {
       yield { buf, held: false };
       if (!orphans()) return;
     }
   }
 
-  /** Every CLOSE_WAIT socket's raw records, held ones and then every netns's (the engine seeds its map with them). */
+  /** Every CLOSE_WAIT socket's raw records, held ones and then every netns's, a chunk at a time (the engine seeds its map with them). */
   async each(onRaw: (records: Buffer) => void): Promise<void> {
     for await (const { buf } of this.buffers(undefined, () => true)) onRaw(buf);
   }
@@ -212,10 +167,10 @@ export class CloseWaitScanner {
    */
   async pass(wanted: CookieSet, visit: (cookie: CookieKey, sock: RawSock) => void, missing: () => boolean, pids?: readonly number[]): Promise<void> {
     if (wanted.size === 0) return;
-    let filter: Set<number> | undefined;
+    // Low words first when few cookies are wanted: most records are then skipped without a number made.
+    const filter = wanted.size <= FILTER_BELOW ? lowWords(wanted.keys()) : undefined;
     const sock: RawSock = { buf: Buffer.alloc(0), at: 0, held: true };
     for await (const { buf, held } of this.buffers(pids, missing)) {
-      if (filter === undefined && wanted.size * 8 < buf.length / SOCK_SIZE) filter = lowWords(wanted.keys());
       sock.buf = buf;
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {

@@ -8,21 +8,23 @@
  * resolves their owners with the task_file iterator, and reports them; from
  * then on the kernel sends their close() calls and their leaving CLOSE_WAIT.
  *
- * Per leak it keeps one compact TrackedLeak (tracked-leak.ts: strings shared, a lone owner held directly)
- * and makes the full LeakRecord only when one is asked for: when the record is
- * taken from the iterator, by current(), by leak(). Its scans read raw iterator
- * records (close-wait-scan.ts) and make objects only for the sockets it asked for.
+ * Per leak it keeps one slot of a LeakTable (leak-table.ts: typed-array
+ * columns, ~130 bytes a leak) and makes the full LeakRecord only when one is
+ * asked for: when the record is taken from the iterator, by current(), by
+ * leak(). Its scans read raw iterator records a chunk at a time
+ * (close-wait-scan.ts) and write new leaks straight into their slots.
  */
 import { monotonicNowNs } from './clock';
-import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, detailsOf, namesOwner, ownerOf, type CookieKey, type CookieSet, type RawSock, type SocketDetails } from './close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey, type CookieSet, type RawSock } from './close-wait-scan';
 import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
+import { CookieMap } from './cookie-map';
 import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
+import { LeakTable } from './leak-table';
 import type { Creator, Owner, SocketInfo } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
-import { TrackedLeak } from './tracked-leak';
 
 /** A socket that stayed in CLOSE_WAIT longer than the threshold. */
 export interface LeakRecord extends SocketInfo {
@@ -107,6 +109,9 @@ function keyOf(cookie: CookieKey): CookieKey {
   return typeof cookie === 'string' ? cookieKey(cookie) : cookie;
 }
 
+/** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
+const NEW_IN_SCAN = -2;
+
 /** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
 const CREATOR_LIMIT = 4096;
 
@@ -135,16 +140,16 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly tracer: Tracer;
   private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
-  private readonly leaks = new Map<CookieKey, TrackedLeak>();
+  private readonly leaks = new LeakTable();
   /** Reported leaks that left CLOSE_WAIT in their owner's context; the close event names the fd. */
   private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
   private readonly stale = new Map<CookieKey, Closer>();
-  /** Records not yet taken by the iterator; leaks become records when taken. */
-  private readonly out = new Fifo<WatchRecord | TrackedLeak>();
+  /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
+  private readonly out = new Fifo<WatchRecord | number>();
   private readonly creators = new Map<string, Creator>();
-  /** A rescan's new owner lists, for the leaks whose owners changed. */
-  private readonly owned = new Map<TrackedLeak, Owner[]>();
+  /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
+  private readonly owned = new Map<number, Owner[]>();
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
@@ -160,6 +165,13 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /** followTree: every process seen in the tree; processes exit before their leaks are reported. */
   private readonly treeSeen = new Set<number>();
   private readonly pumping: Promise<void>;
+  /**
+   * Settles once the first step is over (seeding, and at a restart the burst of
+   * every leak already there), or the watcher closed first: heavy work that can
+   * wait should, so that the two do not add up.
+   */
+  readonly firstStep: Promise<void>;
+  private firstStepOver: () => void = () => undefined;
 
   constructor(private readonly options: WatchOptions = {}) {
     validate(options);
@@ -178,6 +190,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.scanner.close();
       throw err;
     }
+    this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
     void this.tick(); // the first tick seeds sockets already in CLOSE_WAIT
@@ -185,7 +198,39 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   /** Leaks currently open (reported and not resolved). */
   current(): LeakRecord[] {
-    return [...this.leaks.values()].map((l) => l.record(this.ageMs(l)));
+    return [...this.leaks.slots()].map((s) => this.leaks.record(s, this.ageMs(s)));
+  }
+
+  /** Open leaks' cookies in report order, listed now and pulled lazily (leaks gone meanwhile are skipped). */
+  openCookies(): Iterable<CookieKey> {
+    return this.leaks.openCookies();
+  }
+
+  /** The oldest-reported open leak; undefined when none is open. */
+  oldestReported(): CookieKey | undefined {
+    const s = this.leaks.first();
+    return s < 0 ? undefined : this.leaks.cookieKey(s);
+  }
+
+  /**
+   * Calls `each` for every holder of every open leak (pid and comm, no object
+   * made; `first` is false for a leak's second holder on), and with pid -1 for
+   * a leak without one: what per-process counts read.
+   */
+  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+    const t = this.leaks;
+    for (const s of t.slots()) {
+      const n = t.ownerCount(s);
+      if (n === 0) each(-1, '', true);
+      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0);
+    }
+  }
+
+  /** The earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
+  oldestEnteredNs(): number | undefined {
+    let min: number | undefined;
+    for (const s of this.leaks.slots()) min = Math.min(min ?? Infinity, this.leaks.enteredNs(s));
+    return min;
   }
 
   /** Leaks open now: how many. */
@@ -195,18 +240,26 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   /** One open leak (cookie as text or cookieKey()) as a full record, made now; undefined when it is not (or no longer) open. */
   leak(cookie: CookieKey): LeakRecord | undefined {
-    const l = this.leaks.get(keyOf(cookie));
-    return l && l.record(this.ageMs(l));
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.record(s, this.ageMs(s));
   }
 
   /** The holders of an open leak now; undefined when it is not open. */
   owners(cookie: CookieKey): readonly Owner[] | undefined {
-    return this.leaks.get(keyOf(cookie))?.owners;
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.owners(s);
   }
 
   /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (estimated for pre-existing ones); undefined when it is not open. */
   enteredNs(cookie: CookieKey): number | undefined {
-    return this.leaks.get(keyOf(cookie))?.enteredNs;
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.enteredNs(s);
+  }
+
+  /** The slot of a reported, open leak; -1 otherwise. */
+  private slotOf(cookie: CookieKey): number {
+    const s = this.leaks.slotOf(keyOf(cookie));
+    return s >= 0 && !this.leaks.isTentative(s) ? s : -1;
   }
 
   /**
@@ -215,7 +268,9 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
    */
   evict(cookie: CookieKey): void {
     const key = keyOf(cookie);
-    if (!this.leaks.delete(key)) return;
+    const s = this.slotOf(key);
+    if (s < 0) return;
+    this.leaks.remove(s);
     this.leaving.delete(key);
     this.stale.delete(key);
     this.tracer.forget([cookieText(key)]);
@@ -257,11 +312,11 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     return { ...c, mapFull: c.mapFull + BigInt(this.mapFullSeed) };
   }
 
-  private ageMs(leak: TrackedLeak): number {
-    return Math.max(0, Math.round((monotonicNowNs() - leak.enteredNs) / 1e6));
+  private ageMs(slot: number): number {
+    return Math.max(0, Math.round((monotonicNowNs() - this.leaks.enteredNs(slot)) / 1e6));
   }
 
-  private emit(record: WatchRecord | TrackedLeak): void {
+  private emit(record: WatchRecord | number): void {
     this.out.push(record);
     this.wake?.();
   }
@@ -269,7 +324,10 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   /** The next record to hand out, made now if it is a leak; undefined when none waits. */
   private next(): WatchRecord | undefined {
     const item = this.out.shift();
-    return item instanceof TrackedLeak ? item.record(this.ageMs(item)) : item;
+    if (typeof item !== 'number') return item;
+    const record = this.leaks.record(item, this.ageMs(item));
+    this.leaks.taken(item);
+    return record;
   }
 
   /** Applies what the kernel sends about reported leaks. */
@@ -284,41 +342,45 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.options.onPortEvent?.(ev);
       return;
     }
-    const leak = this.leaks.get(cookieKey(ev.cookie));
-    if (!leak) return;
+    const leak = this.slotOf(cookieKey(ev.cookie));
+    if (leak < 0) return;
+    const cookie = this.leaks.cookieKey(leak);
     if (ev.type === 'state') {
-      const closer = this.stale.get(leak.cookie);
+      const closer = this.stale.get(cookie);
       // Before 6.6, close() dropped the last reference on its way back to user
       // space (task_work; commit 021a160abf62 made it synchronous): its close
       // record comes first, then the socket leaves CLOSE_WAIT in the same thread.
       if (closer && closer.tid === ev.tid) this.resolve(leak, closer, 'close');
-      else if (ev.context === 'task') this.leaving.set(leak.cookie, { ev, tick: this.ticks });
+      else if (ev.context === 'task') this.leaving.set(cookie, { ev, tick: this.ticks });
       else this.resolve(leak, null, 'peer');
     } else if (ev.type === 'close' && ev.ret === 0) {
       this.closed(leak, ev);
     }
   }
 
-  private closed(leak: TrackedLeak, ev: CloseEvent): void {
+  private closed(leak: number, ev: CloseEvent): void {
     const closer: Closer = { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: ev.fd };
-    const leaving = this.leaving.get(leak.cookie);
+    const cookie = this.leaks.cookieKey(leak);
+    const leaving = this.leaving.get(cookie);
     if (leaving && leaving.ev.tid === ev.tid) {
-      this.leaving.delete(leak.cookie);
+      this.leaving.delete(cookie);
       this.resolve(leak, closer, 'close');
       return;
     }
     // The socket survived this close() (someone else holds it), or, before 6.6,
     // is about to leave CLOSE_WAIT (see apply()): the next tick's scan says
     // which, and who holds it now.
-    this.stale.set(leak.cookie, closer);
+    this.stale.set(cookie, closer);
   }
 
-  private resolve(leak: TrackedLeak, closedBy: Closer | null, how: ResolvedRecord['how']): void {
-    const { cookie, local, remote } = leak;
-    this.leaks.delete(cookie);
+  private resolve(leak: number, closedBy: Closer | null, how: ResolvedRecord['how']): void {
+    const t = this.leaks;
+    const cookie = t.cookieKey(leak);
+    const record: ResolvedRecord = { type: 'resolved', cookie: cookieText(cookie), local: t.local(leak), remote: t.remote(leak), closedBy, how, heldMs: this.ageMs(leak) };
+    t.remove(leak);
     this.leaving.delete(cookie);
     this.stale.delete(cookie);
-    this.emit({ type: 'resolved', cookie: cookieText(cookie), local, remote, closedBy, how, heldMs: this.ageMs(leak) });
+    this.emit(record);
   }
 
   private matchesPid(owners: readonly Owner[], creator: Creator | null): boolean {
@@ -361,6 +423,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       void this.close();
     } finally {
       this.busy = false;
+      this.firstStepOver();
     }
   }
 
@@ -386,8 +449,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     }
     // A leak that left CLOSE_WAIT in its owner's context with no close() event: exit, exec, dup2, close_range.
     for (const [cookie, { ev, tick }] of this.leaving) {
-      const leak = this.leaks.get(cookie);
-      if (leak && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
+      const leak = this.slotOf(cookie);
+      if (leak >= 0 && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
     }
     const askedNs = monotonicNowNs();
     this.lastStepNs = askedNs;
@@ -398,46 +461,58 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
     // New leaks: where their sl_event is in `raw`, until the scan found them.
-    const fresh = new Map<CookieKey, number>();
-    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) fresh.set(cookieKeyAt(raw, at + EVENT.cookie.offset), at);
-    const found = await this.find(fresh, rescan);
+    const fresh = new CookieMap(Math.floor(raw.length / EVENT_SIZE));
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
+      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
+      if (this.leaks.slotOf(cookie) < 0) fresh.set(cookie, at); // (a cookie already open is not new)
+    }
+    this.leaks.reserve(fresh.size); // a restart's burst: one growth to size, not several that copy
+    const staleOwners = await this.find(fresh, raw, rescan, nowNs);
 
     const vanished: CookieKey[] = [];
-    for (const [cookie, at] of fresh) {
-      const socket = found.get(cookie);
-      if (!socket) {
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
+      // Records go out in the kernel's order (the table lists a burst in the order the scan found it).
+      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
+      if (fresh.get(cookie) !== at) continue; // open already, or a repeat
+      const leak = this.leaks.slotOf(cookie); // tentative: found by the pass
+      if (leak < 0) {
         vanished.push(cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
         continue;
       }
-      const flags = raw.readUInt8(at + EVENT.flags.offset);
-      const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
-      if (!this.matchesPid(socket.owners, creator) || !this.matchesTree(socket.owners, creator)) continue;
-      const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
-      const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
-      const leak = new TrackedLeak(cookie, socket.details, socket.owners, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
-      this.leaks.set(cookie, leak);
+      const owners = this.leaks.owners(leak);
+      const creator = this.leaks.creatorOf(leak);
+      if (!this.matchesPid(owners, creator) || !this.matchesTree(owners, creator)) {
+        this.leaks.remove(leak);
+        continue;
+      }
+      this.leaks.report(leak);
       this.emit(leak);
     }
     for (const [cookie, closedBy] of this.stale) {
-      const leak = this.leaks.get(cookie);
-      if (!leak) continue;
-      const socket = found.get(cookie);
-      if (!socket) this.resolve(leak, closedBy, 'exit');
+      const leak = this.slotOf(cookie);
+      if (leak < 0) continue;
+      const owners = staleOwners.get(cookie);
+      if (!owners) this.resolve(leak, closedBy, 'exit');
       else {
-        leak.owners = socket.owners;
-        this.emit({ type: 'fd-closed', cookie: cookieText(cookie), remote: leak.remote, closedBy, stillHeldBy: [...socket.owners] });
+        this.leaks.setOwners(leak, owners);
+        this.emit({ type: 'fd-closed', cookie: cookieText(cookie), remote: this.leaks.remote(leak), closedBy, stillHeldBy: [...owners] });
       }
     }
     this.stale.clear();
     if (rescan) {
       this.lastRescanNs = nowNs;
-      for (const leak of [...this.leaks.values()]) {
-        if (leak.scanMark === this.scans) {
+      const t = this.leaks;
+      for (const leak of t.slots()) {
+        if (t.scanMark[leak] === this.scans) {
+          if (t.scanConfirmed[leak] === NEW_IN_SCAN) continue;
           const owners = this.owned.get(leak);
-          if (owners) leak.owners = owners;
-          else if (leak.scanConfirmed < leak.ownerCount) leak.owners = leak.owners.slice(0, leak.scanConfirmed);
-        } else if (!this.leaving.has(leak.cookie) && !found.has(leak.cookie)) {
-          vanished.push(leak.cookie);
+          if (owners) t.setOwners(leak, owners);
+          else t.keepOwners(leak, t.scanConfirmed[leak]!);
+          continue;
+        }
+        const cookie = t.cookieKey(leak);
+        if (!this.leaving.has(cookie) && !staleOwners.has(cookie)) {
+          vanished.push(cookie);
           this.resolve(leak, null, 'gone');
         }
       }
@@ -447,52 +522,83 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   }
 
   /**
-   * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`) and the stale
-   * ones with their owners and, for new ones, details; on a rescan also every
-   * tracked leak, whose owners are checked in place (marked on the leak; only
-   * changed lists are made anew, in `owned`), so a rescan of 200k unchanged
-   * leaks makes no objects but the cookie strings it reads.
+   * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`, their events
+   * in `raw`) go straight into tentative slots of the table, details and
+   * owners (marked NEW_IN_SCAN); the stale ones get their owners, returned; on
+   * a rescan every tracked leak's owners are checked in place (marked on its
+   * slot; only changed lists are made anew, in `owned`), so a rescan of 200k
+   * unchanged leaks makes no objects.
    */
-  private async find(fresh: ReadonlyMap<CookieKey, number>, rescan: boolean): Promise<Map<CookieKey, { owners: Owner[]; details: SocketDetails }>> {
-    const found = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
+  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, Owner[]>> {
+    const t = this.leaks;
+    const staleOwners = new Map<CookieKey, Owner[]>();
     const strings = this.scanner.strings;
     const scan = ++this.scans;
     let seen = 0;
-    const wanted = rescan ? union(fresh, this.leaks) : union(fresh, this.stale); // stale ones are tracked leaks
+    const wanted = rescan ? union(fresh, t) : union(fresh, this.stale); // stale ones are tracked leaks
+    const addOwner = (leak: number, sock: RawSock): void => {
+      const owner = ownerOf(sock, strings);
+      if (!owner) return;
+      const owners = t.owners(leak);
+      if (!owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) t.setOwners(leak, withOwner(owners, owner));
+    };
     const visit = (cookie: CookieKey, sock: RawSock): void => {
-      const leak = this.leaks.get(cookie);
-      if (rescan && leak && !this.stale.has(cookie)) {
-        if (leak.scanMark !== scan) [leak.scanMark, leak.scanConfirmed, seen] = [scan, 0, seen + 1];
-        const owner = sock.held && leak.scanConfirmed >= 0 ? leak.ownerAt(leak.scanConfirmed) : undefined;
-        if (owner && namesOwner(sock, owner)) {
-          leak.scanConfirmed++;
-          return;
-        }
-        const added = ownerOf(sock, strings);
-        if (!added) return;
-        const owners = this.owned.get(leak) ?? leak.owners.slice(0, Math.max(0, leak.scanConfirmed));
-        leak.scanConfirmed = -1; // from here on its list is `owned`'s
-        this.owned.set(leak, owners.some((o) => o.pid === added.pid && o.fd === added.fd) ? owners : withOwner(owners, added));
+      const leak = t.slotOf(cookie);
+      if (leak >= 0 && t.isTentative(leak)) {
+        if (sock.held) addOwner(leak, sock); // else iter/tcp's copy of a held socket
         return;
       }
-      let socket = found.get(cookie);
-      if (!socket) {
-        if (!fresh.has(cookie) && !leak) return;
-        found.set(cookie, (socket = { owners: [], details: detailsOf(sock, strings) }));
+      const at = fresh.get(cookie);
+      if (at >= 0) {
+        const flags = raw.readUInt8(at + EVENT.flags.offset);
+        const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
+        const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
+        const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
+        const added = t.add(cookie, sock, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
+        t.scanMark[added] = scan;
+        t.scanConfirmed[added] = NEW_IN_SCAN;
         seen++;
-      } else if (!sock.held) return; // iter/tcp's copy of a held socket
+        addOwner(added, sock);
+        return;
+      }
+      if (leak < 0) return;
+      if (this.stale.has(cookie)) {
+        let owners = staleOwners.get(cookie);
+        if (!owners) {
+          staleOwners.set(cookie, (owners = []));
+          seen++;
+        } else if (!sock.held) return;
+        const owner = ownerOf(sock, strings);
+        if (owner && !owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) staleOwners.set(cookie, withOwner(owners, owner));
+        return;
+      }
+      if (!rescan) return;
+      if (t.scanMark[leak] !== scan) {
+        t.scanMark[leak] = scan;
+        t.scanConfirmed[leak] = 0;
+        seen++;
+      }
+      const confirmed = t.scanConfirmed[leak]!;
+      if (sock.held && confirmed >= 0 && t.namesOwnerAt(leak, confirmed, sock)) {
+        t.scanConfirmed[leak] = confirmed + 1;
+        return;
+      }
       const owner = ownerOf(sock, strings);
-      if (owner && !socket.owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) socket.owners = withOwner(socket.owners, owner);
+      if (!owner) return;
+      const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
+      t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
+      this.owned.set(leak, owners.some((o) => o.pid === owner.pid && o.fd === owner.fd) ? owners : withOwner(owners, owner));
     };
     const pids = this.options.followTree ? this.treePids() : undefined;
     await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
-    return found;
+    return staleOwners;
   }
 
   /** Stops: detaches, unloads; the iterator ends after the records already produced. */
   async close(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    this.firstStepOver();
     clearInterval(this.timer);
     await this.tracer.close();
     await this.pumping.catch(() => undefined);

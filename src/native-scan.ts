@@ -3,12 +3,15 @@
  * privilege and BTF checks, native errors turned into typed ones, the network
  * namespaces that have a process, and a run of one request in each of them.
  * SocketScanner (scan.ts) and the lean scans (close-wait-scan.ts, port-scan.ts,
- * agent/state-counts.ts) are built on these.
+ * agent/state-counts.ts) are built on these; the lean ones read in chunks
+ * (scanChunks()), so that a scan of 200k sockets holds ~1 MiB of records at a
+ * time instead of all 22 MB.
  */
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
+import { SOCK_SIZE } from './generated/layout';
 import { KernelUnsupportedError } from './errors';
 import { DEFAULT_BTF_PATH, explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
 import { tcpStateNumber, type TcpState } from './tcp-states';
@@ -109,5 +112,64 @@ export async function* scanEachNetns(
       throw err;
     }
     yield { netns, buf };
+  }
+}
+
+/** Bytes a chunked scan reads at a time: 9362 records, a few ms of decoding. */
+export const CHUNK_BYTES = SOCK_SIZE * Math.floor((1 << 20) / SOCK_SIZE);
+
+/** One chunk buffer kept between scans; scans that overlap take their own, which the GC reclaims. */
+let idleChunk: Buffer | undefined;
+
+/**
+ * Runs a 'files' or 'tcp' request and yields its records a chunk at a time
+ * (whole struct sl_sock records, at most CHUNK_BYTES). Each chunk is valid
+ * until the next one is asked for: the same memory is filled again. Breaking
+ * out of the loop ends the iteration in the kernel.
+ */
+export async function* scanChunks(native: NativeScanner, request: NativeScanRequest & { kind: 'files' | 'tcp' }): AsyncGenerator<Buffer> {
+  let cursor;
+  try {
+    cursor = new (loadAddon().ScanCursor)(native, request);
+  } catch (err) {
+    throw explainNativeError(err);
+  }
+  const chunk = idleChunk ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  idleChunk = undefined;
+  try {
+    for (;;) {
+      let n: number;
+      try {
+        n = await cursor.read(chunk);
+      } catch (err) {
+        throw explainNativeError(err);
+      }
+      if (n === 0) return;
+      yield chunk.subarray(0, n);
+    }
+  } finally {
+    cursor.close();
+    idleChunk = chunk;
+  }
+}
+
+/**
+ * scanEachNetns() in chunks: every namespace's records, a chunk at a time (see
+ * scanChunks()); a namespace whose last process exited before its iterator
+ * was made is skipped.
+ */
+export async function* scanEachNetnsChunks(
+  native: NativeScanner,
+  request: Omit<NativeScanRequest, 'netnsPath' | 'kind'> & { kind: 'tcp' },
+  namespaces: Iterable<[number, string]> = networkNamespaces(),
+): AsyncGenerator<{ netns: number; buf: Buffer }> {
+  const own = ownNetns();
+  for (const [netns, path] of namespaces) {
+    try {
+      for await (const buf of scanChunks(native, { ...request, ...(netns !== own && { netnsPath: path }) })) yield { netns, buf };
+    } catch (err) {
+      if (isVanishedNetns(err)) continue; // its iterator is made by the first read, before any chunk
+      throw err;
+    }
   }
 }

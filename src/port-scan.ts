@@ -2,59 +2,161 @@
  * The socket table as port counting needs it (port-usage.ts): every TCP socket
  * of every netns that has a process, from iter/tcp alone (it sees held sockets
  * too), with the fields the count reads. A full SocketScanner.scan() makes
- * ~0.7 KB of objects per socket and runs iter/task_file as well; this makes one
- * ~80-byte object, its strings shared (addresses, peers), so the once-a-minute
- * count of a machine with 200k sockets costs ~20 MB of short-lived heap
- * instead of ~150 MB.
+ * ~0.7 KB of objects per socket and runs iter/task_file as well; this keeps
+ * ~20 bytes a socket in typed-array columns, addresses as ids into strings
+ * shared for the scan, and reads the records a chunk at a time, so the
+ * agent's once-a-minute count of a machine with 200k sockets costs ~4 MB
+ * of short-lived memory instead of ~40 MB.
  */
 import { formatIPv4, formatIPv6, joinHostPort } from './address';
 import type { NativeScanner } from './addon';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
-import { openNativeScanner, scanEachNetns } from './native-scan';
+import { openNativeScanner, scanEachNetnsChunks } from './native-scan';
 import { TIME_WAIT_MS, type PortSocket } from './port-usage';
-import { tcpStateName, type TcpState } from './tcp-states';
+import { tcpStateName, tcpStateNumber, type TcpState } from './tcp-states';
 
 const AF_INET = 2;
-/** Distinct addresses and peers kept for sharing within one scan before starting over. */
-const SHARE_LIMIT = 4096;
+const TIME_WAIT = tcpStateNumber('TIME_WAIT');
 
-/** One socket of a port scan: its local endpoint is kept apart and joined only if read. */
-class ScannedSocket implements PortSocket {
-  constructor(
-    readonly netns: number,
-    readonly state: TcpState,
-    readonly remote: string,
-    readonly stateAgeMs: number | null,
-    readonly localHost: string,
-    readonly localPort: number,
-    private readonly family: 4 | 6,
-  ) {}
+/** Strings of one scan by id; IPv4 ones found by number, so repeats make no string. */
+class StringIds {
+  readonly list: string[] = [];
+  private readonly ids = new Map<number | string, number>();
 
-  get local(): string {
-    return joinHostPort(this.family, this.localHost, this.localPort);
+  id(key: number | string, make: () => string): number {
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = this.list.length;
+      this.list.push(make());
+      this.ids.set(key, id);
+    }
+    return id;
   }
 }
 
-/** Strings made from raw addresses, shared while a scan runs: IPv4 ones keyed by number, so repeats make no string. */
-class SharedText {
-  private readonly v4 = new Map<number, string>();
-  private readonly other = new Map<string, string>();
+/** The socket at one index of a PortSockets; the view moves on as the iteration does. */
+class SocketView implements PortSocket {
+  i = 0;
+  constructor(private readonly of: PortSockets) {}
+  get netns(): number {
+    return this.of.netns;
+  }
+  get state(): TcpState {
+    return tcpStateName(this.of.stateAt(this.i));
+  }
+  get remote(): string {
+    return this.of.remoteAt(this.i);
+  }
+  get stateAgeMs(): number | null {
+    return this.of.ageAt(this.i);
+  }
+  get localHost(): string {
+    return this.of.localHostAt(this.i);
+  }
+  get localPort(): number {
+    return this.of.localPortAt(this.i);
+  }
+  get local(): string {
+    return joinHostPort(this.of.v6At(this.i) ? 6 : 4, this.localHost, this.localPort);
+  }
+}
 
-  get(key: number, make: () => string): string {
-    let s = this.v4.get(key);
-    if (s === undefined) {
-      if (this.v4.size >= SHARE_LIMIT) this.v4.clear();
-      this.v4.set(key, (s = make()));
-    }
-    return s;
+function grow<T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(a: T): T {
+  const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+/**
+ * One network namespace's sockets from a port scan, in columns. Iterating
+ * yields one reused view object: read what you need of a socket before the
+ * next step (port-usage.ts does); sockets() copies them out.
+ */
+export class PortSockets implements Iterable<PortSocket> {
+  private n = 0;
+  private state = new Uint8Array(256);
+  private v6 = new Uint8Array(256);
+  private localPort = new Uint16Array(256);
+  private localHost = new Uint32Array(256);
+  private remote = new Uint32Array(256);
+  private age = new Float64Array(256); // NaN: none (only TIME_WAIT has one)
+
+  constructor(
+    readonly netns: number,
+    private readonly hosts: StringIds,
+    private readonly peers: StringIds,
+  ) {}
+
+  get length(): number {
+    return this.n;
   }
 
-  intern(text: string): string {
-    const s = this.other.get(text);
-    if (s !== undefined) return s;
-    if (this.other.size >= SHARE_LIMIT) this.other.clear();
-    this.other.set(text, text);
-    return text;
+  /** Appends the sl_sock record at `at`. */
+  add(buf: Buffer, at: number): void {
+    if (this.n === this.state.length) {
+      this.state = grow(this.state);
+      this.v6 = grow(this.v6);
+      this.localPort = grow(this.localPort);
+      this.localHost = grow(this.localHost);
+      this.remote = grow(this.remote);
+      this.age = grow(this.age);
+    }
+    const i = this.n++;
+    const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
+    const state = buf.readUInt8(at + SOCK.state.offset);
+    const saddr = buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
+    const daddr = buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
+    const dport = buf.readUInt16LE(at + SOCK.dport.offset);
+    if (family === 4) {
+      this.localHost[i] = this.hosts.id(saddr.readUInt32LE(0), () => formatIPv4(saddr));
+      this.remote[i] = this.peers.id(daddr.readUInt32LE(0) * 65536 + dport, () => joinHostPort(4, formatIPv4(daddr), dport));
+    } else {
+      const host = formatIPv6(saddr);
+      this.localHost[i] = this.hosts.id(host, () => host);
+      const peer = joinHostPort(6, formatIPv6(daddr), dport);
+      this.remote[i] = this.peers.id(peer, () => peer);
+    }
+    this.state[i] = state;
+    this.v6[i] = family === 6 ? 1 : 0;
+    this.localPort[i] = buf.readUInt16LE(at + SOCK.sport.offset);
+    const timed = (buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.TIMER) !== 0;
+    // The age port counting reads: a TIME_WAIT's, from its timer (as SocketScanner decodes it).
+    this.age[i] = state === TIME_WAIT && timed ? Math.max(0, TIME_WAIT_MS - buf.readUInt32LE(at + SOCK.timer_ms.offset)) : NaN;
+  }
+
+  stateAt(i: number): number {
+    return this.state[i]!;
+  }
+  v6At(i: number): boolean {
+    return this.v6[i] === 1;
+  }
+  localPortAt(i: number): number {
+    return this.localPort[i]!;
+  }
+  localHostAt(i: number): string {
+    return this.hosts.list[this.localHost[i]!]!;
+  }
+  remoteAt(i: number): string {
+    return this.peers.list[this.remote[i]!]!;
+  }
+  ageAt(i: number): number | null {
+    const a = this.age[i]!;
+    return Number.isNaN(a) ? null : a;
+  }
+
+  *[Symbol.iterator](): Iterator<PortSocket> {
+    const view = new SocketView(this);
+    for (let i = 0; i < this.n; i++) {
+      view.i = i;
+      yield view;
+    }
+  }
+
+  /** The sockets as plain objects (tests, small tables). */
+  sockets(): PortSocket[] {
+    const out: PortSocket[] = [];
+    for (const s of this) out.push({ netns: s.netns, state: s.state, local: s.local, remote: s.remote, stateAgeMs: s.stateAgeMs, localHost: s.localHost!, localPort: s.localPort! });
+    return out;
   }
 }
 
@@ -66,34 +168,17 @@ export class PortSocketScanner {
     this.native = openNativeScanner(options);
   }
 
-  /** Every TCP socket (TIME_WAIT, LISTEN and request sockets included) of every netns that has a process. */
-  async scan(): Promise<PortSocket[]> {
-    const sockets: PortSocket[] = [];
-    const hosts = new SharedText();
-    const peers = new SharedText();
-    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: 0 })) {
-      for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
-        const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
-        const state = tcpStateName(buf.readUInt8(at + SOCK.state.offset));
-        const saddr = buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
-        const daddr = buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
-        const dport = buf.readUInt16LE(at + SOCK.dport.offset);
-        let localHost: string;
-        let remote: string;
-        if (family === 4) {
-          localHost = hosts.get(saddr.readUInt32LE(0), () => formatIPv4(saddr));
-          remote = peers.get(daddr.readUInt32LE(0) * 65536 + dport, () => joinHostPort(4, formatIPv4(daddr), dport));
-        } else {
-          localHost = hosts.intern(formatIPv6(saddr));
-          remote = peers.intern(joinHostPort(6, formatIPv6(daddr), dport));
-        }
-        const timed = (buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.TIMER) !== 0;
-        // The age port counting reads: a TIME_WAIT's, from its timer (as SocketScanner decodes it).
-        const stateAgeMs = state === 'TIME_WAIT' && timed ? Math.max(0, TIME_WAIT_MS - buf.readUInt32LE(at + SOCK.timer_ms.offset)) : null;
-        sockets.push(new ScannedSocket(buf.readUInt32LE(at + SOCK.netns_ino.offset), state, remote, stateAgeMs, localHost, buf.readUInt16LE(at + SOCK.sport.offset), family));
-      }
+  /** Every TCP socket (TIME_WAIT, LISTEN and request sockets included) of every netns that has a process, by netns inode. */
+  async scan(): Promise<Map<number, PortSockets>> {
+    const byNetns = new Map<number, PortSockets>();
+    const hosts = new StringIds();
+    const peers = new StringIds();
+    for await (const { netns, buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: 0 })) {
+      let sockets = byNetns.get(netns);
+      if (!sockets) byNetns.set(netns, (sockets = new PortSockets(netns, hosts, peers)));
+      for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) sockets.add(buf, at);
     }
-    return sockets;
+    return byNetns;
   }
 
   close(): void {

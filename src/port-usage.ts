@@ -124,8 +124,12 @@ function reusable(s: PortSocket, local: string, remote: string, sysctls: PortSys
   return twReuseApplies(sysctls, local, remote) && s.stateAgeMs !== null && s.stateAgeMs > sysctls.twReuseDelayMs;
 }
 
-/** Counts ports for one namespace from its sockets (any states; LISTEN ones mark bound ports). */
-export function portUsage(netns: number, sockets: readonly PortSocket[], sysctls: PortSysctls): NetnsPorts {
+/**
+ * Counts ports for one namespace from its sockets (any states; LISTEN ones
+ * mark bound ports). Iterates them twice and keeps no socket object (a port
+ * scan hands out one reused view, port-scan.ts).
+ */
+export function portUsage(netns: number, sockets: Iterable<PortSocket>, sysctls: PortSysctls): NetnsPorts {
   const listening = new Set<number>();
   for (const s of sockets) if (s.state === 'LISTEN') listening.add(localOf(s).port);
   const usable = usableSet(sysctls, listening);

@@ -19,8 +19,8 @@ import { PortWatcher, type PortRecord, type PortWatchOptions } from './port-watc
 export interface PortAwareWatchOptions extends WatchOptions {
   /** Port-exhaustion settings; `pid` and `btfPath` default to the leak watcher's. */
   ports?: PortWatchOptions;
-  /** Receives a scan of the whole socket table every `ports.scanMs` (default one a minute), the first at once. */
-  onPortScan?: (sockets: readonly PortSocket[]) => void;
+  /** Receives a scan of the whole socket table, by netns inode, every `ports.scanMs` (default one a minute), the first once the leak engine's first step is over. */
+  onPortScan?: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => void;
 }
 
 /** How often onPortScan gets a scan when `ports.scanMs` is not set. */
@@ -36,6 +36,8 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   private readonly out = new Fifo<WatchRecord | PortRecord>();
   private wake: (() => void) | undefined;
   private ended = false;
+  /** The engine ended: no new port scan starts. */
+  private stopping = false;
   private failure: unknown;
   private readonly pumping: Promise<void>;
 
@@ -63,15 +65,19 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
         scanner = new PortSocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
         const portScanner = scanner;
         const scan = (): void => {
-          if (this.portScanning || this.ended) return;
+          if (this.portScanning || this.stopping) return;
           this.portScanning = portScanner
             .scan()
             .then((sockets) => onPortScan(sockets))
             .catch((err: unknown) => this.fail(err))
             .finally(() => (this.portScanning = undefined));
         };
-        this.portTimer = setInterval(scan, portOptions?.scanMs ?? PORT_SCAN_MS);
-        scan();
+        // The first once the engine's first step is over: at a restart, its burst of leaks and a count of the whole table would add up.
+        void this.leaks.firstStep.then(() => {
+          if (this.stopping) return;
+          this.portTimer = setInterval(scan, portOptions?.scanMs ?? PORT_SCAN_MS);
+          scan();
+        });
       }
     } catch (err) {
       scanner?.close();
@@ -102,6 +108,31 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (see LeakWatcher.enteredNs()). */
   enteredNs(cookie: CookieKey): number | undefined {
     return this.leaks.enteredNs(cookie);
+  }
+
+  /** Open leaks now (see LeakWatcher.size). */
+  get size(): number {
+    return this.leaks.size;
+  }
+
+  /** Open leaks' cookies in report order, pulled lazily (see LeakWatcher.openCookies()). */
+  openCookies(): Iterable<CookieKey> {
+    return this.leaks.openCookies();
+  }
+
+  /** The oldest-reported open leak (see LeakWatcher.oldestReported()). */
+  oldestReported(): CookieKey | undefined {
+    return this.leaks.oldestReported();
+  }
+
+  /** Every holder of every open leak (see LeakWatcher.forEachHolder()). */
+  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+    this.leaks.forEachHolder(each);
+  }
+
+  /** The earliest time an open leak entered CLOSE_WAIT (see LeakWatcher.oldestEnteredNs()). */
+  oldestEnteredNs(): number | undefined {
+    return this.leaks.oldestEnteredNs();
   }
 
   /** Stops following an open leak (see LeakWatcher.evict()). */
@@ -136,6 +167,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     } catch (err) {
       this.failure ??= err;
     } finally {
+      this.stopping = true;
       await this.ports.close(); // after the tracer's last events: the final failure counts
       clearInterval(this.portTimer);
       await this.portScanning;

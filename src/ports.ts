@@ -23,24 +23,13 @@ export interface PortsOptions {
   btfPath?: string;
   /** Reuse a loaded scanner; by default one is loaded and closed. */
   scanner?: SocketScanner;
-  /** Count these sockets, a scan just made (the agent passes the port watcher's), instead of scanning. */
-  sockets?: Iterable<PortSocket>;
+  /** Count these sockets, by netns inode, a scan just made (the agent passes the port watcher's), instead of scanning. */
+  scanned?: ReadonlyMap<number, Iterable<PortSocket>>;
 }
 
 /** Checks a netns inode given by a caller: UsageError if malformed. */
 export function validateNetns(netns: number): void {
   if (!Number.isInteger(netns) || netns <= 0 || netns > 0xffffffff) throw new UsageError(`netns must be an inode number (1..4294967295), got ${netns}`);
-}
-
-/** Sockets per netns inode. */
-export function byNetns<T extends { netns: number }>(sockets: Iterable<T>): Map<number, T[]> {
-  const groups = new Map<number, T[]>();
-  for (const s of sockets) {
-    const list = groups.get(s.netns);
-    if (list) list.push(s);
-    else groups.set(s.netns, [s]);
-  }
-  return groups;
 }
 
 /**
@@ -55,10 +44,10 @@ export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> 
   }
   const wanted = [...spaces].filter(([ino]) => options.netns === undefined || ino === options.netns).sort(([a], [b]) => a - b);
   const takenAt = new Date().toISOString();
-  let groups: Map<number, PortSocket[]>;
+  let groups: ReadonlyMap<number, Iterable<PortSocket>>;
   let sysctls: Array<PortSysctls | undefined>;
-  if (options.sockets) {
-    groups = byNetns(options.sockets);
+  if (options.scanned) {
+    groups = options.scanned;
     sysctls = await Promise.all(wanted.map(([, path]) => readPortSysctls(path)));
   } else {
     const scanner = options.scanner ?? new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
@@ -80,7 +69,7 @@ export async function ports(options: PortsOptions = {}): Promise<PortsSnapshot> 
   const result: NetnsPorts[] = [];
   wanted.forEach(([ino], i) => {
     const settings = sysctls[i];
-    const found = groups.get(ino) ?? (options.sockets ? [] : undefined);
+    const found = groups.get(ino) ?? (options.scanned ? [] : undefined);
     if (settings && found) result.push(portUsage(ino, found, settings)); // else: its last process exited meanwhile
   });
   if (options.netns !== undefined && result.length === 0) {

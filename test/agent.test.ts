@@ -16,13 +16,13 @@ import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/agent/schema';
 import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { monotonicNowNs } from '../src/clock';
-import { cookieText, type CookieKey } from '../src/close-wait-scan';
+import { cookieKey, cookieText } from '../src/close-wait-scan';
 import { fromSocket, toSocket } from '../src/agent/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/leak-watcher';
 import { ExitCode } from '../src/errors';
 import type { SocketInfo } from '../src/sockets';
-import { CLI, ROOT, runCli, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
+import { CLI, ROOT, runCli, sleep, startBackend, startFixture, startHolder, waitFor, type Backend, type Holder } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-agent-'));
 chmodSync(dir, 0o755); // report runs as nobody
@@ -218,18 +218,28 @@ const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => (
   uid: 0,
 });
 
-/** The engine's side of LeakIndex, over plain records (the index asks with cookie keys, numbers here). */
+/** The engine's side of LeakIndex, over plain records in report order (the index asks with cookie keys, numbers here). */
 function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evicted: string[] } {
   const open = new Map<string, LeakRecord>();
   const evicted: string[] = [];
-  const get = (cookie: CookieKey): LeakRecord | undefined => open.get(cookieText(cookie));
+  const enteredNs = (r: LeakRecord): number => monotonicNowNs() - (r.stateAgeMs ?? 0) * 1e6;
   const source: LeakSource = {
-    leak: get,
-    owners: (cookie) => get(cookie)?.owners,
-    enteredNs: (cookie) => {
-      const age = get(cookie)?.stateAgeMs;
-      return age === undefined ? undefined : monotonicNowNs() - (age ?? 0) * 1e6;
+    get size() {
+      return open.size;
     },
+    leak: (cookie) => open.get(cookieText(cookie)),
+    openCookies: () => [...open.keys()].map(cookieKey),
+    oldestReported: () => {
+      const first = open.keys().next();
+      return first.done ? undefined : cookieKey(first.value);
+    },
+    forEachHolder: (each) => {
+      for (const r of open.values()) {
+        if (r.owners.length === 0) each(-1, '', true);
+        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0));
+      }
+    },
+    oldestEnteredNs: () => (open.size ? Math.min(...[...open.values()].map(enteredNs)) : undefined),
     evict: (cookie) => {
       open.delete(cookieText(cookie));
       evicted.push(cookieText(cookie));
@@ -535,4 +545,40 @@ test('agent: slow /stream subscribers lose old records (counted) and do not grow
   for (const s of slow) s.destroy();
   agent.child.kill('SIGTERM');
   assert.equal(await agent.exited, 0, agent.stderr());
+});
+
+test('agent: --max-sockets bounds the leaks it tracks; the oldest reported are evicted from the engine (not re-reported) and counted', async () => {
+  const count = 1200;
+  const max = 1024;
+  const server = net.createServer((s) => s.destroy()); // our FIN at once: the holder's ends go CLOSE_WAIT
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 1024, resolve));
+  cleanups.push(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const holder = startFixture('hold-many', [String(count), '127.0.0.1', String(port)]);
+  cleanups.push(() => holder.kill());
+  const { pid } = await holder.next<{ pid: number }>();
+  const agent = await startAgentCli(['--listen', '127.0.0.1:0', '--threshold', '200ms', '--max-sockets', String(max), '--top', '1000']);
+  let text = '';
+  const read = async (): Promise<{ tracked: number; evicted: number; leaks: number }> => {
+    text = (await request(`${agent.base}/metrics`)).body;
+    return {
+      tracked: metric(text, 'sockleak_close_wait_leaked_sockets') ?? -1,
+      evicted: metric(text, 'sockleak_evictions_total') ?? 0,
+      leaks: metric(text, 'sockleak_records_total', { type: 'leak' }) ?? 0,
+    };
+  };
+  let now = await read();
+  for (const until = Date.now() + 30_000; now.leaks < count && Date.now() < until; now = await read()) await sleep(250);
+  assert.ok(now.leaks >= count, `all ${count} reported (${now.leaks} leak records)`);
+  assert.equal(now.tracked, max, 'tracked: exactly the bound');
+  // (other processes' leaks on a shared machine count too: at least ours past the bound)
+  assert.ok(now.evicted >= count - max && now.evicted <= now.leaks - max, `leaks past the bound evicted and counted (${now.evicted})`);
+  assert.ok((metric(text, 'sockleak_close_wait_leaked_by_process', { pid: String(pid) }) ?? 0) <= max);
+  await sleep(2000); // the evicted ones stay forgotten: the kernel map dropped them, so no new report
+  const later = await read();
+  assert.ok(later.leaks - now.leaks < count - max, `evicted leaks not re-reported (${now.leaks} -> ${later.leaks} leak records)`);
+  assert.equal(later.tracked, max);
+  agent.child.kill('SIGTERM');
+  assert.equal(await agent.exited, 0, agent.stderr());
+  assert.match(agent.stderr(), new RegExp(`${max} leaks open, .* \\d+ evicted`));
 });

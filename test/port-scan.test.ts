@@ -6,11 +6,15 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { CloseWaitScanner, cookieKey, cookieText, detailsOf, ownerOf, type CookieKey, type SocketDetails } from '../src/close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey } from '../src/close-wait-scan';
+import { SOCK, SOCK_SIZE } from '../src/generated/layout';
+import { CHUNK_BYTES } from '../src/native-scan';
+import { ports } from '../src/ports';
+import { LeakTable } from '../src/leak-table';
 import type { Owner } from '../src/sockets';
 import { PortSocketScanner } from '../src/port-scan';
 import { SocketScanner } from '../src/scan';
-import { waitFor } from './helpers';
+import { sleep, startFixture, waitFor } from './helpers';
 
 /** A listener and `n` connections to it whose server ends are shut: the client ends sit in CLOSE_WAIT (held by this process), the server ends in FIN_WAIT2. */
 async function sockets(n: number): Promise<{ port: number; clients: net.Socket[]; close(): Promise<void> }> {
@@ -46,7 +50,7 @@ test('PortSocketScanner: the same sockets and port fields as SocketScanner.scan(
     const mine = (remoteOrLocal: string): boolean => remoteOrLocal.endsWith(`:${made.port}`);
     const key = (s: { netns: number; state: string; local: string; remote: string }): string => `${s.netns} ${s.state} ${s.local} ${s.remote}`;
     const expected = [...(await full.scan()).values()].filter((s) => mine(s.local) || mine(s.remote));
-    const got = (await lean.scan()).filter((s) => mine(s.local) || mine(s.remote));
+    const got = [...(await lean.scan()).values()].flatMap((n) => n.sockets()).filter((s) => mine(s.local) || mine(s.remote));
     assert.deepEqual(got.map(key).sort(), expected.map(key).sort());
     assert.equal(got.filter((s) => s.state === 'CLOSE_WAIT').length, 5);
     for (const s of got) {
@@ -68,11 +72,13 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
     const expected = [...(await full.scan({ states: ['CLOSE_WAIT'], pid: process.pid })).values()].filter((s) => s.remote.endsWith(`:${made.port}`));
     assert.equal(expected.length, 4);
     const wanted = new Set(expected.slice(0, 3).map((s) => cookieKey(s.cookie)));
-    const seen = new Map<CookieKey, { owners: Owner[]; details: SocketDetails }>();
+    // The details the engine keeps come from the record in LeakTable.add(); owners from ownerOf().
+    const table = new LeakTable();
+    const seen = new Map<CookieKey, { owners: Owner[]; slot: number }>();
     await lean.pass(
       wanted,
       (cookie, sock) => {
-        const entry = seen.get(cookie) ?? { owners: [], details: detailsOf(sock, lean.strings) };
+        const entry = seen.get(cookie) ?? { owners: [], slot: table.add(cookie, sock, null, false, 0) };
         const owner = ownerOf(sock, lean.strings);
         if (owner) entry.owners.push(owner);
         seen.set(cookie, entry);
@@ -81,14 +87,67 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
     );
     assert.deepEqual([...seen.keys()].map(cookieText).sort(), [...wanted].map(cookieText).sort(), 'only the cookies asked for');
     for (const s of expected.slice(0, 3)) {
-      const { owners, details } = seen.get(cookieKey(s.cookie))!;
+      const { owners, slot } = seen.get(cookieKey(s.cookie))!;
       assert.deepEqual(owners, s.owners);
-      const { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs } = s;
-      assert.deepEqual(details, { family, local, remote, netns, uid, recvQ, sendQ, keepalive, keepaliveProbeInMs, keepaliveReapByMs });
+      table.setOwners(slot, owners);
+      table.report(slot);
+      const { stateAgeMs: _age, ageEstimated: _estimated, ...kept } = s;
+      const { type: _type, stateAgeMs: _a, ageEstimated: _e, ...record } = table.record(slot, 0);
+      assert.deepEqual(record, kept);
     }
+    assert.equal(table.size, 3);
   } finally {
     full.close();
     lean.close();
     await made.close();
+  }
+});
+
+test('chunked scans lose nothing: 12 000 CLOSE_WAIT sockets (over one chunk of records) all seen by pass() and each(), and counted from the port scan', async () => {
+  const count = 12_000;
+  assert.ok(count * SOCK_SIZE > CHUNK_BYTES, 'the held records alone take more than one chunk');
+  const server = net.createServer((s) => s.destroy()); // our FIN at once: the client ends go CLOSE_WAIT
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 1024, resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const holder = startFixture('hold-many', [String(count), '127.0.0.1', String(port)]);
+  const full = new SocketScanner();
+  const lean = new CloseWaitScanner();
+  const portScanner = new PortSocketScanner();
+  try {
+    const { pid } = await holder.next<{ pid: number; held: number }>();
+    let expected = new Set<string>();
+    for (let tries = 0; tries < 50 && expected.size < count; tries++, await sleep(200)) {
+      expected = new Set((await full.scan({ states: ['CLOSE_WAIT'], pid })).keys());
+    }
+    assert.equal(expected.size, count, 'the whole-buffer decode sees them all');
+    const wanted = new Set([...expected].map(cookieKey));
+
+    const passed = new Set<CookieKey>();
+    await lean.pass(wanted, (cookie, sock) => ownerOf(sock, lean.strings)?.pid === pid && passed.add(cookie), () => passed.size < wanted.size);
+    assert.equal(passed.size, count, 'pass(): every one, with its holder');
+
+    let chunks = 0;
+    const seeded = new Set<CookieKey>();
+    await lean.each((raw) => {
+      chunks++;
+      assert.ok(raw.length > 0 && raw.length <= CHUNK_BYTES && raw.length % SOCK_SIZE === 0, `whole records, at most a chunk (${raw.length})`);
+      for (let at = 0; at < raw.length; at += SOCK_SIZE) {
+        const cookie = cookieKeyAt(raw, at + SOCK.cookie.offset);
+        if (wanted.has(cookie)) seeded.add(cookie);
+      }
+    });
+    assert.ok(chunks > 1, `more than one chunk (${chunks})`);
+    assert.equal(seeded.size, count, 'each(): every one');
+
+    const counted = await ports({ scanned: await portScanner.scan() });
+    const toListener = counted.netns.flatMap((n) => n.byRemote).find((r) => r.remote === `127.0.0.1:${port}`);
+    assert.equal(toListener?.other, count, 'the port count from the columns sees every CLOSE_WAIT to the listener');
+    assert.equal(toListener?.used, count);
+  } finally {
+    holder.kill();
+    full.close();
+    lean.close();
+    portScanner.close();
+    await new Promise((resolve) => server.close(resolve));
   }
 });

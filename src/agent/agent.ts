@@ -143,11 +143,17 @@ export class Agent {
     this.host = options.host ?? '127.0.0.1';
     this.port = options.port ?? 9466;
     this.thresholdMs = options.thresholdMs ?? 30_000;
+    const engine = (): PortAwareWatcher | undefined => this.watcher;
     this.index = new LeakIndex(options.maxSockets ?? 250_000, {
-      leak: (cookie) => this.watcher?.leak(cookie),
-      owners: (cookie) => this.watcher?.owners(cookie),
-      enteredNs: (cookie) => this.watcher?.enteredNs(cookie),
-      evict: (cookie) => this.watcher?.evict(cookie),
+      get size() {
+        return engine()?.size ?? 0;
+      },
+      leak: (cookie) => engine()?.leak(cookie),
+      openCookies: () => engine()?.openCookies() ?? [],
+      oldestReported: () => engine()?.oldestReported(),
+      forEachHolder: (each) => engine()?.forEachHolder(each),
+      oldestEnteredNs: () => engine()?.oldestEnteredNs(),
+      evict: (cookie) => engine()?.evict(cookie),
     });
     this.hub = new StreamHub(options.streamQueueBytes ?? 4 << 20, options.maxSubscribers ?? 16, () => this.snapshotParts());
     this.metrics = new AgentMetrics({
@@ -193,7 +199,7 @@ export class Agent {
       maxSockets: Math.max(o.maxSockets ?? 0, 262_144),
       rescanMs: RESCAN_MS,
       ports: { scanMs: PORT_SCAN_MS },
-      ...((o.ports ?? true) && { onPortScan: (sockets: readonly PortSocket[]) => this.countPorts(sockets) }),
+      ...((o.ports ?? true) && { onPortScan: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => this.countPorts(scanned) }),
       ...btf,
     });
     this.server = await startServer(this.host, this.port, {
@@ -270,11 +276,11 @@ export class Agent {
   }
 
   /** Ports per destination from a scan the port watcher just made: at most once a minute (it scans more often when ports run short). */
-  private countPorts(sockets: readonly PortSocket[]): void {
+  private countPorts(scanned: ReadonlyMap<number, Iterable<PortSocket>>): void {
     // Also while stopping: shutdown() awaits it before the recording closes.
     if (this.portCount || Date.now() - this.lastPortsMs < Math.max(PORT_SCAN_MS, this.options.intervalMs ?? 0)) return;
     this.lastPortsMs = Date.now();
-    this.portCount = ports({ sockets })
+    this.portCount = ports({ scanned })
       .then((counted) => {
         this.lastPorts = counted;
         this.portError = undefined;

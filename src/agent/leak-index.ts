@@ -1,26 +1,31 @@
 /**
- * The agent's per-socket state: which CLOSE_WAIT leaks are open now, bounded.
+ * The agent's view of the open CLOSE_WAIT leaks, bounded.
  *
- * The leak engine keeps each leak's details (compactly, see leak-watcher.ts);
- * this index keeps only which leaks the agent's records have announced, in
- * report order: one Set entry per leak (~30 bytes: cookies are kept as
- * numbers, cookieKey()). At `maxSockets` the
- * oldest-reported leak is evicted (counted) from here and from the engine,
- * whose kernel map then forgets it; resolved leaks leave at once.
+ * The leak engine keeps each leak in one slot of its table (leak-table.ts,
+ * ~130 bytes a leak, in report order); this index keeps nothing per leak: it
+ * reads the engine, and enforces `maxSockets`: beyond it the oldest-reported
+ * leak is evicted (counted) from the engine, whose kernel map then forgets it.
+ * Resolved leaks leave the engine at once.
  */
-import { cookieKey, type CookieKey } from '../close-wait-scan';
+import type { CookieKey } from '../close-wait-scan';
 import { monotonicNowNs } from '../clock';
 import type { LeakRecord, WatchRecord } from '../leak-watcher';
-import type { Owner, SocketInfo } from '../sockets';
+import type { SocketInfo } from '../sockets';
 
-/** Where the index reads leaks' details: the engine (LeakWatcher, PortAwareWatcher). */
+/** Where the index reads leaks: the engine (LeakWatcher, PortAwareWatcher). */
 export interface LeakSource {
+  /** Open leaks now. */
+  readonly size: number;
   /** The open leak as a full record; undefined when the engine no longer has it. */
   leak(cookie: CookieKey): LeakRecord | undefined;
-  /** Its holders now; undefined when the engine no longer has it. */
-  owners(cookie: CookieKey): readonly Owner[] | undefined;
-  /** CLOCK_MONOTONIC ns it entered CLOSE_WAIT; undefined when the engine no longer has it. */
-  enteredNs(cookie: CookieKey): number | undefined;
+  /** Open leaks' cookies, oldest reported first, listed when the iteration starts; pulled lazily. */
+  openCookies(): Iterable<CookieKey>;
+  /** The oldest-reported open leak; undefined when none is open. */
+  oldestReported(): CookieKey | undefined;
+  /** Every holder of every open leak (`first`: a leak's first holder), pid -1 for a leak without one. */
+  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void;
+  /** Earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
+  oldestEnteredNs(): number | undefined;
   /** The index dropped it: the engine stops following it. */
   evict(cookie: CookieKey): void;
 }
@@ -34,8 +39,6 @@ export interface ProcessLeaks {
 }
 
 export class LeakIndex {
-  /** Cookies; insertion order is report order: the first entry is the oldest reported. */
-  private readonly entries = new Set<CookieKey>();
   private evicted = 0;
 
   /** `maxSockets`: the most leaks tracked at once; beyond it the oldest reported is evicted. */
@@ -44,33 +47,20 @@ export class LeakIndex {
     private readonly source: LeakSource,
   ) {}
 
-  /** Applies one engine record. */
+  /** Applies one engine record: a new leak may push the oldest out. */
   apply(record: WatchRecord): void {
-    switch (record.type) {
-      case 'leak': {
-        const key = cookieKey(record.cookie);
-        this.entries.delete(key);
-        this.entries.add(key);
-        while (this.entries.size > this.maxSockets) {
-          const oldest = this.entries.values().next();
-          if (oldest.done) break;
-          this.entries.delete(oldest.value);
-          this.source.evict(oldest.value);
-          this.evicted++;
-        }
-        return;
-      }
-      case 'resolved':
-        this.entries.delete(cookieKey(record.cookie));
-        return;
-      case 'fd-closed': // the engine updated the owners it keeps
-        return;
+    if (record.type !== 'leak') return; // resolved ones already left the engine; fd-closed changed its owners there
+    while (this.source.size > this.maxSockets) {
+      const oldest = this.source.oldestReported();
+      if (oldest === undefined) break;
+      this.source.evict(oldest);
+      this.evicted++;
     }
   }
 
   /** Leaks tracked now. */
   get size(): number {
-    return this.entries.size;
+    return this.source.size;
   }
 
   /** Leaks dropped because `maxSockets` was reached. */
@@ -80,9 +70,9 @@ export class LeakIndex {
 
   /** The open leaks as sockets with their age now, oldest reported first; made one by one, as iterated. */
   *sockets(): Generator<SocketInfo> {
-    for (const cookie of this.entries) {
+    for (const cookie of this.source.openCookies()) {
       const record = this.source.leak(cookie);
-      if (!record) continue; // resolved in the engine, its record still on the way
+      if (!record) continue; // resolved since the iteration started
       const { type: _type, ...socket } = record;
       yield socket;
     }
@@ -91,9 +81,7 @@ export class LeakIndex {
   /** Age in ms of the longest-held open leak; 0 when there is none. */
   oldestAgeMs(): number {
     const nowNs = monotonicNowNs();
-    let entered = nowNs;
-    for (const cookie of this.entries) entered = Math.min(entered, this.source.enteredNs(cookie) ?? nowNs);
-    return Math.max(0, Math.round((nowNs - entered) / 1e6));
+    return Math.max(0, Math.round((nowNs - (this.source.oldestEnteredNs() ?? nowNs)) / 1e6));
   }
 
   /**
@@ -102,27 +90,19 @@ export class LeakIndex {
    */
   byProcess(top: number): ProcessLeaks[] {
     const counts = new Map<number, ProcessLeaks>(); // by pid; -1: no holder
-    for (const cookie of this.entries) {
-      const owners = this.source.owners(cookie);
-      if (!owners) continue;
-      if (owners.length === 0) {
-        bump(counts, -1, '(no process)');
-        continue;
-      }
-      const first = owners[0]!;
-      if (owners.length === 1) bump(counts, first.pid, first.comm);
-      else for (const o of new Map(owners.map((o) => [o.pid, o])).values()) bump(counts, o.pid, o.comm); // each process once
-    }
+    const leakPids: number[] = []; // this leak's processes so far (one array for all): a process holding it twice counts once
+    this.source.forEachHolder((pid, comm, first) => {
+      if (first) leakPids.length = 0;
+      else if (leakPids.includes(pid)) return;
+      leakPids.push(pid);
+      const p = counts.get(pid);
+      if (p) p.count++;
+      else counts.set(pid, { pid: pid < 0 ? 'none' : String(pid), comm: pid < 0 ? '(no process)' : comm, count: 1 });
+    });
     const sorted = [...counts.values()].sort((a, b) => b.count - a.count || Number(a.pid) - Number(b.pid));
     const shown = sorted.slice(0, top);
     const rest = sorted.slice(top).reduce((n, p) => n + p.count, 0);
     if (sorted.length > top) shown.push({ pid: 'other', comm: 'other', count: rest });
     return shown;
   }
-}
-
-function bump(counts: Map<number, ProcessLeaks>, pid: number, comm: string): void {
-  const p = counts.get(pid);
-  if (p) p.count++;
-  else counts.set(pid, { pid: pid < 0 ? 'none' : String(pid), comm, count: 1 });
 }

@@ -7,7 +7,7 @@
  */
 import type { NativeScanner } from '../addon';
 import { SOCK, SOCK_SIZE } from '../generated/layout';
-import { openNativeScanner, scanEachNetns } from '../native-scan';
+import { openNativeScanner, scanEachNetnsChunks } from '../native-scan';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
 /** Each kernel state byte to the number of its name (unknown ones all to 0, as they share the name UNKNOWN). */
@@ -31,7 +31,7 @@ export class StateCounter {
   /** Every TCP socket (TIME_WAIT and request sockets included) of every netns that has a process. */
   async count(): Promise<StateCount[]> {
     const counts = new Map<number, StateCount>(); // netns inode * 256 + kernel state number: no string per socket
-    for await (const { buf } of scanEachNetns(this.native, { kind: 'tcp', stateMask: 0 })) {
+    for await (const { buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: 0 })) {
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         const netns = buf.readUInt32LE(at + SOCK.netns_ino.offset);
         const stateNumber = CANONICAL_STATE[buf.readUInt8(at + SOCK.state.offset)]!;
