@@ -12,6 +12,7 @@ import { NotFoundError } from './errors';
 import { SOCK, SOCK_FLAGS, SOCK_SIZE } from './generated/layout';
 import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
+import { SockDecoder } from './sock-decoder';
 import type { Owner } from './sockets';
 
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
@@ -79,6 +80,8 @@ export interface CookieSet {
 /** One struct sl_sock of a pass; valid only during the visit. */
 export interface RawSock {
   buf: Buffer;
+  /** Reads the record's fields (the one decoder of struct sl_sock); made once per buffer. */
+  decoder: SockDecoder;
   at: number;
   /** From iter/task_file (it names a holder); false: iter/tcp, which sees every socket of one netns. */
   held: boolean;
@@ -169,9 +172,10 @@ export class CloseWaitScanner {
     if (wanted.size === 0) return;
     // Low words first when few cookies are wanted: most records are then skipped without a number made.
     const filter = wanted.size <= FILTER_BELOW ? lowWords(wanted.keys()) : undefined;
-    const sock: RawSock = { buf: Buffer.alloc(0), at: 0, held: true };
+    const sock: RawSock = { buf: Buffer.alloc(0), decoder: new SockDecoder(Buffer.alloc(0)), at: 0, held: true };
     for await (const { buf, held } of this.buffers(pids, missing)) {
       sock.buf = buf;
+      sock.decoder = new SockDecoder(buf);
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         if (filter && !filter.has(buf.readUInt32LE(at + SOCK.cookie.offset))) continue;

@@ -11,16 +11,17 @@
  * report order, which the agent's bound evicts from the front of.
  *
  * Reads of the iterator record (struct sl_sock) for a leak's details happen
- * here, in add(): close-wait-scan.ts reads cookies and owners, nothing else.
+ * here, in add(), through the record's SockDecoder (addresses and ports are
+ * kept as bytes until a record goes out): close-wait-scan.ts reads cookies and
+ * owners, nothing else.
  */
 import { formatEndpoint } from './address';
 import { cookieText, namesOwner, type CookieKey, type RawSock } from './close-wait-scan';
 import { cookieHash } from './cookie-map';
-import { SOCK, SOCK_FLAGS } from './generated/layout';
+import { SOCK } from './generated/layout';
 import type { LeakRecord } from './leak-watcher';
 import type { Creator, Owner } from './sockets';
 
-const AF_INET = 2;
 /** bits: IPv6, keepalive on, entry time estimated, has holders, its leak record not yet handed out, removed while queued, not yet reported. */
 const V6 = 1;
 const KEEPALIVE = 2;
@@ -193,23 +194,21 @@ export class LeakTable {
     const s = this.free;
     this.free = this.next[s]!;
     this.inUse++;
-    const { buf, at } = sock;
-    const flags = buf.readUInt8(at + SOCK.flags.offset);
-    const keepalive = (flags & SOCK_FLAGS.KEEPALIVE) !== 0;
-    const timed = keepalive && (flags & SOCK_FLAGS.TIMER) !== 0;
-    const v6 = buf.readUInt16LE(at + SOCK.family.offset) !== AF_INET;
-    this.bits[s] = (v6 ? V6 : 0) | (keepalive ? KEEPALIVE : 0) | (estimated ? ESTIMATED : 0) | TENTATIVE;
+    const { buf, decoder, at } = sock;
+    const keepalive = decoder.keepalive(at);
+    const probeInMs = decoder.keepaliveProbeInMs(at);
+    this.bits[s] = (decoder.family(at) === 6 ? V6 : 0) | (keepalive ? KEEPALIVE : 0) | (estimated ? ESTIMATED : 0) | TENTATIVE;
+    // Addresses and ports as the record has them: formatted only when a record goes out.
     buf.copy(this.addr, s * 32, at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
     buf.copy(this.addr, s * 32 + 16, at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
     this.port[2 * s] = buf.readUInt16LE(at + SOCK.sport.offset);
     this.port[2 * s + 1] = buf.readUInt16LE(at + SOCK.dport.offset);
-    this.netns[s] = buf.readUInt32LE(at + SOCK.netns_ino.offset);
-    this.uid[s] = buf.readUInt32LE(at + SOCK.uid.offset);
-    this.recvQ[s] = buf.readUInt32LE(at + SOCK.recv_q.offset);
-    this.sendQ[s] = buf.readUInt32LE(at + SOCK.send_q.offset);
-    const timerMs = timed ? buf.readUInt32LE(at + SOCK.timer_ms.offset) : 0;
-    this.probeIn[s] = timerMs;
-    this.reapBy[s] = timed ? timerMs + buf.readUInt8(at + SOCK.keepalive_probes.offset) * buf.readUInt32LE(at + SOCK.keepalive_intvl_ms.offset) : NaN;
+    this.netns[s] = decoder.netns(at);
+    this.uid[s] = decoder.uid(at);
+    this.recvQ[s] = decoder.recvQ(at);
+    this.sendQ[s] = decoder.sendQ(at);
+    this.probeIn[s] = probeInMs ?? 0;
+    this.reapBy[s] = decoder.keepaliveReapByMs(at, probeInMs) ?? NaN;
     this.entered[s] = enteredNs;
     this.creator[s] = creator;
     this.scanMark[s] = 0;

@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import type { RawSock } from '../src/close-wait-scan';
 import { SOCK, SOCK_SIZE } from '../src/generated/layout';
 import { LeakTable } from '../src/leak-table';
+import { SockDecoder } from '../src/sock-decoder';
 
 /** An IPv4 struct sl_sock from 127.0.0.1:`sport` to 10.0.0.`peer`:9000. */
 function record(sport: number, peer: number): RawSock {
@@ -19,7 +20,7 @@ function record(sport: number, peer: number): RawSock {
   buf.writeUInt16LE(sport, SOCK.sport.offset);
   buf.writeUInt16LE(9000, SOCK.dport.offset);
   buf.writeUInt32LE(4026531840, SOCK.netns_ino.offset);
-  return { buf, at: 0, held: false };
+  return { buf, decoder: new SockDecoder(buf), at: 0, held: false };
 }
 
 function open(t: LeakTable, cookie: number | string, sport = 40000): number {
