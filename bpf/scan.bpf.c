@@ -148,13 +148,14 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	if (!sock || sock->type != SOCK_STREAM)
 		return 0;
 	sk = sock->sk;
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	/* The state first: on a busy server most held sockets are not the ones asked for. */
+	if (!sk || sk->sk_protocol != IPPROTO_TCP || !wanted_state(sk->__sk_common.skc_state))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
 	fill_common(&rec, &sk->__sk_common);
-	if (!wanted_state(rec.state))
+	if (!wanted_state(rec.state)) /* it changed meanwhile: the record says the state it read */
 		return 0;
 	fill_tcp(&rec, tp);
 	rec.pid = task->tgid;
