@@ -218,13 +218,8 @@ static __always_inline void on_close_enter(int fd)
 
 	if (!sk)
 		return;
-	if (mode == SL_MODE_LEAKS) {
-		__u64 cookie = read_cookie(sk);
-		struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie);
-
-		if (!entry || !(entry->flags & SL_F_REPORTED))
-			return;
-	}
+	if (mode == SL_MODE_LEAKS && !is_reported_leak(read_cookie(sk)))
+		return;
 	fill_from_fd_socket(&pending.ev, sk, fd, SL_EV_CLOSE);
 	pending.ev.ret = 0;
 	pending.sk = (__u64)sk;
@@ -415,7 +410,8 @@ int tp_bind_exit(struct trace_event_raw_sys_exit *ctx)
 }
 
 /*
- * Leak mode: the CLOSE_WAIT sockets that crossed the threshold since the last
+ * Leak mode, the two iterators the loader runs over `close_wait` and
+ * `sockets`: the CLOSE_WAIT sockets that crossed the threshold since the last
  * run (entered at or before leak_cutoff_ns, not yet reported), as sl_event
  * records; each is marked SL_F_REPORTED on the way out.
  */
@@ -431,6 +427,41 @@ int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	if (bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry)))
 		return 0;
 	entry->flags |= SL_F_REPORTED;
+	follow_closes = 1;
+	return 0;
+}
+
+/* The same over the slots: a record with no endpoints (user space's scan has them). */
+SEC("iter/bpf_map_elem")
+int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct sl_socket *s = ctx->value;
+	struct sl_event ev = {};
+	__u64 cookie, ts_ns;
+
+	if (!s)
+		return 0;
+	cookie = READ_ONCE(s->cookie);
+	ts_ns = READ_ONCE(s->close_wait_ns);
+	if (!cookie || !ts_ns || ts_ns > leak_cutoff_ns || (s->event_flags & SL_F_REPORTED))
+		return 0;
+	ev.ts_ns = ts_ns;
+	ev.cookie = cookie;
+	ev.type = SL_EV_STATE;
+	ev.old_state = s->old_state;
+	ev.new_state = TCP_CLOSE_WAIT;
+	ev.flags = SL_F_CREATOR;
+	ev.fd = -1;
+	ev.pid = s->pid;
+	ev.tid = s->tid;
+	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));
+	barrier();
+	/* Reused or left CLOSE_WAIT while read: a torn record, not a leak. */
+	if (READ_ONCE(s->cookie) != cookie || READ_ONCE(s->close_wait_ns) != ts_ns)
+		return 0;
+	if (bpf_seq_write(ctx->meta->seq, &ev, sizeof(ev)))
+		return 0;
+	s->event_flags |= SL_F_REPORTED;
 	follow_closes = 1;
 	return 0;
 }

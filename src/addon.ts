@@ -18,6 +18,7 @@ export interface NativeTracerOptions {
   maxSockets?: number;
   followTree?: boolean;
   trackCreators?: boolean;
+  socketSlots?: number;
   faultInject?: number;
 }
 

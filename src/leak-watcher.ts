@@ -73,6 +73,8 @@ export interface WatchOptions {
   rescanMs?: number;
   /** Bound of the in-kernel CLOSE_WAIT and creator maps. Default 262144. */
   maxSockets?: number;
+  /** @internal Slots of the kernel's per-socket array (a power of two; see TracerOptions.socketSlots). */
+  socketSlots?: number;
   btfPath?: string;
   /** Receives every connect() that failed with EADDRNOTAVAIL and bind() with EADDRINUSE (port-watcher.ts). */
   onPortEvent?: (ev: ConnectEvent | BindEvent) => void;
@@ -171,6 +173,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         leakMode: true,
         ringBytes: LEAK_RING_BYTES,
         ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+        ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
         ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
         ...(options.followTree && { followTree: true }),
       });
