@@ -14,21 +14,23 @@ volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or 
  * looked at (before, they cost nothing but the syscall hook's number check). */
 volatile __u32 follow_closes = 0;
 /*
- * close_wait entries the kernel inserted and has not deleted, per slot of
- * their entry time (sockleak.h, SL_SLOT_SHIFT): incremented by
- * enter_close_wait, decremented by leave_close_wait (and by the loader when
- * it deletes one), read by the loader through the mmaped .bss before each
- * new_leaks run. That walk visits every bucket of the map, ~3 ms at 262144
- * even when empty, four times a second: it is skipped when the slots the
- * cut-off moved across are all 0. A reported leak still counts in its slot,
+ * CLOSE_WAIT entries the kernel made (in a `sockets` slot or the close_wait
+ * hash) and has not removed, per slot of their entry time (sockleak.h,
+ * SL_SLOT_SHIFT): incremented by enter_close_wait, decremented by
+ * leave_close_wait (and by the loader when it forgets one), read by the loader
+ * through the mmaped .bss before each new_leaks / new_socket_leaks run. Those
+ * walks visit every bucket and slot, a few ms even when empty, four times a
+ * second: they are skipped when the time slots the cut-off moved across are all 0. A reported leak still counts in its slot,
  * so it costs one walk each time the ring comes round (68 s); seeded entries
  * are not counted (the loader forces walks until they are past the cut-off).
  */
-__s64 close_wait_slots[SL_SLOTS] = {};
+__s64 close_wait_slots[SL_SLOT_STRIPES][SL_SLOTS] = {};
 
 static __always_inline __s64 *close_wait_slot(__u64 ts_ns)
 {
-	return &close_wait_slots[(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
+	__u32 stripe = bpf_get_smp_processor_id() & (SL_SLOT_STRIPES - 1);
+
+	return &close_wait_slots[stripe][(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
 }
 
 /* Set by the loader before load: record creators (costs a slot write and clear per connection). */
@@ -242,14 +244,15 @@ static __always_inline __u8 leave_context(struct sock *sk, int newstate)
  */
 static __always_inline bool close_counted(struct sock *sk)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sl_creator *creator;
 	struct sl_socket *s;
 	__u64 cookie;
-	__u32 flags;
+	__u32 flags, tgid;
 
-	if (follow_tree)
+	if (follow_tree) {
+		tgid = bpf_get_current_pid_tgid() >> 32;
 		return bpf_map_lookup_elem(&tree, &tgid) != NULL;
+	}
 	if (!track_creators)
 		return true;
 	cookie = bpf_get_socket_cookie(sk);

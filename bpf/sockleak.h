@@ -51,6 +51,10 @@ enum sl_event_flags {
  */
 #define SL_SLOT_SHIFT 27
 #define SL_SLOTS 512
+/* Copies of the slots, one per CPU modulo this: a socket's count goes up on the
+ * CPU that saw it enter CLOSE_WAIT and down on the one that saw it leave, and
+ * the loader sums the copies; CPUs do not fight over one cache line per connection. */
+#define SL_SLOT_STRIPES 4
 
 /* What the tracer sends, set before load. */
 enum sl_mode {

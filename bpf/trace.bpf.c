@@ -210,10 +210,41 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/*
+ * Leak mode: the TCP socket behind an fd of the current task, like
+ * tcp_sock_of_fd() for less: the task's fd table is reached through its BTF
+ * pointer (loads, no helper calls), and `any_file` false (accept()'s fd, a
+ * socket by construction) skips the file-type checks. Every close() on the
+ * machine pays this once a leak has been reported.
+ */
+static __always_inline struct sock *own_tcp_sock_of_fd(int fd, bool any_file)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file **fds = fdt->fd;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if (any_file && (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || (any_file && BPF_CORE_READ(sock, type) != SOCK_STREAM))
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
 static __always_inline void on_close_enter(int fd)
 {
 	struct pending_close pending;
-	struct sock *sk = tcp_sock_of_fd(fd);
+	struct sock *sk = mode == SL_MODE_LEAKS ? own_tcp_sock_of_fd(fd, true) : tcp_sock_of_fd(fd);
 	__u32 tid;
 
 	if (!sk)
@@ -320,31 +351,10 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
  * kernel only tests a bitmap for the others. They need tracefs (the loader
  * mounts it, or falls back to handle_sys_enter/exit).
  */
-/*
- * The TCP socket behind the fd accept() just returned: a socket by
- * construction, so fewer checks (and kernel reads) than tcp_sock_of_fd(); the
- * task's fd table is reached by BTF, which costs no helper call.
- */
-static __always_inline struct sock *accepted_tcp_sock(int fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct file **fds = task->files->fdt->fd;
-	struct file *file = NULL;
-	struct socket *sock;
-	struct sock *sk;
-
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return NULL;
-	return sk;
-}
-
 static __always_inline int on_accept_exit(long ret)
 {
-	struct sock *sk = ret >= 0 ? accepted_tcp_sock((int)ret) : NULL;
+	/* a socket by construction: no file-type checks */
+	struct sock *sk = ret >= 0 ? own_tcp_sock_of_fd((int)ret, false) : NULL;
 
 	if (sk)
 		remember_acceptor(sk);

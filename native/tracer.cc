@@ -286,7 +286,9 @@ bool Tracer::MayHaveNewLeaks(uint64_t cutoff_ns) const {
   uint64_t from = last_cutoff_ns_ >> SL_SLOT_SHIFT, to = cutoff_ns >> SL_SLOT_SHIFT;
   if (to - from >= SL_SLOTS) return true;
   for (uint64_t slot = from; slot <= to; slot++) {
-    if (__atomic_load_n(&skel_->bss->close_wait_slots[slot % SL_SLOTS], __ATOMIC_RELAXED) != 0) return true;
+    int64_t count = 0;  // the sum of the CPUs' copies (sockleak.h, SL_SLOT_STRIPES)
+    for (const auto& stripe : skel_->bss->close_wait_slots) count += __atomic_load_n(&stripe[slot % SL_SLOTS], __ATOMIC_RELAXED);
+    if (count != 0) return true;
   }
   return false;
 }
@@ -423,14 +425,14 @@ void Tracer::Forget(const std::vector<uint64_t>& cookies) {
     if (slot && __atomic_load_n(&slot->cookie, __ATOMIC_ACQUIRE) == cookie) {
       uint64_t ts = __atomic_load_n(&slot->close_wait_ns, __ATOMIC_RELAXED);
       if (ts && __atomic_compare_exchange_n(&slot->close_wait_ns, &ts, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-        __atomic_fetch_sub(&skel_->bss->close_wait_slots[(ts >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&skel_->bss->close_wait_slots[0][(ts >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
         continue;
       }
     }
     sl_event entry;
     if (bpf_map_lookup_elem(fd, &cookie, &entry) || bpf_map_delete_elem(fd, &cookie)) continue;
     if (!(entry.flags & SL_F_AGE_ESTIMATED)) {  // the kernel counted it: uncount (see leaks.bpf.h)
-      __atomic_fetch_sub(&skel_->bss->close_wait_slots[(entry.ts_ns >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
+      __atomic_fetch_sub(&skel_->bss->close_wait_slots[0][(entry.ts_ns >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
     }
   }
 }

@@ -729,6 +729,7 @@ const MAP_BOUNDS: Record<string, number> = {
   tree: 65536,
   creators: 262144, // watch's maxSockets default
   close_wait: 262144,
+  sockets: 65536, // SL_SOCKET_SLOTS
 };
 /** Socket-local storage: one value per socket at most, freed with the socket (none today). */
 const PER_SOCKET = new Set<string>();
