@@ -38,10 +38,6 @@ const volatile bool track_creators = true;
 /* Set by the loader before load: slots of the `sockets` array, minus one (a power of two minus one). */
 const volatile __u32 socket_slot_mask = SL_SOCKET_SLOTS - 1;
 
-#define barrier() asm volatile("" ::: "memory")
-#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
-#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
-
 /*
  * Leak mode. Live sockets with a known creator, direct-mapped by cookie: slot
  * cookie & socket_slot_mask, tagged with the cookie (struct sl_socket). A hash
@@ -369,6 +365,8 @@ static __always_inline bool is_reported_leak(__u64 cookie)
 	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
 	struct sl_event *entry;
 
+	if (!cookie)
+		return false; /* (a free slot's tag) */
 	if (s && READ_ONCE(s->close_wait_ns) && (s->event_flags & SL_F_REPORTED))
 		return true;
 	entry = bpf_map_lookup_elem(&close_wait, &cookie);
