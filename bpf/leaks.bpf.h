@@ -33,6 +33,30 @@ static __always_inline __s64 *close_wait_slot(__u64 ts_ns)
 	return &close_wait_slots[stripe][(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
 }
 
+/*
+ * Cookies of reported leaks, as bits (cookie modulo SL_REPORTED_BITS): set by
+ * the new_leaks iterators before they mark an entry SL_F_REPORTED, never
+ * cleared; read by close() (is_reported_leak), which can then skip the
+ * close_wait lookup for the closes of sockets that are no leak. A bit another
+ * cookie set only costs that lookup.
+ */
+#define SL_REPORTED_BITS (1u << 18)
+__u64 reported_bits[SL_REPORTED_BITS / 64] = {};
+
+static __always_inline void mark_reported(__u64 cookie)
+{
+	__u32 bit = (__u32)cookie & (SL_REPORTED_BITS - 1);
+
+	__sync_fetch_and_or(&reported_bits[bit / 64], 1ull << (bit % 64));
+}
+
+static __always_inline bool maybe_reported(__u64 cookie)
+{
+	__u32 bit = (__u32)cookie & (SL_REPORTED_BITS - 1);
+
+	return READ_ONCE(reported_bits[bit / 64]) & (1ull << (bit % 64));
+}
+
 /* Set by the loader before load: record creators (costs a slot write and clear per connection). */
 const volatile bool track_creators = true;
 /* Set by the loader before load: slots of the `sockets` array, minus one (a power of two minus one). */
@@ -365,8 +389,8 @@ static __always_inline bool is_reported_leak(__u64 cookie)
 	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
 	struct sl_event *entry;
 
-	if (!cookie)
-		return false; /* (a free slot's tag) */
+	if (!cookie || !maybe_reported(cookie))
+		return false; /* (0: a free slot's tag) */
 	if (s && READ_ONCE(s->close_wait_ns) && (s->event_flags & SL_F_REPORTED))
 		return true;
 	entry = bpf_map_lookup_elem(&close_wait, &cookie);

@@ -465,6 +465,7 @@ int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	 * this element's output and runs it again in the next read(). */
 	if (bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry)))
 		return 0;
+	mark_reported(entry->cookie);
 	entry->flags |= SL_F_REPORTED;
 	follow_closes = 1;
 	return 0;
@@ -500,6 +501,7 @@ int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
 		return 0;
 	if (bpf_seq_write(ctx->meta->seq, &ev, sizeof(ev)))
 		return 0;
+	mark_reported(cookie);
 	s->event_flags |= SL_F_REPORTED;
 	follow_closes = 1;
 	return 0;
