@@ -71,7 +71,7 @@ export interface WatchOptions {
   tickMs?: number;
   /** How often every reported leak's owners are rescanned, in ms. Default 10 s. */
   rescanMs?: number;
-  /** Bound of the in-kernel CLOSE_WAIT and creator maps. Default 262144. */
+  /** Bound of the in-kernel CLOSE_WAIT and creator hashes, which hold the sockets that have no slot of the kernel's per-socket array (65536 slots besides). Default 262144. */
   maxSockets?: number;
   /** @internal Slots of the kernel's per-socket array (a power of two; see TracerOptions.socketSlots). */
   socketSlots?: number;
