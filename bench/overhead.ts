@@ -3,8 +3,8 @@
  * unit of work, which repeats within a few percent here, not throughput, which
  * swings ±30% on these shared VMs.
  *
- * One run = start the tracer, wait until it is attached, read its programs'
- * run_time_ns/run_cnt and its utime+stime, run the churn (a fixed number of
+ * One run = start the tracer, wait until it is attached and idle (its start-up
+ * done), read its programs' run_time_ns/run_cnt and its utime+stime, run the churn (a fixed number of
  * connections), wait until the tracer has caught up (its CPU time stops
  * moving), read both again, stop it (SIGINT) and parse the totals it prints.
  *   bpf  = Σ Δrun_time_ns of its programs / connections
@@ -163,6 +163,10 @@ async function quiesce(pid: number, maxMs = 60_000): Promise<void> {
 async function measureTracer(row: TracerRow, o: OverheadOptions): Promise<Sample> {
   const t = await attach(row, o);
   try {
+    // Start-up work (sockleak seeds the CLOSE_WAIT sockets already there, reports
+    // the old ones, takes a first port census) is not a per-connection cost: it
+    // spilled into the window and was most of watch's "user ns/conn".
+    await quiesce(t.pid);
     const b0 = listPrograms(o.bpftool);
     const u0 = processCpuNs(t.pid);
     const { churn, otherCpus, otherBpfNs } = await churnWithBackground(o, t);

@@ -33,7 +33,9 @@ only.
 \`setpriv --pdeathsig KILL\` so it cannot outlive the benchmark); wait until it holds a stable set
 of BPF programs that did not exist before it started (ids from \`/proc/PID/fdinfo\` of its
 \`bpf-prog\`/\`bpf_link\` fds, which also keeps out programs anyone else loads meanwhile) and, for
-tools that say so, until it prints that it is attached; then read
+tools that say so, until it prints that it is attached; then until its CPU time stops moving
+(start-up work, such as sockleak seeding the CLOSE_WAIT sockets already on the machine and its
+first port census, is not a per-connection cost); then read
 \`bpftool -j prog show\` (\`run_time_ns\`, \`run_cnt\`, with \`kernel.bpf_stats_enabled=1\`) and the
 tracer's \`utime+stime\` (\`/proc/PID/stat\` fields 14–15); run the churn; wait until the tracer's
 CPU time stops moving (it has consumed everything); read both again; stop it with SIGINT and parse

@@ -20,6 +20,11 @@
 #define EINPROGRESS 115
 #define SL_NOT_OWNER (SL_F_SOFTIRQ | SL_F_KERNEL_THREAD)
 
+/* Shared values another CPU may write meanwhile: read and written exactly once, in program order. */
+#define barrier() asm volatile("" ::: "memory")
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
 /* Set by the loader before load. */
 const volatile __u64 wakeup_min_bytes = 0;   /* wake the reader only past this much data */
 

@@ -14,35 +14,93 @@ volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or 
  * looked at (before, they cost nothing but the syscall hook's number check). */
 volatile __u32 follow_closes = 0;
 /*
- * close_wait entries the kernel inserted and has not deleted, per slot of
- * their entry time (sockleak.h, SL_SLOT_SHIFT): incremented by
- * enter_close_wait, decremented by leave_close_wait (and by the loader when
- * it deletes one), read by the loader through the mmaped .bss before each
- * new_leaks run. That walk visits every bucket of the map, ~3 ms at 262144
- * even when empty, four times a second: it is skipped when the slots the
- * cut-off moved across are all 0. A reported leak still counts in its slot,
+ * CLOSE_WAIT entries the kernel made (in a `sockets` slot or the close_wait
+ * hash) and has not removed, per slot of their entry time (sockleak.h,
+ * SL_SLOT_SHIFT): incremented by enter_close_wait, decremented by
+ * leave_close_wait (and by the loader when it forgets one), read by the loader
+ * through the mmaped .bss before each new_leaks / new_socket_leaks run. Those
+ * walks visit every bucket and slot, a few ms even when empty, four times a
+ * second: they are skipped when the time slots the cut-off moved across are all 0. A reported leak still counts in its slot,
  * so it costs one walk each time the ring comes round (68 s); seeded entries
  * are not counted (the loader forces walks until they are past the cut-off).
  */
-__s64 close_wait_slots[SL_SLOTS] = {};
+__s64 close_wait_slots[SL_SLOT_STRIPES][SL_SLOTS] = {};
 
 static __always_inline __s64 *close_wait_slot(__u64 ts_ns)
 {
-	return &close_wait_slots[(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
+	__u32 stripe = bpf_get_smp_processor_id() & (SL_SLOT_STRIPES - 1);
+
+	return &close_wait_slots[stripe][(ts_ns >> SL_SLOT_SHIFT) & (SL_SLOTS - 1)];
 }
 
-/* Set by the loader before load: record creators (costs a hash insert and delete per connection). */
+/*
+ * Cookies of reported leaks, as bits (cookie modulo SL_REPORTED_BITS): set by
+ * the new_leaks iterators before they mark an entry SL_F_REPORTED, never
+ * cleared; read by close() (is_reported_leak), which can then skip the
+ * close_wait lookup for the closes of sockets that are no leak. A bit another
+ * cookie set only costs that lookup.
+ */
+#define SL_REPORTED_BITS (1u << 18)
+__u64 reported_bits[SL_REPORTED_BITS / 64] = {};
+
+static __always_inline void mark_reported(__u64 cookie)
+{
+	__u32 bit = (__u32)cookie & (SL_REPORTED_BITS - 1);
+
+	__sync_fetch_and_or(&reported_bits[bit / 64], 1ull << (bit % 64));
+}
+
+static __always_inline bool maybe_reported(__u64 cookie)
+{
+	__u32 bit = (__u32)cookie & (SL_REPORTED_BITS - 1);
+
+	return READ_ONCE(reported_bits[bit / 64]) & (1ull << (bit % 64));
+}
+
+/* Set by the loader before load: record creators (costs a slot write and clear per connection). */
 const volatile bool track_creators = true;
+/* Set by the loader before load: slots of the `sockets` array, minus one (a power of two minus one). */
+const volatile __u32 socket_slot_mask = SL_SOCKET_SLOTS - 1;
 
 /*
- * Leak mode. Creators of live sockets, by cookie: connect()ed ones inserted on
- * CLOSE -> SYN_SENT (in the connect() caller's context, flagged
- * SL_CREATOR_CONNECT), accepted ones at accept() exit (only accept() knows who
- * took them); deleted when the socket reaches TCP_CLOSE; read when it enters
- * CLOSE_WAIT and on an active close (close_counted). A hash insert and delete
- * cost about half of what socket storage did (its per-socket allocation on
- * connect, and its RCU free). Bound: live sockets with a known creator
- * (resized by the loader); a full map is counted, the creator is then unknown.
+ * Leak mode. Live sockets with a known creator, direct-mapped by cookie: slot
+ * cookie & socket_slot_mask, tagged with the cookie (struct sl_socket). A hash
+ * insert and delete per socket (allocation, bucket lock, RCU free) cost ~4x a
+ * slot's stores; cookies come in per-CPU runs, so the sockets alive at once
+ * rarely share a slot.
+ *   - Claimed by remember_creator: on CLOSE -> SYN_SENT (in the connect()
+ *     caller's context, flagged SL_CREATOR_CONNECT) and at accept() exit (only
+ *     accept() knows who took it). Cleared (tag 0) when the socket reaches
+ *     TCP_CLOSE. A claim that finds another live socket in the slot first
+ *     moves it to the `creators` hash, or to `close_wait` if it is in
+ *     CLOSE_WAIT (evict_socket): only sockets that outlive the next
+ *     socket_slot_mask + 1 cookies ever get there.
+ *   - close_wait_ns is set on entering CLOSE_WAIT and cleared on leaving it,
+ *     so a healthy client's CLOSE_WAIT never touches a hash either; the
+ *     new_socket_leaks iterator reads it and marks event_flags SL_F_REPORTED.
+ *   - Read when the socket enters CLOSE_WAIT, on an active close
+ *     (close_counted), by close() of a reported leak, and by user space
+ *     through an mmap (Seed skips sockets the kernel has, Forget clears).
+ * The tag is written last and re-read after the fields: a reader that sees
+ * another tag, or a changed one, takes the hashes' path. The two owners of a
+ * CLOSE_WAIT entry (the socket leaving it, a claim moving it) take it with a
+ * compare-and-swap of close_wait_ns, so exactly one of them uncounts it.
+ * Bound: socket_slot_mask + 1 slots, preallocated (48 bytes each).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_SOCKET_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct sl_socket);
+} sockets SEC(".maps");
+
+/*
+ * Leak mode. Creators of live sockets moved out of their slot by a later
+ * socket (evict_socket), by cookie; deleted when the socket reaches TCP_CLOSE;
+ * read like the slots. Bound: live sockets with a known creator that lost
+ * their slot (resized by the loader); a full map is counted, the creator is
+ * then unknown.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -52,24 +110,16 @@ struct {
 	__type(value, struct sl_creator);
 } creators SEC(".maps");
 
-/* The current task is the creator of the socket with this cookie. */
-static __always_inline void remember_creator(__u64 cookie, __u32 flags)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct sl_creator creator = { .pid = id >> 32, .tid = (__u32)id, .flags = flags };
-
-	bpf_get_current_comm(creator.comm, sizeof(creator.comm));
-	if (bpf_map_update_elem(&creators, &cookie, &creator, BPF_ANY))
-		count_map_full();
-}
-
 /*
- * Leak mode. Every socket in CLOSE_WAIT: inserted on entering it (or by user
- * space for sockets already there at start, with SL_F_AGE_ESTIMATED), deleted
- * on leaving it; read by the new_leaks iterator, which marks SL_F_REPORTED.
- * ts_ns is when it entered CLOSE_WAIT, pid/tid/comm its creator. Bound: the
- * leaks sockleak can follow at once (resized by the loader; the first incident
- * peaked at ~200k).
+ * Leak mode. Sockets in CLOSE_WAIT that have no slot: those without a known
+ * creator (connected before sockleak started, or track_creators off), those a
+ * claim moved out of their slot (evict_socket), and those user space found
+ * already in CLOSE_WAIT at start (Seed, with SL_F_AGE_ESTIMATED). Inserted on
+ * entering CLOSE_WAIT, by evict_socket or by user space; deleted on leaving it
+ * (or by user space, Forget); read by the new_leaks iterator, which marks
+ * SL_F_REPORTED. ts_ns is when it entered CLOSE_WAIT, pid/tid/comm its
+ * creator. Bound: the leaks sockleak can follow at once besides the slots
+ * (resized by the loader; the first incident peaked at ~200k).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -78,6 +128,108 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sl_event);
 } close_wait SEC(".maps");
+
+static __always_inline struct sl_socket *socket_slot(__u64 cookie)
+{
+	__u32 index = (__u32)cookie & socket_slot_mask;
+
+	return bpf_map_lookup_elem(&sockets, &index);
+}
+
+/* The slot of `cookie` if it holds that socket now, else NULL (the hashes may). */
+static __always_inline struct sl_socket *own_slot(__u64 cookie)
+{
+	struct sl_socket *s = socket_slot(cookie);
+
+	return s && READ_ONCE(s->cookie) == cookie ? s : NULL;
+}
+
+/*
+ * A claim found `held`, another live socket, in slot `s`: move what the slot
+ * knows of it to the hashes, then free the slot. Its CLOSE_WAIT entry is taken
+ * by compare-and-swap (the socket may be leaving CLOSE_WAIT on another CPU)
+ * and stays counted in close_wait_slots; if the socket reached TCP_CLOSE
+ * meanwhile (its tag went), the copies are undone.
+ */
+static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
+{
+	struct sl_creator creator = { .pid = s->pid, .tid = s->tid, .flags = s->creator_flags };
+	__u64 ts_ns = READ_ONCE(s->close_wait_ns);
+	bool moved_close_wait = false;
+
+	__builtin_memcpy(creator.comm, s->comm, sizeof(creator.comm));
+	if (ts_ns && __sync_val_compare_and_swap(&s->close_wait_ns, ts_ns, 0) == ts_ns) {
+		struct sl_event entry = {};
+
+		entry.ts_ns = ts_ns;
+		entry.cookie = held;
+		entry.type = SL_EV_STATE;
+		entry.old_state = s->old_state;
+		entry.new_state = TCP_CLOSE_WAIT;
+		entry.flags = SL_F_CREATOR | (s->event_flags & SL_F_REPORTED);
+		entry.fd = -1;
+		entry.pid = creator.pid;
+		entry.tid = creator.tid;
+		__builtin_memcpy(entry.comm, creator.comm, sizeof(entry.comm));
+		if (bpf_map_update_elem(&close_wait, &held, &entry, BPF_ANY))
+			count_map_full();
+		else
+			moved_close_wait = true;
+	}
+	if (bpf_map_update_elem(&creators, &held, &creator, BPF_ANY))
+		count_map_full();
+	if (__sync_val_compare_and_swap(&s->cookie, held, 0) == held)
+		return;
+	/* It reached TCP_CLOSE meanwhile, so it also left CLOSE_WAIT: whoever deletes the entry uncounts it. */
+	bpf_map_delete_elem(&creators, &held);
+	if (moved_close_wait && bpf_map_delete_elem(&close_wait, &held) == 0)
+		__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
+}
+
+/* The current task is the creator of the socket with this cookie: it claims the socket's slot. */
+static __always_inline void remember_creator(__u64 cookie, __u32 flags)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sl_socket *s = socket_slot(cookie);
+	__u64 held;
+
+	if (!s)
+		return;
+	held = READ_ONCE(s->cookie);
+	if (held && held != cookie)
+		evict_socket(s, held);
+	WRITE_ONCE(s->cookie, 0); /* readers miss while it is rewritten */
+	barrier();
+	/* Loads through the task's BTF pointer: no helper calls. */
+	s->pid = task->tgid;
+	s->tid = task->pid;
+	__builtin_memcpy(s->comm, task->comm, sizeof(s->comm));
+	s->creator_flags = flags;
+	s->close_wait_ns = 0;
+	s->event_flags = 0;
+	barrier();
+	WRITE_ONCE(s->cookie, cookie);
+}
+
+/* TCP_CLOSE: the socket's creator goes, from its slot or (moved out of it) from the hash. */
+static __always_inline void forget_creator(__u64 cookie)
+{
+	struct sl_socket *s = socket_slot(cookie);
+
+	if (!s || __sync_val_compare_and_swap(&s->cookie, cookie, 0) != cookie)
+		bpf_map_delete_elem(&creators, &cookie);
+}
+
+/* The creator of a socket that has no slot (or lost it), into `creator`; false when unknown. */
+static __always_inline bool creator_of(__u64 cookie, struct sl_creator *creator)
+{
+	struct sl_creator *found = bpf_map_lookup_elem(&creators, &cookie);
+
+	if (!found)
+		return false;
+	__builtin_memcpy(creator, found, sizeof(*creator));
+	return true;
+}
 
 /*
  * Leak mode, a reported leak leaves CLOSE_WAIT: was that its holder acting
@@ -112,38 +264,64 @@ static __always_inline __u8 leave_context(struct sock *sk, int newstate)
  */
 static __always_inline bool close_counted(struct sock *sk)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sl_creator *creator;
+	struct sl_socket *s;
 	__u64 cookie;
+	__u32 flags, tgid;
 
-	if (follow_tree)
+	if (follow_tree) {
+		tgid = bpf_get_current_pid_tgid() >> 32;
 		return bpf_map_lookup_elem(&tree, &tgid) != NULL;
+	}
 	if (!track_creators)
 		return true;
 	cookie = bpf_get_socket_cookie(sk);
+	s = own_slot(cookie);
+	if (s) {
+		flags = s->creator_flags;
+		barrier();
+		if (READ_ONCE(s->cookie) == cookie)
+			return flags & SL_CREATOR_CONNECT;
+	}
 	creator = bpf_map_lookup_elem(&creators, &cookie);
 	return creator && (creator->flags & SL_CREATOR_CONNECT);
 }
 
-/* Leak mode, ESTABLISHED -> CLOSE_WAIT: the entry the new_leaks iterator will judge. */
+/*
+ * Leak mode, ESTABLISHED -> CLOSE_WAIT: the entry the new_leaks iterators will
+ * judge. A socket in its slot (every connect()ed or accepted one) only gets
+ * the time there; the others get a close_wait entry.
+ */
 static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 {
+	__u64 cookie = bpf_get_socket_cookie(sk), ts_ns = bpf_ktime_get_ns();
+	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
+	struct sl_creator creator;
 	struct sl_event fresh = {};
-	struct sl_creator *creator;
-	__u64 cookie = bpf_get_socket_cookie(sk);
 
-	fresh.ts_ns = bpf_ktime_get_ns();
+	if (s) {
+		s->event_flags = 0;
+		s->old_state = oldstate;
+		WRITE_ONCE(s->close_wait_ns, ts_ns);
+		barrier();
+		if (READ_ONCE(s->cookie) == cookie) {
+			__sync_fetch_and_add(close_wait_slot(ts_ns), 1);
+			return;
+		}
+		/* A claim took the slot meanwhile: take the time back, use the hashes. */
+		__sync_val_compare_and_swap(&s->close_wait_ns, ts_ns, 0);
+	}
+	fresh.ts_ns = ts_ns;
 	fresh.cookie = cookie;
 	fresh.type = SL_EV_STATE;
 	fresh.old_state = oldstate;
 	fresh.new_state = TCP_CLOSE_WAIT;
 	fresh.fd = -1;
 	fill_endpoints(&fresh, sk);
-	creator = track_creators ? bpf_map_lookup_elem(&creators, &cookie) : NULL;
-	if (creator) {
-		fresh.pid = creator->pid;
-		fresh.tid = creator->tid;
-		__builtin_memcpy(fresh.comm, creator->comm, sizeof(fresh.comm));
+	if (track_creators && creator_of(cookie, &creator)) {
+		fresh.pid = creator.pid;
+		fresh.tid = creator.tid;
+		__builtin_memcpy(fresh.comm, creator.comm, sizeof(fresh.comm));
 		fresh.flags = SL_F_CREATOR;
 	}
 	if (bpf_map_update_elem(&close_wait, &cookie, &fresh, BPF_ANY))
@@ -152,34 +330,71 @@ static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 		__sync_fetch_and_add(close_wait_slot(fresh.ts_ns), 1);
 }
 
-/* Leak mode, leaving CLOSE_WAIT: a reported leak's departure goes to user space. */
+/* A reported leak left CLOSE_WAIT: its departure goes to user space. */
+static __always_inline void report_leave(struct sock *sk, __u64 cookie, int newstate)
+{
+	struct sl_event *ev = reserve_event();
+
+	if (!ev)
+		return;
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cookie = cookie;
+	ev->type = SL_EV_STATE;
+	ev->old_state = TCP_CLOSE_WAIT;
+	ev->new_state = newstate;
+	ev->flags = leave_context(sk, newstate);
+	ev->fd = -1;
+	ev->ret = 0;
+	ev->_pad[0] = ev->_pad[1] = 0;
+	fill_endpoints(ev, sk);
+	fill_task(ev);
+	submit_event(ev);
+}
+
+/* Leak mode, leaving CLOSE_WAIT: the entry goes (from the slot or the hash); a reported leak's departure goes to user space. */
 static __always_inline void leave_close_wait(struct sock *sk, __u64 cookie, int newstate)
 {
-	struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie), *ev;
+	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
+	struct sl_event *entry;
 	bool counted;
 	__u64 ts_ns;
+	__u8 flags;
 
+	if (s) {
+		ts_ns = READ_ONCE(s->close_wait_ns);
+		flags = s->event_flags;
+		/* The compare-and-swap decides against a claim moving the entry to the hash. */
+		if (ts_ns && __sync_val_compare_and_swap(&s->close_wait_ns, ts_ns, 0) == ts_ns) {
+			if (flags & SL_F_REPORTED)
+				report_leave(sk, cookie, newstate);
+			__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
+			return;
+		}
+	}
+	entry = bpf_map_lookup_elem(&close_wait, &cookie);
 	if (!entry)
 		return;
 	counted = !(entry->flags & SL_F_AGE_ESTIMATED);
 	ts_ns = entry->ts_ns;
-	if ((entry->flags & SL_F_REPORTED) && (ev = reserve_event())) {
-		ev->ts_ns = bpf_ktime_get_ns();
-		ev->cookie = cookie;
-		ev->type = SL_EV_STATE;
-		ev->old_state = TCP_CLOSE_WAIT;
-		ev->new_state = newstate;
-		ev->flags = leave_context(sk, newstate);
-		ev->fd = -1;
-		ev->ret = 0;
-		ev->_pad[0] = ev->_pad[1] = 0;
-		fill_endpoints(ev, sk);
-		fill_task(ev);
-		submit_event(ev);
-	}
+	if (entry->flags & SL_F_REPORTED)
+		report_leave(sk, cookie, newstate);
 	/* Only the deleter that succeeds uncounts it (the loader may be forgetting it too). */
 	if (bpf_map_delete_elem(&close_wait, &cookie) == 0 && counted)
 		__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
+}
+
+/* close() of a socket: is it a reported leak (whose close user space wants)? */
+static __always_inline bool is_reported_leak(__u64 cookie)
+{
+	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
+	struct sl_event *entry;
+
+	if (!cookie || !maybe_reported(cookie))
+		return false; /* (0: a free slot's tag) */
+	if (s && READ_ONCE(s->close_wait_ns) && (s->event_flags & SL_F_REPORTED))
+		return true;
+	entry = bpf_map_lookup_elem(&close_wait, &cookie);
+	return entry && (entry->flags & SL_F_REPORTED);
 }
 
 /*
@@ -216,22 +431,21 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		return;
 	case TCP_CLOSE:
 		cookie = bpf_get_socket_cookie(sk);
+		/* (before its slot goes: the CLOSE_WAIT time may be there) */
+		if (oldstate == TCP_CLOSE_WAIT)
+			leave_close_wait(sk, cookie, newstate);
 		if (track_creators)
-			bpf_map_delete_elem(&creators, &cookie);
+			forget_creator(cookie);
 		if (oldstate == TCP_SYN_SENT && !sk->__sk_common.skc_num && !(context_flags() & SL_NOT_OWNER)) {
 			/* connect() found no free local port: inet_hash_connect() failed before
 			 * the port was set, and the destination is still on the socket. */
 			report_connect_no_port(sk);
-			return;
 		}
-		break;
+		return;
 	default:
-		if (oldstate != TCP_CLOSE_WAIT)
-			return;
-		cookie = bpf_get_socket_cookie(sk);
+		if (oldstate == TCP_CLOSE_WAIT)
+			leave_close_wait(sk, bpf_get_socket_cookie(sk), newstate);
 	}
-	if (oldstate == TCP_CLOSE_WAIT)
-		leave_close_wait(sk, cookie, newstate);
 }
 
 /* Leak mode, accept() returned: remember who took the socket, for the day it leaks. */

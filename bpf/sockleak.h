@@ -51,6 +51,10 @@ enum sl_event_flags {
  */
 #define SL_SLOT_SHIFT 27
 #define SL_SLOTS 512
+/* Copies of the slots, one per CPU modulo this: a socket's count goes up on the
+ * CPU that saw it enter CLOSE_WAIT and down on the one that saw it leave, and
+ * the loader sums the copies; CPUs do not fight over one cache line per connection. */
+#define SL_SLOT_STRIPES 4
 
 /* What the tracer sends, set before load. */
 enum sl_mode {
@@ -69,6 +73,27 @@ struct sl_creator {
 	char comm[SL_COMM_LEN];
 	__u32 flags;            /* enum sl_creator_flags */
 	__u32 _pad;
+};
+
+/*
+ * Leak mode, `sockets` map: what the kernel keeps about one live socket, in a
+ * slot of a direct-mapped array indexed by cookie & (slots - 1), tagged with
+ * the cookie (bpf/leaks.bpf.h). Short-lived sockets live and die in their slot;
+ * one a later socket's cookie lands on while it still lives moves to the
+ * `creators` / `close_wait` hashes. User space mmaps the array (Seed, Forget).
+ */
+#define SL_SOCKET_SLOTS 65536 /* default slots; a power of two (the loader may set fewer, tests do) */
+
+struct sl_socket {
+	__u64 cookie;           /* tag: the socket this slot describes; 0 = free. Written last (a seqlock) */
+	__u64 close_wait_ns;    /* CLOCK_MONOTONIC ns it entered CLOSE_WAIT; 0 = not in CLOSE_WAIT */
+	__u32 pid;              /* creator: tgid */
+	__u32 tid;              /* creator: thread */
+	char comm[SL_COMM_LEN]; /* creator: comm */
+	__u32 creator_flags;    /* enum sl_creator_flags */
+	__u8 event_flags;       /* while in CLOSE_WAIT: enum sl_event_flags (SL_F_REPORTED) */
+	__u8 old_state;         /* the state it entered CLOSE_WAIT from */
+	__u8 _pad[2];
 };
 
 struct sl_event {

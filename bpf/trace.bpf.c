@@ -56,6 +56,10 @@ struct {
 	__type(value, struct pending_close);
 } closing SEC(".maps");
 
+/* Leak mode: entries on_close_enter put in `closing` and on_close_exit has not
+ * taken yet (never fewer): 0 lets close() exit without a lookup. */
+__s64 closes_pending = 0;
+
 #include "leaks.bpf.h"
 
 /*
@@ -155,11 +159,10 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
 	struct pending_close *pending;
 	struct sl_event *ev;
-	__u64 cookie;
+	__u64 cookie, id;
+	__u32 tgid, tid;
 	__u8 flags;
 
 	/* Not a change: close() after shutdown() sets FIN_WAIT1/FIN_WAIT2/LAST_ACK
@@ -171,6 +174,10 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 		on_state_leaks(sk, oldstate, newstate);
 		return 0;
 	}
+	/* (after leak mode's return: a helper call its transitions mostly do without) */
+	id = bpf_get_current_pid_tgid();
+	tgid = id >> 32;
+	tid = (__u32)id;
 	flags = context_flags();
 	if (is_early_child(sk, oldstate, newstate)) {
 		hold_early_child(sk, tgid, tid, flags);
@@ -210,35 +217,71 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/* The current task's open file behind fd, reached through its BTF fd table (loads, no helper calls). */
+static __always_inline struct file *own_file_of_fd(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file **fds = fdt->fd;
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/*
+ * Leak mode, close(fd): the socket behind fd if it is a reported leak, else
+ * NULL. Every close() on the machine pays this once a leak has been reported,
+ * and almost none closes one: so the cookie is read first, down the path a
+ * socket's file takes (for another file, reads of whatever its private_data
+ * points to, which fail or give a cookie no leak has), and the file is checked
+ * to be a TCP socket only when that cookie names a reported leak.
+ */
+static __always_inline struct sock *reported_leak_of_fd(int fd)
+{
+	struct file *file = own_file_of_fd(fd);
+	struct socket *sock = file ? BPF_CORE_READ(file, private_data) : NULL;
+	struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+
+	if (!sk || !is_reported_leak(read_cookie(sk)))
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK || BPF_CORE_READ(sock, type) != SOCK_STREAM ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
 static __always_inline void on_close_enter(int fd)
 {
 	struct pending_close pending;
-	struct sock *sk = tcp_sock_of_fd(fd);
+	struct sock *sk = mode == SL_MODE_LEAKS ? reported_leak_of_fd(fd) : tcp_sock_of_fd(fd);
 	__u32 tid;
 
 	if (!sk)
 		return;
-	if (mode == SL_MODE_LEAKS) {
-		__u64 cookie = read_cookie(sk);
-		struct sl_event *entry = bpf_map_lookup_elem(&close_wait, &cookie);
-
-		if (!entry || !(entry->flags & SL_F_REPORTED))
-			return;
-	}
 	fill_from_fd_socket(&pending.ev, sk, fd, SL_EV_CLOSE);
 	pending.ev.ret = 0;
 	pending.sk = (__u64)sk;
 	tid = pending.ev.tid;
 	if (bpf_map_update_elem(&closing, &tid, &pending, BPF_ANY))
 		count_map_full();
+	else if (mode == SL_MODE_LEAKS)
+		__sync_fetch_and_add(&closes_pending, 1);
 }
 
 static __always_inline void on_close_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_close *pending = bpf_map_lookup_elem(&closing, &tid);
+	struct pending_close *pending;
 	struct sl_event *ev;
+	__u32 tid;
 
+	/* Leak mode: nearly every close() exits with none pending, known without a lookup. */
+	if (mode == SL_MODE_LEAKS && !READ_ONCE(closes_pending))
+		return;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	pending = bpf_map_lookup_elem(&closing, &tid);
 	if (!pending)
 		return;
 	ev = reserve_event();
@@ -247,7 +290,8 @@ static __always_inline void on_close_exit(long ret)
 		ev->ret = ret;
 		submit_event(ev);
 	}
-	bpf_map_delete_elem(&closing, &tid);
+	if (bpf_map_delete_elem(&closing, &tid) == 0 && mode == SL_MODE_LEAKS)
+		__sync_fetch_and_add(&closes_pending, -1);
 }
 
 /* connect()/accept()/bind() have returned: report the socket behind the fd. */
@@ -325,23 +369,13 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
  * kernel only tests a bitmap for the others. They need tracefs (the loader
  * mounts it, or falls back to handle_sys_enter/exit).
  */
-/*
- * The TCP socket behind the fd accept() just returned: a socket by
- * construction, so fewer checks (and kernel reads) than tcp_sock_of_fd(); the
- * task's fd table is reached by BTF, which costs no helper call.
- */
+/* The TCP socket behind the fd accept() just returned: a socket by construction, so no file-type checks. */
 static __always_inline struct sock *accepted_tcp_sock(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct file **fds = task->files->fdt->fd;
-	struct file *file = NULL;
-	struct socket *sock;
-	struct sock *sk;
+	struct file *file = own_file_of_fd(fd);
+	struct socket *sock = file ? BPF_CORE_READ(file, private_data) : NULL;
+	struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
 
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return NULL;
 	return sk;
@@ -415,7 +449,8 @@ int tp_bind_exit(struct trace_event_raw_sys_exit *ctx)
 }
 
 /*
- * Leak mode: the CLOSE_WAIT sockets that crossed the threshold since the last
+ * Leak mode, the two iterators the loader runs over `close_wait` and
+ * `sockets`: the CLOSE_WAIT sockets that crossed the threshold since the last
  * run (entered at or before leak_cutoff_ns, not yet reported), as sl_event
  * records; each is marked SL_F_REPORTED on the way out.
  */
@@ -430,7 +465,44 @@ int new_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	 * this element's output and runs it again in the next read(). */
 	if (bpf_seq_write(ctx->meta->seq, entry, sizeof(*entry)))
 		return 0;
+	mark_reported(entry->cookie);
 	entry->flags |= SL_F_REPORTED;
+	follow_closes = 1;
+	return 0;
+}
+
+/* The same over the slots: a record with no endpoints (user space's scan has them). */
+SEC("iter/bpf_map_elem")
+int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct sl_socket *s = ctx->value;
+	struct sl_event ev = {};
+	__u64 cookie, ts_ns;
+
+	if (!s)
+		return 0;
+	cookie = READ_ONCE(s->cookie);
+	ts_ns = READ_ONCE(s->close_wait_ns);
+	if (!cookie || !ts_ns || ts_ns > leak_cutoff_ns || (s->event_flags & SL_F_REPORTED))
+		return 0;
+	ev.ts_ns = ts_ns;
+	ev.cookie = cookie;
+	ev.type = SL_EV_STATE;
+	ev.old_state = s->old_state;
+	ev.new_state = TCP_CLOSE_WAIT;
+	ev.flags = SL_F_CREATOR;
+	ev.fd = -1;
+	ev.pid = s->pid;
+	ev.tid = s->tid;
+	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));
+	barrier();
+	/* Reused or left CLOSE_WAIT while read: a torn record, not a leak. */
+	if (READ_ONCE(s->cookie) != cookie || READ_ONCE(s->close_wait_ns) != ts_ns)
+		return 0;
+	if (bpf_seq_write(ctx->meta->seq, &ev, sizeof(ev)))
+		return 0;
+	mark_reported(cookie);
+	s->event_flags |= SL_F_REPORTED;
 	follow_closes = 1;
 	return 0;
 }

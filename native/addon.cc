@@ -68,6 +68,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
     options.leak_mode = o.Get("leakMode").ToBoolean().Value();
     options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
+    options.socket_slots = OptUint(o, "socketSlots", options.socket_slots);
     options.follow_tree = o.Get("followTree").ToBoolean().Value();
     Napi::Value creators = o.Get("trackCreators");
     if (creators.IsBoolean()) options.track_creators = creators.As<Napi::Boolean>().Value();

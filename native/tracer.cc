@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -55,12 +56,23 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   skel->rodata->mode = options.leak_mode ? SL_MODE_LEAKS : SL_MODE_TRACE;
   bpf_map__set_max_entries(skel->maps.close_wait, options.leak_mode ? options.max_sockets : 1);
   bpf_map__set_max_entries(skel->maps.creators, options.leak_mode ? options.max_sockets : 1);
+  // Slots only when creators are tracked (they are claimed by recording one).
+  uint32_t slots = !options.leak_mode || !options.track_creators ? 1
+                   : options.socket_slots ? options.socket_slots
+                                          : SL_SOCKET_SLOTS;
+  if (slots == 0 || (slots & (slots - 1)) != 0) {
+    *error = BpfError::From(EINVAL, "open", "socket slots: a power of two");
+    return nullptr;
+  }
+  bpf_map__set_max_entries(skel->maps.sockets, slots);
+  skel->rodata->socket_slot_mask = slots - 1;
   skel->rodata->follow_tree = options.follow_tree;
   skel->rodata->track_creators = options.track_creators;
   skel->rodata->fault_inject = options.fault_inject;
   // The map iterator is attached per run (CollectLeaks), and only in leak mode;
   // the process-tree programs only when a tree is followed.
   bpf_program__set_autoload(skel->progs.new_leaks, options.leak_mode);
+  bpf_program__set_autoload(skel->progs.new_socket_leaks, options.leak_mode);
   bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree);
   bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree);
   // Leak mode must be cheap for every connection: no softirq programs, and
@@ -124,6 +136,20 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
       *error = BpfError::From(errno, "attach", bpf_program__name(a.prog));
       return nullptr;
     }
+  }
+
+  if (options.leak_mode) {
+    size_t bytes = size_t(slots) * sizeof(sl_socket);
+    long page = sysconf(_SC_PAGESIZE);
+    bytes = (bytes + page - 1) / page * page;
+    void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(skel->maps.sockets), 0);
+    if (mapped == MAP_FAILED) {
+      *error = BpfError::From(errno, "mmap", "sockets");
+      return nullptr;
+    }
+    tracer->slots_ = static_cast<sl_socket*>(mapped);
+    tracer->slots_bytes_ = bytes;
+    tracer->slot_mask_ = slots - 1;
   }
 
   // Every close_wait entry the kernel makes from now on is counted in close_wait_slots.
@@ -207,6 +233,8 @@ void Tracer::Stop() {
   if (ring_) ring_buffer__free(ring_);
   ring_ = nullptr;
   final_counters_ = ReadCounters();
+  if (slots_) munmap(slots_, slots_bytes_);
+  slots_ = nullptr;
   if (skel_) sl_trace__destroy(skel_);  // detaches every link, closes every map
   skel_ = nullptr;
   if (epoll_fd_ >= 0) close(epoll_fd_);
@@ -258,7 +286,9 @@ bool Tracer::MayHaveNewLeaks(uint64_t cutoff_ns) const {
   uint64_t from = last_cutoff_ns_ >> SL_SLOT_SHIFT, to = cutoff_ns >> SL_SLOT_SHIFT;
   if (to - from >= SL_SLOTS) return true;
   for (uint64_t slot = from; slot <= to; slot++) {
-    if (__atomic_load_n(&skel_->bss->close_wait_slots[slot % SL_SLOTS], __ATOMIC_RELAXED) != 0) return true;
+    int64_t count = 0;  // the sum of the CPUs' copies (sockleak.h, SL_SLOT_STRIPES)
+    for (const auto& stripe : skel_->bss->close_wait_slots) count += __atomic_load_n(&stripe[slot % SL_SLOTS], __ATOMIC_RELAXED);
+    if (count != 0) return true;
   }
   return false;
 }
@@ -297,17 +327,25 @@ BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
   return walked;
 }
 
+// Both homes of CLOSE_WAIT entries: the slots of live sockets, and the hash of the rest.
 BpfError Tracer::WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
   skel_->bss->leak_cutoff_ns = cutoff_ns;
+  BpfError walked = WalkMap(skel_->progs.new_leaks, skel_->maps.close_wait, out);
+  if (!walked.ok() || !options_.track_creators) return walked;
+  return WalkMap(skel_->progs.new_socket_leaks, skel_->maps.sockets, out);
+}
+
+BpfError Tracer::WalkMap(bpf_program* prog, bpf_map* map, std::vector<uint8_t>* out) {
   union bpf_iter_link_info info = {};
-  info.map.map_fd = bpf_map__fd(skel_->maps.close_wait);
+  info.map.map_fd = bpf_map__fd(map);
   LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &info, .link_info_len = sizeof(info));
-  bpf_link* link = bpf_program__attach_iter(skel_->progs.new_leaks, &opts);
-  if (!link) return BpfError::From(errno, "iter", "new_leaks");
+  bpf_link* link = bpf_program__attach_iter(prog, &opts);
+  const char* name = bpf_program__name(prog);
+  if (!link) return BpfError::From(errno, "iter", name);
   int fd = bpf_iter_create(bpf_link__fd(link));
   int create_err = errno;
   bpf_link__destroy(link);
-  if (fd < 0) return BpfError::From(create_err, "iter", "new_leaks");
+  if (fd < 0) return BpfError::From(create_err, "iter", name);
   uint8_t chunk[64 << 10];
   for (;;) {
     ssize_t n = read(fd, chunk, sizeof(chunk));
@@ -315,10 +353,14 @@ BpfError Tracer::WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
     if (n <= 0) {
       int read_err = n < 0 ? errno : 0;
       close(fd);
-      return read_err ? BpfError::From(read_err, "iter read", "new_leaks") : BpfError{};
+      return read_err ? BpfError::From(read_err, "iter read", name) : BpfError{};
     }
     out->insert(out->end(), chunk, chunk + n);
   }
+}
+
+sl_socket* Tracer::SlotOf(uint64_t cookie) const {
+  return slots_ && options_.track_creators ? &slots_[cookie & slot_mask_] : nullptr;
 }
 
 size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
@@ -342,7 +384,12 @@ size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
     ev.type = SL_EV_STATE;
     ev.new_state = sock.state;
     ev.flags = SL_F_AGE_ESTIMATED;
-    // NOEXIST: an entry the kernel made itself (exact time, creator) wins over an estimate.
+    // The kernel's own entry (exact time, creator) wins over an estimate: in its slot, or in the hash (NOEXIST).
+    const sl_socket* slot = SlotOf(sock.cookie);
+    if (slot && __atomic_load_n(&slot->cookie, __ATOMIC_ACQUIRE) == sock.cookie &&
+        __atomic_load_n(&slot->close_wait_ns, __ATOMIC_RELAXED) != 0) {
+      continue;
+    }
     if (bpf_map_update_elem(fd, &ev.cookie, &ev, BPF_NOEXIST) && errno != EEXIST) refused++;
     // Not counted in close_wait_slots: walk until this one is past the cut-off too.
     else {
@@ -373,10 +420,19 @@ void Tracer::Forget(const std::vector<uint64_t>& cookies) {
   if (!skel_ || !options_.leak_mode) return;
   int fd = bpf_map__fd(skel_->maps.close_wait);
   for (uint64_t cookie : cookies) {
+    // In its slot: the CLOSE_WAIT time goes, taken as the kernel takes it (see leaks.bpf.h).
+    sl_socket* slot = SlotOf(cookie);
+    if (slot && __atomic_load_n(&slot->cookie, __ATOMIC_ACQUIRE) == cookie) {
+      uint64_t ts = __atomic_load_n(&slot->close_wait_ns, __ATOMIC_RELAXED);
+      if (ts && __atomic_compare_exchange_n(&slot->close_wait_ns, &ts, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        __atomic_fetch_sub(&skel_->bss->close_wait_slots[0][(ts >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
+        continue;
+      }
+    }
     sl_event entry;
     if (bpf_map_lookup_elem(fd, &cookie, &entry) || bpf_map_delete_elem(fd, &cookie)) continue;
     if (!(entry.flags & SL_F_AGE_ESTIMATED)) {  // the kernel counted it: uncount (see leaks.bpf.h)
-      __atomic_fetch_sub(&skel_->bss->close_wait_slots[(entry.ts_ns >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
+      __atomic_fetch_sub(&skel_->bss->close_wait_slots[0][(entry.ts_ns >> SL_SLOT_SHIFT) % SL_SLOTS], 1, __ATOMIC_RELAXED);
     }
   }
 }

@@ -14,7 +14,10 @@
 #include "bpf-error.h"
 
 struct sl_trace;
+struct sl_socket;
 struct ring_buffer;
+struct bpf_program;
+struct bpf_map;
 
 namespace sockleak {
 
@@ -28,6 +31,7 @@ struct TracerOptions {
   uint32_t max_sockets = 262144;   // leak mode: bound of the close_wait and creators maps
   bool follow_tree = false;        // leak mode: follow a process tree (sockleak run)
   bool track_creators = true;      // leak mode: record who connect()ed / accept()ed each socket
+  uint32_t socket_slots = 0;       // leak mode: slots of the `sockets` array, a power of two; 0 = SL_SOCKET_SLOTS
   uint8_t fault_inject = 0;        // tests only: 1 = a program the verifier rejects
   std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
 };
@@ -108,6 +112,9 @@ class Tracer {
   bool MayHaveNewLeaks(uint64_t cutoff_ns) const;
   BpfError FollowCloses();
   BpfError WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out);
+  BpfError WalkMap(bpf_program* prog, bpf_map* map, std::vector<uint8_t>* out);
+  // The slot of `cookie` in the mmaped `sockets` array, or nullptr.
+  sl_socket* SlotOf(uint64_t cookie) const;
   void PollLoop();
   void Flush();
 
@@ -132,6 +139,11 @@ class Tracer {
   uint64_t seeded_until_ns_ = 0;
   bool closes_followed_ = false;
   bool mounted_tracefs_ = false;
+  // Leak mode: the `sockets` array, mmaped after load (Seed and Forget read and
+  // clear slots without a syscall); unmapped by Stop().
+  sl_socket* slots_ = nullptr;
+  size_t slots_bytes_ = 0;
+  uint32_t slot_mask_ = 0;
 };
 
 }  // namespace sockleak

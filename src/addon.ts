@@ -19,6 +19,7 @@ export interface NativeTracerOptions {
   maxSockets?: number;
   followTree?: boolean;
   trackCreators?: boolean;
+  socketSlots?: number;
   faultInject?: number;
 }
 

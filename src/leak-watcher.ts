@@ -73,8 +73,10 @@ export interface WatchOptions {
   tickMs?: number;
   /** How often every reported leak's owners are rescanned, in ms. Default 10 s. */
   rescanMs?: number;
-  /** Bound of the in-kernel CLOSE_WAIT and creator maps. Default 262144. */
+  /** Bound of the in-kernel CLOSE_WAIT and creator hashes, which hold the sockets that have no slot of the kernel's per-socket array (65536 slots besides). Default 262144. */
   maxSockets?: number;
+  /** @internal Slots of the kernel's per-socket array (a power of two; see TracerOptions.socketSlots). */
+  socketSlots?: number;
   btfPath?: string;
   /** Receives every connect() that failed with EADDRNOTAVAIL and bind() with EADDRINUSE (port-watcher.ts). */
   onPortEvent?: (ev: ConnectEvent | BindEvent) => void;
@@ -183,6 +185,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
         leakMode: true,
         ringBytes: LEAK_RING_BYTES,
         ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+        ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
         ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
         ...(options.followTree && { followTree: true }),
       });

@@ -38,8 +38,14 @@ export interface TracerOptions {
   maxSockets?: number;
   /** @internal Leak mode: follow a process tree (treeAdd() its root). */
   followTree?: boolean;
-  /** @internal Leak mode: record creators (default true; costs a hash insert and delete per connection). */
+  /** @internal Leak mode: record creators (default true; costs a slot write and clear per connection). */
   trackCreators?: boolean;
+  /**
+   * @internal Leak mode: slots of the kernel's direct-mapped per-socket array, a
+   * power of two (default 65536). A socket that outlives this many newer ones
+   * moves to the hashes; tests set a few to make that happen.
+   */
+  socketSlots?: number;
 }
 
 /** How the tracer hooks syscalls: per-syscall tracepoints (leak mode, needs tracefs) or tp_btf raw syscalls. */
@@ -52,7 +58,10 @@ export interface TracerHooks {
 const DEFAULT_RING_BYTES = 8 << 20;
 
 function validate(options: TracerOptions): void {
-  const { pid, ringBytes, pollMs, maxQueuedBatches, wakeupBytes } = options;
+  const { pid, ringBytes, pollMs, maxQueuedBatches, wakeupBytes, socketSlots } = options;
+  if (socketSlots !== undefined && (!Number.isInteger(socketSlots) || socketSlots < 1 || socketSlots > 1 << 24 || (socketSlots & (socketSlots - 1)) !== 0)) {
+    throw new UsageError(`socketSlots must be a power of two between 1 and 2^24, got ${socketSlots}`);
+  }
   if (pid !== undefined && (!Number.isInteger(pid) || pid <= 0 || pid > 0x3fffffff)) {
     throw new UsageError(`pid must be a positive integer, got ${pid}`);
   }
@@ -105,6 +114,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
           faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
           ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+          ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
           ...(btfPath !== undefined && { btfPath }),
         },
         (batch) => this.onBatch(batch),

@@ -138,6 +138,58 @@ test('the first incident in miniature: W threads x N backends, one backend remov
   await Promise.all(backends.filter((b) => b !== dead).map((b) => b.remove()));
 });
 
+/** n short connections to `backend`, one after the other: each takes socket cookies (and slots) of its own. */
+async function churn(backend: { host: string; port: number }, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const s = net.connect(backend.port, backend.host);
+    s.on('error', () => undefined);
+    await once(s, 'connect');
+    s.end();
+    await once(s, 'close');
+  }
+}
+
+test('long-lived leaks whose slots later sockets took (in ESTABLISHED and in CLOSE_WAIT) are reported with their creators and resolved', async () => {
+  const W = 4;
+  const [backend, busy] = await Promise.all(['127.0.0.5', '127.0.0.6'].map(startBackend));
+  // 4 slots: every few sockets take a live one's slot, which moves it to the creators / close_wait hashes.
+  const watcher = recorder({ thresholdMs: 1000, tickMs: 100, socketSlots: 4 });
+  const client = await holder();
+  const { conns } = await client.request<{ conns: Array<{ tid: number; fd: number; remote: string }> }>({
+    op: 'threads',
+    count: W,
+    targets: [[backend!.host, backend!.port]],
+  });
+  await waitFor(() => backend!.accepted.length === W, 5000, 'accepts');
+  await churn(busy!, 32); // moves the live, ESTABLISHED sockets out of their slots
+  await backend!.remove();
+  await churn(busy!, 32); // and any that entered CLOSE_WAIT in a slot
+
+  await waitFor(() => leaksTo(watcher.records, backend!.remote).length >= W, 8000, `${W} leak records`);
+  await sleep(400);
+  const leaks = leaksTo(watcher.records, backend!.remote);
+  assert.equal(leaks.length, W, 'each leak reported once');
+  assert.equal(leaksTo(watcher.records, busy!.remote).length, 0, 'the short connections are not leaks');
+  for (const leak of leaks) {
+    assert.equal(leak.ageEstimated, false, 'entered CLOSE_WAIT while watched: exact age');
+    assert.ok(leak.creator, 'creator kept across the move');
+    assert.equal(leak.creator.pid, client.pid);
+  }
+  assert.deepEqual(
+    new Set(leaks.map((l) => l.creator!.tid)),
+    new Set(conns.map((c) => c.tid)),
+    'one leak per worker thread, by native thread id',
+  );
+
+  client.kill();
+  const cookies = new Set(leaks.map((l) => l.cookie));
+  await waitFor(() => watcher.records.filter((r) => r.type === 'resolved' && cookies.has(r.cookie)).length >= W, 8000, 'resolved records');
+  const resolved = watcher.records.filter((r): r is ResolvedRecord => r.type === 'resolved' && cookies.has(r.cookie));
+  for (const r of resolved) assert.ok(r.closedBy?.pid === client.pid || r.how === 'gone', `resolved by the client: ${JSON.stringify(r)}`);
+  await watcher.stop();
+  await busy!.remove();
+});
+
 test('a leak created before sockleak starts: snapshot finds owner and fd, with an estimated age', async () => {
   const backend = await startBackend('127.0.0.5');
   const h = await holder();
