@@ -67,6 +67,15 @@ export function enableBpfStats(restorer: Restorer): void {
   restorer.setSysctl('kernel.bpf_stats_enabled', '1');
 }
 
+/**
+ * Turns run-time accounting off: it adds two clock reads to every BPF program
+ * run, ~0.1 µs, which the snapshot's iterator (one run per open file) and the
+ * agent's programs would pay and ss would not.
+ */
+export function disableBpfStats(restorer: Restorer): void {
+  restorer.setSysctl('kernel.bpf_stats_enabled', '0');
+}
+
 /** Per-program deltas between two listings, for the given ids. */
 export function programDeltas(before: Map<number, ProgramStat>, after: Map<number, ProgramStat>, ids: Iterable<number>): ProgramStat[] {
   const out: ProgramStat[] = [];

@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { enableBpfStats } from './bpf-stats';
+import { disableBpfStats, enableBpfStats } from './bpf-stats';
 import { buildC, ROOT } from './build-c';
 import { killAll, sleep } from './children';
 import { background, overheadTables, runOverhead } from './overhead';
@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     const gcc = peers.get('gcc')!;
     const churn = buildC(gcc, 'churn');
     const closewait = buildC(gcc, 'closewait');
-    enableBpfStats(restorer);
+    disableBpfStats(restorer); // on only for the overhead section, which reads it
     const tracefs = TRACERS.some((t) => t.needsTracefs) ? ensureTracefs(restorer) : true;
 
     const sections: Array<{ heading: string; tables: Table[] }> = [];
@@ -138,6 +138,7 @@ async function main(argv: string[]): Promise<number> {
     }
 
     if (args.overhead) {
+      enableBpfStats(restorer);
       const result = await runOverhead({
         churn,
         bpftool: peers.get('bpftool')!,
@@ -151,6 +152,7 @@ async function main(argv: string[]): Promise<number> {
         tracefs,
         log,
       });
+      disableBpfStats(restorer);
       show('Tracing overhead', overheadTables(result));
       const b = background(result);
       if (b.otherCpus > 0.2 || b.otherBpfNsPerConn > 1000) {
