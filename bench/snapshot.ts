@@ -280,9 +280,23 @@ async function kernelScan(reps: number): Promise<KernelScan> {
   return result;
 }
 
+/**
+ * Waits (up to 65 s, TCP_TIMEWAIT_LEN and a margin) for TIME_WAIT sockets left
+ * by earlier work to expire: every sock_diag dump walks them, ss's and
+ * sockleak's census alike, and how many there are would otherwise depend on
+ * what ran last. The scenario's own (the listener's closed ends) remain.
+ */
+async function drainTimeWait(log: (line: string) => void): Promise<void> {
+  const left = timeWaitSockets() ?? 0;
+  if (left === 0) return;
+  log(`snapshot: waiting for ${fmtInt(left)} TIME_WAIT sockets left by earlier work to expire`);
+  for (let waited = 0; waited < 65_000 && (timeWaitSockets() ?? 0) > 0; waited += 1000) await sleep(1000);
+}
+
 export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
   const results: SizeResult[] = [];
   for (const size of o.sizes) {
+    await drainTimeWait(o.log);
     o.log(`snapshot: creating ${fmtInt(size.sockets)} CLOSE_WAIT sockets over ${size.holders} processes`);
     let scenario: Scenario | undefined;
     try {
