@@ -3,7 +3,8 @@
  * Live tracing: every TCP state change, and the close()/connect()/accept()/
  * bind() syscalls of TCP sockets. One object, two modes (enum sl_mode):
  *
- *   trace  every event goes to the ring buffer as a struct sl_event
+ *   trace  every event goes to the ring buffer as a struct sl_event (an accepted
+ *          child's first one held back on older kernels: early-child.bpf.h)
  *   leaks  CLOSE_WAIT, creators, active closes and the process tree are kept
  *          in maps (leaks.bpf.h, ports.bpf.h, tree.bpf.h); the ring buffer
  *          carries only what user space asked to follow, and connect()/bind()
@@ -62,71 +63,7 @@ __s64 closes_pending = 0;
 
 #include "leaks.bpf.h"
 
-/*
- * Trace mode. A connection a listener just accepted, announced too early: up
- * to at least 6.12 (not 6.18), inet_csk_clone_lock() fires LISTEN ->
- * SYN_RECV on the new child before copying in the request's remote port and
- * address and its cookie, so the child still carries the listener's. Its
- * record waits here, keyed by the child's address, and goes out with the
- * child's own cookie and endpoints at its next transition (leaving SYN_RECV,
- * normally in the same softirq; with TCP Fast Open, at the handshake's ACK).
- * Inserted and deleted by handle_set_state only. Bound: children between
- * clone and that transition at one instant.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct sl_event);
-} early_children SEC(".maps");
-
-/* LISTEN -> SYN_RECV of a child whose remote port is not set yet: the early announcement above. */
-static __always_inline bool is_early_child(const struct sock *sk, int oldstate, int newstate)
-{
-	return oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && !BPF_CORE_READ(sk, __sk_common.skc_dport);
-}
-
-/* Keeps an early child's LISTEN -> SYN_RECV (when, and in which context) until it is complete. */
-static __always_inline void hold_early_child(struct sock *sk, __u32 tgid, __u32 tid, __u8 flags)
-{
-	struct sl_event held = {};
-	__u64 key = (__u64)sk;
-
-	held.ts_ns = bpf_ktime_get_ns();
-	held.type = SL_EV_STATE;
-	held.old_state = TCP_LISTEN;
-	held.new_state = TCP_SYN_RECV;
-	held.flags = flags;
-	held.fd = -1;
-	held.pid = tgid;
-	held.tid = tid;
-	bpf_get_current_comm(held.comm, sizeof(held.comm));
-	if (bpf_map_update_elem(&early_children, &key, &held, BPF_ANY))
-		count_map_full();
-}
-
-/* The child leaves SYN_RECV: its held LISTEN -> SYN_RECV goes out first, as
- * the child's, if it belongs to the target. */
-static __always_inline void release_early_child(struct sock *sk)
-{
-	__u64 key = (__u64)sk, cookie;
-	struct sl_event *held = bpf_map_lookup_elem(&early_children, &key);
-	struct sl_event *ev;
-
-	if (!held)
-		return;
-	cookie = bpf_get_socket_cookie(sk);
-	if (!target_tgid || follow_for_target(sk, cookie, held->pid, held->flags, TCP_LISTEN, TCP_SYN_RECV)) {
-		ev = reserve_event();
-		if (ev) {
-			__builtin_memcpy(ev, held, sizeof(*ev));
-			ev->cookie = cookie;
-			fill_endpoints(ev, sk);
-			submit_event(ev);
-		}
-	}
-	bpf_map_delete_elem(&early_children, &key);
-}
+#include "early-child.bpf.h"
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(handle_softirq_entry, unsigned int vec_nr)
@@ -215,20 +152,6 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	submit_event(ev);
 	return 0;
-}
-
-/* The current task's open file behind fd, reached through its BTF fd table (loads, no helper calls). */
-static __always_inline struct file *own_file_of_fd(int fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = task->files->fdt;
-	struct file **fds = fdt->fd;
-	struct file *file = NULL;
-
-	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
 }
 
 /*
