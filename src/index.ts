@@ -8,12 +8,8 @@ export {
   watch,
   LeakWatcher,
   type WatchOptions,
-  type WatchRecord,
-  type LeakRecord,
-  type ResolvedRecord,
-  type FdClosedRecord,
-  type Closer,
 } from './leak-watcher';
+export type { WatchRecord, LeakRecord, ResolvedRecord, FdClosedRecord, Closer } from './watch-records';
 export type { SocketInfo, Owner, Creator, Snapshot } from './sockets';
 export type {
   TraceEvent,

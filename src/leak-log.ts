@@ -2,7 +2,8 @@
  * The leak records of one LeakWatcher run, kept by socket: what `run` and
  * `checkSocketLeaks` report once the watched code is done.
  */
-import type { LeakRecord, LeakWatcher, ResolvedRecord } from './leak-watcher';
+import type { LeakWatcher } from './leak-watcher';
+import type { LeakRecord, ResolvedRecord } from './watch-records';
 import type { SocketInfo } from './sockets';
 
 /** A leaked socket: its facts when found, and how long it stayed in CLOSE_WAIT. */

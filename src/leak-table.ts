@@ -19,7 +19,7 @@ import { formatEndpoint } from './address';
 import { cookieText, namesOwner, type CookieKey, type RawSock } from './close-wait-scan';
 import { cookieHash } from './cookie-map';
 import { SOCK } from './generated/layout';
-import type { LeakRecord } from './leak-watcher';
+import type { LeakRecord } from './watch-records';
 import type { Creator, Owner } from './sockets';
 
 /** bits: IPv6, keepalive on, entry time estimated, has holders, its leak record not yet handed out, removed while queued, not yet reported. */

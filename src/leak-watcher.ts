@@ -23,46 +23,9 @@ import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import { LeakTable } from './leak-table';
-import type { Creator, Owner, SocketInfo } from './sockets';
+import type { Creator, Owner } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
-
-/** A socket that stayed in CLOSE_WAIT longer than the threshold. */
-export interface LeakRecord extends SocketInfo {
-  type: 'leak';
-}
-
-/** Who closed a socket: fd is null when the socket went without a close() (exit, exec, dup2, close_range). */
-export interface Closer {
-  pid: number;
-  tid: number;
-  comm: string;
-  fd: number | null;
-}
-
-/** A reported leak is gone. */
-export interface ResolvedRecord {
-  type: 'resolved';
-  cookie: string;
-  local: string;
-  remote: string;
-  /** The task whose close freed it; null when it went without one of the holders acting (reset, keepalive). */
-  closedBy: Closer | null;
-  /** close: a close() freed it; exit: the last holder exited or replaced the fd; peer: reset or timer; gone: found missing by a rescan. */
-  how: 'close' | 'exit' | 'peer' | 'gone';
-  /** How long it had been in CLOSE_WAIT. */
-  heldMs: number;
-}
-
-/** A holder closed its fd of a reported leak, but others still hold the socket. */
-export interface FdClosedRecord {
-  type: 'fd-closed';
-  cookie: string;
-  remote: string;
-  closedBy: Closer;
-  stillHeldBy: Owner[];
-}
-
-export type WatchRecord = LeakRecord | ResolvedRecord | FdClosedRecord;
+import type { Closer, LeakRecord, ResolvedRecord, WatchRecord } from './watch-records';
 
 export interface WatchOptions {
   /** How long a socket may stay in CLOSE_WAIT before it is a leak, in ms. Default 30 s. */

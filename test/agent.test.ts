@@ -19,7 +19,7 @@ import { monotonicNowNs } from '../src/clock';
 import { cookieKey, cookieText } from '../src/close-wait-scan';
 import { fromSocket, toSocket } from '../src/agent/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
-import type { LeakRecord } from '../src/leak-watcher';
+import type { LeakRecord } from '../src/watch-records';
 import { ExitCode } from '../src/errors';
 import type { SocketInfo } from '../src/sockets';
 import { CLI, ROOT, runCli, sleep, startBackend, startFixture, startHolder, waitFor, type Backend, type Holder } from './helpers';

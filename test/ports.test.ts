@@ -17,7 +17,7 @@ import type { PortPressureRecord } from '../src/port-pressure';
 import { watchWithPorts } from '../src/port-watch';
 import { ports, type PortsSnapshot } from '../src/ports';
 import { SocketScanner } from '../src/scan';
-import type { WatchRecord } from '../src/leak-watcher';
+import type { WatchRecord } from '../src/watch-records';
 import { CLI, ROOT, runCli, waitFor } from './helpers';
 
 const CHURN = path.join(ROOT, 'test', 'fixtures', 'port-churn.py');

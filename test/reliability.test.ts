@@ -20,7 +20,8 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { ExitCode } from '../src/errors';
-import { watch, type LeakRecord, type WatchRecord } from '../src/leak-watcher';
+import { watch } from '../src/leak-watcher';
+import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import { CLI, ROOT, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
 
 // ---- The matrix: every command, how to run it for real, and how it says it is ready.

@@ -9,7 +9,7 @@
  */
 import type { CookieKey } from '../close-wait-scan';
 import { monotonicNowNs } from '../clock';
-import type { LeakRecord, WatchRecord } from '../leak-watcher';
+import type { LeakRecord, WatchRecord } from '../watch-records';
 import type { SocketInfo } from '../sockets';
 
 /** Where the index reads leaks: the engine (LeakWatcher, PortAwareWatcher). */

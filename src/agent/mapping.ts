@@ -7,7 +7,7 @@
  * Cookies: decimal strings in TypeScript and JSON, uint64 on the wire.
  * null in TypeScript is an absent field on the wire.
  */
-import type { Closer, FdClosedRecord, ResolvedRecord } from '../leak-watcher';
+import type { Closer, FdClosedRecord, ResolvedRecord } from '../watch-records';
 import type { Owner, SocketInfo, Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 import { TCP_STATES } from '../tcp-states';

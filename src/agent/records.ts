@@ -3,7 +3,7 @@
  * records and the port tracker's (src/port-watch.ts), and the ports snapshot of
  * `sockleak ports`. One place to import them from inside src/agent/.
  */
-import type { WatchRecord } from '../leak-watcher';
+import type { WatchRecord } from '../watch-records';
 import type { PortRecord } from '../port-watcher';
 
 export type { PortFailureRecord, PortRecord } from '../port-watcher';

@@ -1,5 +1,5 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
-import type { WatchRecord } from '../leak-watcher';
+import type { WatchRecord } from '../watch-records';
 import { watchWithPorts } from '../port-watch';
 import type { PortRecord } from '../port-watcher';
 import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
