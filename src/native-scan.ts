@@ -47,6 +47,15 @@ export function ownNetns(): number {
   return nsInode(readlinkSync('/proc/self/ns/net'));
 }
 
+/**
+ * How a request reaches namespace `ino` (whose /proc/PID/ns/net is `path`): by
+ * that path, or, for our own, with no path at all, since entering even our own
+ * namespace with setns() wants CAP_SYS_ADMIN.
+ */
+export function netnsTarget(ino: number, path: string, own = ownNetns()): { netnsPath?: string } {
+  return ino === own ? {} : { netnsPath: path };
+}
+
 /** The addon's scanner; it loads its BPF object with the first iterator scan (or preload()). */
 export function openNativeScanner(options: { btfPath?: string } = {}): NativeScanner {
   requireBpfPrivileges();
@@ -106,7 +115,7 @@ export async function* scanEachNetns(
   for (const [netns, path] of namespaces) {
     let buf: Buffer;
     try {
-      buf = await runScan(native, { ...request, ...(netns !== own && { netnsPath: path }) });
+      buf = await runScan(native, { ...request, ...netnsTarget(netns, path, own) });
     } catch (err) {
       if (isVanishedNetns(err)) continue;
       throw err;
@@ -166,7 +175,7 @@ export async function* scanEachNetnsChunks(
   const own = ownNetns();
   for (const [netns, path] of namespaces) {
     try {
-      for await (const buf of scanChunks(native, { ...request, ...(netns !== own && { netnsPath: path }) })) yield { netns, buf };
+      for await (const buf of scanChunks(native, { ...request, ...netnsTarget(netns, path, own) })) yield { netns, buf };
     } catch (err) {
       if (isVanishedNetns(err)) continue; // its iterator is made by the first read, before any chunk
       throw err;

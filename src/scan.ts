@@ -6,7 +6,7 @@
 import { readlinkSync } from 'node:fs';
 import type { NativeScanner, NativeScanRequest } from './addon';
 import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
-import { isVanishedNetns, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
+import { isVanishedNetns, netnsTarget, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import { SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
 import type { SocketInfo } from './sockets';
@@ -135,9 +135,7 @@ export class SocketScanner {
     const files = this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
     const own = ownNetns();
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
-    // Our own namespace needs no setns() (which wants CAP_SYS_ADMIN).
-    const pathOf = (ino: number, nsPath: string): string | undefined => (ino === own ? undefined : nsPath);
-    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.diagCookies(mask, pathOf(ino, nsPath)))]);
+    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.diagCookies(mask, netnsTarget(ino, nsPath, own).netnsPath))]);
     stats.kernelMs += performance.now() - t0;
     options.onRaw?.(owned);
     stats.records += owned.length / SOCK_SIZE;
