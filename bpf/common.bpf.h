@@ -111,6 +111,22 @@ static __always_inline void fill_endpoints(struct sl_event *ev, const struct soc
 	}
 }
 
+/* What every state-change record says first: when, which socket, from and to
+ * which state, in which context (enum sl_event_flags); no fd, no return value. */
+static __always_inline void fill_state_change(struct sl_event *ev, __u64 ts_ns, __u64 cookie, int oldstate,
+					      int newstate, __u8 flags)
+{
+	ev->ts_ns = ts_ns;
+	ev->cookie = cookie;
+	ev->type = SL_EV_STATE;
+	ev->old_state = oldstate;
+	ev->new_state = newstate;
+	ev->flags = flags;
+	ev->fd = -1;
+	ev->ret = 0;
+	ev->_pad[0] = ev->_pad[1] = 0;
+}
+
 static __always_inline void fill_task(struct sl_event *ev)
 {
 	__u64 id = bpf_get_current_pid_tgid();

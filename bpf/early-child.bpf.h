@@ -37,12 +37,7 @@ static __always_inline void hold_early_child(struct sock *sk, __u32 tgid, __u32 
 	struct sl_event held = {};
 	__u64 key = (__u64)sk;
 
-	held.ts_ns = bpf_ktime_get_ns();
-	held.type = SL_EV_STATE;
-	held.old_state = TCP_LISTEN;
-	held.new_state = TCP_SYN_RECV;
-	held.flags = flags;
-	held.fd = -1;
+	fill_state_change(&held, bpf_ktime_get_ns(), 0, TCP_LISTEN, TCP_SYN_RECV, flags); /* its cookie: at release */
 	held.pid = tgid;
 	held.tid = tid;
 	bpf_get_current_comm(held.comm, sizeof(held.comm));

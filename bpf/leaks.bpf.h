@@ -161,13 +161,8 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 	if (ts_ns && __sync_val_compare_and_swap(&s->close_wait_ns, ts_ns, 0) == ts_ns) {
 		struct sl_event entry = {};
 
-		entry.ts_ns = ts_ns;
-		entry.cookie = held;
-		entry.type = SL_EV_STATE;
-		entry.old_state = s->old_state;
-		entry.new_state = TCP_CLOSE_WAIT;
-		entry.flags = SL_F_CREATOR | (s->event_flags & SL_F_REPORTED);
-		entry.fd = -1;
+		fill_state_change(&entry, ts_ns, held, s->old_state, TCP_CLOSE_WAIT,
+				  SL_F_CREATOR | (s->event_flags & SL_F_REPORTED));
 		entry.pid = creator.pid;
 		entry.tid = creator.tid;
 		__builtin_memcpy(entry.comm, creator.comm, sizeof(entry.comm));
@@ -311,12 +306,7 @@ static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 		/* A claim took the slot meanwhile: take the time back, use the hashes. */
 		__sync_val_compare_and_swap(&s->close_wait_ns, ts_ns, 0);
 	}
-	fresh.ts_ns = ts_ns;
-	fresh.cookie = cookie;
-	fresh.type = SL_EV_STATE;
-	fresh.old_state = oldstate;
-	fresh.new_state = TCP_CLOSE_WAIT;
-	fresh.fd = -1;
+	fill_state_change(&fresh, ts_ns, cookie, oldstate, TCP_CLOSE_WAIT, 0);
 	fill_endpoints(&fresh, sk);
 	if (track_creators && creator_of(cookie, &creator)) {
 		fresh.pid = creator.pid;
@@ -337,15 +327,7 @@ static __always_inline void report_leave(struct sock *sk, __u64 cookie, int news
 
 	if (!ev)
 		return;
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->cookie = cookie;
-	ev->type = SL_EV_STATE;
-	ev->old_state = TCP_CLOSE_WAIT;
-	ev->new_state = newstate;
-	ev->flags = leave_context(sk, newstate);
-	ev->fd = -1;
-	ev->ret = 0;
-	ev->_pad[0] = ev->_pad[1] = 0;
+	fill_state_change(ev, bpf_ktime_get_ns(), cookie, TCP_CLOSE_WAIT, newstate, leave_context(sk, newstate));
 	fill_endpoints(ev, sk);
 	fill_task(ev);
 	submit_event(ev);

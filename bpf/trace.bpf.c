@@ -137,15 +137,7 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	ev = reserve_event();
 	if (!ev)
 		return 0;
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->cookie = cookie;
-	ev->type = SL_EV_STATE;
-	ev->old_state = oldstate;
-	ev->new_state = newstate;
-	ev->flags = flags;
-	ev->fd = -1;
-	ev->ret = 0;
-	ev->_pad[0] = ev->_pad[1] = 0;
+	fill_state_change(ev, bpf_ktime_get_ns(), cookie, oldstate, newstate, flags);
 	fill_endpoints(ev, sk);
 	ev->pid = tgid;
 	ev->tid = tid;
@@ -408,13 +400,7 @@ int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	ts_ns = READ_ONCE(s->close_wait_ns);
 	if (!cookie || !ts_ns || ts_ns > leak_cutoff_ns || (s->event_flags & SL_F_REPORTED))
 		return 0;
-	ev.ts_ns = ts_ns;
-	ev.cookie = cookie;
-	ev.type = SL_EV_STATE;
-	ev.old_state = s->old_state;
-	ev.new_state = TCP_CLOSE_WAIT;
-	ev.flags = SL_F_CREATOR;
-	ev.fd = -1;
+	fill_state_change(&ev, ts_ns, cookie, s->old_state, TCP_CLOSE_WAIT, SL_F_CREATOR);
 	ev.pid = s->pid;
 	ev.tid = s->tid;
 	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));
