@@ -23,7 +23,7 @@ import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import { LeakTable } from './leak-table';
-import type { Creator, Owner } from './sockets';
+import { sameOwner, type Creator, type Owner } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
 import type { Closer, LeakRecord, ResolvedRecord, WatchRecord } from './watch-records';
 
@@ -64,8 +64,13 @@ function union(...sets: CookieSet[]): CookieSet {
   };
 }
 
-/** `owners` and `owner`, in an array of exactly that size (a pushed-to or spread array keeps ~16 spare slots: 128 bytes a leak). */
-function withOwner(owners: readonly Owner[], owner: Owner): Owner[] {
+/**
+ * `owners` and `owner`, in an array of exactly that size (a pushed-to or spread
+ * array keeps ~16 spare slots: 128 bytes a leak); `owners` itself when it has
+ * that holder already.
+ */
+function withOwner(owners: readonly Owner[], owner: Owner): readonly Owner[] {
+  if (owners.some((o) => sameOwner(o, owner))) return owners;
   return owners.length === 0 ? [owner] : owners.concat([owner]);
 }
 
@@ -114,7 +119,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private readonly out = new Fifo<WatchRecord | number>();
   private readonly creators = new Map<string, Creator>();
   /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
-  private readonly owned = new Map<number, Owner[]>();
+  private readonly owned = new Map<number, readonly Owner[]>();
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
@@ -495,9 +500,9 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
    * slot; only changed lists are made anew, in `owned`), so a rescan of 200k
    * unchanged leaks makes no objects.
    */
-  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, Owner[]>> {
+  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, readonly Owner[]>> {
     const t = this.leaks;
-    const staleOwners = new Map<CookieKey, Owner[]>();
+    const staleOwners = new Map<CookieKey, readonly Owner[]>();
     const strings = this.scanner.strings;
     const scan = ++this.scans;
     let seen = 0;
@@ -506,7 +511,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       const owner = ownerOf(sock, strings);
       if (!owner) return;
       const owners = t.owners(leak);
-      if (!owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) t.setOwners(leak, withOwner(owners, owner));
+      const more = withOwner(owners, owner);
+      if (more !== owners) t.setOwners(leak, more);
     };
     const visit = (cookie: CookieKey, sock: RawSock): void => {
       const leak = t.slotOf(cookie);
@@ -535,7 +541,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
           seen++;
         } else if (!sock.held) return;
         const owner = ownerOf(sock, strings);
-        if (owner && !owners.some((o) => o.pid === owner.pid && o.fd === owner.fd)) staleOwners.set(cookie, withOwner(owners, owner));
+        if (owner) staleOwners.set(cookie, withOwner(owners, owner));
         return;
       }
       if (!rescan) return;
@@ -553,7 +559,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       if (!owner) return;
       const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
       t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
-      this.owned.set(leak, owners.some((o) => o.pid === owner.pid && o.fd === owner.fd) ? owners : withOwner(owners, owner));
+      this.owned.set(leak, withOwner(owners, owner));
     };
     const pids = this.options.followTree ? this.treePids() : undefined;
     await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);

@@ -9,7 +9,7 @@ import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
 import { isVanishedNetns, netnsTarget, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import { SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
-import type { SocketInfo } from './sockets';
+import { sameOwner, type SocketInfo } from './sockets';
 import type { TcpState } from './tcp-states';
 
 export { networkNamespaces, stateMask } from './native-scan';
@@ -229,7 +229,7 @@ export function decodeScan({ owned, ownedCookies, orphans }: RawScan): Map<strin
   decodeEach(owned, (info) => {
     const known = sockets.get(info.cookie);
     if (!known) sockets.set(info.cookie, info);
-    else for (const o of info.owners) if (!known.owners.some((k) => k.pid === o.pid && k.fd === o.fd)) known.owners.push(o);
+    else for (const o of info.owners) if (!known.owners.some((k) => sameOwner(k, o))) known.owners.push(o);
   });
   // iter/tcp's copies of owned sockets need no decoding.
   const isOwned = (cookie: number): boolean => !Number.isNaN(cookie) && ownedCookies.has(cookie);

@@ -8,6 +8,11 @@ export interface Owner {
   fd: number;
 }
 
+/** Whether two owners are the same holder: the same fd of the same process. */
+export function sameOwner(a: Owner, b: Owner): boolean {
+  return a.pid === b.pid && a.fd === b.fd;
+}
+
 /** Who created a socket (connect() or accept() returned it), when sockleak saw it happen. */
 export interface Creator {
   pid: number;
