@@ -139,8 +139,8 @@ struct sl_sock {
 	__u32 recv_q;               /* unread bytes (LISTEN: accept backlog) */
 	__u32 send_q;               /* unacknowledged bytes (LISTEN: max backlog) */
 	__u32 timer_ms;             /* with SL_SK_TIMER: ms until the keepalive or TIME_WAIT timer */
-	__u32 keepalive_idle_ms;    /* effective TCP_KEEPIDLE (socket's or netns default) */
-	__u32 keepalive_intvl_ms;   /* effective TCP_KEEPINTVL */
+	__u32 keepalive_idle_ms;    /* SL_SK_KEEPALIVE: effective TCP_KEEPIDLE (socket's or netns default); else 0 */
+	__u32 keepalive_intvl_ms;   /* SL_SK_KEEPALIVE: effective TCP_KEEPINTVL; else 0 */
 	__u32 pid;                  /* SL_SK_OWNED: tgid of the holder */
 	__s32 fd;                   /* SL_SK_OWNED: the holder's fd; else -1 */
 	__u16 sport;
@@ -148,7 +148,7 @@ struct sl_sock {
 	__u16 family;
 	__u8 state;                 /* kernel TCP state */
 	__u8 flags;                 /* enum sl_sock_flags */
-	__u8 keepalive_probes;      /* effective TCP_KEEPCNT */
+	__u8 keepalive_probes;      /* SL_SK_KEEPALIVE: effective TCP_KEEPCNT; else 0 */
 	__u8 _pad[3];
 	char comm[SL_COMM_LEN];     /* SL_SK_OWNED: comm of the holder */
 };
