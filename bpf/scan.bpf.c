@@ -26,11 +26,12 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-extern unsigned int CONFIG_HZ __kconfig __weak;
-
 /* Set by the loader before each iteration. */
 volatile __u32 target_tgid = 0;    /* scan_files: 0 = every process */
 volatile __u32 state_mask = 0;     /* bit (1 << state) set = report that state; 0 = all */
+/* Set by the loader once, after the load: the kernel's HZ (a __kconfig extern
+ * would be read on the machine that generated the light skeleton). */
+volatile __u32 kernel_hz = 0;
 
 static __always_inline bool wanted_state(__u8 state)
 {
@@ -40,9 +41,11 @@ static __always_inline bool wanted_state(__u8 state)
 /* jiffies to ms; 0 when the kernel's HZ is unknown (flagged by the caller). */
 static __always_inline __u32 jiffies_to_ms(__s64 j)
 {
-	if (!CONFIG_HZ || j <= 0)
+	__u32 hz = kernel_hz;
+
+	if (!hz || j <= 0)
 		return 0;
-	return (__u32)((__u64)j * 1000 / (__u64)CONFIG_HZ);
+	return (__u32)((__u64)j * 1000 / hz);
 }
 
 static __always_inline void fill_common(struct sl_sock *rec, struct sock_common *skc)
@@ -61,7 +64,7 @@ static __always_inline void fill_common(struct sl_sock *rec, struct sock_common 
 		__builtin_memcpy(rec->daddr, &skc->skc_v6_daddr, sizeof(rec->daddr));
 	}
 	rec->fd = -1;
-	if (!CONFIG_HZ)
+	if (!kernel_hz)
 		rec->flags |= SL_SK_HZ_UNKNOWN;
 }
 

@@ -85,19 +85,10 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
                                         InstanceMethod<&ScannerWrap::Close>("close")});
   }
 
-  // new Scanner({ btfPath?, cachedBtfPath? }): the iterator programs are loaded by
-  // the first scan or preload() (attaches nothing).
-  explicit ScannerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ScannerWrap>(info) {
-    std::string btf_path, cached_btf_path;
-    if (info.Length() > 0 && info[0].IsObject()) {
-      Napi::Object o = info[0].As<Napi::Object>();
-      Napi::Value btf = o.Get("btfPath");
-      if (btf.IsString()) btf_path = btf.As<Napi::String>().Utf8Value();
-      Napi::Value cached = o.Get("cachedBtfPath");
-      if (cached.IsString()) cached_btf_path = cached.As<Napi::String>().Utf8Value();
-    }
-    scanner_ = std::make_shared<Scanner>(std::move(btf_path), std::move(cached_btf_path));
-  }
+  // new Scanner(): the iterator programs are loaded by the first scan or
+  // preload() (attaches nothing).
+  explicit ScannerWrap(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<ScannerWrap>(info), scanner_(std::make_shared<Scanner>()) {}
 
  private:
   // scan({ kind: 'files'|'tcp'|'cookies'|'census', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>

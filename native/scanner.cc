@@ -1,7 +1,6 @@
 #include "scanner.h"
 
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,10 +9,10 @@
 // clang-format off
 #include <linux/types.h>
 #include "sockleak.h"
-#include "scan.skel.h"
 // clang-format on
 
 #include "netns.h"
+#include "scan-skel.h"
 #include "sock-diag.h"
 
 namespace sockleak {
@@ -29,30 +28,16 @@ struct Fd {
 
 }  // namespace
 
-Scanner::Scanner(std::string btf_path, std::string cached_btf_path)
-    : btf_path_(std::move(btf_path)), cached_btf_path_(std::move(cached_btf_path)) {}
-
-BpfError Scanner::LoadWith(const std::string& btf, sl_scan** out) {
-  ResetLibbpfLog();
-  LIBBPF_OPTS(bpf_object_open_opts, opts);
-  if (!btf.empty()) opts.btf_custom_path = btf.c_str();
-  sl_scan* skel = sl_scan__open_opts(&opts);
-  if (!skel) return BpfError::From(errno, "open");
-  int err = sl_scan__load(skel);
-  if (err) {
-    BpfError error = BpfError::From(err, "load");
-    sl_scan__destroy(skel);
-    return error;
-  }
-  *out = skel;
-  return BpfError{};
-}
-
 BpfError Scanner::LoadLocked() {
   if (skel_ || !load_error_.ok()) return load_error_;
-  InstallLibbpfLog();
-  if (!cached_btf_path_.empty() && LoadWith(cached_btf_path_, &skel_).ok()) return BpfError{};
-  load_error_ = LoadWith(btf_path_, &skel_);
+  ResetLibbpfLog();  // nothing of libbpf's own is involved: keep an older log out of the error
+  std::string log(64 << 10, '\0');
+  int err = 0;
+  skel_ = sl_scan_load(log.data(), log.size(), &err);
+  if (!skel_) {
+    load_error_ = BpfError::From(err, "load");
+    load_error_.log = log.c_str();
+  }
   return load_error_;
 }
 
@@ -62,31 +47,30 @@ void Scanner::Preload() {
 }
 
 Scanner::~Scanner() {
-  if (skel_) sl_scan__destroy(skel_);
+  if (skel_) sl_scan_free(skel_);
 }
 
 BpfError Scanner::CreateIterator(const ScanRequest& request, int* iter_fd) {
   BpfError loaded = LoadLocked();
   if (!loaded.ok()) return loaded;
-  skel_->bss->target_tgid = request.target_tgid;
-  skel_->bss->state_mask = request.state_mask;
-  bpf_program* prog = request.kind == ScanKind::kFiles  ? skel_->progs.scan_files
-                      : request.kind == ScanKind::kTcp ? skel_->progs.scan_tcp
-                                                       : skel_->progs.census_tcp;
+  sl_scan_set_filters(skel_, request.target_tgid, request.state_mask);
+  sl_scan_prog prog = request.kind == ScanKind::kFiles  ? SL_SCAN_FILES
+                      : request.kind == ScanKind::kTcp ? SL_SCAN_TCP
+                                                       : SL_CENSUS_TCP;
 
   // iter/tcp walks the network namespace current at iterator creation: enter
   // the requested one on this thread only, and come back before anything else.
   ScopedNetns netns;
   BpfError entered = netns.Enter(request.netns_path);
   if (!entered.ok()) return entered;
-  bpf_link* link = bpf_program__attach_iter(prog, nullptr);
-  int link_err = link ? 0 : errno;
-  int fd = link ? bpf_iter_create(bpf_link__fd(link)) : -1;
+  int link = bpf_link_create(sl_scan_prog_fd(skel_, prog), 0, BPF_TRACE_ITER, nullptr);
+  int link_err = link >= 0 ? 0 : errno;
+  int fd = link >= 0 ? bpf_iter_create(link) : -1;
   int create_err = errno;
   netns.Leave();
-  if (link) bpf_link__destroy(link);  // the iterator fd keeps what it needs
-  if (!link) return BpfError::From(link_err, "iter", bpf_program__name(prog));
-  if (fd < 0) return BpfError::From(create_err, "iter", bpf_program__name(prog));
+  if (link >= 0) close(link);  // the iterator fd keeps what it needs
+  if (link < 0) return BpfError::From(link_err, "iter", sl_scan_prog_name(prog));
+  if (fd < 0) return BpfError::From(create_err, "iter", sl_scan_prog_name(prog));
   *iter_fd = fd;
   return BpfError{};
 }
@@ -108,9 +92,7 @@ BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
   Fd iter;
   BpfError error = CreateIterator(request, &iter.fd);  // loads the object first
   if (!error.ok()) return error;
-  memset(&skel_->bss->census, 0, sizeof(skel_->bss->census));
-  memset(skel_->bss->census_used, 0, sizeof(skel_->bss->census_used));
-  memset(skel_->bss->census_listening, 0, sizeof(skel_->bss->census_listening));
+  sl_scan_reset_census(skel_);
   char sink[256];
   for (;;) {
     ssize_t n = read(iter.fd, sink, sizeof(sink));
@@ -119,7 +101,7 @@ BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
     if (n == 0) break;
   }
   if (!out->Reserve(sizeof(sl_port_census))) return BpfError::From(ENOMEM, "census");
-  memcpy(out->end(), &skel_->bss->census, sizeof(sl_port_census));
+  memcpy(out->end(), sl_scan_census(skel_), sizeof(sl_port_census));
   out->Commit(sizeof(sl_port_census));
   return BpfError{};
 }

@@ -35,20 +35,16 @@ class Scanner {
  public:
   // Loads nothing yet: the BPF object is loaded by the first iterator scan, on
   // the thread that runs it (a pool thread), so that a sock_diag census and
-  // whatever the caller does meanwhile overlap the ~20 ms of CO-RE relocation
-  // and verification. A load failure is that scan's error, and every later one's.
-  // `cached_btf_path`: a BTF minimised for this object and made from the
-  // running kernel's (scripts/build-bpf.sh), tried first because relocating
-  // against it is ~10 ms faster; any load failure with it falls back to
-  // `btf_path` ("" = the kernel's own).
-  Scanner(std::string btf_path, std::string cached_btf_path);
+  // whatever the caller does meanwhile overlap the load. A load failure is
+  // that scan's error, and every later one's.
+  Scanner() = default;
   ~Scanner();
 
   Scanner(const Scanner&) = delete;
   Scanner& operator=(const Scanner&) = delete;
 
   // Loads the BPF object now, on the calling thread, unless it is loaded: a
-  // caller that knows a scan is coming starts the ~20 ms early. A failure is
+  // caller that knows a scan is coming starts the load early. A failure is
   // kept and returned by every scan.
   void Preload();
 
@@ -67,11 +63,6 @@ class Scanner {
   BpfError Census(const ScanRequest& request, ScanBuffer* out);
   static BpfError DumpCookies(const ScanRequest& request, ScanBuffer* out);
 
-  // Loads with `btf` as the CO-RE target ("" = the kernel's own).
-  BpfError LoadWith(const std::string& btf, sl_scan** out);
-
-  const std::string btf_path_;
-  const std::string cached_btf_path_;
   // Guards loading, the .bss filters between setting them and creating the
   // iterator, and the census (.bss too) for a whole census run. The programs
   // read the filters while the iterator is read, not when it is created: one

@@ -106,8 +106,7 @@ export interface NativeError extends Error {
 
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
-  /** cachedBtfPath: a minimised BTF of the running kernel for the scan object, tried first (native-scan.ts). */
-  Scanner: new (options: { btfPath?: string; cachedBtfPath?: string }) => NativeScanner;
+  Scanner: new () => NativeScanner;
   ScanCursor: new (scanner: NativeScanner, request: NativeScanRequest & { kind: 'files' | 'tcp' }) => NativeScanCursor;
   Reaper: {
     new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;

@@ -7,13 +7,11 @@
  * (scanChunks()), so that a scan of 200k sockets holds ~1 MiB of records at a
  * time instead of all 22 MB.
  */
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
 import { SOCK_SIZE } from './generated/layout';
 import { KernelUnsupportedError } from './errors';
-import { DEFAULT_BTF_PATH, explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
+import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
 import { tcpStateNumber, type TcpState } from './tcp-states';
 
 /** Bit mask of kernel state numbers for the iterators' in-kernel filter; 0 = all. */
@@ -56,33 +54,19 @@ export function netnsTarget(ino: number, path: string, own = ownNetns()): { netn
   return ino === own ? {} : { netnsPath: path };
 }
 
-/** The addon's scanner; it loads its BPF object with the first iterator scan (or preload()). */
+/**
+ * The addon's scanner; it loads its BPF object with the first iterator scan (or
+ * preload()). The object is a light skeleton that the kernel relocates against
+ * its own BTF, so a `btfPath` is only what the preflight requires to exist, as
+ * for every command (the tracer's CO-RE does use it).
+ */
 export function openNativeScanner(options: { btfPath?: string } = {}): NativeScanner {
   requireBpfPrivileges();
-  const btfPath = requireBtf(options.btfPath);
-  const cachedBtfPath = btfPath === undefined ? cachedScanBtf() : undefined;
+  requireBtf(options.btfPath);
   try {
-    return new (loadAddon().Scanner)({ ...(btfPath !== undefined && { btfPath }), ...(cachedBtfPath && { cachedBtfPath }) });
+    return new (loadAddon().Scanner)();
   } catch (err) {
     throw explainNativeError(err);
-  }
-}
-
-/** Where scripts/build-bpf.sh leaves the scan object's minimised BTF, and the key of the kernel it is from. */
-export const SCAN_MIN_BTF = path.resolve(__dirname, '..', '..', 'bpf', '.output', 'scan.min.btf');
-
-/**
- * The scan object's minimised BTF if it was made from the running kernel's:
- * the same release, version string and BTF size as its key says. Relocating
- * against it instead of the kernel's full BTF saves ~10 ms of every scanner's
- * load; a load failure with it falls back to the full BTF (native/scanner.cc).
- */
-export function cachedScanBtf(file = SCAN_MIN_BTF): string | undefined {
-  try {
-    const key = `${os.release()}\n${os.version()}\n${statSync(DEFAULT_BTF_PATH).size}\n`;
-    return readFileSync(`${file}.key`, 'utf8') === key ? file : undefined;
-  } catch {
-    return undefined; // not built, or no kernel BTF (the load will say so)
   }
 }
 

@@ -36,7 +36,7 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
   const { fd } = await holder.request<{ fd: number }>({ op: 'connect', host: v4.host, port: v4.port });
   await holder.request({ op: 'dup', fd });
   const { fd: kept } = await holder.request<{ fd: number }>({ op: 'connect', host: v4.host, port: v4.port });
-  await holder.request({ op: 'keepalive', fd: kept });
+  await holder.request({ op: 'keepalive', fd: kept, idle: 600, intvl: 30, cnt: 5 });
   const { child } = await holder.request<{ child: number }>({ op: 'fork' });
   cleanups.push(() => process.kill(child, 'SIGKILL'));
   try {
@@ -69,7 +69,11 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
 
       const mine = sockets.filter((s) => s.owners.some((o) => o.pid === holder.pid));
       assert.ok(mine.some((s) => s.owners.length === 4), 'a socket dup()ed, then forked: two fds in each of two processes');
-      assert.ok(mine.some((s) => s.keepalive && s.keepaliveProbeInMs !== null), `a socket with keepalive: ${JSON.stringify(mine)}`);
+      // Kernel jiffies to ms: the first probe within the 600 s idle time, then 5 probes 30 s apart.
+      const kept = mine.find((s) => s.keepalive);
+      assert.ok(kept?.keepaliveProbeInMs != null, `a socket with keepalive: ${JSON.stringify(mine)}`);
+      assert.ok(kept.keepaliveProbeInMs > 590_000 && kept.keepaliveProbeInMs <= 600_000, `first probe in ${kept.keepaliveProbeInMs} ms`);
+      assert.equal(kept.keepaliveReapByMs, kept.keepaliveProbeInMs + 5 * 30_000);
       assert.ok(raw.orphans.length > 0 && sockets.some((s) => s.owners.length === 0), 'the backlog socket, from iter/tcp');
 
       const aged = JSON.parse([...snapshotJson(raw, takenAt, 60_000)].join('')) as { sockets: typeof sockets };
