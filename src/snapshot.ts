@@ -36,10 +36,10 @@ export async function snapshotWith(scanner: SocketScanner, options: SnapshotOpti
 
 /**
  * snapshotWith() as the JSON text of its result (`{"takenAt","sockets","lost"}`
- * and a newline), in chunks, made from the scan's records without a SocketInfo
+ * and a newline) as UTF-8, in chunks, made from the scan's records without a SocketInfo
  * per socket (snapshot-json.ts): what `snapshot --json` prints.
  */
-export async function snapshotJsonWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Iterable<string>> {
+export async function snapshotJsonWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Iterable<Buffer>> {
   const { takenAt, raw } = await scanOnce(scanner, options);
   return snapshotJson(raw, takenAt, options.olderThanMs);
 }

@@ -5,6 +5,7 @@
 import { formatIPv4, formatIPv6 } from './address';
 import { monotonicNowNs } from './clock';
 import { SOCK, SOCK_FLAGS } from './generated/layout';
+import { encoded, type JsonBytes } from './json-bytes';
 import type { Owner, SocketInfo } from './sockets';
 import { tcpStateName, type TcpState } from './tcp-states';
 
@@ -21,6 +22,19 @@ export type OnRecord = (info: SocketInfo, cookie: number) => void;
 export const TWO_32 = 4294967296;
 /** Distinct endpoints remembered per scan: peers and listeners repeat, ephemeral ends do not. */
 const ENDPOINT_CACHE = 4096;
+
+/** JSON text between the fields writeJson() fills in, encoded once (keepalive off: the usual leak). */
+const JSON_TEXT = {
+  open: encoded('{"cookie":"'),
+  comma: encoded(','),
+  ownerEnd: encoded('}'),
+  recvQ: encoded('],"creator":null,"recvQ":'),
+  sendQ: encoded(',"sendQ":'),
+  keepaliveOff: encoded(',"keepalive":false,"keepaliveProbeInMs":null,"keepaliveReapByMs":null,"stateAgeMs":'),
+  keepaliveOn: encoded(',"keepalive":true,"keepaliveProbeInMs":'),
+  reapBy: encoded(',"keepaliveReapByMs":'),
+  age: encoded(',"stateAgeMs":'),
+};
 
 /** ":port" strings, made once each: a unique endpoint is then one cons string over two shared ones. */
 const PORT_SUFFIXES = new Map<number, string>(); // (a sparse array would fall back to dictionary elements)
@@ -71,7 +85,12 @@ export class SockDecoder {
   /** Whole IPv4 endpoints by (address, port), while they repeat (many sockets to one peer, or on one listener). */
   private readonly endpoints = new Map<number, string>();
   private readonly comms = new Map<number, string>();
-  private readonly commJsons = new Map<number, string>();
+  /** writeJson()'s text that repeats, encoded once per decoder: see each method. */
+  private readonly localJsons = new Map<string | number, Uint8Array>();
+  private readonly remoteJsons = new Map<string | number, Uint8Array>();
+  private readonly netnsJsons = new Map<number, Uint8Array>();
+  private readonly ownerJsons = new Map<number, Uint8Array>();
+  private readonly tailJsons = new Map<number, Uint8Array>();
   private readonly nowNs = monotonicNowNs();
 
   constructor(private readonly buf: Buffer) {
@@ -230,39 +249,103 @@ export class SockDecoder {
   }
 
   /**
-   * The record as JSON: exactly what JSON.stringify writes for the SocketInfo
-   * decode() makes of it (same fields, same order; test/snapshot-json.test.ts
-   * holds them to it), with `ownersJson` (a JSON array) for its owners.
-   * `snapshot --json` writes sockets this way without making objects first.
-   * `stateAgeMs` is the record's, when the caller computed it already.
+   * Appends the record as JSON to `out`: exactly what JSON.stringify writes
+   * for the SocketInfo decode() makes of it (same fields, same order;
+   * test/snapshot-json.test.ts holds them to it), its owners those of the
+   * records at `owners` (this buffer's offsets; the same (pid, fd) once).
+   * `snapshot --json` writes sockets this way, without making objects or
+   * strings per socket: the text between numbers that vary (cookie, ports,
+   * fd, queues, age) is encoded once per value that repeats (state and local
+   * address, remote address, netns, holder, uid). `stateAgeMs`: the record's,
+   * which the caller has.
    */
-  json(at: number, ownersJson: string, stateAgeMs?: number | null): string {
-    const state = this.state(at);
+  writeJson(out: JsonBytes, at: number, owners: readonly number[], stateAgeMs: number | null): void {
     const family = this.family(at);
-    const probeInMs = this.keepaliveProbeInMs(at, state);
-    const age = stateAgeMs === undefined ? this.stateAgeMs(at, state) : stateAgeMs;
-    return (
-      `{"cookie":"${this.cookie(at)}","state":"${state}","family":${family},` +
-      `"local":"${this.address(family, at + F.saddr)}:${this.u16[(at >> 1) + F.sport]}",` +
-      `"remote":"${this.address(family, at + F.daddr)}:${this.u16[(at >> 1) + F.dport]}","netns":${this.netns(at)},` +
-      `"owners":${ownersJson},"creator":null,"recvQ":${this.recvQ(at)},"sendQ":${this.sendQ(at)},` +
-      `"keepalive":${this.keepalive(at)},"keepaliveProbeInMs":${probeInMs},` +
-      `"keepaliveReapByMs":${this.keepaliveReapByMs(at, probeInMs)},"stateAgeMs":${age},` +
-      `"ageEstimated":${age !== null},"uid":${this.uid(at)}}`
-    );
+    const cookie = this.cookieNumber(at);
+    out.bytes(JSON_TEXT.open);
+    if (Number.isNaN(cookie)) out.bytes(encoded(this.cookie(at, cookie)));
+    else out.uint(cookie);
+    out.bytes(this.localJson(at, family));
+    out.uint(this.u16[(at >> 1) + F.sport]!);
+    out.bytes(this.remoteJson(at, family));
+    out.uint(this.u16[(at >> 1) + F.dport]!);
+    out.bytes(this.netnsJson(at));
+    for (let i = 0; i < owners.length; i++) {
+      if (this.heldBefore(owners, i)) continue;
+      if (i > 0) out.bytes(JSON_TEXT.comma);
+      out.bytes(this.ownerJson(owners[i]!));
+      out.uint(this.i32[(owners[i]! >> 2) + F.fd]!);
+      out.bytes(JSON_TEXT.ownerEnd);
+    }
+    out.bytes(JSON_TEXT.recvQ);
+    out.uint(this.recvQ(at));
+    out.bytes(JSON_TEXT.sendQ);
+    out.uint(this.sendQ(at));
+    if (this.keepalive(at)) {
+      const probeInMs = this.keepaliveProbeInMs(at);
+      out.bytes(JSON_TEXT.keepaliveOn);
+      out.uintOrNull(probeInMs);
+      out.bytes(JSON_TEXT.reapBy);
+      out.uintOrNull(this.keepaliveReapByMs(at, probeInMs));
+      out.bytes(JSON_TEXT.age);
+    } else {
+      out.bytes(JSON_TEXT.keepaliveOff);
+    }
+    out.uintOrNull(stateAgeMs);
+    out.bytes(this.tailJson(stateAgeMs !== null, this.uid(at)));
   }
 
-  /** The record's owner as a JSON object, or '' for iter/tcp's records. */
-  ownerJson(at: number): string {
-    if (!(this.u8[at + F.flags]! & SOCK_FLAGS.OWNED)) return '';
-    const pid = this.u32[(at >> 2) + F.pid]!;
-    return `{"pid":${pid},"comm":${this.commJson(pid, at)},"fd":${this.i32[(at >> 2) + F.fd]!}}`;
+  /** Whether a record before owners[i] was found through the same (pid, fd). */
+  private heldBefore(owners: readonly number[], i: number): boolean {
+    const pid = this.u32[(owners[i]! >> 2) + F.pid];
+    const fd = this.i32[(owners[i]! >> 2) + F.fd];
+    for (let j = 0; j < i; j++) {
+      if (this.u32[(owners[j]! >> 2) + F.pid] === pid && this.i32[(owners[j]! >> 2) + F.fd] === fd) return true;
+    }
+    return false;
   }
 
-  /** comm as a JSON string (escaped once per pid: a comm is any 15 bytes). */
-  private commJson(pid: number, at: number): string {
-    let text = this.commJsons.get(pid);
-    if (text === undefined) this.commJsons.set(pid, (text = JSON.stringify(this.comm(pid, at))));
+  /** `","state":"S","family":F,"local":"ADDRESS:`, per state and local address. */
+  private localJson(at: number, family: 4 | 6): Uint8Array {
+    const state = this.u8[at + F.state]!;
+    const key = family === 4 ? this.u32[(at + F.saddr) >> 2]! * 32 + state : `${state} ${this.buf.toString('latin1', at + F.saddr, at + F.saddr + 16)}`;
+    let text = this.localJsons.get(key);
+    if (text === undefined) {
+      text = encoded(`","state":"${tcpStateName(state)}","family":${family},"local":"${this.address(family, at + F.saddr)}:`);
+      this.localJsons.set(key, text);
+    }
+    return text;
+  }
+
+  /** `","remote":"ADDRESS:`, per remote address. */
+  private remoteJson(at: number, family: 4 | 6): Uint8Array {
+    const key = family === 4 ? this.u32[(at + F.daddr) >> 2]! : this.buf.toString('latin1', at + F.daddr, at + F.daddr + 16);
+    let text = this.remoteJsons.get(key);
+    if (text === undefined) this.remoteJsons.set(key, (text = encoded(`","remote":"${this.address(family, at + F.daddr)}:`)));
+    return text;
+  }
+
+  /** `","netns":N,"owners":[`, per netns. */
+  private netnsJson(at: number): Uint8Array {
+    const netns = this.netns(at);
+    let text = this.netnsJsons.get(netns);
+    if (text === undefined) this.netnsJsons.set(netns, (text = encoded(`","netns":${netns},"owners":[`)));
+    return text;
+  }
+
+  /** `{"pid":P,"comm":C,"fd":`, per holder (a comm is any 15 bytes: escaped here). */
+  private ownerJson(record: number): Uint8Array {
+    const pid = this.u32[(record >> 2) + F.pid]!;
+    let text = this.ownerJsons.get(pid);
+    if (text === undefined) this.ownerJsons.set(pid, (text = encoded(`{"pid":${pid},"comm":${JSON.stringify(this.comm(pid, record))},"fd":`)));
+    return text;
+  }
+
+  /** `,"ageEstimated":B,"uid":U}`, per uid and B. */
+  private tailJson(estimated: boolean, uid: number): Uint8Array {
+    const key = uid * 2 + (estimated ? 1 : 0);
+    let text = this.tailJsons.get(key);
+    if (text === undefined) this.tailJsons.set(key, (text = encoded(`,"ageEstimated":${estimated},"uid":${uid}}`)));
     return text;
   }
 }

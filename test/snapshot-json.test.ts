@@ -63,7 +63,7 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
     for (const states of [['CLOSE_WAIT'], undefined] as const) {
       const raw = await scanner.scanRaw(states ? { states } : {});
       const takenAt = new Date().toISOString();
-      const written = [...snapshotJson(raw, takenAt)].join('');
+      const written = Buffer.concat([...snapshotJson(raw, takenAt)]).toString('utf8');
       const sockets = [...decodeScan(raw).values()];
       assert.equal(sameClock(written), sameClock(`${JSON.stringify({ takenAt, sockets, lost: 0 })}\n`), `states ${states ?? 'all'}`);
 
@@ -76,7 +76,7 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
       assert.equal(kept.keepaliveReapByMs, kept.keepaliveProbeInMs + 5 * 30_000);
       assert.ok(raw.orphans.length > 0 && sockets.some((s) => s.owners.length === 0), 'the backlog socket, from iter/tcp');
 
-      const aged = JSON.parse([...snapshotJson(raw, takenAt, 60_000)].join('')) as { sockets: typeof sockets };
+      const aged = JSON.parse(Buffer.concat([...snapshotJson(raw, takenAt, 60_000)]).toString('utf8')) as { sockets: typeof sockets };
       const agedMine = aged.sockets.filter((s) => s.owners.some((o) => o.pid === holder.pid));
       assert.deepEqual(agedMine, [], '--older-than 1m: none of the test\'s sockets is that old');
     }

@@ -18,8 +18,8 @@ export function stdoutClosed(): boolean {
   return closed;
 }
 
-/** Writes `text`, waiting for the stream to drain when its buffer is full. */
-export async function write(text: string): Promise<void> {
+/** Writes `text` (or its bytes), waiting for the stream to drain when its buffer is full. */
+export async function write(text: string | Uint8Array): Promise<void> {
   if (closed || text.length === 0) return;
   if (!process.stdout.write(text)) {
     await new Promise<void>((resolve) => {
