@@ -45,6 +45,10 @@ std::vector<Feature> ProbeFeatures(const std::string& btf_path) {
       {"helper/get_socket_cookie", HasHelper(types, "BPF_FUNC_get_socket_cookie")},
       {"helper/skc_to_tcp_sock", HasHelper(types, "BPF_FUNC_skc_to_tcp_sock")},
       {"helper/jiffies64", HasHelper(types, "BPF_FUNC_jiffies64")},
+      // The scan object's light skeleton: a syscall program that has the kernel
+      // relocate (struct bpf_core_ctx: kernel-side CO-RE) and look up attach targets.
+      {"loader/kernel_co_re", HasType(types, "bpf_core_ctx", BTF_KIND_STRUCT) &&
+                                  HasHelper(types, "BPF_FUNC_btf_find_by_name_kind")},
       {"kfunc/bpf_sock_destroy", HasType(types, "bpf_sock_destroy", BTF_KIND_FUNC)},
   };
   btf__free(types);

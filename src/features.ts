@@ -18,7 +18,7 @@ export interface FeatureInfo {
 }
 
 const TABLE: Record<string, Omit<FeatureInfo, 'name' | 'available'>> = {
-  btf: { since: '5.4 (5.12 for all of sockleak)', neededBy: 'everything', without: 'sockleak cannot run: CO-RE needs the kernel BTF' },
+  btf: { since: '5.4 (5.17 for all of sockleak)', neededBy: 'everything', without: 'sockleak cannot run: CO-RE needs the kernel BTF' },
   'tp_btf/inet_sock_set_state': { since: '5.5 (tracepoint 4.16)', neededBy: 'trace, watch, run, agent', without: 'live tracing unavailable; snapshot still works' },
   'tp_btf/sys_enter': { since: '5.5', neededBy: 'trace, watch, run, agent', without: 'live tracing unavailable; snapshot still works' },
   'tp_btf/softirq_entry': { since: '5.5', neededBy: 'trace (event context)', without: 'live tracing unavailable' },
@@ -31,6 +31,11 @@ const TABLE: Record<string, Omit<FeatureInfo, 'name' | 'available'>> = {
   'helper/get_socket_cookie': { since: '5.12 (from tracing programs)', neededBy: 'everything live', without: 'live tracing unavailable' },
   'helper/skc_to_tcp_sock': { since: '5.9', neededBy: 'snapshot', without: 'snapshot unavailable' },
   'helper/jiffies64': { since: '5.5', neededBy: 'snapshot (timers)', without: 'keepalive and TIME_WAIT timers unknown' },
+  'loader/kernel_co_re': {
+    since: '5.17',
+    neededBy: 'snapshot, watch, ports, agent (the scan iterators\' loader)',
+    without: 'the scan iterators do not load',
+  },
   'kfunc/bpf_sock_destroy': { since: '6.5', neededBy: 'reap', without: 'reap falls back to sock_diag SOCK_DESTROY' },
 };
 

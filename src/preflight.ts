@@ -37,7 +37,7 @@ export function requireBtf(path: string | undefined = process.env.SOCKLEAK_BTF):
   const effective = path ?? DEFAULT_BTF_PATH;
   if (!existsSync(effective)) {
     throw new KernelUnsupportedError(
-      `no kernel BTF at ${effective}: sockleak needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.12)`,
+      `no kernel BTF at ${effective}: sockleak needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.17)`,
     );
   }
   return path;
