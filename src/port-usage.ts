@@ -3,9 +3,10 @@
  * pure arithmetic over a socket snapshot and the namespace's sysctls.
  *
  * The kernel's rule (__inet_hash_connect, net/ipv4/inet_hashtables.c): a
- * connect() on an unbound socket walks ip_local_port_range — rounded down to an
- * even number of ports, since it scans even and odd ports separately, so an odd
- * range's top port is never picked — skipping ip_local_reserved_ports and any
+ * connect() on an unbound socket walks ip_local_port_range — an even number of
+ * its ports, stepping by 2 from a start hashed from the destination and wrapping
+ * past the top, so in an odd range one port per destination is never tried,
+ * though any may be taken — skipping ip_local_reserved_ports and any
  * port someone bound explicitly (bind(), listen()). A remaining port is usable
  * if no socket already has the same 4-tuple (source address, port, destination
  * address, port). So ports are exhausted per destination, not globally: for one
@@ -96,21 +97,26 @@ export function isLoopbackHost(host: string): boolean {
   return host.startsWith('127.') || host === '::1' || host.startsWith('::ffff:127.');
 }
 
-/** The ports of the range connect() may pick: [first, last] minus reserved and bound ports. */
-function usableSet(sysctls: PortSysctls, bound: ReadonlySet<number>): { first: number; last: number; excluded: Set<number>; reserved: number } {
+/**
+ * The ports of the range connect() may pick: [first, last] minus reserved and
+ * bound ports. For one destination it tries `tried` of them: an even number,
+ * stepping by 2 from a hashed start and wrapping at the top, so in an
+ * odd-sized range one port is never tried, but which one depends on the start:
+ * any port of the range may be the one a connection took.
+ */
+function usableSet(sysctls: PortSysctls, bound: ReadonlySet<number>): { first: number; last: number; tried: number; excluded: Set<number>; reserved: number } {
   const [lo, hi] = sysctls.portRange;
   const size = hi - lo + 1;
-  const last = lo + (size > 1 ? size & ~1 : size) - 1;
   const excluded = new Set<number>();
   let reserved = 0;
   for (const [a, b] of sysctls.reserved) {
-    for (let p = Math.max(a, lo); p <= Math.min(b, last); p++) {
+    for (let p = Math.max(a, lo); p <= Math.min(b, hi); p++) {
       if (!excluded.has(p)) reserved++;
       excluded.add(p);
     }
   }
-  for (const p of bound) if (p >= lo && p <= last) excluded.add(p);
-  return { first: lo, last, excluded, reserved };
+  for (const p of bound) if (p >= lo && p <= hi) excluded.add(p);
+  return { first: lo, last: hi, tried: size > 1 ? size & ~1 : size, excluded, reserved };
 }
 
 /** Whether tcp_tw_reuse lets connect() take over TIME_WAIT sockets between these hosts (once old enough). */
@@ -133,7 +139,7 @@ export function portUsage(netns: number, sockets: Iterable<PortSocket>, sysctls:
   const listening = new Set<number>();
   for (const s of sockets) if (s.state === 'LISTEN') listening.add(localOf(s).port);
   const usable = usableSet(sysctls, listening);
-  const usableCount = usable.last - usable.first + 1 - usable.excluded.size;
+  const usableCount = Math.max(0, usable.tried - usable.excluded.size);
   const remotes = new Map<string, RemotePorts & { portsBySource: Map<string, Set<number>> }>();
   const sources = new Map<string, SourcePorts>();
   let timeWait = 0;
@@ -150,7 +156,7 @@ export function portUsage(netns: number, sockets: Iterable<PortSocket>, sysctls:
     source.timeWait += tw;
     source.established += est;
     // Outgoing only: accepted connections share their listener's port and never take one from the range.
-    if (local.port < usable.first || local.port > sysctls.portRange[1] || listening.has(local.port)) continue;
+    if (local.port < usable.first || local.port > usable.last || listening.has(local.port)) continue;
     let r = remotes.get(s.remote);
     if (!r) {
       r = { remote: s.remote, timeWait: 0, established: 0, other: 0, free: 0, used: 0, nextFreeInMs: null, portsBySource: new Map() };
@@ -163,7 +169,7 @@ export function portUsage(netns: number, sockets: Iterable<PortSocket>, sysctls:
       const expiresIn = Math.max(0, TIME_WAIT_MS - s.stateAgeMs);
       r.nextFreeInMs = r.nextFreeInMs === null ? expiresIn : Math.min(r.nextFreeInMs, expiresIn);
     }
-    if (local.port > usable.last || usable.excluded.has(local.port)) continue;
+    if (usable.excluded.has(local.port)) continue;
     if (tw && reusable(s, local.host, splitEndpoint(s.remote).host, sysctls)) continue;
     let taken = r.portsBySource.get(local.host);
     if (!taken) r.portsBySource.set(local.host, (taken = new Set()));

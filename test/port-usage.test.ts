@@ -61,10 +61,11 @@ test('accepted connections and listeners: never a destination; a listener in the
   assert.deepEqual(ns.byRemote.map((r) => [r.remote, r.free]), [['10.0.0.5:80', 198]]);
 });
 
-test('odd-sized range: the kernel never picks the top port; reserved ports are not usable', () => {
+test('odd-sized range: connect() tries all ports but one per destination, and the top one may be taken; reserved ports are not usable', () => {
+  // __inet_hash_connect(): an even count, stepping by 2 from a hashed start, wrapping only past the top.
   const odd = portUsage(7, [sock('TIME_WAIT', '10.0.0.1:40198', '10.0.0.5:80')], { ...base, portRange: [40000, 40198] });
   assert.equal(odd.usablePorts, 198);
-  assert.deepEqual([odd.byRemote[0]!.timeWait, odd.byRemote[0]!.free], [1, 198], 'its socket is listed but takes no usable port');
+  assert.deepEqual([odd.byRemote[0]!.timeWait, odd.byRemote[0]!.used, odd.byRemote[0]!.free], [1, 1, 197], 'the top port is one a connection can take');
   const reserved = portUsage(7, [sock('TIME_WAIT', '10.0.0.1:40005', '10.0.0.5:80')], { ...base, reserved: parsePortList('40000-40009,40100,39000-39999,40100') });
   assert.deepEqual([reserved.reservedPorts, reserved.usablePorts, reserved.byRemote[0]!.free], [11, 189, 189]);
 });
