@@ -2,15 +2,11 @@
 'use strict';
 // Node 20 reads and parses NODE_EXTRA_CA_CERTS, and its own ~140 root
 // certificates with it, before any JavaScript runs: 35-50 ms of start-up here,
-// more than ss takes for 10k sockets, for a process that never speaks TLS. So
-// the #! line starts node without it, and hands its value over under another
-// name, which goes back where it was for the commands sockleak starts
-// (`sockleak run`), so they trust what they would have trusted.
+// a third of what ss takes for 10k sockets, for a process that never speaks
+// TLS. So the #! line starts node without it and hands its value over under
+// another name; run() puts it back for the commands sockleak starts.
 //
 // A young generation of at most 4 MiB (V8's default grows it to 16): scans
 // keep what they decode, so a bigger nursery only copies more, and it was
 // ~30 MB of a 100k-socket snapshot's peak RSS for no speed-up (docs/benchmarks.md).
-const extraCaCerts = process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
-delete process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
-if (extraCaCerts) process.env.NODE_EXTRA_CA_CERTS = extraCaCerts;
 require('../dist/src/cli/main').run();

@@ -95,8 +95,20 @@ function report(err: unknown): number {
   return ExitCode.SOFTWARE;
 }
 
+/**
+ * NODE_EXTRA_CA_CERTS as the user set it, for the commands sockleak starts
+ * (`sockleak run`): bin/sockleak.js's #! line starts node without it (node
+ * would parse the certificates at start-up) and passes it on under this name.
+ */
+function restoreExtraCaCerts(): void {
+  const certs = process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
+  delete process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
+  if (certs) process.env.NODE_EXTRA_CA_CERTS = certs;
+}
+
 /** Entry point for bin/sockleak.js. */
 export function run(argv: string[] = process.argv.slice(2)): void {
+  restoreExtraCaCerts();
   void main(argv).then((code) => {
     process.exitCode = code;
   });
