@@ -107,11 +107,15 @@ export class SocketScanner {
     } catch {
       return undefined; // iter/tcp will say what is wrong, or find the process gone
     }
-    const cookies = new Float64Array(buf.length >> 3);
+    // Through a typed-array view: readUInt32LE per word was ~2 ms of interpreted
+    // calls at 10k sockets, then a TurboFan compile. (The addon's buffers are page-aligned.)
+    const aligned = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+    const words = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length >> 2);
+    const cookies = new Float64Array(words.length >> 1);
     for (let i = 0; i < cookies.length; i++) {
-      const hi = buf.readUInt32LE(i * 8 + 4);
+      const hi = words[2 * i + 1]!;
       if (hi >= 0x200000) return undefined; // not exact as a number: let iter/tcp decide
-      cookies[i] = hi * TWO_32 + buf.readUInt32LE(i * 8);
+      cookies[i] = hi * TWO_32 + words[2 * i]!;
     }
     return cookies;
   }
