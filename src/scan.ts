@@ -82,7 +82,8 @@ export class SocketScanner {
   /**
    * Starts loading the iterators on a pool thread now, instead of with the
    * first scan: a caller that loads modules or parses arguments meanwhile
-   * (the CLI) hides the ~20 ms of CO-RE relocation and verification behind it.
+   * (the CLI) hides the load (~6-10 ms: the kernel relocates and verifies the
+   * light skeleton) behind it.
    * A load failure is reported by that first scan.
    */
   preload(): void {

@@ -1,7 +1,7 @@
 /**
  * Work a command starts before the CLI has loaded its argument parser and its
  * own modules, so that the two overlap: for `snapshot`, opening the scanner and
- * loading its BPF object (~20 ms of CO-RE relocation and verification, on a
+ * loading its BPF object (~6-10 ms of in-kernel relocation and verification, on a
  * pool thread). `sockleak snapshot` is timed against ss; start-up is most of it.
  * This module loads nothing but the scanner's own.
  */
