@@ -23,6 +23,11 @@ export const TWO_32 = 4294967296;
 /** Distinct endpoints remembered per scan: peers and listeners repeat, ephemeral ends do not. */
 const ENDPOINT_CACHE = 4096;
 
+/** `buf`, or a copy of it where it is not 4-byte aligned (the addon's buffers are): what 32-bit views need. */
+export function aligned4(buf: Buffer): Buffer {
+  return buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+}
+
 /** JSON text between the fields writeJson() fills in, encoded once (keepalive off: the usual leak). */
 const JSON_TEXT = {
   open: encoded('{"cookie":"'),
@@ -94,8 +99,7 @@ export class SockDecoder {
   private readonly nowNs = monotonicNowNs();
 
   constructor(private readonly buf: Buffer) {
-    // The views need 4-byte alignment: the addon's buffers have it, a copy gets it.
-    const aligned = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+    const aligned = aligned4(buf);
     this.buf = aligned;
     const { buffer, byteOffset, length } = aligned;
     this.u8 = new Uint8Array(buffer, byteOffset, length);
