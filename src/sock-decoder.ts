@@ -28,6 +28,13 @@ export function aligned4(buf: Buffer): Buffer {
   return buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
 }
 
+/** Encodes `text` into `cache` under `key` and returns it: a cache miss of writeJson()'s segments. */
+function remember<K>(cache: Map<K, Uint8Array>, key: K, text: string): Uint8Array {
+  const bytes = encoded(text);
+  cache.set(key, bytes);
+  return bytes;
+}
+
 /** JSON text between the fields writeJson() fills in, encoded once (keepalive off: the usual leak). */
 const JSON_TEXT = {
   open: encoded('{"cookie":"'),
@@ -313,43 +320,33 @@ export class SockDecoder {
   private localJson(at: number, family: 4 | 6): Uint8Array {
     const state = this.u8[at + F.state]!;
     const key = family === 4 ? this.u32[(at + F.saddr) >> 2]! * 32 + state : `${state} ${this.buf.toString('latin1', at + F.saddr, at + F.saddr + 16)}`;
-    let text = this.localJsons.get(key);
-    if (text === undefined) {
-      text = encoded(`","state":"${tcpStateName(state)}","family":${family},"local":"${this.address(family, at + F.saddr)}:`);
-      this.localJsons.set(key, text);
-    }
-    return text;
+    return (
+      this.localJsons.get(key) ??
+      remember(this.localJsons, key, `","state":"${tcpStateName(state)}","family":${family},"local":"${this.address(family, at + F.saddr)}:`)
+    );
   }
 
   /** `","remote":"ADDRESS:`, per remote address. */
   private remoteJson(at: number, family: 4 | 6): Uint8Array {
     const key = family === 4 ? this.u32[(at + F.daddr) >> 2]! : this.buf.toString('latin1', at + F.daddr, at + F.daddr + 16);
-    let text = this.remoteJsons.get(key);
-    if (text === undefined) this.remoteJsons.set(key, (text = encoded(`","remote":"${this.address(family, at + F.daddr)}:`)));
-    return text;
+    return this.remoteJsons.get(key) ?? remember(this.remoteJsons, key, `","remote":"${this.address(family, at + F.daddr)}:`);
   }
 
   /** `","netns":N,"owners":[`, per netns. */
   private netnsJson(at: number): Uint8Array {
     const netns = this.netns(at);
-    let text = this.netnsJsons.get(netns);
-    if (text === undefined) this.netnsJsons.set(netns, (text = encoded(`","netns":${netns},"owners":[`)));
-    return text;
+    return this.netnsJsons.get(netns) ?? remember(this.netnsJsons, netns, `","netns":${netns},"owners":[`);
   }
 
   /** `{"pid":P,"comm":C,"fd":`, per holder (a comm is any 15 bytes: escaped here). */
   private ownerJson(record: number): Uint8Array {
     const pid = this.u32[(record >> 2) + F.pid]!;
-    let text = this.ownerJsons.get(pid);
-    if (text === undefined) this.ownerJsons.set(pid, (text = encoded(`{"pid":${pid},"comm":${JSON.stringify(this.comm(pid, record))},"fd":`)));
-    return text;
+    return this.ownerJsons.get(pid) ?? remember(this.ownerJsons, pid, `{"pid":${pid},"comm":${JSON.stringify(this.comm(pid, record))},"fd":`);
   }
 
   /** `,"ageEstimated":B,"uid":U}`, per uid and B. */
   private tailJson(estimated: boolean, uid: number): Uint8Array {
     const key = uid * 2 + (estimated ? 1 : 0);
-    let text = this.tailJsons.get(key);
-    if (text === undefined) this.tailJsons.set(key, (text = encoded(`,"ageEstimated":${estimated},"uid":${uid}}`)));
-    return text;
+    return this.tailJsons.get(key) ?? remember(this.tailJsons, key, `,"ageEstimated":${estimated},"uid":${uid}}`);
   }
 }
