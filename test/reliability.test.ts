@@ -734,6 +734,7 @@ const MAP_BOUNDS: Record<string, number> = {
   creators: 262144, // watch's maxSockets default
   close_wait: 262144,
   sockets: 65536, // SL_SOCKET_SLOTS
+  '__loader.map': 1, // the scan light skeleton's loader blob, only while a scanner loads
 };
 /** Socket-local storage: one value per socket at most, freed with the socket (none today). */
 const PER_SOCKET = new Set<string>();
