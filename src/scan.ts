@@ -139,8 +139,13 @@ export class SocketScanner {
     // Started first: the pool thread loads the BPF object meanwhile.
     const files = this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
     const own = ownNetns();
+    // Our namespace's census starts before the walk of /proc for the others (~1 ms at 60 processes).
+    const ownCensus = options.pid === undefined ? this.diagCookies(mask, undefined) : undefined;
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
-    const [owned, ...censuses] = await Promise.all([files, ...namespaces.map(([ino, nsPath]) => this.diagCookies(mask, netnsTarget(ino, nsPath, own).netnsPath))]);
+    const [owned, ...censuses] = await Promise.all([
+      files,
+      ...namespaces.map(([ino, nsPath]) => (ino === own ? ownCensus : this.diagCookies(mask, netnsTarget(ino, nsPath, own).netnsPath))),
+    ]);
     stats.kernelMs += performance.now() - t0;
     options.onRaw?.(owned);
     stats.records += owned.length / SOCK_SIZE;
