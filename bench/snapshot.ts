@@ -200,12 +200,20 @@ interface ToolRun {
   agreement?: Agreement;
 }
 
-/** sockleak's scan in-process, the BPF objects already loaded: the kernel's part and the decoding's. */
+/**
+ * sockleak's scan in-process, the BPF objects already loaded: the kernel's
+ * part and the decoding's. One figure per round (the median of that round's
+ * scans), taken right after the round's ss, so that each pair of figures
+ * saw the same moment of this shared machine.
+ */
 interface KernelScan {
   kernelMs: number[];
   decodeMs: number[];
   tcpScans: number;
 }
+
+/** In-process scans per round; their median is the round's figure (each is ~10 ms). */
+const KERNEL_SCANS_PER_ROUND = 5;
 
 export interface SizeResult {
   size: SnapshotSize;
@@ -256,28 +264,26 @@ async function runOnce(tool: SnapshotTool, run: ToolRun, s: Scenario, o: Snapsho
 }
 
 /**
- * The same CLOSE_WAIT scan `sockleak snapshot` makes, timed from inside (its
- * lastStats), then decoded as snapshot() does. Each repetition starts after a
- * pause: the previous one's decoding leaves garbage, and V8 collects it on
- * helper threads that would otherwise take the CPUs the kernel scan runs on.
+ * One round's kernel scan into `result`: the CLOSE_WAIT scan `sockleak
+ * snapshot` makes, timed from inside (its lastStats), then decoded as
+ * snapshot() does. Each scan starts after a pause: the previous one's decoding
+ * leaves garbage, and V8 collects it on helper threads that would otherwise
+ * take the CPUs the kernel scan runs on.
  */
-async function kernelScan(reps: number): Promise<KernelScan> {
-  const scanner = new SocketScanner();
-  const result: KernelScan = { kernelMs: [], decodeMs: [], tcpScans: 0 };
-  try {
-    for (let i = 0; i < reps; i++) {
-      await sleep(200);
-      const raw = await scanner.scanRaw({ states: ['CLOSE_WAIT'] });
-      result.kernelMs.push(scanner.lastStats.kernelMs);
-      result.tcpScans = Math.max(result.tcpScans, scanner.lastStats.tcpScans);
-      const t0 = performance.now();
-      decodeScan(raw);
-      result.decodeMs.push(performance.now() - t0);
-    }
-  } finally {
-    scanner.close();
+async function kernelScanRound(scanner: SocketScanner, result: KernelScan): Promise<void> {
+  const kernelMs: number[] = [];
+  const decodeMs: number[] = [];
+  for (let i = 0; i < KERNEL_SCANS_PER_ROUND; i++) {
+    await sleep(100);
+    const raw = await scanner.scanRaw({ states: ['CLOSE_WAIT'] });
+    kernelMs.push(scanner.lastStats.kernelMs);
+    result.tcpScans = Math.max(result.tcpScans, scanner.lastStats.tcpScans);
+    const t0 = performance.now();
+    decodeScan(raw);
+    decodeMs.push(performance.now() - t0);
   }
-  return result;
+  result.kernelMs.push(median(kernelMs));
+  result.decodeMs.push(median(decodeMs));
 }
 
 /**
@@ -305,14 +311,23 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
       result.timeWait = timeWaitSockets();
       // Repetitions interleaved (each tool once, then again): a burst of load
       // on this shared machine then weighs on every tool alike.
+      // sockleak's kernel scan in-process, each round too, right after ss.
       const runs = SNAPSHOT_TOOLS.map((tool) => ({ tool, run: newRun(tool, o) }));
-      for (let i = 0; i < o.reps; i++) {
-        o.log(`snapshot: ${fmtInt(size.sockets)}: round ${i + 1} of ${o.reps}`);
-        for (const { tool, run } of runs) if (!run.unavailable) await runOnce(tool, run, scenario, o, i === o.reps - 1);
+      const kernel: KernelScan = { kernelMs: [], decodeMs: [], tcpScans: 0 };
+      const scanner = new SocketScanner();
+      try {
+        for (let i = 0; i < o.reps; i++) {
+          o.log(`snapshot: ${fmtInt(size.sockets)}: round ${i + 1} of ${o.reps}`);
+          for (const { tool, run } of runs) {
+            if (!run.unavailable) await runOnce(tool, run, scenario, o, i === o.reps - 1);
+            if (tool === SNAPSHOT_TOOLS[0]) await kernelScanRound(scanner, kernel);
+          }
+        }
+      } finally {
+        scanner.close();
       }
       result.tools = runs.map((r) => r.run);
-      o.log(`snapshot: ${fmtInt(size.sockets)}: sockleak's kernel scan, in-process`);
-      result.kernelScan = await kernelScan(o.reps);
+      result.kernelScan = kernel;
       if (o.peers.has('ss')) {
         const r = await timed(o.ctx.tool('ss'), ['-tanp', 'state', 'close-wait']);
         if (r.code === 0) result.stillAtEnd = compare(scenario.truth, scenario.destinations, parseSs(r.stdout)).found;
@@ -365,8 +380,10 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
       rows.push([...label, 'sockleak: its kernel scan alone', fmtInt(kernel), '—', '—', '—', '—']);
       if (ss) {
         const sockleak = r.tools.find((t) => t.tool.startsWith('sockleak') && !t.unavailable);
+        // Round by round: ss and the kernel scan of one round ran at the same moment.
+        const ratios = ss.wallMs.flatMap((ms, i) => (k.kernelMs[i] ? [ms / k.kernelMs[i]!] : []));
         notes.push(
-          `${fmtInt(r.size.sockets)}: sockleak's kernel scan ${(median(ss.wallMs) / kernel).toFixed(1)}× faster than ss -tanp` +
+          `${fmtInt(r.size.sockets)}: sockleak's kernel scan ${median(ratios).toFixed(1)}× faster than ss -tanp (median of the rounds' ratios: ${ratios.map((x) => x.toFixed(1)).join(', ')})` +
             (sockleak ? `; end to end ${(median(ss.wallMs) / median(sockleak.wallMs)).toFixed(2)}× ss's speed` : '') +
             `; in-process decode ${fmtInt(median(k.decodeMs))} ms; iter/tcp needed in ${k.tcpScans} netns` +
             (r.timeWait !== undefined ? `; ${fmtInt(r.timeWait)} TIME_WAIT sockets on the machine` : ''),
@@ -382,7 +399,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
     notes: [
       'found: sockets reported with the (local, remote) of a socket the holders made; owner right: with the holder\'s pid and fd.',
       'Wall time is from spawn to exit, including start-up (for sockleak, Node\'s ~50 ms). Peak RSS: GNU time (wait4 ru_maxrss).',
-      'Kernel scan alone: sockleak\'s iter/task_file beside its sock_diag census (and iter/tcp where the census finds unowned sockets), timed inside one process with the BPF objects loaded; the end-to-end row includes start-up, loading BPF, decoding and printing JSON.',
+      `Kernel scan alone: sockleak's iter/task_file beside its sock_diag census (and iter/tcp where the census finds unowned sockets), timed inside the bench's process with the BPF objects loaded, ${KERNEL_SCANS_PER_ROUND} times in each round right after ss (the round's figure is their median); the end-to-end row includes start-up, loading BPF, decoding and printing JSON.`,
       ...notes,
     ],
   };
