@@ -22,12 +22,46 @@ export async function snapshot(options: SnapshotOptions = {}): Promise<Snapshot>
 }
 
 /**
- * snapshot() with a scanner the caller opened, and closes it: the CLI opens
- * one before it has even parsed its arguments, so that the BPF load overlaps
- * that (cli/head-start.ts). `options.btfPath` is the scanner's business.
+ * snapshot() with a scanner the caller opened, and closes it. `options.btfPath`
+ * is the scanner's business.
  */
 export async function snapshotWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Snapshot> {
-  const { takenAt, raw } = await scanOnce(scanner, options);
+  return snapshotOf(await scanOnce(scanner, options), options);
+}
+
+/** The one scan of a snapshot, and when it was taken (see snapshotScan()). */
+export interface SnapshotScan {
+  takenAt: string;
+  raw: RawScan;
+}
+
+/**
+ * The scan a snapshot with these options needs (their states and pid), on
+ * `scanner`, which stays open: the CLI starts the default one before it has
+ * parsed its arguments (cli/head-start.ts), then keeps it if they ask for the
+ * same (sameScan()).
+ */
+export async function snapshotScan(scanner: SocketScanner, options: SnapshotOptions): Promise<SnapshotScan> {
+  checkOptions(options);
+  const states = scanStates(options);
+  const takenAt = new Date().toISOString();
+  const raw = await scanner.scanRaw({
+    ...(states && { states }),
+    ...(options.pid !== undefined && { pid: options.pid }),
+  });
+  return { takenAt, raw };
+}
+
+/** True if snapshots with options `a` and `b` need the same scan. */
+export function sameScan(a: SnapshotOptions, b: SnapshotOptions): boolean {
+  const [sa, sb] = [scanStates(a), scanStates(b)];
+  const sameStates = sa === undefined || sb === undefined ? sa === sb : sa.length === sb.length && sa.every((s) => sb.includes(s));
+  return sameStates && a.pid === b.pid;
+}
+
+/** A snapshot from its scan: decoded, and filtered by age. */
+export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOptions): Snapshot {
+  checkOptions(options);
   const { olderThanMs } = options;
   let sockets = [...decodeScan(raw).values()];
   if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
@@ -35,26 +69,24 @@ export async function snapshotWith(scanner: SocketScanner, options: SnapshotOpti
 }
 
 /**
- * snapshotWith() as the JSON text of its result (`{"takenAt","sockets","lost"}`
+ * A snapshot from its scan as the JSON text of the result (`{"takenAt","sockets","lost"}`
  * and a newline) as UTF-8, in chunks, made from the scan's records without a SocketInfo
  * per socket (snapshot-json.ts): what `snapshot --json` prints.
  */
-export async function snapshotJsonWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Iterable<Buffer>> {
-  const { takenAt, raw } = await scanOnce(scanner, options);
+export function snapshotJsonOf({ takenAt, raw }: SnapshotScan, options: SnapshotOptions): Iterable<Buffer> {
+  checkOptions(options);
   return snapshotJson(raw, takenAt, options.olderThanMs);
 }
 
-/** The one scan of a snapshot, and when it was taken; closes the scanner. */
-async function scanOnce(scanner: SocketScanner, options: SnapshotOptions): Promise<{ takenAt: string; raw: RawScan }> {
+/** The states a snapshot scans; undefined for all. */
+function scanStates(options: SnapshotOptions): readonly TcpState[] | undefined {
+  return options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
+}
+
+/** snapshotScan(), then closes the scanner. */
+async function scanOnce(scanner: SocketScanner, options: SnapshotOptions): Promise<SnapshotScan> {
   try {
-    checkOptions(options);
-    const states = options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
-    const takenAt = new Date().toISOString();
-    const raw = await scanner.scanRaw({
-      ...(states && { states }),
-      ...(options.pid !== undefined && { pid: options.pid }),
-    });
-    return { takenAt, raw };
+    return await snapshotScan(scanner, options);
   } finally {
     scanner.close();
   }

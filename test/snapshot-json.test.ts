@@ -11,8 +11,9 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { decodeScan, SocketScanner } from '../src/scan';
+import { sameScan } from '../src/snapshot';
 import { snapshotJson } from '../src/snapshot-json';
-import { sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+import { runCli, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
 
 const LISTEN_NEVER_ACCEPT = `
 import socket, sys, time
@@ -82,5 +83,47 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
     }
   } finally {
     scanner.close();
+  }
+});
+
+test('sameScan: the options a scan depends on (states, in any order, and pid), and nothing else', () => {
+  assert.ok(sameScan({}, { states: ['CLOSE_WAIT'] }), 'CLOSE_WAIT is the default');
+  assert.ok(sameScan({}, { olderThanMs: 5_000 }), '--older-than filters after the scan');
+  assert.ok(sameScan({ states: ['ESTABLISHED', 'CLOSE_WAIT'] }, { states: ['CLOSE_WAIT', 'ESTABLISHED'] }));
+  assert.ok(sameScan({ states: 'all' }, { states: 'all' }));
+  assert.ok(!sameScan({}, { states: 'all' }));
+  assert.ok(!sameScan({}, { states: ['ESTABLISHED'] }));
+  assert.ok(!sameScan({ states: ['CLOSE_WAIT'] }, { states: ['CLOSE_WAIT', 'ESTABLISHED'] }));
+  assert.ok(!sameScan({}, { pid: process.pid }));
+});
+
+// The CLI starts the default scan (CLOSE_WAIT, every process) before it has
+// parsed its arguments (cli/head-start.ts): other arguments must get their own.
+test('snapshot CLI: --state and --pid get their own scan, not the default one started early', async () => {
+  const holder: Holder = await startHolder();
+  cleanups.push(() => holder.kill());
+  const backend = await startBackend('127.0.0.1');
+  await holder.request({ op: 'connect', host: backend.host, port: backend.port });
+  await holder.request({ op: 'connect', host: backend.host, port: backend.port });
+  await waitFor(() => backend.accepted.length === 2);
+  backend.accepted[0]!.destroy(); // one of the holder's two goes CLOSE_WAIT
+  await sleep(200);
+  const holderSockets = (args: string[]): Array<{ state: string }> => {
+    const r = runCli(['snapshot', '--json', ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { sockets: Array<{ state: string; remote: string; owners: Array<{ pid: number }> }> };
+    return doc.sockets.filter((s) => s.remote === backend.remote && s.owners.some((o) => o.pid === holder.pid));
+  };
+  try {
+    assert.deepEqual(holderSockets([]).map((s) => s.state), ['CLOSE_WAIT'], 'default');
+    assert.deepEqual(holderSockets(['--state', 'established']).map((s) => s.state), ['ESTABLISHED']);
+    assert.deepEqual(holderSockets(['--state=established']).map((s) => s.state), ['ESTABLISHED']);
+    assert.deepEqual(holderSockets(['--state', 'all']).map((s) => s.state).sort(), ['CLOSE_WAIT', 'ESTABLISHED']);
+    assert.deepEqual(holderSockets(['--pid', String(holder.pid), '--state', 'all']).map((s) => s.state).sort(), ['CLOSE_WAIT', 'ESTABLISHED']);
+    const r = runCli(['snapshot', '--json', '--pid', String(process.pid)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as { sockets: unknown[] }).sockets, [], 'the test process holds no CLOSE_WAIT socket');
+  } finally {
+    await backend.remove();
   }
 });

@@ -31,8 +31,8 @@ const COMMANDS: Record<string, () => RegisterCommand> = {
 };
 
 /** Started before anything else loads, commander included (cli/head-start.ts). */
-const HEAD_STARTS: Record<string, () => void> = {
-  snapshot: () => (require('./head-start') as typeof import('./head-start')).startScanner(),
+const HEAD_STARTS: Record<string, (args: readonly string[]) => void> = {
+  snapshot: (args) => (require('./head-start') as typeof import('./head-start')).startScanner(args),
 };
 
 /** commander, loaded after the head start (it pulls in child_process, net and streams: ~6 ms). */
@@ -59,7 +59,7 @@ function program(setResult: SetResult, argv: readonly string[]): Command {
 /** Runs the CLI with `argv` (without node and script). Never throws. */
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
-  if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!();
+  if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!(argv.slice(1));
   try {
     await program((p) => (result = p), argv).parseAsync(argv, { from: 'user' });
     return await result;

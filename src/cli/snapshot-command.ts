@@ -1,8 +1,8 @@
 /** `sockleak snapshot`: every leaked (CLOSE_WAIT by default) socket now, grouped the way an operator thinks. */
-import { snapshotJsonWith, snapshotWith } from '../snapshot';
+import { snapshotJsonOf, snapshotOf } from '../snapshot';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
-import { takeScanner } from './head-start';
+import { takeSnapshotScan } from './head-start';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { arg, parseDuration, parsePid, parseStates } from './parse';
@@ -20,11 +20,12 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
     ...(options.pid !== undefined && { pid: options.pid }),
     ...(options.olderThan !== undefined && { olderThanMs: options.olderThan }),
   };
+  const scan = await takeSnapshotScan(request);
   if (options.json) {
-    for (const chunk of await snapshotJsonWith(takeScanner(), request)) await write(chunk);
+    for (const chunk of snapshotJsonOf(scan, request)) await write(chunk);
     return 0;
   }
-  const result = await snapshotWith(takeScanner(), request);
+  const result = snapshotOf(scan, request);
   if (result.sockets.length === 0) {
     await write(`no matching sockets (${result.takenAt})\n`);
     return 0;
