@@ -66,6 +66,8 @@ export interface RowResult {
   samples: Array<Sample | undefined>;
   skipped?: string;
   errors: string[];
+  /** The control row (TracerRow.floor). */
+  floor?: boolean;
 }
 
 export interface OverheadResult {
@@ -225,7 +227,7 @@ export async function runOverhead(o: OverheadOptions): Promise<OverheadResult> {
   const untraced: RowResult = { name: 'untraced', samples: [], errors: [] };
   const rows: RowResult[] = o.tracers.map((t) => {
     const skipped = skipReason(t, o);
-    return { name: t.name, samples: [], errors: [], ...(skipped && { skipped }) };
+    return { name: t.name, samples: [], errors: [], ...(skipped && { skipped }), ...(t.floor && { floor: true }) };
   });
   o.log(`overhead: warm-up churn`);
   await runChurn(o.churn, Math.min(o.connections, 20_000), o.threads);
@@ -254,13 +256,24 @@ export function background(r: OverheadResult): { otherCpus: number; otherBpfNsPe
   return { otherCpus: median(all.map((s) => s.otherCpus)), otherBpfNsPerConn: median(all.map((s) => s.otherBpfNs / s.connections)) };
 }
 
-/** Per-connection figures of one sample, in ns. */
-function perConn(s: Sample): { churn: number; bpf: number; user: number; base: number; overhead: number; rate: number } {
+/** Per-connection figures of one sample, in ns; `runs`: BPF program runs per connection. */
+function perConn(s: Sample): { churn: number; bpf: number; user: number; base: number; overhead: number; rate: number; runs: number } {
   const n = s.connections;
   const bpf = s.bpfNs / n;
   const user = s.userNs / n;
   const base = s.churnCpuNs / n - bpf;
-  return { churn: s.churnCpuNs / n, bpf, user, base, overhead: (bpf + user) / base, rate: n / (s.wallNs / 1e9) };
+  const runs = s.programs.reduce((a, p) => a + p.runCount, 0) / n;
+  return { churn: s.churnCpuNs / n, bpf, user, base, overhead: (bpf + user) / base, rate: n / (s.wallNs / 1e9), runs };
+}
+
+/**
+ * What bpf_stats charges a program run that does nothing (ns): the control
+ * row's run time per run, median over its samples; undefined without it.
+ */
+function floorNsPerRun(r: OverheadResult): number | undefined {
+  const samples = present(r.rows.find((row) => row.floor)?.samples ?? []).filter((s) => s.programs.some((p) => p.runCount > 0));
+  if (!samples.length) return undefined;
+  return median(samples.map((s) => s.bpfNs / s.programs.reduce((a, p) => a + p.runCount, 0)));
 }
 
 function present(samples: Array<Sample | undefined>): Sample[] {
@@ -271,6 +284,7 @@ const dashes = (n: number): string[] => Array.from({ length: n }, () => '—');
 
 export function overheadTables(r: OverheadResult): Table[] {
   const untracedBase = median(present(r.untraced.samples).map((s) => perConn(s).base));
+  const floor = floorNsPerRun(r);
   const cost: Table = {
     title: `Overhead per connection: loopback churn, ${fmtInt(r.connections)} connections per run, ${r.threads} client threads, medians of ${r.reps} runs`,
     headers: [
@@ -283,12 +297,18 @@ export function overheadTables(r: OverheadResult): Table[] {
       'user ns/conn',
       'overhead',
       'overhead on untraced base',
+      'BPF above floor ns/conn',
+      'overhead above floor',
     ],
-    numeric: [false, true, true, true, true, true, true, true, true],
+    numeric: [false, true, true, true, true, true, true, true, true, true, true],
     rows: [],
     notes: [
       "overhead = (BPF + user) / base; base = churn CPU per connection − BPF (BPF runs mostly in the churn's context).",
       `overhead on untraced base = (BPF + user) / the untraced base (${fmtInt(untracedBase)} ns): a cross-check for when BPF time includes work that is not the tracer's (see Method).`,
+      floor === undefined
+        ? 'above floor: — (the empty-program row did not run).'
+        : `floor: what bpf_stats itself charges every program run, ${fmtInt(floor)} ns here: the empty program's run time per run (two sched_clock() reads around each run while stats are on). ` +
+          'BPF above floor = BPF − floor × the row\'s program runs per connection; overhead above floor = (that + user) / base: what the tracer adds with stats off, as in production.',
       '× untraced = throughput ÷ the untraced run of the same repetition (for reference only: ±30% noise here).',
     ],
   };
@@ -337,6 +357,8 @@ export function overheadTables(r: OverheadResult): Table[] {
       traced ? fmtInt(m((f) => f.user)) : '—',
       traced ? fmtPercent(m((f) => f.overhead)) : '—',
       traced ? fmtPercent(m((f) => (f.bpf + f.user) / untracedBase)) : '—',
+      traced && floor !== undefined ? fmtInt(m((f) => f.bpf - floor * f.runs)) : '—',
+      traced && floor !== undefined ? fmtPercent(m((f) => (f.bpf - floor * f.runs + f.user) / f.base)) : '—',
     ]);
     const withTotals = samples.filter((s) => s.totals);
     const sum = (f: (t: TracerTotals) => bigint): string => String(withTotals.reduce((a, s) => a + f(s.totals!), 0n));

@@ -54,6 +54,14 @@ the totals it prints.
   or when the CPUs are contended (a busy user-space reader): the base then comes out smaller than
   the untraced one and the first overhead too large. A nested state change on the same CPU is skipped by the kernel and
   shows as a **recursion miss** (an event the tracer never saw).
+- **floor** and **above floor**: while \`kernel.bpf_stats_enabled=1\`, the kernel reads
+  \`sched_clock()\` before and after every program run, and what lies between the two reads is
+  charged to the program, however little it does. The first row loads a program that does nothing
+  (\`bench/empty-tracer.c\`: \`return 0\` on \`tp_btf/inet_sock_set_state\`); its run time per run is
+  that floor, ~80 ns on these VMs (kvm-clock), paid by every run of every row's programs. **BPF
+  above floor** = BPF − floor × the row's program runs per connection, and **overhead above floor**
+  = (that + user) ÷ base: what a tracer adds with stats off, as in production. (The tracepoint's own
+  dispatch, outside the program, is in neither figure; the untraced cross-check has it.)
 - **× untraced**: connections/s ÷ the untraced run of the same repetition; for reference only.
 - **other load** and **other BPF**: busy CPU on the machine during the churn that was neither the
   churn's nor the tracer's, and run time of BPF programs that are not the row's. These VMs are
@@ -61,7 +69,8 @@ the totals it prints.
 - Rows are interleaved (untraced, tracer 1, tracer 2, … then again) after one warm-up churn, and
   every figure is the median over the repetitions.
 
-Rows (one entry each in \`bench/tracers.ts\`): untraced; \`sockleak trace --json > /dev/null\`
+Rows (one entry each in \`bench/tracers.ts\`): untraced; the empty program (the floor, above);
+\`sockleak trace --json > /dev/null\`
 (every event as JSON); \`sockleak watch --json > /dev/null\` (leak mode: only sockets that stay in
 CLOSE_WAIT past the threshold are reported, so a churn sends next to nothing to user space);
 libbpf-tools \`tcpstates > /dev/null\`; bpftrace with

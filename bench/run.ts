@@ -146,7 +146,8 @@ async function main(argv: string[]): Promise<number> {
         connections: args.connections,
         threads: 2,
         reps: args.reps,
-        tracers: args.only ? TRACERS.filter((t) => args.only!.some((name) => t.name.includes(name))) : TRACERS,
+        // (the floor row always: the other rows' above-floor figures need it)
+        tracers: args.only ? TRACERS.filter((t) => t.floor || args.only!.some((name) => t.name.includes(name))) : TRACERS,
         ctx,
         peers,
         tracefs,

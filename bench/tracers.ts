@@ -4,7 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { ROOT } from './build-c';
+import { buildC, ROOT } from './build-c';
 import type { Peers } from './peers';
 
 /** What a row's command line may refer to. */
@@ -44,6 +44,8 @@ export interface TracerRow {
   stopSignal?: NodeJS.Signals;
   /** Parses the totals it prints on stderr when stopped. */
   totals?(stderr: string): TracerTotals | undefined;
+  /** The control row: its programs do nothing, so what they are charged per run is the method's floor. */
+  floor?: boolean;
 }
 
 /**
@@ -60,6 +62,14 @@ export function sockleakTotals(stderr: string): TracerTotals | undefined {
 export const BPFTRACE_COUNT = 'tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }';
 
 export const TRACERS: readonly TracerRow[] = [
+  {
+    name: 'empty tp_btf program (floor)',
+    needs: ['gcc'],
+    // Built here rather than with the workloads: it links libbpf (libbpf-dev, from setup.sh).
+    command: (c) => [buildC(c.tool('gcc'), 'empty-tracer', ['-lbpf'])],
+    ready: /empty-tracer: attached/,
+    floor: true,
+  },
   {
     name: 'sockleak trace --json',
     needs: [],
