@@ -18,15 +18,12 @@ export interface SnapshotOptions {
 /** Takes a snapshot with the BPF iterators: sockets that predate sockleak included, ages estimated. */
 export async function snapshot(options: SnapshotOptions = {}): Promise<Snapshot> {
   checkOptions(options);
-  return snapshotWith(new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {}), options);
-}
-
-/**
- * snapshot() with a scanner the caller opened, and closes it. `options.btfPath`
- * is the scanner's business.
- */
-export async function snapshotWith(scanner: SocketScanner, options: SnapshotOptions = {}): Promise<Snapshot> {
-  return snapshotOf(await scanOnce(scanner, options), options);
+  const scanner = new SocketScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+  try {
+    return snapshotOf(await snapshotScan(scanner, options), options);
+  } finally {
+    scanner.close();
+  }
 }
 
 /** The one scan of a snapshot, and when it was taken (see snapshotScan()). */
@@ -81,15 +78,6 @@ export function snapshotJsonOf({ takenAt, raw }: SnapshotScan, options: Snapshot
 /** The states a snapshot scans; undefined for all. */
 function scanStates(options: SnapshotOptions): readonly TcpState[] | undefined {
   return options.states === 'all' ? undefined : (options.states ?? ['CLOSE_WAIT']);
-}
-
-/** snapshotScan(), then closes the scanner. */
-async function scanOnce(scanner: SocketScanner, options: SnapshotOptions): Promise<SnapshotScan> {
-  try {
-    return await snapshotScan(scanner, options);
-  } finally {
-    scanner.close();
-  }
 }
 
 function checkOptions({ olderThanMs }: SnapshotOptions): void {

@@ -5,7 +5,7 @@
  * on a pool thread) and, unless the arguments name states or a pid, the
  * default scan itself (CLOSE_WAIT, every process: ~10 ms at 10k sockets).
  * `sockleak snapshot` is timed against ss; start-up is most of it.
- * This module loads nothing but the scanner's own.
+ * This module loads nothing but the scanner's and the snapshot's own.
  */
 import { SocketScanner } from '../scan';
 import { sameScan, snapshotScan, type SnapshotOptions, type SnapshotScan } from '../snapshot';
