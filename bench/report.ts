@@ -73,6 +73,8 @@ Rows (one entry each in \`bench/tracers.ts\`): untraced; the empty program (the 
 \`sockleak trace --json > /dev/null\`
 (every event as JSON); \`sockleak watch --json > /dev/null\` (leak mode: only sockets that stay in
 CLOSE_WAIT past the threshold are reported, so a churn sends next to nothing to user space);
+\`sockleak agent --listen 127.0.0.1:0\` (the same programs in leak mode, plus its every-15-s
+state counts and port census, which land in some windows and not in others);
 libbpf-tools \`tcpstates > /dev/null\`; bpftrace with
 \`${BPFTRACE_COUNT}\` (counts per state in a map, sends nothing: close to the least any tracer of
 every state change can cost). tcpstates and bpftrace attach classic tracepoints, so the benchmark

@@ -1,6 +1,6 @@
 /**
  * The tracers the overhead benchmark compares, one entry each. Adding a row
- * (e.g. `sockleak watch`, `sockleak agent`) is adding an entry to TRACERS.
+ * is adding an entry to TRACERS.
  */
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -51,7 +51,8 @@ export interface TracerRow {
 /**
  * The totals line every live sockleak command prints at exit:
  * trace "sockleak: N events shown, E emitted, L lost, X missed, M map-full",
- * watch "sockleak: N leaks open, E events, L lost, X missed, M map-full".
+ * watch "sockleak: N leaks open, E events, L lost, X missed, M map-full",
+ * agent "sockleak: N leaks open, R records, E events, L lost, M map-full, ...".
  */
 export function sockleakTotals(stderr: string): TracerTotals | undefined {
   const m = /sockleak: .*?(\d+) (?:emitted|events), (\d+) lost, (?:\d+ missed, )?(\d+) map-full/.exec(stderr);
@@ -82,6 +83,14 @@ export const TRACERS: readonly TracerRow[] = [
     needs: [],
     command: (c) => [c.node, c.cli, 'watch', '--json'],
     ready: /sockleak: watching/,
+    totals: sockleakTotals,
+  },
+  {
+    // Default interval (15 s): its periodic scans land in some windows and not others.
+    name: 'sockleak agent',
+    needs: [],
+    command: (c) => [c.node, c.cli, 'agent', '--listen', '127.0.0.1:0'],
+    ready: /sockleak: agent on/,
     totals: sockleakTotals,
   },
   {
