@@ -357,8 +357,9 @@ export function overheadTables(r: OverheadResult): Table[] {
       traced ? fmtInt(m((f) => f.user)) : '—',
       traced ? fmtPercent(m((f) => f.overhead)) : '—',
       traced ? fmtPercent(m((f) => (f.bpf + f.user) / untracedBase)) : '—',
-      traced && floor !== undefined ? fmtInt(m((f) => f.bpf - floor * f.runs)) : '—',
-      traced && floor !== undefined ? fmtPercent(m((f) => (f.bpf - floor * f.runs + f.user) / f.base)) : '—',
+      // (the floor row's own is 0 by definition)
+      traced && !row.floor && floor !== undefined ? fmtInt(m((f) => f.bpf - floor * f.runs)) : '—',
+      traced && !row.floor && floor !== undefined ? fmtPercent(m((f) => (f.bpf - floor * f.runs + f.user) / f.base)) : '—',
     ]);
     const withTotals = samples.filter((s) => s.totals);
     const sum = (f: (t: TracerTotals) => bigint): string => String(withTotals.reduce((a, s) => a + f(s.totals!), 0n));
