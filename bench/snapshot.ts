@@ -255,7 +255,7 @@ function newRun(tool: SnapshotTool, o: SnapshotOptions): ToolRun {
 }
 
 /** One timed repetition of `tool` into `run`; the last one's output is kept, to check against the truth. */
-async function runOnce(tool: SnapshotTool, run: ToolRun, s: Scenario, o: SnapshotOptions, last: boolean): Promise<void> {
+async function runOnce(tool: SnapshotTool, run: ToolRun, o: SnapshotOptions, last: boolean): Promise<void> {
   const [cmd, ...args] = tool.command(o.ctx);
   const gnuTime = o.peers.get('time');
   const rssFile = path.join(os.tmpdir(), `sockleak-bench-rss.${process.pid}`);
@@ -332,7 +332,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
         for (let i = 0; i < o.reps; i++) {
           o.log(`snapshot: ${fmtInt(size.sockets)}: round ${i + 1} of ${o.reps}`);
           for (const { tool, run } of runs) {
-            if (!run.unavailable) await runOnce(tool, run, scenario, o, i === o.reps - 1);
+            if (!run.unavailable) await runOnce(tool, run, o, i === o.reps - 1);
             if (tool === SNAPSHOT_TOOLS[0]) await kernelScanRound(scanner, kernel);
           }
         }
