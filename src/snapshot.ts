@@ -39,7 +39,6 @@ export interface SnapshotScan {
  * same (sameScan()).
  */
 export async function snapshotScan(scanner: SocketScanner, options: SnapshotOptions): Promise<SnapshotScan> {
-  checkOptions(options);
   const states = scanStates(options);
   const takenAt = new Date().toISOString();
   const raw = await scanner.scanRaw({
