@@ -271,9 +271,10 @@ function perConn(s: Sample): { churn: number; bpf: number; user: number; base: n
  * row's run time per run, median over its samples; undefined without it.
  */
 function floorNsPerRun(r: OverheadResult): number | undefined {
-  const samples = present(r.rows.find((row) => row.floor)?.samples ?? []).filter((s) => s.programs.some((p) => p.runCount > 0));
-  if (!samples.length) return undefined;
-  return median(samples.map((s) => s.bpfNs / s.programs.reduce((a, p) => a + p.runCount, 0)));
+  const figs = present(r.rows.find((row) => row.floor)?.samples ?? [])
+    .map(perConn)
+    .filter((f) => f.runs > 0);
+  return figs.length ? median(figs.map((f) => f.bpf / f.runs)) : undefined;
 }
 
 function present(samples: Array<Sample | undefined>): Sample[] {
