@@ -77,8 +77,11 @@ export function parseSockleakSnapshot(stdout: string): Observed[] {
     .map((s) => ({ key: `${s.local} ${s.remote}`, owners: (s.owners ?? []).map((o) => ({ pid: o.pid, fd: o.fd })) }));
 }
 
+/** The tool the kernel scan is paired with, round by round, and the ratios are taken against. */
+const SS = 'ss -tanp state close-wait';
+
 export const SNAPSHOT_TOOLS: readonly SnapshotTool[] = [
-  { name: 'ss -tanp state close-wait', needs: ['ss'], command: (c) => [c.tool('ss'), '-tanp', 'state', 'close-wait'], parse: parseSs },
+  { name: SS, needs: ['ss'], command: (c) => [c.tool('ss'), '-tanp', 'state', 'close-wait'], parse: parseSs },
   { name: 'lsof -nPi', needs: ['lsof'], command: (c) => [c.tool('lsof'), '-nPi'], parse: parseLsof },
   {
     name: 'sockleak snapshot --json',
@@ -333,7 +336,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
           o.log(`snapshot: ${fmtInt(size.sockets)}: round ${i + 1} of ${o.reps}`);
           for (const { tool, run } of runs) {
             if (!run.unavailable) await runOnce(tool, run, o, i === o.reps - 1);
-            if (tool === SNAPSHOT_TOOLS[0]) await kernelScanRound(scanner, kernel);
+            if (tool.name === SS) await kernelScanRound(scanner, kernel);
           }
         }
       } finally {
@@ -397,7 +400,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
     }
     const k = r.kernelScan;
     if (k) {
-      const ss = r.tools.find((t) => t.tool.startsWith('ss ') && !t.unavailable);
+      const ss = r.tools.find((t) => t.tool === SS && !t.unavailable);
       const kernel = median(k.kernelMs);
       rows.push([...label, 'sockleak: its kernel scan alone', fmtInt(kernel), '—', '—', '—', '—']);
       if (ss) {
