@@ -226,6 +226,8 @@ interface KernelScan {
   kernelMs: number[];
   decodeMs: number[];
   tcpScans: number;
+  /** Scans where some netns's census came from sock_diag (census_ehash could not answer). */
+  diagCensuses: number;
 }
 
 /** In-process scans per round; their median is the round's figure (each is ~10 ms). */
@@ -294,6 +296,7 @@ async function kernelScanRound(scanner: SocketScanner, result: KernelScan): Prom
     const raw = await scanner.scanRaw({ states: ['CLOSE_WAIT'] });
     kernelMs.push(scanner.lastStats.kernelMs);
     result.tcpScans = Math.max(result.tcpScans, scanner.lastStats.tcpScans);
+    if (scanner.lastStats.diagCensuses) result.diagCensuses++;
     const t0 = performance.now();
     decodeScan(raw);
     decodeMs.push(performance.now() - t0);
@@ -304,8 +307,8 @@ async function kernelScanRound(scanner: SocketScanner, result: KernelScan): Prom
 
 /**
  * Waits (up to 65 s, TCP_TIMEWAIT_LEN and a margin) for TIME_WAIT sockets left
- * by earlier work to expire: every sock_diag dump walks them, ss's and
- * sockleak's census alike, and how many there are would otherwise depend on
+ * by earlier work to expire: every walk of the established hash passes them,
+ * ss's sock_diag dump and sockleak's census alike, and how many there are would otherwise depend on
  * what ran last. The scenario's own (the listener's closed ends) remain.
  */
 async function drainTimeWait(log: (line: string) => void): Promise<void> {
@@ -329,7 +332,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<SizeResult[]> {
       // on this shared machine then weighs on every tool alike.
       // sockleak's kernel scan in-process, each round too, right after ss.
       const runs = SNAPSHOT_TOOLS.map((tool) => ({ tool, run: newRun(tool, o) }));
-      const kernel: KernelScan = { kernelMs: [], decodeMs: [], tcpScans: 0 };
+      const kernel: KernelScan = { kernelMs: [], decodeMs: [], tcpScans: 0, diagCensuses: 0 };
       const scanner = new SocketScanner();
       try {
         for (let i = 0; i < o.reps; i++) {
@@ -411,6 +414,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
           `${fmtInt(r.size.sockets)}: sockleak's kernel scan ${median(ratios).toFixed(1)}× faster than ss -tanp (median of the rounds' ratios: ${ratios.map((x) => x.toFixed(1)).join(', ')})` +
             (sockleak ? `; end to end ${(median(ss.wallMs) / median(sockleak.wallMs)).toFixed(2)}× ss's speed` : '') +
             `; in-process decode ${fmtInt(median(k.decodeMs))} ms; iter/tcp needed in ${k.tcpScans} netns` +
+            (k.diagCensuses ? `; sock_diag's census instead of the walk in ${k.diagCensuses} scans` : '') +
             (r.timeWait !== undefined ? `; ${fmtInt(r.timeWait)} TIME_WAIT sockets on the machine` : ''),
         );
       }
@@ -424,7 +428,7 @@ export function snapshotTable(results: SizeResult[], reps: number): Table {
     notes: [
       'found / K: sockets reported with the (local, remote) of a socket the holders made, of those still in CLOSE_WAIT after every tool ran (a last ss); owner right: with the holder\'s pid and fd.',
       'Wall time is from spawn to exit, including start-up (for sockleak, Node\'s ~50 ms). Peak RSS: GNU time (wait4 ru_maxrss).',
-      `Kernel scan alone: sockleak's iter/task_file beside its sock_diag census (and iter/tcp where the census finds unowned sockets), timed inside the bench's process with the BPF objects loaded, ${KERNEL_SCANS_PER_ROUND} times in each round right after ss (the round's figure is their median); the end-to-end row includes start-up, loading BPF, decoding and printing JSON.`,
+      `Kernel scan alone: sockleak's iter/task_file beside its census of the established hash (and iter/tcp where the census finds unowned sockets), timed inside the bench's process with the BPF objects loaded, ${KERNEL_SCANS_PER_ROUND} times in each round right after ss (the round's figure is their median); the end-to-end row includes start-up, loading BPF, decoding and printing JSON.`,
       ...notes,
     ],
   };

@@ -187,6 +187,34 @@ struct sl_port_census {
 	__u32 _pad;
 };
 
+/*
+ * Census of one network namespace (scan.bpf.c, census_ehash): a socket of its
+ * established hash in the states asked, by identity only. Enough to tell the
+ * sockets some process holds (iter/task_file's records) from the others.
+ */
+struct sl_census_sock {
+	__u64 cookie;               /* socket cookie; 0 = none assigned yet (compare the endpoints) */
+	__u8 saddr[SL_ADDR_LEN];    /* local address; IPv4 in the first 4 bytes, as in struct sl_sock */
+	__u8 daddr[SL_ADDR_LEN];    /* remote address */
+	__u16 sport;                /* local port, host byte order */
+	__u16 dport;                /* remote port, host byte order */
+	__u16 family;               /* AF_INET or AF_INET6 */
+	__u8 state;                 /* kernel TCP state */
+	__u8 _pad;
+};
+
+/* One run of census_ehash returns at most this many records (.bss walk_out). */
+#define SL_WALK_RECORDS 4096
+/* Sockets it follows in one bucket's chain; a longer chain makes the walk unsure. */
+#define SL_WALK_CHAIN_MAX 64
+
+/* How one run of census_ehash ended (.bss walk_status). */
+enum sl_walk_status {
+	SL_WALK_MORE = 0,   /* stopped at walk_bucket: run again from there */
+	SL_WALK_DONE = 1,   /* every bucket walked */
+	SL_WALK_UNSURE = 2, /* a chain changed under the walk, or was too long: ask sock_diag instead */
+};
+
 /* Trace mode with a target pid, `listening` map: a listening socket of the target. */
 struct sl_listen_key {
 	__u32 netns_ino;

@@ -52,6 +52,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));
+  exports.Set("CENSUS_SOCK_SIZE", Napi::Number::New(env, sizeof(sl_census_sock)));
   exports.Set("CLOSE_PAIR_SIZE", Napi::Number::New(env, sizeof(sl_close_key) + sizeof(sl_close_count)));
   exports.Set("EVENT_SIZE", Napi::Number::New(env, sizeof(sl_event)));
   exports.Set("COUNTERS_SIZE", Napi::Number::New(env, sizeof(sl_counters)));

@@ -1,5 +1,6 @@
 #include "scan-skel.h"
 
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -55,6 +56,8 @@ int sl_scan_prog_fd(const struct sl_scan* skel, enum sl_scan_prog prog) {
       return skel->progs.scan_tcp.prog_fd;
     case SL_CENSUS_TCP:
       return skel->progs.census_tcp.prog_fd;
+    case SL_CENSUS_EHASH:
+      return skel->progs.census_ehash.prog_fd;
   }
   return -1;
 }
@@ -67,6 +70,8 @@ const char* sl_scan_prog_name(enum sl_scan_prog prog) {
       return "scan_tcp";
     case SL_CENSUS_TCP:
       return "census_tcp";
+    case SL_CENSUS_EHASH:
+      return "census_ehash";
   }
   return "";
 }
@@ -83,3 +88,16 @@ void sl_scan_reset_census(struct sl_scan* skel) {
 }
 
 const struct sl_port_census* sl_scan_census(const struct sl_scan* skel) { return &skel->bss->census; }
+
+int sl_scan_walk(struct sl_scan* skel, __u32 state_mask, __u32* bucket, __u32* status,
+                 const struct sl_census_sock** records, __u32* count) {
+  LIBBPF_OPTS(bpf_test_run_opts, opts);
+  skel->bss->walk_state_mask = state_mask;
+  skel->bss->walk_bucket = *bucket;
+  if (bpf_prog_test_run_opts(skel->progs.census_ehash.prog_fd, &opts) != 0) return errno;
+  *bucket = skel->bss->walk_bucket;
+  *status = skel->bss->walk_status;
+  *records = skel->bss->walk_out;
+  *count = skel->bss->walk_count;
+  return 0;
+}

@@ -14,8 +14,9 @@ extern "C" {
 
 struct sl_scan;
 struct sl_port_census;
+struct sl_census_sock;
 
-enum sl_scan_prog { SL_SCAN_FILES, SL_SCAN_TCP, SL_CENSUS_TCP };
+enum sl_scan_prog { SL_SCAN_FILES, SL_SCAN_TCP, SL_CENSUS_TCP, SL_CENSUS_EHASH };
 
 // Loads the programs; null with *err (positive errno) on failure, and the
 // verifier's log in `log` when the kernel rejected a program.
@@ -31,6 +32,13 @@ void sl_scan_set_filters(struct sl_scan* skel, __u32 target_tgid, __u32 state_ma
 // census_tcp's result: zero it before an iteration, read it after.
 void sl_scan_reset_census(struct sl_scan* skel);
 const struct sl_port_census* sl_scan_census(const struct sl_scan* skel);
+
+// One run of census_ehash (BPF_PROG_TEST_RUN on the calling thread, which must
+// be in the namespace to walk), from *bucket on: its records are then at
+// *records (*count of them, valid until the next run), *bucket is where the
+// next run goes on, and *status an enum sl_walk_status. 0 or a positive errno.
+int sl_scan_walk(struct sl_scan* skel, __u32 state_mask, __u32* bucket, __u32* status,
+                 const struct sl_census_sock** records, __u32* count);
 
 #ifdef __cplusplus
 }

@@ -12,13 +12,14 @@
 namespace sockleak {
 namespace {
 
-// { kind: 'files'|'tcp'|'cookies'|'census', pid?, stateMask?, netnsPath? }, validated by TypeScript.
+// { kind: 'files'|'tcp'|'cookies'|'ehash'|'census', pid?, stateMask?, netnsPath? }, validated by TypeScript.
 ScanRequest ParseScanRequest(const Napi::Object& o) {
   ScanRequest request;
   Napi::Value kind = o.Get("kind");
   std::string kind_name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "files";
   request.kind = kind_name == "tcp"       ? ScanKind::kTcp
                  : kind_name == "cookies" ? ScanKind::kCookies
+                 : kind_name == "ehash"   ? ScanKind::kEhash
                  : kind_name == "census"  ? ScanKind::kCensus
                                           : ScanKind::kFiles;
   request.target_tgid = OptUint(o, "pid", 0);
@@ -29,7 +30,7 @@ ScanRequest ParseScanRequest(const Napi::Object& o) {
 }
 
 // Runs one iteration on the libuv thread pool; resolves with a Buffer of sl_sock records
-// (census: one sl_port_census).
+// (cookies: u64 each; ehash: sl_census_sock records; census: one sl_port_census).
 class ScanWorker : public Napi::AsyncWorker {
  public:
   ScanWorker(Napi::Env env, std::shared_ptr<Scanner> scanner, ScanRequest request)
@@ -91,7 +92,7 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
       : Napi::ObjectWrap<ScannerWrap>(info), scanner_(std::make_shared<Scanner>()) {}
 
  private:
-  // scan({ kind: 'files'|'tcp'|'cookies'|'census', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
+  // scan({ kind: 'files'|'tcp'|'cookies'|'ehash'|'census', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!scanner_ || info.Length() < 1 || !info[0].IsObject()) {

@@ -1,6 +1,7 @@
 #include "scanner.h"
 
 #include <bpf/bpf.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -86,6 +87,36 @@ BpfError Scanner::DumpCookies(const ScanRequest& request, ScanBuffer* out) {
   return error.ok() ? diag.DumpCookies(request.state_mask, out) : error;
 }
 
+BpfError Scanner::WalkEhash(const ScanRequest& request, ScanBuffer* out) {
+  // Listeners and unconnected sockets are not in the established hash.
+  constexpr uint32_t kUnhashed = (1u << TCP_LISTEN) | (1u << TCP_CLOSE);
+  if (request.state_mask == 0 || (request.state_mask & kUnhashed)) return BpfError::From(EINVAL, "census_ehash");
+  std::lock_guard<std::mutex> walking(walk_mutex_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    BpfError loaded = LoadLocked();
+    if (!loaded.ok()) return loaded;
+  }
+  // The program walks the hash of the namespace current on this thread.
+  ScopedNetns netns;
+  BpfError entered = netns.Enter(request.netns_path);
+  if (!entered.ok()) return entered;
+  uint32_t bucket = 0;
+  for (;;) {
+    uint32_t status = SL_WALK_UNSURE;
+    uint32_t count = 0;
+    const sl_census_sock* records = nullptr;
+    int err = sl_scan_walk(skel_, request.state_mask, &bucket, &status, &records, &count);
+    if (err) return BpfError::From(err, "census_ehash");
+    if (status == SL_WALK_UNSURE) return BpfError::From(EAGAIN, "census_ehash");
+    size_t bytes = static_cast<size_t>(count) * sizeof(sl_census_sock);
+    if (!out->Reserve(bytes)) return BpfError::From(ENOMEM, "census_ehash");
+    memcpy(out->end(), records, bytes);
+    out->Commit(bytes);
+    if (status == SL_WALK_DONE) return BpfError{};
+  }
+}
+
 // The census writes no records: its result is in .bss once the iteration has run to the end.
 BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -147,6 +178,7 @@ BpfError ScanCursor::Read(uint8_t* dst, size_t cap, size_t* n) {
 BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
   out->Clear();
   if (request.kind == ScanKind::kCookies) return DumpCookies(request, out);
+  if (request.kind == ScanKind::kEhash) return WalkEhash(request, out);
   if (request.kind == ScanKind::kCensus) return Census(request, out);
   Fd iter;
   {

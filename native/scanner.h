@@ -21,14 +21,17 @@ namespace sockleak {
 // kFiles: iter/task_file (sockets held by processes, all namespaces); kTcp:
 // iter/tcp (every socket of one netns); kCookies: sock_diag's cookies of the
 // sockets in the requested states of one netns (u64 each, no records);
+// kEhash: the same census from census_ehash, one struct sl_census_sock per
+// socket (endpoints too: a socket may have no cookie yet), EAGAIN when the walk
+// cannot vouch for it and EINVAL for states it cannot see (LISTEN, CLOSE);
 // kCensus: iter/tcp of one netns writing no records, one struct sl_port_census.
-enum class ScanKind { kFiles, kTcp, kCookies, kCensus };
+enum class ScanKind { kFiles, kTcp, kCookies, kEhash, kCensus };
 
 struct ScanRequest {
   ScanKind kind = ScanKind::kFiles;
   uint32_t target_tgid = 0;        // kFiles: 0 = every process
   uint32_t state_mask = 0;         // bit (1 << tcp state); 0 = every state
-  std::string netns_path;          // kTcp, kCookies, kCensus: this netns ("" = the caller's)
+  std::string netns_path;          // kTcp, kCookies, kEhash, kCensus: this netns ("" = the caller's)
 };
 
 class Scanner {
@@ -62,6 +65,7 @@ class Scanner {
   BpfError CreateIterator(const ScanRequest& request, int* iter_fd);
   BpfError Census(const ScanRequest& request, ScanBuffer* out);
   static BpfError DumpCookies(const ScanRequest& request, ScanBuffer* out);
+  BpfError WalkEhash(const ScanRequest& request, ScanBuffer* out);
 
   // Guards loading, the .bss filters between setting them and creating the
   // iterator, and the census (.bss too) for a whole census run. The programs
@@ -69,6 +73,9 @@ class Scanner {
   // Scanner runs one filtered iteration at a time (each of sockleak's scanning
   // classes opens its own Scanner and runs its passes one after another).
   std::mutex mutex_;
+  // census_ehash's .bss (walk_*), for a whole walk. Not mutex_: the census runs
+  // beside the iter/task_file scan it is compared with.
+  std::mutex walk_mutex_;
   sl_scan* skel_ = nullptr;  // owned; null until loaded (under mutex_)
   BpfError load_error_;      // a failed load, returned by every scan (under mutex_)
 };

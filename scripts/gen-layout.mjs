@@ -4,7 +4,7 @@
 // structs and enums of bpf/sockleak.h. Usage: gen-layout.mjs OBJECT > layout.ts
 import { execFileSync } from 'node:child_process';
 
-const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock', 'sl_close_key', 'sl_close_count', 'sl_port_census', 'sl_reap_request', 'sl_reap_result'];
+const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock', 'sl_close_key', 'sl_close_count', 'sl_port_census', 'sl_census_sock', 'sl_reap_request', 'sl_reap_result'];
 const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags', 'sl_reap_outcome'];
 
 const objects = process.argv.slice(2);

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import bindings from 'bindings';
 import { SockleakError, ExitCode } from './errors';
-import { CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
+import { CENSUS_SOCK_SIZE, CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
 export interface NativeTracerOptions {
@@ -54,16 +54,19 @@ export interface NativeTracer {
 export interface NativeScanRequest {
   /**
    * files: iter/task_file records; tcp: iter/tcp records; cookies: sock_diag's
-   * u64 cookies only; census: no sockets, one struct sl_port_census for the netns.
+   * u64 cookies only; ehash: the same census walked by BPF, struct
+   * sl_census_sock records (rejected with EAGAIN when the walk cannot vouch for
+   * it, EINVAL for LISTEN or CLOSE); census: no sockets, one struct
+   * sl_port_census for the netns.
    */
-  kind: 'files' | 'tcp' | 'cookies' | 'census';
+  kind: 'files' | 'tcp' | 'cookies' | 'ehash' | 'census';
   pid?: number;
   stateMask?: number;
   netnsPath?: string;
 }
 
 export interface NativeScanner {
-  /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for 'cookies', one sl_port_census for 'census'). */
+  /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for 'cookies', sl_census_sock for 'ehash', one sl_port_census for 'census'). */
   scan(request: NativeScanRequest): Promise<Buffer>;
   /** Starts loading the BPF object on the thread pool now (it is otherwise loaded by the first iterator scan); returns at once. */
   preload(): void;
@@ -120,6 +123,7 @@ interface Addon {
   COUNTERS_SIZE: number;
   SOCK_SIZE: number;
   PORT_CENSUS_SIZE: number;
+  CENSUS_SOCK_SIZE: number;
   CLOSE_PAIR_SIZE: number;
 }
 
@@ -159,6 +163,7 @@ export function loadAddon(): Addon {
     addon.COUNTERS_SIZE !== COUNTERS_SIZE ||
     addon.SOCK_SIZE !== SOCK_SIZE ||
     addon.PORT_CENSUS_SIZE !== PORT_CENSUS_SIZE ||
+    addon.CENSUS_SOCK_SIZE !== CENSUS_SOCK_SIZE ||
     addon.CLOSE_PAIR_SIZE !== CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE ||
     addon.Reaper?.REQUEST_SIZE !== REAP_REQUEST_SIZE ||
     addon.Reaper?.RESULT_SIZE !== REAP_RESULT_SIZE

@@ -5,7 +5,7 @@
  */
 import { readlinkSync } from 'node:fs';
 import type { NativeScanner, NativeScanRequest } from './addon';
-import { PORT_CENSUS, PORT_CENSUS_SIZE, SOCK_SIZE } from './generated/layout';
+import { CENSUS_SOCK, CENSUS_SOCK_SIZE, PORT_CENSUS, PORT_CENSUS_SIZE, SOCK, SOCK_SIZE } from './generated/layout';
 import { isVanishedNetns, netnsTarget, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from './preflight';
 import { aligned4, SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
@@ -55,12 +55,14 @@ export interface RawScan {
 
 /** Where the last scan's time went (benchmarks print it). */
 export interface ScanStats {
-  /** Waiting for the kernel: iter/task_file beside the sock_diag census, then any iter/tcp runs. */
+  /** Waiting for the kernel: iter/task_file beside each netns's census, then any iter/tcp runs. */
   kernelMs: number;
   /** Decoding and merging records in JavaScript. */
   decodeMs: number;
   /** Namespaces where iter/tcp had to run (the census found a socket no process holds). */
   tcpScans: number;
+  /** Namespaces whose census came from sock_diag: census_ehash could not answer (LISTEN or CLOSE asked, or its walk was unsure). */
+  diagCensuses: number;
   /** Records decoded. */
   records: number;
 }
@@ -73,7 +75,7 @@ export interface ScanStats {
 export class SocketScanner {
   private readonly native: NativeScanner;
   /** Figures of the last completed scan(). */
-  lastStats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
+  lastStats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, diagCensuses: 0, records: 0 };
 
   constructor(options: { btfPath?: string } = {}) {
     this.native = openNativeScanner(options);
@@ -96,12 +98,22 @@ export class SocketScanner {
   }
 
   /**
-   * Cookies of the sockets in `mask`'s states in one netns, from sock_diag (the
-   * kernel filters by state cheaply); undefined when the census cannot answer
-   * (every state asked: iter/tcp is needed anyway; or the namespace is gone).
+   * The sockets in `mask`'s states in one netns: census_ehash's walk of the
+   * established hash, or sock_diag's census where the walk cannot answer
+   * (LISTEN or CLOSE asked, or a chain changed under it). Undefined when
+   * neither can (every state asked: iter/tcp is needed anyway; or the
+   * namespace is gone).
    */
-  private async diagCookies(mask: number, netnsPath: string | undefined): Promise<Float64Array | undefined> {
+  private async socketCensus(mask: number, netnsPath: string | undefined, stats: ScanStats): Promise<SocketCensus | undefined> {
     if (mask === 0) return undefined;
+    if (!(mask & UNHASHED_STATES)) {
+      try {
+        return censusOfWalk(await this.raw({ kind: 'ehash', stateMask: mask, ...(netnsPath && { netnsPath }) }));
+      } catch {
+        // sock_diag's census next (it will also say if the namespace is gone)
+      }
+    }
+    stats.diagCensuses++;
     let buf: Buffer;
     try {
       buf = await this.raw({ kind: 'cookies', stateMask: mask, ...(netnsPath && { netnsPath }) });
@@ -118,7 +130,7 @@ export class SocketScanner {
       if (hi >= 0x200000) return undefined; // not exact as a number: let iter/tcp decide
       cookies[i] = hi * TWO_32 + words[2 * i]!;
     }
-    return cookies;
+    return { cookies, uncookied: [] };
   }
 
   /**
@@ -126,25 +138,25 @@ export class SocketScanner {
    * processes from iter/task_file (any netns; one record per (pid, fd)), and,
    * without `pid`, orphans of every netns that has a process from iter/tcp
    * (both iterators assign cookies, so the order does not matter). With a state
-   * filter, a sock_diag census of each netns runs beside iter/task_file, and
-   * iter/tcp (which locks every socket of the netns) runs only where the census
-   * found a socket no process holds: for CLOSE_WAIT, usually nowhere.
+   * filter, a census of each netns (socketCensus) runs beside iter/task_file,
+   * and iter/tcp (which locks every socket of the netns) runs only where the
+   * census found a socket no process holds: for CLOSE_WAIT, usually nowhere.
    * Fills lastStats but for decodeMs.
    */
   async scanRaw(options: ScanOptions = {}): Promise<RawScan> {
     if (options.pid !== undefined) requireProcess(options.pid);
     const mask = stateMask(options.states);
-    const stats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, records: 0 };
+    const stats: ScanStats = { kernelMs: 0, decodeMs: 0, tcpScans: 0, diagCensuses: 0, records: 0 };
     const t0 = performance.now();
     // Started first: the pool thread loads the BPF object meanwhile.
     const files = this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
     const own = ownNetns();
     // Our namespace's census starts before the walk of /proc for the others (~1 ms at 60 processes).
-    const ownCensus = options.pid === undefined ? this.diagCookies(mask, undefined) : undefined;
+    const ownCensus = options.pid === undefined ? this.socketCensus(mask, undefined, stats) : undefined;
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
     const [owned, ...censuses] = await Promise.all([
       files,
-      ...namespaces.map(([ino, nsPath]) => (ino === own ? ownCensus : this.diagCookies(mask, netnsTarget(ino, nsPath, own).netnsPath))),
+      ...namespaces.map(([ino, nsPath]) => (ino === own ? ownCensus : this.socketCensus(mask, netnsTarget(ino, nsPath, own).netnsPath, stats))),
     ]);
     stats.kernelMs += performance.now() - t0;
     options.onRaw?.(owned);
@@ -152,7 +164,7 @@ export class SocketScanner {
     const ownedCookies = new Set<number>();
     const decoder = new SockDecoder(owned);
     for (let at = 0; at + SOCK_SIZE <= owned.length; at += SOCK_SIZE) ownedCookies.add(decoder.cookieNumber(at));
-    const unowned = namespaces.filter((_, i) => !censuses[i]?.every((cookie) => ownedCookies.has(cookie)));
+    const unowned = namespaces.filter(([ino], i) => !allHeld(censuses[i], ino, ownedCookies, owned));
     const orphans: Buffer[] = [];
     const orphanScans = scanEachNetns(this.native, { kind: 'tcp', stateMask: mask }, unowned);
     for (;;) {
@@ -228,6 +240,59 @@ export class SocketScanner {
   close(): void {
     this.native.close();
   }
+}
+
+/** LISTEN and CLOSE sockets are not in the established hash: census_ehash cannot see them. */
+const UNHASHED_STATES = stateMask(['LISTEN', 'CLOSE']);
+
+/**
+ * One namespace's census: its sockets in the states asked, by cookie, and by
+ * endpoints those with no cookie yet (census_ehash reads a socket's cookie but
+ * cannot assign one; iter/task_file assigns them, maybe in the same instant).
+ */
+export interface SocketCensus {
+  cookies: Float64Array;
+  /** endpointKey() of each socket without a cookie, or with one past 2^53. */
+  uncookied: string[];
+}
+
+/**
+ * A socket's endpoints as a string, from a record of either layout: in one
+ * namespace, established and closing sockets never share them.
+ */
+function endpointKey(buf: Buffer, at: number, layout: typeof SOCK | typeof CENSUS_SOCK): string {
+  const saddr = at + layout.saddr.offset;
+  return (
+    buf.toString('latin1', saddr, saddr + 16) +
+    buf.toString('latin1', at + layout.daddr.offset, at + layout.daddr.offset + 16) +
+    String.fromCharCode(buf.readUInt16LE(at + layout.sport.offset), buf.readUInt16LE(at + layout.dport.offset), buf.readUInt16LE(at + layout.family.offset))
+  );
+}
+
+/** census_ehash's records (struct sl_census_sock) as a census. */
+export function censusOfWalk(buf: Buffer): SocketCensus {
+  const n = Math.floor(buf.length / CENSUS_SOCK_SIZE);
+  const cookies = new Float64Array(n);
+  const uncookied: string[] = [];
+  let found = 0;
+  for (let i = 0, at = 0; i < n; i++, at += CENSUS_SOCK_SIZE) {
+    const lo = buf.readUInt32LE(at + CENSUS_SOCK.cookie.offset);
+    const hi = buf.readUInt32LE(at + CENSUS_SOCK.cookie.offset + 4);
+    if ((lo === 0 && hi === 0) || hi >= 0x200000) uncookied.push(endpointKey(buf, at, CENSUS_SOCK));
+    else cookies[found++] = hi * TWO_32 + lo;
+  }
+  return { cookies: cookies.subarray(0, found), uncookied };
+}
+
+/** Whether every socket of namespace `ino`'s census is held by a process: by cookie, or else by endpoints. */
+export function allHeld(census: SocketCensus | undefined, ino: number, ownedCookies: Set<number>, owned: Buffer): boolean {
+  if (!census || !census.cookies.every((cookie) => ownedCookies.has(cookie))) return false;
+  if (census.uncookied.length === 0) return true;
+  const held = new Set<string>();
+  for (let at = 0; at + SOCK_SIZE <= owned.length; at += SOCK_SIZE) {
+    if (owned.readUInt32LE(at + SOCK.netns_ino.offset) === ino) held.add(endpointKey(owned, at, SOCK));
+  }
+  return census.uncookied.every((key) => held.has(key));
 }
 
 /**

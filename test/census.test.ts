@@ -1,0 +1,144 @@
+/**
+ * The census that tells snapshot whether any socket in the asked states is
+ * held by no process: census_ehash (bpf/scan.bpf.c) walks the kernel's
+ * established hash itself. It must find what sock_diag finds, owned or not,
+ * IPv4 and IPv6, and sockets it meets before anyone gave them a cookie must
+ * still be matched with their holders, by endpoints.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import { formatEndpoint } from '../src/address';
+import { CENSUS_SOCK, CENSUS_SOCK_SIZE, SOCK, SOCK_SIZE } from '../src/generated/layout';
+import { openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
+import { allHeld, censusOfWalk } from '../src/scan';
+import { sleep, startBackend, startHolder, waitFor } from './helpers';
+
+const LISTEN_NEVER_ACCEPT = `
+import socket, time
+s = socket.socket()
+s.bind(('127.0.0.9', 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+`;
+
+const cleanups: Array<() => void> = [];
+after(() => cleanups.forEach((c) => c()));
+
+const CLOSE_WAIT = stateMask(['CLOSE_WAIT']);
+
+interface Walked {
+  cookie: bigint;
+  local: string;
+  remote: string;
+  state: number;
+}
+
+/** census_ehash's records, decoded. */
+function decodeWalk(buf: Buffer): Walked[] {
+  const out: Walked[] = [];
+  for (let at = 0; at + CENSUS_SOCK_SIZE <= buf.length; at += CENSUS_SOCK_SIZE) {
+    const family = buf.readUInt16LE(at + CENSUS_SOCK.family.offset) === 2 ? 4 : 6;
+    const address = (field: { offset: number }): Uint8Array => buf.subarray(at + field.offset, at + field.offset + 16);
+    out.push({
+      cookie: buf.readBigUInt64LE(at + CENSUS_SOCK.cookie.offset),
+      local: formatEndpoint(family, address(CENSUS_SOCK.saddr), buf.readUInt16LE(at + CENSUS_SOCK.sport.offset)),
+      remote: formatEndpoint(family, address(CENSUS_SOCK.daddr), buf.readUInt16LE(at + CENSUS_SOCK.dport.offset)),
+      state: buf.readUInt8(at + CENSUS_SOCK.state.offset),
+    });
+  }
+  return out;
+}
+
+/** The records of `buf` (struct sl_census_sock) whose local endpoint is one of `locals`. */
+function onlyThese(buf: Buffer, locals: string[]): Buffer {
+  const walked = decodeWalk(buf);
+  const parts: Buffer[] = [];
+  walked.forEach((w, i) => {
+    if (locals.includes(w.local)) parts.push(buf.subarray(i * CENSUS_SOCK_SIZE, (i + 1) * CENSUS_SOCK_SIZE));
+  });
+  return Buffer.concat(parts);
+}
+
+test('census_ehash finds what sock_diag finds, held or not, and matches sockets with no cookie yet to their holders by endpoints', async (t) => {
+  const scanner = openNativeScanner();
+  cleanups.push(() => scanner.close());
+  const holder = await startHolder();
+  cleanups.push(() => holder.kill());
+
+  // Three sockets the holder keeps after its peers closed: CLOSE_WAIT, held.
+  const held: string[] = [];
+  const v4 = await startBackend('127.0.0.1');
+  for (let i = 0; i < 2; i++) held.push((await holder.request<{ local: string }>({ op: 'connect', host: v4.host, port: v4.port })).local);
+  await waitFor(() => v4.accepted.length === 2);
+  await v4.remove();
+  try {
+    const v6 = await startBackend('::1');
+    held.push((await holder.request<{ local: string }>({ op: 'connect', host: v6.host, port: v6.port })).local);
+    await waitFor(() => v6.accepted.length === 1);
+    await v6.remove();
+  } catch {
+    t.diagnostic('no IPv6 loopback: IPv6 not covered');
+  }
+  const inCloseWait = async (locals: string[]): Promise<Walked[]> => {
+    const until = Date.now() + 5000;
+    for (;;) {
+      const found = decodeWalk(await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT })).filter((w) => locals.includes(w.local));
+      if (found.length === locals.length || Date.now() > until) return found;
+      await sleep(50);
+    }
+  };
+
+  // Nothing has asked for these sockets' cookies yet: the walk reads 0.
+  const fresh = await inCloseWait(held);
+  assert.equal(fresh.length, held.length, 'every held socket in CLOSE_WAIT');
+  for (const w of fresh) {
+    assert.equal(w.cookie, 0n, `${w.local}: no cookie yet`);
+    assert.equal(w.state, 8);
+  }
+  const walkedBefore = onlyThese(await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT }), held);
+  const census = censusOfWalk(walkedBefore);
+  assert.equal(census.cookies.length, 0);
+  assert.equal(census.uncookied.length, held.length);
+
+  // iter/task_file gives them cookies and owners; the census, taken before, matches them by endpoints.
+  const owned = await runScan(scanner, { kind: 'files', stateMask: CLOSE_WAIT });
+  const ownedCookies = new Set<number>();
+  for (let at = 0; at + SOCK_SIZE <= owned.length; at += SOCK_SIZE) ownedCookies.add(Number(owned.readBigUInt64LE(at + SOCK.cookie.offset)));
+  assert.ok(allHeld(census, ownNetns(), ownedCookies, owned), 'held, by endpoints');
+  assert.ok(!allHeld(census, ownNetns() + 1, ownedCookies, owned), 'not held by any process of another namespace');
+
+  // Now with cookies: the walk reads those iter/task_file gave, which sock_diag reports too.
+  const diag = await runScan(scanner, { kind: 'cookies', stateMask: CLOSE_WAIT });
+  const diagCookies = new Set<bigint>();
+  for (let at = 0; at + 8 <= diag.length; at += 8) diagCookies.add(diag.readBigUInt64LE(at));
+  for (const w of await inCloseWait(held)) {
+    assert.notEqual(w.cookie, 0n, `${w.local}: its cookie`);
+    assert.ok(diagCookies.has(w.cookie), `${w.local}: sock_diag has cookie ${w.cookie}`);
+  }
+  const census2 = censusOfWalk(onlyThese(await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT }), held));
+  assert.equal(census2.uncookied.length, 0);
+  assert.ok(allHeld(census2, ownNetns(), ownedCookies, owned), 'held, by cookie');
+
+  // A connection its client closed while it waited in a backlog: CLOSE_WAIT, held by no process.
+  const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanups.push(() => listener.kill('SIGKILL'));
+  const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
+  const listening = `127.0.0.9:${Number(line.toString())}`;
+  const client = net.connect({ host: '127.0.0.9', port: Number(line.toString()) });
+  await once(client, 'connect');
+  const peer = `127.0.0.1:${client.localPort}`;
+  client.destroy();
+  const [backlog] = await inCloseWait([listening]);
+  assert.ok(backlog, 'the backlog socket, in CLOSE_WAIT');
+  assert.equal(backlog.remote, peer);
+  const withBacklog = censusOfWalk(onlyThese(await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT }), [...held, listening]));
+  assert.ok(!allHeld(withBacklog, ownNetns(), ownedCookies, owned), 'the backlog socket is held by nobody');
+
+  // LISTEN and CLOSE sockets are not in the established hash: the walk refuses them (scanRaw asks sock_diag).
+  await assert.rejects(runScan(scanner, { kind: 'ehash', stateMask: stateMask(['LISTEN']) }));
+  await assert.rejects(runScan(scanner, { kind: 'ehash', stateMask: 0 }));
+});
