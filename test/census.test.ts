@@ -13,7 +13,7 @@ import { after, test } from 'node:test';
 import { formatEndpoint } from '../src/address';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, SOCK, SOCK_SIZE } from '../src/generated/layout';
 import { openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
-import { allHeld, censusOfWalk } from '../src/scan';
+import { allHeld, censusOfWalk, decodeScan, SocketScanner } from '../src/scan';
 import { sleep, startBackend, startHolder, waitFor } from './helpers';
 
 const LISTEN_NEVER_ACCEPT = `
@@ -138,7 +138,16 @@ test('census_ehash finds what sock_diag finds, held or not, and matches sockets 
   const withBacklog = censusOfWalk(onlyThese(await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT }), [...held, listening]));
   assert.ok(!allHeld(withBacklog, ownNetns(), ownedCookies, owned), 'the backlog socket is held by nobody');
 
-  // LISTEN and CLOSE sockets are not in the established hash: the walk refuses them (scanRaw asks sock_diag).
+  // LISTEN and CLOSE sockets are not in the established hash: the walk refuses them, and scanRaw asks sock_diag.
   await assert.rejects(runScan(scanner, { kind: 'ehash', stateMask: stateMask(['LISTEN']) }));
   await assert.rejects(runScan(scanner, { kind: 'ehash', stateMask: 0 }));
+  const sockets = new SocketScanner();
+  cleanups.push(() => sockets.close());
+  const raw = await sockets.scanRaw({ states: ['LISTEN'] });
+  assert.equal(sockets.lastStats.diagCensuses, 1, "LISTEN: sock_diag's census");
+  const found = [...decodeScan(raw).values()].find((s) => s.local === listening);
+  assert.equal(found?.state, 'LISTEN', 'the never-accepting listener');
+  assert.equal(found?.owners[0]?.pid, listener.pid);
+  await sockets.scanRaw({ states: ['CLOSE_WAIT'] });
+  assert.equal(sockets.lastStats.diagCensuses, 0, 'CLOSE_WAIT: the walk');
 });
