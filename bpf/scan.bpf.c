@@ -298,8 +298,9 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
  * RCU: TCP sockets are SLAB_TYPESAFE_BY_RCU, so one freed meanwhile is still
  * read as a socket, and the nulls marker that ends every chain names its
  * bucket, so a walk that strayed into another chain (its socket was freed and
- * hashed again) knows it: the run then ends SL_WALK_UNSURE, and the caller
- * asks sock_diag instead. Per socket, one read of sock_common's first two cache
+ * hashed again) knows it, and walks the bucket again (walk_one_bucket); should
+ * that keep happening, the run ends SL_WALK_UNSURE and the caller asks
+ * sock_diag instead. Per socket, one read of sock_common's first two cache
  * lines: sock_diag, which builds a netlink message per socket, spends ~5 times
  * more CPU on the same census.
  *
@@ -311,6 +312,7 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
  */
 #define WALK_RUN_BUCKETS 4096   /* buckets one run walks, at most (a power of two) */
 #define WALK_GROUP 16           /* bucket heads walk_find looks at per call */
+#define WALK_ATTEMPTS 4         /* walks of one bucket before the run gives up (SL_WALK_UNSURE) */
 #define SKC_BYTES 128           /* what is read of each struct sock_common: its first two cache lines */
 
 volatile __u32 walk_state_mask = 0; /* in: bit (1 << state) set = list that state */
@@ -384,6 +386,7 @@ static long walk_node(__u64 index, void *ctx)
 
 /* One run: where it is, and how it ended (enum sl_walk_status). */
 struct walk_run {
+	__u64 ehash;    /* the bucket array */
 	__u64 net;
 	__u32 first;    /* the run's first bucket (walk_heads[0]) */
 	__u32 mask;
@@ -391,25 +394,60 @@ struct walk_run {
 	__u32 stop;     /* SL_WALK_MORE: the bucket to go on from */
 };
 
-/* The index-th non-empty bucket of the run: its chain. */
+/* One walk of a bucket's chain (walk_one_bucket): 1 to stop, done or not. */
+struct walk_attempt {
+	struct walk_run *run;
+	__u32 bucket;
+	bool done;
+};
+
+static long walk_attempt(__u64 index, void *ctx)
+{
+	struct walk_attempt *a = ctx;
+	struct walk_chain chain = { .net = a->run->net, .mask = a->run->mask };
+	__u32 kept = walk_count;
+
+	if (bpf_probe_read_kernel(&chain.node, sizeof(chain.node), (void *)(a->run->ehash + (__u64)a->bucket * 8)))
+		return 1;
+	if (!(chain.node & 1))
+		bpf_loop(SL_WALK_CHAIN_MAX, walk_node, &chain, 0);
+	/* Ended by this bucket's own marker (or empty by now), or it strayed, read nothing, or went on too long. */
+	a->done = (chain.node & 1) && (chain.node >> 1) == a->bucket;
+	if (!a->done)
+		walk_count = kept;
+	return a->done;
+}
+
+/*
+ * One bucket's chain into walk_out; false if no walk of it ended at its own
+ * nulls marker. The head is read again first (the run's copy may be stale by
+ * now), and a walk that strayed is dropped and walked again, as
+ * __inet_lookup_established() begins again: under churn, the socket a walk
+ * stands on is now and then freed and hashed into another chain.
+ */
+static __always_inline bool walk_one_bucket(struct walk_run *run, __u32 bucket)
+{
+	struct walk_attempt a = { .run = run, .bucket = bucket };
+
+	bpf_loop(WALK_ATTEMPTS, walk_attempt, &a, 0);
+	return a.done;
+}
+
+/* The index-th non-empty bucket of the run. */
 static long walk_bucket_chain(__u64 index, void *ctx)
 {
 	struct walk_run *run = ctx;
 	__u32 i = walk_found[index & (WALK_RUN_BUCKETS - 1)] & (WALK_RUN_BUCKETS - 1);
-	struct walk_chain chain = { .node = walk_heads[i], .net = run->net, .mask = run->mask };
 
 	if (walk_count > SL_WALK_RECORDS - SL_WALK_CHAIN_MAX) {
 		run->status = SL_WALK_MORE; /* walk_out is full enough */
 		run->stop = run->first + i;
 		return 1;
 	}
-	bpf_loop(SL_WALK_CHAIN_MAX, walk_node, &chain, 0);
-	/* Ended by this bucket's own marker, or the walk strayed (or read nothing, or went on too long). */
-	if (!(chain.node & 1) || (chain.node >> 1) != run->first + i) {
-		run->status = SL_WALK_UNSURE;
-		return 1;
-	}
-	return 0;
+	if (walk_one_bucket(run, run->first + i))
+		return 0;
+	run->status = SL_WALK_UNSURE;
+	return 1;
 }
 
 /*
@@ -453,6 +491,9 @@ static __always_inline __u32 walk_from(__u32 first)
 	struct net *net;
 
 	net = BPF_CORE_READ(task, nsproxy, net_ns);
+	/* Since 6.1, when the hash may be the namespace's own; before, sock_diag. */
+	if (!bpf_core_field_exists(net->ipv4.tcp_death_row.hashinfo))
+		return SL_WALK_UNSURE;
 	hash = BPF_CORE_READ(net, ipv4.tcp_death_row.hashinfo);
 	ehash = (__u64)BPF_CORE_READ(hash, ehash);
 	buckets = BPF_CORE_READ(hash, ehash_mask) + 1;
@@ -471,6 +512,7 @@ static __always_inline __u32 walk_from(__u32 first)
 		return SL_WALK_UNSURE;
 	walk_nfound = 0;
 	bpf_loop((n + WALK_GROUP - 1) / WALK_GROUP, walk_find, &n, 0);
+	run.ehash = ehash;
 	run.net = (__u64)net;
 	run.status = first + n < buckets ? SL_WALK_MORE : SL_WALK_DONE;
 	run.stop = first + n;

@@ -151,3 +151,71 @@ test('census_ehash finds what sock_diag finds, held or not, and matches sockets 
   await sockets.scanRaw({ states: ['CLOSE_WAIT'] });
   assert.equal(sockets.lastStats.diagCensuses, 0, 'CLOSE_WAIT: the walk');
 });
+
+test('census_ehash under churn: every socket that stays is found in every walk, and walks do not give up', async (t) => {
+  const scanner = openNativeScanner();
+  cleanups.push(() => scanner.close());
+  // 100 sockets that stay in CLOSE_WAIT: their peer closed, they never will.
+  const closer = net.createServer((s) => s.destroy());
+  closer.listen(0, '127.0.0.3');
+  await once(closer, 'listening');
+  const kept = await Promise.all(
+    Array.from({ length: 100 }, async () => {
+      const c = net.connect({ host: '127.0.0.3', port: (closer.address() as net.AddressInfo).port, allowHalfOpen: true });
+      c.on('error', () => undefined);
+      await once(c, 'connect');
+      return c;
+    }),
+  );
+  cleanups.push(() => kept.forEach((c) => c.destroy()));
+  const ports = kept.map((c) => c.localPort!);
+  await sleep(300);
+  // Meanwhile connections come and go by thousands: sockets are freed and hashed
+  // again while the walk reads them (a strayed walk is walked again, not given up).
+  const echo = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.end();
+  });
+  echo.listen(0, '127.0.0.1');
+  await once(echo, 'listening');
+  let churning = true;
+  let connections = 0;
+  const churn = async (): Promise<void> => {
+    while (churning) {
+      await new Promise<void>((resolve) => {
+        const c = net.connect((echo.address() as net.AddressInfo).port, '127.0.0.1', () => c.end());
+        c.on('close', () => resolve());
+        c.on('error', () => resolve());
+      });
+      connections++;
+    }
+  };
+  const workers = Array.from({ length: 8 }, churn);
+  let walks = 0;
+  let unsure = 0;
+  const missed: number[] = [];
+  const until = Date.now() + 4000;
+  try {
+    while (Date.now() < until) {
+      let buf: Buffer;
+      try {
+        buf = await runScan(scanner, { kind: 'ehash', stateMask: CLOSE_WAIT });
+      } catch {
+        unsure++;
+        continue;
+      }
+      walks++;
+      const seen = new Set(decodeWalk(buf).map((w) => Number(w.local.split(':').pop())));
+      missed.push(...ports.filter((p) => !seen.has(p)));
+    }
+  } finally {
+    churning = false;
+    await Promise.all(workers);
+    echo.close();
+    closer.close();
+  }
+  t.diagnostic(`${walks} walks, ${unsure} given up, beside ${connections} connections`);
+  assert.ok(walks >= 20, `walks: ${walks}`);
+  assert.deepEqual(missed, [], 'sockets missed by some walk');
+  assert.ok(unsure <= walks / 20, `${unsure} walks of ${walks + unsure} gave up`);
+});
