@@ -397,6 +397,7 @@ struct walk_run {
 /* One walk of a bucket's chain (walk_one_bucket): 1 to stop, done or not. */
 struct walk_attempt {
 	struct walk_run *run;
+	__u64 head;     /* the head to start from; 0: read it now */
 	__u32 bucket;
 	bool done;
 };
@@ -404,10 +405,12 @@ struct walk_attempt {
 static long walk_attempt(__u64 index, void *ctx)
 {
 	struct walk_attempt *a = ctx;
-	struct walk_chain chain = { .net = a->run->net, .mask = a->run->mask };
+	struct walk_chain chain = { .node = a->head, .net = a->run->net, .mask = a->run->mask };
 	__u32 kept = walk_count;
 
-	if (bpf_probe_read_kernel(&chain.node, sizeof(chain.node), (void *)(a->run->ehash + (__u64)a->bucket * 8)))
+	a->head = 0;
+	if (!chain.node &&
+	    bpf_probe_read_kernel(&chain.node, sizeof(chain.node), (void *)(a->run->ehash + (__u64)a->bucket * 8)))
 		return 1;
 	if (!(chain.node & 1))
 		bpf_loop(SL_WALK_CHAIN_MAX, walk_node, &chain, 0);
@@ -419,15 +422,17 @@ static long walk_attempt(__u64 index, void *ctx)
 }
 
 /*
- * One bucket's chain into walk_out; false if no walk of it ended at its own
- * nulls marker. The head is read again first (the run's copy may be stale by
- * now), and a walk that strayed is dropped and walked again, as
- * __inet_lookup_established() begins again: under churn, the socket a walk
- * stands on is now and then freed and hashed into another chain.
+ * One bucket's chain into walk_out, from the head the run read with the
+ * others; false if no walk of it ended at its own nulls marker. A walk that
+ * strayed is dropped and the bucket walked again from its head as it is now,
+ * as __inet_lookup_established() begins again: under churn, the socket a walk
+ * stands on (or the run's copy of the head names) is now and then freed and
+ * hashed into another chain. (A head that names a socket still in the chain
+ * only misses sockets hashed since the run began.)
  */
-static __always_inline bool walk_one_bucket(struct walk_run *run, __u32 bucket)
+static __always_inline bool walk_one_bucket(struct walk_run *run, __u32 bucket, __u64 head)
 {
-	struct walk_attempt a = { .run = run, .bucket = bucket };
+	struct walk_attempt a = { .run = run, .head = head, .bucket = bucket };
 
 	bpf_loop(WALK_ATTEMPTS, walk_attempt, &a, 0);
 	return a.done;
@@ -444,7 +449,7 @@ static long walk_bucket_chain(__u64 index, void *ctx)
 		run->stop = run->first + i;
 		return 1;
 	}
-	if (walk_one_bucket(run, run->first + i))
+	if (walk_one_bucket(run, run->first + i, walk_heads[i]))
 		return 0;
 	run->status = SL_WALK_UNSURE;
 	return 1;
