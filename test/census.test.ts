@@ -6,7 +6,6 @@
  * still be matched with their holders, by endpoints.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
@@ -14,16 +13,7 @@ import { formatEndpoint } from '../src/address';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, SOCK, SOCK_SIZE } from '../src/generated/layout';
 import { openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
 import { allHeld, censusOfWalk, decodeScan, SocketScanner } from '../src/scan';
-import { sleep, startBackend, startHolder, waitFor } from './helpers';
-
-const LISTEN_NEVER_ACCEPT = `
-import socket, time
-s = socket.socket()
-s.bind(('127.0.0.9', 0))
-s.listen(16)
-print(s.getsockname()[1], flush=True)
-time.sleep(600)
-`;
+import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor } from './helpers';
 
 const cleanups: Array<() => void> = [];
 after(() => cleanups.forEach((c) => c()));
@@ -124,11 +114,11 @@ test('census_ehash finds what sock_diag finds, held or not, and matches sockets 
   assert.ok(allHeld(census2, ownNetns(), ownedCookies, owned), 'held, by cookie');
 
   // A connection its client closed while it waited in a backlog: CLOSE_WAIT, held by no process.
-  const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] });
-  cleanups.push(() => listener.kill('SIGKILL'));
-  const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
-  const listening = `127.0.0.9:${Number(line.toString())}`;
-  const client = net.connect({ host: '127.0.0.9', port: Number(line.toString()) });
+  const listener = await listenNeverAccepting('127.0.0.9');
+  assert.ok(listener, 'a listener on 127.0.0.9');
+  cleanups.push(() => listener.kill());
+  const listening = `127.0.0.9:${listener.port}`;
+  const client = net.connect({ host: '127.0.0.9', port: listener.port });
   await once(client, 'connect');
   const peer = `127.0.0.1:${client.localPort}`;
   client.destroy();

@@ -1,5 +1,6 @@
 /** Shared plumbing for the real-BPF tests: child processes, CLI runs, event collection. */
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import net from 'node:net';
 import path from 'node:path';
@@ -100,6 +101,30 @@ export async function startBackend(host: string): Promise<Backend> {
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** A listener that never accepts (python3): connections its peers close wait in its backlog, in CLOSE_WAIT, held by no fd. */
+export interface NeverAccepting {
+  port: number;
+  pid: number;
+  kill(): void;
+}
+
+const LISTEN_NEVER_ACCEPT = `
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+`;
+
+/** Starts one on `host`; undefined if it cannot bind there (no IPv6 loopback, say). */
+export async function listenNeverAccepting(host: string): Promise<NeverAccepting | undefined> {
+  const child = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT, host], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const [line] = (await Promise.race([once(child.stdout, 'data'), once(child, 'exit')])) as [Buffer | number];
+  if (!Buffer.isBuffer(line)) return undefined;
+  return { port: Number(line.toString().trim()), pid: child.pid!, kill: () => child.kill('SIGKILL') };
 }
 
 /** Waits until the peer sockets have arrived (accept is asynchronous). */

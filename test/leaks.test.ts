@@ -3,7 +3,6 @@
  * BPF, and the truth (fds, thread ids) from the holder process itself.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
@@ -13,17 +12,7 @@ import { watch } from '../src/leak-watcher';
 import type { FdClosedRecord, LeakRecord, ResolvedRecord, WatchRecord } from '../src/watch-records';
 import { snapshot } from '../src/snapshot';
 import type { SocketInfo } from '../src/sockets';
-import { sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
-
-/** A listener that never accepts: prints its port, then sleeps. */
-const LISTEN_NEVER_ACCEPT = `
-import socket, sys, time
-s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
-s.bind((sys.argv[1], 0))
-s.listen(16)
-print(s.getsockname()[1], flush=True)
-time.sleep(600)
-`;
+import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
 
 const holders: Holder[] = [];
 after(() => holders.forEach((h) => h.kill()));
@@ -357,15 +346,14 @@ for (const [family, host, local] of [
   test(`a server that stops accepting (${family}): connections closed by their peers in its backlog are CLOSE_WAIT with no owner`, async (t) => {
     // Nobody holds these (no fd before accept()), so only iter/tcp can describe
     // them: snapshot must not take its quick path, which skips iter/tcp when
-    // sock_diag finds every socket in the asked states held by some process.
-    const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT, host], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // the census finds every socket in the asked states held by some process.
+    const listener = await listenNeverAccepting(host);
+    if (!listener) {
+      t.skip(`no ${family} loopback`);
+      return;
+    }
     try {
-      const [line] = (await Promise.race([once(listener.stdout!, 'data'), once(listener, 'exit')])) as [Buffer | number];
-      if (!Buffer.isBuffer(line)) {
-        t.skip(`no ${family} loopback`);
-        return;
-      }
-      const port = Number(line.toString().trim());
+      const port = listener.port;
       const clients = await Promise.all(
         [1, 2, 3].map(async () => {
           const c = net.connect({ host, port });
@@ -385,7 +373,7 @@ for (const [family, host, local] of [
         assert.equal(s.local, local(port));
       }
     } finally {
-      listener.kill('SIGKILL');
+      listener.kill();
     }
   });
 }

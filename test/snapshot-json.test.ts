@@ -6,23 +6,13 @@
  * with keepalive, IPv6, and unowned (in a backlog, found by iter/tcp).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { decodeScan, SocketScanner } from '../src/scan';
 import { sameScan } from '../src/snapshot';
 import { snapshotJson } from '../src/snapshot-json';
-import { runCli, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
-
-const LISTEN_NEVER_ACCEPT = `
-import socket, sys, time
-s = socket.socket()
-s.bind(('127.0.0.7', 0))
-s.listen(16)
-print(s.getsockname()[1], flush=True)
-time.sleep(600)
-`;
+import { listenNeverAccepting, runCli, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
 
 const cleanups: Array<() => void> = [];
 after(() => cleanups.forEach((c) => c()));
@@ -51,10 +41,10 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
   await waitFor(() => v4.accepted.length === 2);
   await v4.remove();
 
-  const listener = spawn('python3', ['-c', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] });
-  cleanups.push(() => listener.kill('SIGKILL'));
-  const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
-  const backlog = net.connect({ host: '127.0.0.7', port: Number(line.toString()) });
+  const listener = await listenNeverAccepting('127.0.0.7');
+  assert.ok(listener, 'a listener on 127.0.0.7');
+  cleanups.push(() => listener.kill());
+  const backlog = net.connect({ host: '127.0.0.7', port: listener.port });
   await once(backlog, 'connect');
   backlog.destroy();
   await sleep(200);
