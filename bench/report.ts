@@ -87,8 +87,8 @@ if a destination would need more than half of it) and never close them, so they 
 CLOSE_WAIT; each holder writes the truth (local, remote, fd). Each tool is then timed from spawn to
 exit, and its output compared with the truth by (local, remote) and owner (pid, fd). The tools run
 in rounds (each tool once, then again), and in each round, right after ss, the benchmark's own
-process times sockleak's kernel scan alone (iter/task_file beside the sock_diag census, the BPF
-objects already loaded) five times; the round's figure is their median, and the kernel-scan ratio
+process times sockleak's kernel scan alone (iter/task_file beside its census of the established
+hash, the BPF objects already loaded) five times; the round's figure is their median, and the kernel-scan ratio
 is the median of the rounds' ss ÷ kernel scan, each pair taken the same moment. All processes
 are killed at the end, on failure too (and die with the benchmark through \`PR_SET_PDEATHSIG\`).
 `;

@@ -124,7 +124,8 @@ async function main(argv: string[]): Promise<number> {
     };
 
     // First: the churns of the overhead section leave up to 131k TIME_WAIT
-    // sockets for a minute, which every sock_diag dump walks (ss's and sockleak's census).
+    // sockets for a minute, which every walk of the established hash passes (ss's sock_diag
+    // dump and sockleak's census).
     if (args.snapshot) {
       const sizes: SnapshotSize[] = args.quick
         ? [{ sockets: 10_000, holders: 50 }]

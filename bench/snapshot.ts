@@ -239,7 +239,7 @@ export interface SizeResult {
   failedConnects: number;
   tools: ToolRun[];
   kernelScan?: KernelScan;
-  /** TIME_WAIT sockets on the machine when the tools ran (every sock_diag dump walks them). */
+  /** TIME_WAIT sockets on the machine when the tools ran (every walk of the established hash passes them). */
   timeWait?: number;
   /** Holder sockets still in CLOSE_WAIT (per ss) after every tool ran: a tool cannot find more. */
   stillAtEnd?: number;
