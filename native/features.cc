@@ -12,6 +12,20 @@ bool HasType(const btf* types, const char* name, int kind) {
   return types && btf__find_by_name_kind(types, name, kind) > 0;
 }
 
+// Whether struct `name` has a member `member` (CO-RE would find it).
+bool HasMember(const btf* types, const char* name, const char* member) {
+  if (!types) return false;
+  int id = btf__find_by_name_kind(types, name, BTF_KIND_STRUCT);
+  if (id <= 0) return false;
+  const btf_type* t = btf__type_by_id(types, id);
+  const struct btf_member* members = btf_members(t);
+  for (int i = 0; i < btf_vlen(t); i++) {
+    const char* found = btf__name_by_offset(types, members[i].name_off);
+    if (found && strcmp(found, member) == 0) return true;
+  }
+  return false;
+}
+
 // Helpers are values of enum bpf_func_id in the kernel's BTF.
 bool HasHelper(const btf* types, const char* helper) {
   if (!types) return false;
@@ -49,6 +63,9 @@ std::vector<Feature> ProbeFeatures(const std::string& btf_path) {
       // relocate (struct bpf_core_ctx: kernel-side CO-RE) and look up attach targets.
       {"loader/kernel_co_re", HasType(types, "bpf_core_ctx", BTF_KIND_STRUCT) &&
                                   HasHelper(types, "BPF_FUNC_btf_find_by_name_kind")},
+      // census_ehash: bpf_loop, and the established hash reachable from a namespace.
+      {"census/established_hash", HasHelper(types, "BPF_FUNC_loop") &&
+                                      HasMember(types, "inet_timewait_death_row", "hashinfo")},
       {"kfunc/bpf_sock_destroy", HasType(types, "bpf_sock_destroy", BTF_KIND_FUNC)},
   };
   btf__free(types);
