@@ -12,32 +12,30 @@ bool HasType(const btf* types, const char* name, int kind) {
   return types && btf__find_by_name_kind(types, name, kind) > 0;
 }
 
-// Whether struct `name` has a member `member` (CO-RE would find it).
-bool HasMember(const btf* types, const char* name, const char* member) {
-  if (!types) return false;
-  int id = btf__find_by_name_kind(types, name, BTF_KIND_STRUCT);
-  if (id <= 0) return false;
-  const btf_type* t = btf__type_by_id(types, id);
-  const struct btf_member* members = btf_members(t);
-  for (int i = 0; i < btf_vlen(t); i++) {
-    const char* found = btf__name_by_offset(types, members[i].name_off);
-    if (found && strcmp(found, member) == 0) return true;
+// Whether one of `n` BTF items (enum values, struct members: each has a name_off) is called `name`.
+template <typename Item>
+bool AnyNamed(const btf* types, const Item* items, int n, const char* name) {
+  for (int i = 0; i < n; i++) {
+    const char* found = btf__name_by_offset(types, items[i].name_off);
+    if (found && strcmp(found, name) == 0) return true;
   }
   return false;
 }
 
-// Helpers are values of enum bpf_func_id in the kernel's BTF.
-bool HasHelper(const btf* types, const char* helper) {
-  if (!types) return false;
-  int id = btf__find_by_name_kind(types, "bpf_func_id", BTF_KIND_ENUM);
+// Whether struct `name` has a member `member` (CO-RE would find it).
+bool HasMember(const btf* types, const char* name, const char* member) {
+  int id = types ? btf__find_by_name_kind(types, name, BTF_KIND_STRUCT) : -1;
   if (id <= 0) return false;
   const btf_type* t = btf__type_by_id(types, id);
-  const struct btf_enum* values = btf_enum(t);
-  for (int i = 0; i < btf_vlen(t); i++) {
-    const char* value = btf__name_by_offset(types, values[i].name_off);
-    if (value && strcmp(value, helper) == 0) return true;
-  }
-  return false;
+  return AnyNamed(types, btf_members(t), btf_vlen(t), member);
+}
+
+// Helpers are values of enum bpf_func_id in the kernel's BTF.
+bool HasHelper(const btf* types, const char* helper) {
+  int id = types ? btf__find_by_name_kind(types, "bpf_func_id", BTF_KIND_ENUM) : -1;
+  if (id <= 0) return false;
+  const btf_type* t = btf__type_by_id(types, id);
+  return AnyNamed(types, btf_enum(t), btf_vlen(t), helper);
 }
 
 }  // namespace
