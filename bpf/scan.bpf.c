@@ -510,8 +510,8 @@ static __always_inline __u32 walk_from(__u32 first)
 	if (n > WALK_RUN_BUCKETS)
 		n = WALK_RUN_BUCKETS;
 	size = (__u64)n * sizeof(walk_heads[0]);
-	/* Again, on the register the call reads: the compiler may otherwise pass
-	 * a value it computed before the clamp, which the verifier cannot bound. */
+	/* Checked again on the register the call reads: the compiler may otherwise
+	 * pass a value it computed before the clamp, which the verifier cannot bound. */
 	barrier_var(size);
 	if (size > sizeof(walk_heads) || bpf_probe_read_kernel(walk_heads, size, (void *)(ehash + (__u64)first * 8)))
 		return SL_WALK_UNSURE;
