@@ -106,12 +106,11 @@ export class SocketScanner {
    */
   private async socketCensus(mask: number, netnsPath: string | undefined, stats: ScanStats): Promise<SocketCensus | undefined> {
     if (mask === 0) return undefined;
-    if (!(mask & UNHASHED_STATES)) {
-      try {
-        return censusOfWalk(await this.raw({ kind: 'ehash', stateMask: mask, ...(netnsPath && { netnsPath }) }));
-      } catch {
-        // sock_diag's census next (it will also say if the namespace is gone)
-      }
+    try {
+      return censusOfWalk(await this.raw({ kind: 'ehash', stateMask: mask, ...(netnsPath && { netnsPath }) }));
+    } catch {
+      // sock_diag's census next (it will also say if the namespace is gone); the
+      // walk refuses the states it cannot see (Scanner::WalkEhash)
     }
     stats.diagCensuses++;
     let buf: Buffer;
@@ -241,9 +240,6 @@ export class SocketScanner {
     this.native.close();
   }
 }
-
-/** LISTEN and CLOSE sockets are not in the established hash: census_ehash cannot see them. */
-const UNHASHED_STATES = stateMask(['LISTEN', 'CLOSE']);
 
 /**
  * One namespace's census: its sockets in the states asked, by cookie, and by
