@@ -208,6 +208,20 @@ static __always_inline __u64 read_cookie(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
+/*
+ * Cookie of a socket the tracepoint hands over (a BTF pointer): a plain load,
+ * and the helper, which assigns one, only for a socket that has none yet. On
+ * the state-change path this spares most of a connection's helper calls, and
+ * each costs: on this project's CI host every return from one goes through
+ * the kernel's return thunk (SRSO "Safe RET").
+ */
+static __always_inline __u64 cookie_of(struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+
+	return cookie ?: bpf_get_socket_cookie(sk);
+}
+
 static __always_inline void fill_from_fd_socket(struct sl_event *ev, struct sock *sk, int fd,
 						__u8 type)
 {

@@ -55,7 +55,7 @@ static __always_inline void release_early_child(struct sock *sk)
 
 	if (!held)
 		return;
-	cookie = bpf_get_socket_cookie(sk);
+	cookie = cookie_of(sk);
 	if (!target_tgid || follow_for_target(sk, cookie, held->pid, held->flags, TCP_LISTEN, TCP_SYN_RECV)) {
 		ev = reserve_event();
 		if (ev) {

@@ -270,7 +270,7 @@ static __always_inline bool close_counted(struct sock *sk)
 	}
 	if (!track_creators)
 		return true;
-	cookie = bpf_get_socket_cookie(sk);
+	cookie = cookie_of(sk);
 	s = own_slot(cookie);
 	if (s) {
 		flags = s->creator_flags;
@@ -289,7 +289,7 @@ static __always_inline bool close_counted(struct sock *sk)
  */
 static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk), ts_ns = bpf_ktime_get_ns();
+	__u64 cookie = cookie_of(sk), ts_ns = bpf_ktime_get_ns();
 	struct sl_socket *s = track_creators ? own_slot(cookie) : NULL;
 	struct sl_creator creator;
 	struct sl_event fresh = {};
@@ -392,7 +392,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	case TCP_SYN_SENT:
 		/* connect(): the caller is the creator. */
 		if (track_creators)
-			remember_creator(bpf_get_socket_cookie(sk), SL_CREATOR_CONNECT);
+			remember_creator(cookie_of(sk), SL_CREATOR_CONNECT);
 		return;
 	case TCP_SYN_RECV:
 	case TCP_ESTABLISHED:
@@ -401,7 +401,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
 		 * ESTABLISHED assigns it there. */
 		if (track_creators && (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV))
-			bpf_get_socket_cookie(sk);
+			cookie_of(sk);
 		return;
 	case TCP_FIN_WAIT1:
 		/* FIN_WAIT1 is only ever entered by close()/shutdown() */
@@ -412,7 +412,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		enter_close_wait(sk, oldstate);
 		return;
 	case TCP_CLOSE:
-		cookie = bpf_get_socket_cookie(sk);
+		cookie = cookie_of(sk);
 		/* (before its slot goes: the CLOSE_WAIT time may be there) */
 		if (oldstate == TCP_CLOSE_WAIT)
 			leave_close_wait(sk, cookie, newstate);
@@ -426,15 +426,13 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		return;
 	default:
 		if (oldstate == TCP_CLOSE_WAIT)
-			leave_close_wait(sk, bpf_get_socket_cookie(sk), newstate);
+			leave_close_wait(sk, cookie_of(sk), newstate);
 	}
 }
 
-/* Leak mode, accept() returned: remember who took the socket, for the day it leaks. */
-static __always_inline void remember_acceptor(struct sock *sk)
+/* Leak mode, accept() returned the socket with this cookie: remember who took it, for the day it leaks. */
+static __always_inline void remember_acceptor(__u64 cookie)
 {
-	__u64 cookie = read_cookie(sk);
-
 	if (cookie)
 		remember_creator(cookie, 0);
 }

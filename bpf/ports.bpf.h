@@ -35,14 +35,15 @@ static __always_inline void count_active_close(const struct sock *sk)
 
 	if (context_flags() & SL_NOT_OWNER)
 		return; /* not a close() or shutdown() by a process */
+	/* Loads through the tracepoint's BTF pointer: no helper calls. */
 	key.pid = bpf_get_current_pid_tgid() >> 32;
-	key.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	key.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	key.netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key.family = sk->__sk_common.skc_family;
+	key.dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+	key.netns_ino = sk->__sk_common.skc_net.net->ns.inum;
 	if (key.family == AF_INET)
-		BPF_CORE_READ_INTO((__u32 *)key.daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)key.daddr = sk->__sk_common.skc_daddr;
 	else
-		BPF_CORE_READ_INTO((struct in6_addr *)key.daddr, sk, __sk_common.skc_v6_daddr);
+		__builtin_memcpy(key.daddr, &sk->__sk_common.skc_v6_daddr, sizeof(key.daddr));
 	count = bpf_map_lookup_elem(&active_closes, &key);
 	if (count) {
 		__sync_fetch_and_add(&count->count, 1);

@@ -40,6 +40,14 @@ bool HasHelper(const btf* types, const char* helper) {
 
 }  // namespace
 
+bool KernelHasFunc(const char* name) {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (libbpf_get_error(vmlinux)) return true;
+  bool found = HasType(vmlinux, name, BTF_KIND_FUNC);
+  btf__free(vmlinux);
+  return found;
+}
+
 std::vector<Feature> ProbeFeatures(const std::string& btf_path) {
   btf* types = btf_path.empty() ? btf__load_vmlinux_btf() : btf__parse(btf_path.c_str(), nullptr);
   if (libbpf_get_error(types)) types = nullptr;
@@ -64,6 +72,7 @@ std::vector<Feature> ProbeFeatures(const std::string& btf_path) {
       // census_ehash: bpf_loop, and the established hash reachable from a namespace.
       {"census/established_hash", HasHelper(types, "BPF_FUNC_loop") &&
                                       HasMember(types, "inet_timewait_death_row", "hashinfo")},
+      {"kfunc/bpf_rdonly_cast", HasType(types, "bpf_rdonly_cast", BTF_KIND_FUNC)},
       {"kfunc/bpf_sock_destroy", HasType(types, "bpf_sock_destroy", BTF_KIND_FUNC)},
   };
   btf__free(types);

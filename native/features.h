@@ -16,4 +16,9 @@ struct Feature {
 // An unreadable BTF makes every BTF-based feature unavailable.
 std::vector<Feature> ProbeFeatures(const std::string& btf_path);
 
+// Whether the running kernel's BTF has the kfunc `name` (kfuncs resolve against
+// the kernel's own BTF, whatever btf_custom_path says). Unknown counts as
+// present: the load then decides.
+bool KernelHasFunc(const char* name);
+
 }  // namespace sockleak

@@ -14,22 +14,12 @@
 #include "reap.skel.h"
 // clang-format on
 
+#include "features.h"
 #include "netns.h"
 #include "sock-diag.h"
 
 namespace sockleak {
 namespace {
-
-// Whether the running kernel's BTF has the kfunc (kfuncs resolve against the
-// kernel's own BTF, whatever btf_custom_path says). Unknown counts as present:
-// the load then decides.
-bool KernelHasFunc(const char* name) {
-  btf* vmlinux = btf__load_vmlinux_btf();
-  if (!vmlinux) return true;
-  bool found = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) >= 0;
-  btf__free(vmlinux);
-  return found;
-}
 
 // Inode of a namespace file, 0 if it is gone.
 uint32_t NetnsInode(const std::string& path) {

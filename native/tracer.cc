@@ -18,6 +18,8 @@
 #include "trace.skel.h"
 // clang-format on
 
+#include "features.h"
+
 namespace sockleak {
 
 namespace {
@@ -83,15 +85,18 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   bpf_program__set_autoload(skel->progs.handle_softirq_exit, !options.leak_mode);
   bpf_program__set_autoload(skel->progs.handle_sys_enter, !tracepoints);
   bpf_program__set_autoload(skel->progs.handle_sys_exit, !tracepoints);
-  for (bpf_program* p : {skel->progs.tp_accept4_exit, skel->progs.tp_accept_exit, skel->progs.tp_close_enter,
-                         skel->progs.tp_close_exit, skel->progs.tp_bind_enter, skel->progs.tp_bind_exit}) {
+  for (bpf_program* p : {skel->progs.tp_close_enter, skel->progs.tp_close_exit, skel->progs.tp_bind_enter,
+                         skel->progs.tp_bind_exit}) {
     bpf_program__set_autoload(p, tracepoints);
   }
+  // accept() exit: one pair of the two, the one with bpf_rdonly_cast where the kernel has it.
+  bool accepts = tracepoints && options.track_creators;
+  bool cast = accepts && KernelHasFunc("bpf_rdonly_cast");
+  bpf_program__set_autoload(skel->progs.tp_accept4_exit, accepts && !cast);
+  bpf_program__set_autoload(skel->progs.tp_accept_exit, accepts && !cast);
+  bpf_program__set_autoload(skel->progs.tp_accept4_cast, cast);
+  bpf_program__set_autoload(skel->progs.tp_accept_cast, cast);
   if (!options.leak_mode) bpf_map__set_max_entries(skel->maps.binding, 1);
-  if (!options.track_creators) {
-    bpf_program__set_autoload(skel->progs.tp_accept4_exit, false);
-    bpf_program__set_autoload(skel->progs.tp_accept_exit, false);
-  }
   if (!options.leak_mode) {
     bpf_map__set_max_entries(skel->maps.active_closes, 1);
   }
@@ -118,6 +123,8 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
       {skel->progs.handle_exit, &skel->links.handle_exit},
       {skel->progs.tp_accept4_exit, &skel->links.tp_accept4_exit},
       {skel->progs.tp_accept_exit, &skel->links.tp_accept_exit},
+      {skel->progs.tp_accept4_cast, &skel->links.tp_accept4_cast},
+      {skel->progs.tp_accept_cast, &skel->links.tp_accept_cast},
       {skel->progs.tp_close_enter, &skel->links.tp_close_enter},
       {skel->progs.tp_close_exit, &skel->links.tp_close_exit},
       {skel->progs.tp_bind_enter, &skel->links.tp_bind_enter},

@@ -41,6 +41,11 @@ const TABLE: Record<string, Omit<FeatureInfo, 'name' | 'available'>> = {
     neededBy: 'snapshot, watch (the census of sockets no process holds)',
     without: "the census is sock_diag's dump, several times the CPU",
   },
+  'kfunc/bpf_rdonly_cast': {
+    since: '6.2',
+    neededBy: 'watch, agent (accept() exit)',
+    without: 'accept() exit reads the socket by probe reads, ~140 ns more per connection',
+  },
   'kfunc/bpf_sock_destroy': { since: '6.5', neededBy: 'reap', without: 'reap falls back to sock_diag SOCK_DESTROY' },
 };
 
@@ -52,7 +57,7 @@ export function probeFeatures(btfPath?: string): FeatureInfo[] {
 }
 
 /** Features only one command needs, with a fallback: never the reason the others fail. */
-const OPTIONAL = new Set(['census/established_hash', 'kfunc/bpf_sock_destroy']);
+const OPTIONAL = new Set(['census/established_hash', 'kfunc/bpf_rdonly_cast', 'kfunc/bpf_sock_destroy']);
 
 /** "iter/tcp (5.9+), ringbuf (5.8+)": the missing required ones, for error messages; '' if none. */
 export function describeMissing(btfPath?: string): string {

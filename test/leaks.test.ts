@@ -128,6 +128,37 @@ test('the first incident in miniature: W threads x N backends, one backend remov
   await Promise.all(backends.filter((b) => b !== dead).map((b) => b.remove()));
 });
 
+test('a server that never closes what it accepted: each leak names the thread that accepted it as its creator', async () => {
+  const N = 4;
+  const watcher = recorder({ thresholdMs: 1000, tickMs: 100 });
+  const server = await holder();
+  const { port } = await server.request<{ port: number }>({ op: 'serve', host: '127.0.0.9', count: N });
+  const clients = await Promise.all(
+    Array.from({ length: N }, async () => {
+      const s = net.connect(port, '127.0.0.9');
+      s.on('error', () => undefined);
+      await once(s, 'connect');
+      return s;
+    }),
+  );
+  const { tid, conns } = await server.request<{ tid: number; conns: Array<{ fd: number; remote: string }> }>({ op: 'accepted' });
+  assert.notEqual(tid, server.pid, 'the acceptor is a thread of its own');
+  for (const s of clients) s.destroy(); // the clients hang up; the server never closes
+
+  const held = (): LeakRecord[] =>
+    watcher.records.filter((r): r is LeakRecord => r.type === 'leak' && r.owners.some((o) => o.pid === server.pid));
+  await waitFor(() => held().length >= N, 8000, `${N} leak records`);
+  const fdOf = new Map(conns.map((c) => [c.remote, c.fd]));
+  for (const leak of held()) {
+    assert.deepEqual(leak.owners, [{ pid: server.pid, comm: 'python3', fd: fdOf.get(leak.remote) }]);
+    assert.ok(leak.creator, 'creator observed at accept()');
+    assert.equal(leak.creator.pid, server.pid);
+    assert.equal(leak.creator.tid, tid, 'the accepting thread, not the main one');
+  }
+  assert.equal(held().length, N);
+  await watcher.stop();
+});
+
 /** n short connections to `backend`, one after the other: each takes socket cookies (and slots) of its own. */
 async function churn(backend: { host: string; port: number }, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
