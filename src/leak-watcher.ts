@@ -22,6 +22,7 @@ import { CookieMap } from './cookie-map';
 import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
+import { ProcessTree } from './process-tree';
 import { LeakTable } from './leak-table';
 import { sameOwner, type Creator, type Owner } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
@@ -132,8 +133,8 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private ended = false;
   private failure: unknown;
   private mapFullSeed = 0;
-  /** followTree: every process seen in the tree; processes exit before their leaks are reported. */
-  private readonly treeSeen = new Set<number>();
+  /** followTree: the tree and its members. */
+  private readonly tree: ProcessTree | undefined;
   private readonly pumping: Promise<void>;
   /**
    * Settles once the first step is over (seeding, and at a restart the burst of
@@ -161,6 +162,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       this.scanner.close();
       throw err;
     }
+    this.tree = options.followTree ? new ProcessTree(this.tracer) : undefined;
     this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
@@ -249,22 +251,18 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
 
   /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
   addTreeRoot(pid: number): void {
-    if (!this.options.followTree) throw new UsageError('addTreeRoot() needs the followTree option');
-    this.tracer.treeAdd(pid);
-    this.treeSeen.add(pid);
+    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
+    this.tree.addRoot(pid);
   }
 
   /** followTree: processes of the tree alive now. Each call also remembers them as members. */
   treePids(): number[] {
-    const pids = this.options.followTree ? this.tracer.treePids() : [];
-    for (const pid of pids) this.treeSeen.add(pid);
-    return pids;
+    return this.tree?.alive() ?? [];
   }
 
   /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
   treeMembers(): ReadonlySet<number> {
-    this.treePids();
-    return this.treeSeen;
+    return this.tree?.members() ?? new Set();
   }
 
   /** How the tracer hooks syscalls, and whether it mounted tracefs to do so (the CLI says so). */
@@ -360,8 +358,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   }
 
   private matchesTree(owners: readonly Owner[], creator: Creator | null): boolean {
-    if (!this.options.followTree) return true;
-    return owners.some((o) => this.treeSeen.has(o.pid)) || (creator !== null && this.treeSeen.has(creator.pid));
+    return this.tree?.holdsOrCreated(owners, creator) ?? true;
   }
 
   /** The creator an sl_event names, shared with the leaks of the same thread. */
@@ -561,7 +558,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
       t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
       this.owned.set(leak, withOwner(owners, owner));
     };
-    const pids = this.options.followTree ? this.treePids() : undefined;
+    const pids = this.tree?.alive();
     await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
     return staleOwners;
   }
