@@ -187,7 +187,7 @@ BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
     if (!error.ok()) return error;
   }
   for (;;) {
-    // The kernel fills at most one seq_file page per read (8 KB of records here).
+    // The kernel fills at most its seq_file buffer per read (32 KB: 292 sl_sock records).
     if (!out->Reserve(64 << 10)) return BpfError::From(ENOMEM, "iter read");
     ssize_t n = read(iter.fd, out->end(), out->room());
     if (n < 0 && errno == EINTR) continue;
