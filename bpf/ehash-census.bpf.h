@@ -41,9 +41,21 @@ __u32 walk_bucket = 0;              /* in: the bucket to start at; out: the one 
 __u32 walk_status = 0;              /* out: enum sl_walk_status */
 __u32 walk_count = 0;               /* out: records in walk_out */
 struct sl_census_sock walk_out[SL_WALK_RECORDS] = {};
-__u64 walk_heads[WALK_RUN_BUCKETS] = {};     /* scratch: the run's bucket heads */
 __u32 walk_found[WALK_RUN_BUCKETS] = {};     /* scratch: the run's non-empty buckets */
 volatile __u32 walk_nfound = 0;              /* scratch: how many (see walk_find) */
+
+/* Scratch: the run's bucket heads. Kernel addresses: in a map of their own,
+ * which user space does not map, not in .bss (the skeleton maps that). */
+struct walk_heads {
+	__u64 head[WALK_RUN_BUCKETS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_heads);
+} walk_heads SEC(".maps");
 
 /* A field of a struct sock_common read into buf (SKC_BYTES, 8-aligned, with
  * room past them): census_ehash checks first that each field used lies in the
@@ -109,7 +121,8 @@ static long walk_node(__u64 index, void *ctx)
 struct walk_run {
 	__u64 ehash;    /* the bucket array */
 	__u64 net;
-	__u32 first;    /* the run's first bucket (walk_heads[0]) */
+	struct walk_heads *heads;
+	__u32 first;    /* the run's first bucket (heads->head[0]) */
 	__u32 mask;
 	__u32 status;
 	__u32 stop;     /* SL_WALK_MORE: the bucket to go on from */
@@ -170,7 +183,7 @@ static long walk_bucket_chain(__u64 index, void *ctx)
 		run->stop = run->first + i;
 		return 1;
 	}
-	if (walk_one_bucket(run, run->first + i, walk_heads[i]))
+	if (walk_one_bucket(run, run->first + i, run->heads->head[i]))
 		return 0;
 	run->status = SL_WALK_UNSURE;
 	return 1;
@@ -182,9 +195,15 @@ static long walk_bucket_chain(__u64 index, void *ctx)
  * buckets would have the verifier follow every turn). The count is volatile:
  * kept in a register, it would make each bucket a new state for the verifier.
  */
+struct walk_listing {
+	struct walk_heads *heads;
+	__u32 n;        /* the run's buckets */
+};
+
 static long walk_find(__u64 group, void *ctx)
 {
-	__u32 n = *(__u32 *)ctx; /* the run's buckets */
+	struct walk_listing *l = ctx;
+	__u32 n = l->n;
 	__u32 base = (__u32)group * WALK_GROUP;
 
 #pragma unroll
@@ -193,7 +212,7 @@ static long walk_find(__u64 group, void *ctx)
 
 		if (i >= n)
 			return 1;
-		if (!(walk_heads[i & (WALK_RUN_BUCKETS - 1)] & 1)) {
+		if (!(l->heads->head[i & (WALK_RUN_BUCKETS - 1)] & 1)) {
 			__u32 found = walk_nfound;
 
 			walk_found[found & (WALK_RUN_BUCKETS - 1)] = i;
@@ -211,10 +230,15 @@ static __always_inline __u32 walk_from(__u32 first)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct walk_run run = { .first = first, .mask = walk_state_mask };
+	struct walk_listing listing = {};
 	struct inet_hashinfo *hash;
+	__u32 buckets, n, zero = 0;
 	__u64 ehash, size;
-	__u32 buckets, n;
 	struct net *net;
+
+	run.heads = bpf_map_lookup_elem(&walk_heads, &zero);
+	if (!run.heads)
+		return SL_WALK_UNSURE;
 
 	net = BPF_CORE_READ(task, nsproxy, net_ns);
 	/* Since 6.1, when the hash may be the namespace's own; before, sock_diag. */
@@ -230,14 +254,17 @@ static __always_inline __u32 walk_from(__u32 first)
 	n = buckets - first;
 	if (n > WALK_RUN_BUCKETS)
 		n = WALK_RUN_BUCKETS;
-	size = (__u64)n * sizeof(walk_heads[0]);
+	size = (__u64)n * sizeof(run.heads->head[0]);
 	/* Checked again on the register the call reads: the compiler may otherwise
 	 * pass a value it computed before the clamp, which the verifier cannot bound. */
 	barrier_var(size);
-	if (size > sizeof(walk_heads) || bpf_probe_read_kernel(walk_heads, size, (void *)(ehash + (__u64)first * 8)))
+	if (size > sizeof(run.heads->head) ||
+	    bpf_probe_read_kernel(run.heads->head, size, (void *)(ehash + (__u64)first * 8)))
 		return SL_WALK_UNSURE;
 	walk_nfound = 0;
-	bpf_loop((n + WALK_GROUP - 1) / WALK_GROUP, walk_find, &n, 0);
+	listing.heads = run.heads;
+	listing.n = n;
+	bpf_loop((n + WALK_GROUP - 1) / WALK_GROUP, walk_find, &listing, 0);
 	run.ehash = ehash;
 	run.net = (__u64)net;
 	run.status = first + n < buckets ? SL_WALK_MORE : SL_WALK_DONE;
