@@ -54,7 +54,7 @@ export class AgentMetrics {
   constructor(source: MetricsSource) {
     const r = this.registry;
     // The event-loop lag histogram samples once a second: at prom-client's default (every 10 ms)
-    // the sampler alone woke the agent 100 times a second, ~3% of a core while idle.
+    // the sampler alone woke the agent 100 times a second, ~1% of a core while idle.
     collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 });
     const registers = [r];
     new Gauge({
