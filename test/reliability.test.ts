@@ -734,6 +734,7 @@ const MAP_BOUNDS: Record<string, number> = {
   creators: 262144, // watch's maxSockets default
   close_wait: 262144,
   sockets: 65536, // SL_SOCKET_SLOTS
+  walk_heads: 1, // census_ehash's scratch: one run's bucket heads
   '__loader.map': 1, // the scan light skeleton's loader blob, only while a scanner loads
 };
 /** Socket-local storage: one value per socket at most, freed with the socket (none today). */
