@@ -60,7 +60,10 @@ function startIn(ns: string, argv: string[]): InNetns {
           resolve(JSON.parse(lines[read++]!) as T);
         };
         if (read < lines.length) return take();
-        child.once('exit', (code) => reject(new Error(`${argv.join(' ')} exited (${code}) before printing`)));
+        child.once('exit', (code) => {
+          clearTimeout(timer);
+          reject(new Error(`${argv.join(' ')} exited (${code}) before printing`));
+        });
         waiters.push(take);
       }),
   };
