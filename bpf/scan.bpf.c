@@ -5,6 +5,8 @@
  *
  *   scan_files  iter/task_file  every fd of every process that holds a TCP
  *                               socket (any network namespace): the owners
+ *   scan_files_cast             the same where the verifier does not trust
+ *                               socket->sk (bpf_rdonly_cast, 6.2+)
  *   scan_tcp    iter/tcp        every TCP socket of the iterator's network
  *                               namespace, TIME_WAIT included: the orphans
  *   census_tcp  iter/tcp        no records: how many ephemeral ports the
@@ -34,6 +36,19 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/*
+ * Which of the two scan_files programs an object has: scripts/build-bpf.sh
+ * builds this file three times, a light skeleton with each one (the fast
+ * loader, where the kernel takes all of its programs) and a libbpf object with
+ * both (the loader keeps what the kernel accepts).
+ */
+#ifndef SL_SCAN_FILES_TRUSTED
+#define SL_SCAN_FILES_TRUSTED 1
+#endif
+#ifndef SL_SCAN_FILES_CAST
+#define SL_SCAN_FILES_CAST 1
+#endif
+
 /* Set by the loader before each iteration. */
 volatile __u32 target_tgid = 0;    /* scan_files: 0 = every process */
 volatile __u32 state_mask = 0;     /* bit (1 << state) set = report that state; 0 = all */
@@ -56,9 +71,9 @@ static __always_inline __u32 jiffies_to_ms(__s64 j)
 	return (__u32)((__u64)j * 1000 / hz);
 }
 
+/* Everything of sock_common but the cookie, which the callers read their own way. */
 static __always_inline void fill_common(struct sl_sock *rec, struct sock_common *skc)
 {
-	rec->cookie = bpf_get_socket_cookie(skc);
 	rec->family = skc->skc_family;
 	rec->state = skc->skc_state;
 	rec->sport = skc->skc_num;
@@ -139,43 +154,92 @@ static __always_inline void fill_tcp(struct sl_sock *rec, struct tcp_sock *tp)
 	fill_keepalive_timer(rec, tp);
 }
 
-SEC("iter/task_file")
-int scan_files(struct bpf_iter__task_file *ctx)
+/*
+ * What scan_files and scan_files_cast share once they hold a TCP socket: the
+ * record of one (process, fd). `cookie` is 0 where the socket has none yet
+ * (scan_files_cast cannot assign one; the loader does, native/scanner.cc).
+ */
+static __always_inline void emit_owned(struct bpf_iter__task_file *ctx, struct task_struct *task,
+				       struct sock *sk, struct tcp_sock *tp, __u64 cookie)
 {
-	struct task_struct *task = ctx->task;
-	struct file *file = ctx->file;
 	struct sl_sock rec = {};
-	struct socket *sock;
-	struct tcp_sock *tp;
-	struct sock *sk;
 
-	if (!task || !file)
-		return 0;
-	if (target_tgid && task->tgid != target_tgid)
-		return 0;
-	/* NULL for any file but a socket's (it compares f_op): no need to read the inode first. */
-	sock = bpf_sock_from_file(file);
-	if (!sock || sock->type != SOCK_STREAM)
-		return 0;
-	sk = sock->sk;
-	/* The state first, on the line the addresses share: on a busy server most
-	 * held sockets are not the ones asked for, and the protocol is 8 lines on. */
-	if (!sk || !wanted_state(sk->__sk_common.skc_state) || sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
 	fill_common(&rec, &sk->__sk_common);
 	if (!wanted_state(rec.state)) /* it changed meanwhile: the record says the state it read */
-		return 0;
+		return;
+	rec.cookie = cookie;
 	fill_tcp(&rec, tp);
 	rec.pid = task->tgid;
 	rec.fd = ctx->fd;
 	rec.flags |= SL_SK_OWNED;
 	__builtin_memcpy(rec.comm, task->group_leader->comm, sizeof(rec.comm));
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+}
+
+/* The TCP socket behind `file`, if it is one in a wanted state and `task` one asked for; else NULL. */
+static __always_inline struct sock *tcp_sock_of_file(struct task_struct *task, struct file *file)
+{
+	struct socket *sock;
+	struct sock *sk;
+
+	if (target_tgid && task->tgid != target_tgid)
+		return NULL;
+	/* NULL for any file but a socket's (it compares f_op): no need to read the inode first. */
+	sock = bpf_sock_from_file(file);
+	if (!sock || sock->type != SOCK_STREAM)
+		return NULL;
+	sk = sock->sk;
+	/* The state first, on the line the addresses share: on a busy server most
+	 * held sockets are not the ones asked for, and the protocol is 8 lines on. */
+	if (!sk || !wanted_state(sk->__sk_common.skc_state) || sk->sk_protocol != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+#if SL_SCAN_FILES_TRUSTED
+/* Kernels whose verifier trusts socket->sk reached from bpf_sock_from_file(). */
+SEC("iter/task_file")
+int scan_files(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct tcp_sock *tp;
+	struct sock *sk;
+
+	if (!task || !file || !(sk = tcp_sock_of_file(task, file)))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		emit_owned(ctx, task, sk, tp, bpf_get_socket_cookie(sk));
 	return 0;
 }
+#endif
+
+#if SL_SCAN_FILES_CAST
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/*
+ * Kernels that type socket->sk as untrusted (seen on a 6.18 build): no helper
+ * takes it, so the socket is read as a tcp_sock through the bpf_rdonly_cast
+ * kfunc (6.2+; tcp_sock_of_file checked the protocol) and its cookie read as
+ * it is, 0 where it has none yet.
+ */
+SEC("iter/task_file")
+int scan_files_cast(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct tcp_sock *tp;
+	struct sock *sk;
+
+	if (!task || !file || !(sk = tcp_sock_of_file(task, file)))
+		return 0;
+	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	if (tp)
+		emit_owned(ctx, task, sk, tp, sk->__sk_common.skc_cookie.counter);
+	return 0;
+}
+#endif
 
 /* The port census (port-census.bpf.h): no records. */
 SEC("iter/tcp")
@@ -201,6 +265,7 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	if (skc->skc_state == TCP_NEW_SYN_RECV || !wanted_state(skc->skc_state))
 		return 0;
 	fill_common(&rec, skc);
+	rec.cookie = bpf_get_socket_cookie(skc);
 	rec.uid = ctx->uid;
 	if (rec.state == TCP_TIME_WAIT) {
 		tw = bpf_skc_to_tcp_timewait_sock(skc);

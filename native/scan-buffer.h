@@ -26,6 +26,8 @@ class ScanBuffer {
   size_t size() const { return size_; }
   uint8_t* data() { return data_; }
   void Clear() { size_ = 0; }
+  // Keeps the first n bytes.
+  void Truncate(size_t n) { size_ = n < size_ ? n : size_; }
 
  private:
   uint8_t* data_ = nullptr;

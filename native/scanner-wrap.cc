@@ -83,15 +83,40 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Scanner", {InstanceMethod<&ScannerWrap::Scan>("scan"),
                                         InstanceMethod<&ScannerWrap::Preload>("preload"),
+                                        InstanceMethod<&ScannerWrap::LoadReport>("loadReport"),
                                         InstanceMethod<&ScannerWrap::Close>("close")});
   }
 
-  // new Scanner(): the iterator programs are loaded by the first scan or
-  // preload() (attaches nothing).
+  // new Scanner({ refused?: string[], btfPath? }): the iterator programs are
+  // loaded by the first scan or preload() (attaches nothing).
   explicit ScannerWrap(const Napi::CallbackInfo& info)
-      : Napi::ObjectWrap<ScannerWrap>(info), scanner_(std::make_shared<Scanner>()) {}
+      : Napi::ObjectWrap<ScannerWrap>(info), scanner_(std::make_shared<Scanner>(ParseOptions(info))) {}
 
  private:
+  static ScannerOptions ParseOptions(const Napi::CallbackInfo& info) {
+    ScannerOptions options;
+    if (info.Length() < 1 || !info[0].IsObject()) return options;
+    Napi::Object o = info[0].As<Napi::Object>();
+    options.refused = StringList(o.Get("refused"));
+    Napi::Value btf = o.Get("btfPath");
+    if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+    return options;
+  }
+
+  // loadReport() -> { loader, programs, refusals: [{ program, errno, code, reason }] }: loads now, on this thread.
+  Napi::Value LoadReport(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!scanner_) return env.Undefined();
+    ScanLoadReport report = scanner_->LoadReport();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("loader", report.loader);
+    Napi::Array programs = Napi::Array::New(env, report.programs.size());
+    for (uint32_t i = 0; i < report.programs.size(); i++) programs.Set(i, report.programs[i]);
+    o.Set("programs", programs);
+    o.Set("refusals", RefusalList(env, report.refusals));
+    return o;
+  }
+
   // scan({ kind: 'files'|'tcp'|'cookies'|'ehash'|'census', pid?, stateMask?, netnsPath? }) -> Promise<Buffer>
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -11,10 +11,13 @@
 #include <mutex>
 #include <string>
 
+#include <vector>
+
 #include "bpf-error.h"
+#include "refusal.h"
 #include "scan-buffer.h"
 
-struct sl_scan;
+struct sl_scan_handle;
 
 namespace sockleak {
 
@@ -34,13 +37,30 @@ struct ScanRequest {
   std::string netns_path;          // kTcp, kCookies, kEhash, kCensus: this netns ("" = the caller's)
 };
 
+struct ScannerOptions {
+  // Programs of bpf/scan.bpf.c not to load (the probe's cache, SOCKLEAK_REFUSE);
+  // "bpf": no BPF at all (every scan from sock_diag and /proc); "light": not the
+  // light skeletons.
+  std::vector<std::string> refused;
+  std::string btf_path;  // kernel BTF for the libbpf object ("" = the running kernel's)
+};
+
+// How the scan object was loaded, and what the kernel refused on the way.
+struct ScanLoadReport {
+  std::string loader;  // "light", "light-cast", "libbpf", "none" (no BPF)
+  std::vector<Refusal> refusals;
+  std::vector<std::string> programs;  // the programs loaded
+};
+
 class Scanner {
  public:
   // Loads nothing yet: the BPF object is loaded by the first iterator scan, on
   // the thread that runs it (a pool thread), so that a sock_diag census and
-  // whatever the caller does meanwhile overlap the load. A load failure is
-  // that scan's error, and every later one's.
-  Scanner() = default;
+  // whatever the caller does meanwhile overlap the load. The load tries the
+  // light skeletons, then the libbpf object without each program the kernel
+  // refuses; scans whose program is refused come from sock_diag and /proc
+  // (diag-scan.h). Only a failure of every way is a scan's error.
+  explicit Scanner(ScannerOptions options = {});
   ~Scanner();
 
   Scanner(const Scanner&) = delete;
@@ -59,9 +79,27 @@ class Scanner {
   // ScanCursor; *iter_fd is the caller's to close.
   BpfError Open(const ScanRequest& request, int* iter_fd);
 
+  // Loads (if not yet) and says how.
+  ScanLoadReport LoadReport();
+
+  // Gives the records among `bytes` (whole struct sl_sock) that scan_files_cast
+  // wrote without a cookie (the socket had none yet) their cookie, from an exact
+  // sock_diag query in their netns, and drops the few no query finds (gone, or
+  // not hashed: a socket never bound). Returns the bytes kept.
+  static size_t FillMissingCookies(uint8_t* bytes, size_t size);
+
+  // Whether kFiles/kTcp requests have an iterator; else ScanCursor reads the
+  // sock_diag scan's records.
+  bool HasIterator(ScanKind kind);
+
+  // The records of a request without its iterator (diag-scan.h).
+  static BpfError RunWithoutBpf(const ScanRequest& request, ScanBuffer* out);
+
  private:
   // Call with mutex_ held.
   BpfError LoadLocked();
+  // The program a kFiles, kTcp or kCensus request runs; -1 if it is not loaded.
+  int ProgramFd(ScanKind kind) const;
   BpfError CreateIterator(const ScanRequest& request, int* iter_fd);
   BpfError Census(const ScanRequest& request, ScanBuffer* out);
   static BpfError DumpCookies(const ScanRequest& request, ScanBuffer* out);
@@ -76,8 +114,11 @@ class Scanner {
   // census_ehash's .bss (walk_*), for a whole walk. Not mutex_: the census runs
   // beside the iter/task_file scan it is compared with.
   std::mutex walk_mutex_;
-  sl_scan* skel_ = nullptr;  // owned; null until loaded (under mutex_)
-  BpfError load_error_;      // a failed load, returned by every scan (under mutex_)
+  const ScannerOptions options_;
+  bool loaded_ = false;             // the load was tried (under mutex_)
+  sl_scan_handle* skel_ = nullptr;  // owned; null until loaded, or when nothing loaded (under mutex_)
+  BpfError load_error_;             // why nothing loaded (under mutex_)
+  std::vector<Refusal> refusals_;   // what the kernel refused on the way (under mutex_)
 };
 
 // One kFiles or kTcp iteration read a chunk at a time into the caller's
@@ -106,6 +147,9 @@ class ScanCursor {
   const ScanRequest request_;
   int fd_ = -1;  // the iterator, once created
   bool done_ = false;
+  // Without an iterator: the whole scan from sock_diag, handed out a chunk at a time.
+  std::unique_ptr<ScanBuffer> records_;
+  size_t handed_ = 0;
 };
 
 }  // namespace sockleak

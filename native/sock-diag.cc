@@ -91,7 +91,7 @@ BpfError SockDiag::Open() {
 }
 
 BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
-                            uint64_t* idle_ms) {
+                            uint64_t* idle_ms, uint64_t* cookie) {
   DiagRequest msg{};
   msg.header.nlmsg_len = sizeof(msg);
   msg.header.nlmsg_type = type;
@@ -128,6 +128,7 @@ BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* 
         auto* found = reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h));
         *reply_err = 0;
         *state = found->idiag_state;
+        if (cookie) *cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
         if (!IdleMs(found, h->nlmsg_len - NLMSG_HDRLEN, idle_ms)) *idle_ms = 0;
         return BpfError{};
       }
@@ -214,6 +215,24 @@ BpfError SockDiag::DestroyOne(const sl_reap_request& request, sl_reap_result* re
   } else {
     result->outcome = SL_REAP_DESTROYED;
   }
+  return BpfError{};
+}
+
+BpfError SockDiag::CookieOf(const sl_sock& sock, uint64_t* cookie) {
+  sl_reap_request query{};
+  query.family = sock.family;
+  query.sport = sock.sport;
+  query.dport = sock.dport;
+  memcpy(query.saddr, sock.saddr, sizeof(query.saddr));
+  memcpy(query.daddr, sock.daddr, sizeof(query.daddr));
+  query.cookie = ~0ull;  // INET_DIAG_NOCOOKIE: match by address only
+  int reply = 0;
+  uint8_t state = 0;
+  uint64_t idle_ms = 0;
+  *cookie = 0;
+  BpfError error = Exchange(SOCK_DIAG_BY_FAMILY, query, &reply, &state, &idle_ms, cookie);
+  if (!error.ok()) return error;
+  if (reply) *cookie = 0;
   return BpfError{};
 }
 

@@ -49,11 +49,16 @@ class SockDiag {
   // whole established hash, TIME_WAIT included (~15 ms with 130k of them).
   BpfError DumpCookies(uint32_t state_mask, ScanBuffer* out);
 
+  // The cookie of the socket on `sock`'s endpoints (an exact query, which gives
+  // a socket without one its cookie, as any sock_diag answer does); 0 when no
+  // socket is there.
+  BpfError CookieOf(const sl_sock& sock, uint64_t* cookie);
+
  private:
   // Sends one inet_diag request; *reply_err is the kernel's -errno (0 = ok),
   // and for a query *state / *idle_ms describe the socket found.
   BpfError Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
-                    uint64_t* idle_ms);
+                    uint64_t* idle_ms, uint64_t* cookie = nullptr);
 
   int fd_ = -1;
   uint32_t seq_ = 0;

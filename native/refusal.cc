@@ -1,0 +1,35 @@
+#include "refusal.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace sockleak {
+
+std::string RefusalReason(const std::string& log, int err) {
+  std::string text = log;
+  size_t begin = text.rfind("-- BEGIN PROG LOAD LOG --");
+  if (begin != std::string::npos) {
+    size_t end = text.find("-- END PROG LOAD LOG --", begin);
+    text = text.substr(begin + 25, end == std::string::npos ? std::string::npos : end - begin - 25);
+  }
+  std::string reason;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty() || line.rfind("processed ", 0) == 0 || line.rfind("libbpf: ", 0) == 0) continue;
+    if (line.rfind("verification time", 0) == 0 || line.rfind("stack depth", 0) == 0) continue;
+    reason = line;
+  }
+  return reason.empty() ? strerror(err) : reason;
+}
+
+std::vector<std::string> SplitNames(const std::string& refused) {
+  std::vector<std::string> names;
+  std::istringstream parts(refused);
+  for (std::string name; std::getline(parts, name, ',');) {
+    if (!name.empty()) names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace sockleak
