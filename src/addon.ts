@@ -65,7 +65,17 @@ export interface NativeScanRequest {
   netnsPath?: string;
 }
 
+/** A program, or a loader, the kernel refused: errno and the verifier's last words. */
+export interface NativeRefusal {
+  program: string;
+  errno: number;
+  code: string;
+  reason: string;
+}
+
 export interface NativeScanner {
+  /** Loads now, on this thread, and says how: `light`, `light-cast`, `libbpf` or `none`; the programs loaded; what was refused on the way. */
+  loadReport(): { loader: string; programs: string[]; refusals: NativeRefusal[] };
   /** Runs one scan to the end on the thread pool: raw struct sl_sock records (u64 cookies for 'cookies', sl_census_sock for 'ehash', one sl_port_census for 'census'). */
   scan(request: NativeScanRequest): Promise<Buffer>;
   /** Starts loading the BPF object on the thread pool now (it is otherwise loaded by the first iterator scan); returns at once. */
@@ -109,7 +119,7 @@ export interface NativeError extends Error {
 
 interface Addon {
   Tracer: new (options: NativeTracerOptions, onBatch: (batch: Buffer) => void) => NativeTracer;
-  Scanner: new () => NativeScanner;
+  Scanner: new (options?: { refused?: string[]; btfPath?: string }) => NativeScanner;
   ScanCursor: new (scanner: NativeScanner, request: NativeScanRequest & { kind: 'files' | 'tcp' }) => NativeScanCursor;
   Reaper: {
     new (options: { btfPath?: string; method?: NativeReapMethod }): NativeReaper;

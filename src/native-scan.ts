@@ -9,6 +9,7 @@
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
+import { forcedRefusals } from './fallbacks';
 import { SOCK_SIZE } from './generated/layout';
 import { KernelUnsupportedError } from './errors';
 import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
@@ -64,7 +65,7 @@ export function openNativeScanner(options: { btfPath?: string } = {}): NativeSca
   requireBpfPrivileges();
   requireBtf(options.btfPath);
   try {
-    return new (loadAddon().Scanner)();
+    return new (loadAddon().Scanner)({ refused: forcedRefusals(), ...(options.btfPath && { btfPath: options.btfPath }) });
   } catch (err) {
     throw explainNativeError(err);
   }
