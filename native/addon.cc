@@ -6,9 +6,12 @@
 #include <linux/types.h>
 #include <malloc.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "features.h"
+#include "probe.h"
 #include "sockleak.h"
 #include "wraps.h"
 
@@ -26,6 +29,27 @@ Napi::Value ProbeFeaturesJs(const Napi::CallbackInfo& info) {
     o.Set("name", f.name);
     o.Set("available", f.available);
     list.Set(i++, o);
+  }
+  return list;
+}
+
+// probePrograms(btfPath?) -> [{ object, program, loaded, errno, code, reason }]: loads now, on this thread.
+Napi::Value ProbeProgramsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string btf_path = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  std::vector<ProgramVerdict> verdicts = ProbePrograms(btf_path);
+  Napi::Array list = Napi::Array::New(env, verdicts.size());
+  for (uint32_t i = 0; i < verdicts.size(); i++) {
+    const ProgramVerdict& v = verdicts[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("object", v.object);
+    o.Set("program", v.program);
+    o.Set("loaded", v.loaded);
+    o.Set("errno", v.err);
+    const char* name = v.err ? strerrorname_np(v.err) : "";
+    o.Set("code", name ? name : "EUNKNOWN");
+    o.Set("reason", v.reason);
+    list.Set(i, o);
   }
   return list;
 }
@@ -50,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Reaper", DefineReaper(env));
   exports.Set("releaseLargeAllocations", Napi::Function::New(env, ReleaseLargeAllocations, "releaseLargeAllocations"));
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
+  exports.Set("probePrograms", Napi::Function::New(env, ProbeProgramsJs, "probePrograms"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));
   exports.Set("CENSUS_SOCK_SIZE", Napi::Number::New(env, sizeof(sl_census_sock)));

@@ -132,6 +132,15 @@ int sl_scan_load_object(unsigned refused, const char* btf_path, struct sl_scan_h
   return 0;
 }
 
+void* sl_scan_open_object(const char* btf_path, struct bpf_object** obj) {
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = btf_path);
+  struct sl_scan* skel = sl_scan__open_opts(&open_opts);
+  if (skel) *obj = skel->obj;
+  return skel;
+}
+
+void sl_scan_close_object(void* opened) { sl_scan__destroy((struct sl_scan*)opened); }
+
 void sl_scan_free(struct sl_scan_handle* skel) {
   if (!skel) return;
   if (skel->light) sl_scan_light__destroy(skel->light);

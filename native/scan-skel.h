@@ -19,6 +19,7 @@ extern "C" {
 struct sl_scan_handle;
 struct sl_port_census;
 struct sl_census_sock;
+struct bpf_object;
 
 // The programs of the scan object; also bits (1 << prog) of a refusal mask.
 enum sl_scan_prog { SL_SCAN_FILES, SL_SCAN_FILES_CAST, SL_SCAN_TCP, SL_CENSUS_TCP, SL_CENSUS_EHASH, SL_SCAN_PROGS };
@@ -35,6 +36,11 @@ int sl_scan_load_light(int cast, char* log, size_t log_size, struct sl_scan_hand
 int sl_scan_load_object(unsigned refused, const char* btf_path, struct sl_scan_handle** out);
 
 void sl_scan_free(struct sl_scan_handle* skel);
+
+// The libbpf object opened, not loaded, for the probe (probe.cc), which sets
+// each program's autoload and loads *obj itself; close with sl_scan_close_object.
+void* sl_scan_open_object(const char* btf_path, struct bpf_object** obj);
+void sl_scan_close_object(void* opened);
 
 // "light", "light-cast" or "libbpf": how `skel` was loaded.
 const char* sl_scan_loader(const struct sl_scan_handle* skel);

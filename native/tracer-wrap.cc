@@ -58,6 +58,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     options.fault_inject = static_cast<uint8_t>(OptUint(o, "faultInject", 0));
     Napi::Value btf = o.Get("btfPath");
     if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+    options.refused = StringList(o.Get("refused"));
 
     BpfError error;
     tracer_ = Tracer::Open(options, &error);
@@ -198,12 +199,15 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     return Napi::Number::New(env, static_cast<double>(tracer_->Follow(buf.Data(), buf.Length())));
   }
 
-  // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean }
+  // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean,
+  //   leakWalk: "iterator" | "user" (leak mode), refusals: [{ program, errno, code, reason }] }
   Napi::Value Hooks(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("syscalls", tracer_ ? tracer_->SyscallHooks() : "none");
     o.Set("mountedTracefs", tracer_ ? tracer_->MountedTracefs() : false);
+    o.Set("leakWalk", tracer_ && tracer_->UserWalk() ? "user" : "iterator");
+    o.Set("refusals", RefusalList(env, tracer_ ? tracer_->Refusals() : std::vector<Refusal>{}));
     return o;
   }
 

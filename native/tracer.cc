@@ -10,6 +10,8 @@
 
 #include <cstring>
 #include <ctime>
+#include <set>
+#include <string>
 #include <utility>
 
 // clang-format off
@@ -19,6 +21,7 @@
 // clang-format on
 
 #include "features.h"
+#include "leak-walk.h"
 
 namespace sockleak {
 
@@ -40,19 +43,66 @@ Tracer::Tracer(const TracerOptions& options) : options_(options) {}
 
 Tracer::~Tracer() { Stop(); }
 
+namespace {
+
+// Programs that have another way where the kernel refuses them; refusing one
+// refuses the others of its group (each group is used whole or not at all).
+const std::vector<std::vector<std::string>> kDroppable = {
+    {"new_leaks", "new_socket_leaks"},                               // -> WalkNewLeaksFromUser (leak-walk.h)
+    {"tp_accept_cast", "tp_accept4_cast"},                           // -> tp_accept_exit, tp_accept4_exit
+    {"tp_accept_exit", "tp_accept4_exit"},                           // -> accepted sockets' creators unknown
+    {"tp_close_enter", "tp_close_exit", "tp_bind_enter", "tp_bind_exit"},  // -> handle_sys_enter/exit
+    {"handle_softirq_entry", "handle_softirq_exit"},                 // -> trace's event context unknown
+    {"handle_fork", "handle_exit"},                                  // -> run follows its tree by scans only
+};
+
+const std::vector<std::string>* GroupOf(const std::string& program) {
+  for (const auto& group : kDroppable) {
+    for (const auto& name : group) {
+      if (name == program) return &group;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* error) {
   InstallLibbpfLog();
-  ResetLibbpfLog();
-  std::unique_ptr<Tracer> tracer(new Tracer(options));
+  std::set<std::string> refused(options.refused.begin(), options.refused.end());
+  for (const auto& group : kDroppable) {
+    for (const auto& name : group) {
+      if (refused.count(name)) refused.insert(group.begin(), group.end());
+    }
+  }
+  std::vector<Refusal> refusals;
+  // Each refused program costs one more open and load; the probe's cache
+  // (src/kernel-probe.ts) names them up front, so this loop rarely turns.
+  for (size_t attempt = 0; attempt <= kDroppable.size(); attempt++) {
+    std::unique_ptr<Tracer> tracer(new Tracer(options));
+    *error = tracer->LoadWithout(refused);
+    if (error->ok()) {
+      tracer->refusals_ = std::move(refusals);
+      *error = tracer->Attach();
+      return error->ok() ? std::move(tracer) : nullptr;
+    }
+    const std::vector<std::string>* group = GroupOf(error->program);
+    if (error->stage != "load" || !group || refused.count(error->program)) return nullptr;
+    refusals.push_back({error->program, error->err, RefusalReason(error->log, error->err)});
+    refused.insert(group->begin(), group->end());
+  }
+  return nullptr;
+}
 
+BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
+  const TracerOptions& options = options_;
+  auto allowed = [&refused](const bpf_program* p) { return refused.count(bpf_program__name(p)) == 0; };
+  ResetLibbpfLog();
   LIBBPF_OPTS(bpf_object_open_opts, open_opts);
   if (!options.btf_path.empty()) open_opts.btf_custom_path = options.btf_path.c_str();
-  tracer->skel_ = sl_trace__open_opts(&open_opts);
-  if (!tracer->skel_) {
-    *error = BpfError::From(errno, "open");
-    return nullptr;
-  }
-  sl_trace* skel = tracer->skel_;
+  skel_ = sl_trace__open_opts(&open_opts);
+  if (!skel_) return BpfError::From(errno, "open");
+  sl_trace* skel = skel_;
   skel->rodata->target_tgid = options.target_tgid;
   skel->rodata->wakeup_min_bytes = options.wakeup_min_bytes;
   skel->rodata->mode = options.leak_mode ? SL_MODE_LEAKS : SL_MODE_TRACE;
@@ -62,27 +112,29 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   uint32_t slots = !options.leak_mode || !options.track_creators ? 1
                    : options.socket_slots ? options.socket_slots
                                           : SL_SOCKET_SLOTS;
-  if (slots == 0 || (slots & (slots - 1)) != 0) {
-    *error = BpfError::From(EINVAL, "open", "socket slots: a power of two");
-    return nullptr;
-  }
+  if (slots == 0 || (slots & (slots - 1)) != 0) return BpfError::From(EINVAL, "open", "socket slots: a power of two");
   bpf_map__set_max_entries(skel->maps.sockets, slots);
+  slot_mask_ = slots - 1;
   skel->rodata->socket_slot_mask = slots - 1;
   skel->rodata->follow_tree = options.follow_tree;
   skel->rodata->track_creators = options.track_creators;
   skel->rodata->fault_inject = options.fault_inject;
-  // The map iterator is attached per run (CollectLeaks), and only in leak mode;
-  // the process-tree programs only when a tree is followed.
-  bpf_program__set_autoload(skel->progs.new_leaks, options.leak_mode);
-  bpf_program__set_autoload(skel->progs.new_socket_leaks, options.leak_mode);
-  bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree);
-  bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree);
+  // The map iterators run per walk (CollectLeaks), and only in leak mode; where
+  // the kernel refuses them, user space walks the maps (leak-walk.h).
+  bool iterators = options.leak_mode && allowed(skel->progs.new_leaks);
+  user_walk_ = options.leak_mode && !iterators;
+  bpf_program__set_autoload(skel->progs.new_leaks, iterators);
+  bpf_program__set_autoload(skel->progs.new_socket_leaks, iterators);
+  // The process-tree programs only when a tree is followed.
+  bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree && allowed(skel->progs.handle_fork));
+  bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree && allowed(skel->progs.handle_exit));
   // Leak mode must be cheap for every connection: no softirq programs, and
   // per-syscall tracepoints instead of a program on every syscall, when tracefs is there.
-  tracer->syscall_tracepoints_ = options.leak_mode && EnsureTracefs(&tracer->mounted_tracefs_);
-  bool tracepoints = tracer->syscall_tracepoints_;
-  bpf_program__set_autoload(skel->progs.handle_softirq_entry, !options.leak_mode);
-  bpf_program__set_autoload(skel->progs.handle_softirq_exit, !options.leak_mode);
+  syscall_tracepoints_ = options.leak_mode && allowed(skel->progs.tp_close_enter) && EnsureTracefs(&mounted_tracefs_);
+  bool tracepoints = syscall_tracepoints_;
+  bool softirq = !options.leak_mode && allowed(skel->progs.handle_softirq_entry);
+  bpf_program__set_autoload(skel->progs.handle_softirq_entry, softirq);
+  bpf_program__set_autoload(skel->progs.handle_softirq_exit, softirq);
   bpf_program__set_autoload(skel->progs.handle_sys_enter, !tracepoints);
   bpf_program__set_autoload(skel->progs.handle_sys_exit, !tracepoints);
   for (bpf_program* p : {skel->progs.tp_close_enter, skel->progs.tp_close_exit, skel->progs.tp_bind_enter,
@@ -91,9 +143,10 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   }
   // accept() exit: one pair of the two, the one with bpf_rdonly_cast where the kernel has it.
   bool accepts = tracepoints && options.track_creators;
-  bool cast = accepts && KernelHasFunc("bpf_rdonly_cast");
-  bpf_program__set_autoload(skel->progs.tp_accept4_exit, accepts && !cast);
-  bpf_program__set_autoload(skel->progs.tp_accept_exit, accepts && !cast);
+  bool cast = accepts && allowed(skel->progs.tp_accept_cast) && KernelHasFunc("bpf_rdonly_cast");
+  bool probe_reads = accepts && !cast && allowed(skel->progs.tp_accept_exit);
+  bpf_program__set_autoload(skel->progs.tp_accept4_exit, probe_reads);
+  bpf_program__set_autoload(skel->progs.tp_accept_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept4_cast, cast);
   bpf_program__set_autoload(skel->progs.tp_accept_cast, cast);
   if (!options.leak_mode) bpf_map__set_max_entries(skel->maps.binding, 1);
@@ -102,16 +155,15 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   }
   if (!options.follow_tree) bpf_map__set_max_entries(skel->maps.tree, 1);
   int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
-  if (err) {
-    *error = BpfError::From(err, "open", "ring buffer size");
-    return nullptr;
-  }
-
+  if (err) return BpfError::From(err, "open", "ring buffer size");
   err = sl_trace__load(skel);
-  if (err) {
-    *error = BpfError::From(err, "load");
-    return nullptr;  // destructor destroys the skeleton: nothing stays loaded
-  }
+  if (err) return BpfError::From(err, "load");  // the destructor destroys the skeleton: nothing stays loaded
+  return BpfError{};
+}
+
+BpfError Tracer::Attach() {
+  sl_trace* skel = skel_;
+  uint32_t slots = slot_mask_ + 1;
   // Attach one by one so a failure names its program; the skeleton owns the links.
   struct {
     bpf_program* prog;
@@ -139,49 +191,36 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
     if (a.prog == skel->progs.tp_close_enter || a.prog == skel->progs.tp_close_exit) continue;
     ResetLibbpfLog();
     *a.link = bpf_program__attach(a.prog);
-    if (!*a.link) {
-      *error = BpfError::From(errno, "attach", bpf_program__name(a.prog));
-      return nullptr;
-    }
+    if (!*a.link) return BpfError::From(errno, "attach", bpf_program__name(a.prog));
   }
 
-  if (options.leak_mode) {
+  if (options_.leak_mode) {
     size_t bytes = size_t(slots) * sizeof(sl_socket);
     long page = sysconf(_SC_PAGESIZE);
     bytes = (bytes + page - 1) / page * page;
     void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(skel->maps.sockets), 0);
-    if (mapped == MAP_FAILED) {
-      *error = BpfError::From(errno, "mmap", "sockets");
-      return nullptr;
-    }
-    tracer->slots_ = static_cast<sl_socket*>(mapped);
-    tracer->slots_bytes_ = bytes;
-    tracer->slot_mask_ = slots - 1;
+    if (mapped == MAP_FAILED) return BpfError::From(errno, "mmap", "sockets");
+    slots_ = static_cast<sl_socket*>(mapped);
+    slots_bytes_ = bytes;
   }
 
   // Every close_wait entry the kernel makes from now on is counted in close_wait_slots.
   timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);
-  tracer->last_cutoff_ns_ = uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec);
+  last_cutoff_ns_ = uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec);
 
-  tracer->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Tracer::OnRecord, tracer.get(), nullptr);
-  if (!tracer->ring_) {
-    *error = BpfError::From(errno, "ringbuf");
-    return nullptr;
-  }
-  tracer->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  tracer->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (tracer->epoll_fd_ < 0 || tracer->stop_fd_ < 0) {
-    *error = BpfError::From(errno, "ringbuf");
-    return nullptr;
-  }
+  ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &Tracer::OnRecord, this, nullptr);
+  if (!ring_) return BpfError::From(errno, "ringbuf");
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (epoll_fd_ < 0 || stop_fd_ < 0) return BpfError::From(errno, "ringbuf");
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = ring_buffer__epoll_fd(tracer->ring_);
-  epoll_ctl(tracer->epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
-  ev.data.fd = tracer->stop_fd_;
-  epoll_ctl(tracer->epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
-  return tracer;
+  ev.data.fd = ring_buffer__epoll_fd(ring_);
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
+  ev.data.fd = stop_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, ev.data.fd, &ev);
+  return BpfError{};
 }
 
 BpfError Tracer::Start(BatchSink sink, std::function<void()> on_done) {
@@ -336,6 +375,16 @@ BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
 
 // Both homes of CLOSE_WAIT entries: the slots of live sockets, and the hash of the rest.
 BpfError Tracer::WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
+  if (user_walk_) {
+    LeakMaps maps;
+    maps.close_wait_fd = bpf_map__fd(skel_->maps.close_wait);
+    maps.slots = options_.track_creators ? slots_ : nullptr;
+    maps.slot_count = slot_mask_ + 1;
+    maps.reported_bits = skel_->bss->reported_bits;
+    maps.reported_bit_count = sizeof(skel_->bss->reported_bits) * 8;
+    maps.follow_closes = &skel_->bss->follow_closes;
+    return WalkNewLeaksFromUser(maps, cutoff_ns, out);
+  }
   skel_->bss->leak_cutoff_ns = cutoff_ns;
   BpfError walked = WalkMap(skel_->progs.new_leaks, skel_->maps.close_wait, out);
   if (!walked.ok() || !options_.track_creators) return walked;

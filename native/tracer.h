@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bpf-error.h"
+#include "refusal.h"
 
 struct sl_trace;
 struct sl_socket;
@@ -34,6 +36,9 @@ struct TracerOptions {
   uint32_t socket_slots = 0;       // leak mode: slots of the `sockets` array, a power of two; 0 = SL_SOCKET_SLOTS
   uint8_t fault_inject = 0;        // tests only: 1 = a program the verifier rejects
   std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
+  // Programs not to load (the probe's cache, SOCKLEAK_REFUSE); each has another
+  // way (tracer.cc kDroppable). Open() adds those the kernel refuses.
+  std::vector<std::string> refused;
 };
 
 struct Counters {
@@ -80,6 +85,12 @@ class Tracer {
   bool MountedTracefs() const { return mounted_tracefs_; }
   std::vector<ProgramStats> ReadProgramStats() const;
 
+  // What the kernel refused at load, each with the way taken instead.
+  const std::vector<Refusal>& Refusals() const { return refusals_; }
+  // Leak mode: whether leaks are handed over by user space's walk of the maps
+  // (the kernel refused the map-element iterators) rather than by them.
+  bool UserWalk() const { return user_walk_; }
+
   // Leak mode. Appends to `out` the close_wait entries (struct sl_event) that
   // entered CLOSE_WAIT at or before `cutoff_ns` and were not reported yet, and
   // marks them reported. Skips the map walk when close_wait_slots say no entry
@@ -108,6 +119,10 @@ class Tracer {
 
  private:
   explicit Tracer(const TracerOptions& options);
+  // Opens and loads the skeleton without the programs in `refused`.
+  BpfError LoadWithout(const std::set<std::string>& refused);
+  // Attaches the loaded programs, maps the slots, sets up the ring buffer.
+  BpfError Attach();
   static int OnRecord(void* self, void* data, size_t size);
   bool MayHaveNewLeaks(uint64_t cutoff_ns) const;
   BpfError FollowCloses();
@@ -144,6 +159,8 @@ class Tracer {
   sl_socket* slots_ = nullptr;
   size_t slots_bytes_ = 0;
   uint32_t slot_mask_ = 0;
+  bool user_walk_ = false;
+  std::vector<Refusal> refusals_;
 };
 
 }  // namespace sockleak
