@@ -75,6 +75,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releaseLargeAllocations", Napi::Function::New(env, ReleaseLargeAllocations, "releaseLargeAllocations"));
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeaturesJs, "probeFeatures"));
   exports.Set("probePrograms", Napi::Function::New(env, ProbeProgramsJs, "probePrograms"));
+  exports.Set("programsId", Napi::Function::New(
+                               env, [](const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), ProgramsId()); },
+                               "programsId"));
   exports.Set("SOCK_SIZE", Napi::Number::New(env, sizeof(sl_sock)));
   exports.Set("PORT_CENSUS_SIZE", Napi::Number::New(env, sizeof(sl_port_census)));
   exports.Set("CENSUS_SOCK_SIZE", Napi::Number::New(env, sizeof(sl_census_sock)));

@@ -57,13 +57,18 @@ BpfError Scanner::LoadLocked() {
   // own BTF load with ENOSPC, which hid the kernel's real answer.
   if (!refused("light")) {
     std::string log(1 << 20, '\0');
+    std::vector<Refusal> light;
     for (sl_scan_prog files : {SL_SCAN_FILES, SL_SCAN_FILES_CAST}) {
       if (mask & (1u << files)) continue;
       int err = sl_scan_load_light(files == SL_SCAN_FILES_CAST, log.data(), log.size(), &skel_);
-      if (!err) return BpfError{};
-      refusals_.push_back({std::string("light skeleton with ") + sl_scan_prog_name(files), err,
-                           RefusalReason(log.c_str(), err)});
+      if (!err) {
+        // The two differ only in their scan_files: the first one's was refused.
+        if (!light.empty()) refusals_.push_back({"scan_files", light[0].err, light[0].reason});
+        return BpfError{};
+      }
+      light.push_back({std::string("light skeleton with ") + sl_scan_prog_name(files), err, RefusalReason(log.c_str(), err)});
     }
+    refusals_.insert(refusals_.end(), light.begin(), light.end());
   }
   // The libbpf object, without each program the kernel refuses (each has another way).
   InstallLibbpfLog();

@@ -15,6 +15,8 @@ export interface NativeTracerOptions {
   wakeupBytes?: number;
   pollMs?: number;
   btfPath?: string;
+  /** Programs not to load (kernel-probe.ts knownRefusals()). */
+  refused?: string[];
   leakMode?: boolean;
   maxSockets?: number;
   followTree?: boolean;
@@ -45,7 +47,7 @@ export interface NativeTracer {
   seed(rawScan: Buffer): number;
   forget(cookies: bigint[]): void;
   follow(rawScan: Buffer): number;
-  hooks(): { syscalls: 'tracepoint' | 'tp_btf'; mountedTracefs: boolean };
+  hooks(): { syscalls: 'tracepoint' | 'tp_btf'; mountedTracefs: boolean; leakWalk: 'iterator' | 'user'; refusals: NativeRefusal[] };
   activeCloses(): Buffer;
   treeAdd(pid: number): void;
   treePids(): number[];
@@ -129,6 +131,10 @@ interface Addon {
   /** Makes glibc give large freed blocks back at once (mallopt; process-wide, for the long-running agent). */
   releaseLargeAllocations(): void;
   probeFeatures(btfPath?: string): Array<{ name: string; available: boolean }>;
+  /** Loads every program of every object (nothing attached): what this kernel accepts, and why not. */
+  probePrograms(btfPath?: string): Array<{ object: string; program: string; loaded: boolean; errno: number; code: string; reason: string }>;
+  /** A hash of the BPF objects this addon embeds. */
+  programsId(): string;
   EVENT_SIZE: number;
   COUNTERS_SIZE: number;
   SOCK_SIZE: number;

@@ -60,5 +60,5 @@ export function fallbacksSoFar(): Fallback[] {
 
 /** The one line a fallback is to people: `scan_files refused (EACCES: ...): using X; lost: Y`. */
 export function describeFallback(f: Fallback): string {
-  return `${f.what} refused (${f.why}): ${f.instead}${f.lost ? `; cannot see ${f.lost}` : ''}`;
+  return `${f.what} refused (${f.why}): ${f.instead}; ${f.lost ? `cannot see ${f.lost}` : 'nothing lost'}`;
 }

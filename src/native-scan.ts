@@ -9,7 +9,9 @@
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
-import { forcedRefusals } from './fallbacks';
+import { noteFallback } from './fallbacks';
+import { knownRefusals } from './kernel-probe';
+import { mergeRefusals, scanFallbacks } from './kernel-paths';
 import { SOCK_SIZE } from './generated/layout';
 import { KernelUnsupportedError } from './errors';
 import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
@@ -65,10 +67,25 @@ export function openNativeScanner(options: { btfPath?: string } = {}): NativeSca
   requireBpfPrivileges();
   requireBtf(options.btfPath);
   try {
-    return new (loadAddon().Scanner)({ refused: forcedRefusals(), ...(options.btfPath && { btfPath: options.btfPath }) });
+    const known = knownRefusals(options.btfPath);
+    const native = new (loadAddon().Scanner)({ refused: [...known.keys()], ...(options.btfPath && { btfPath: options.btfPath }) });
+    unnoted.set(native, known);
+    return native;
   } catch (err) {
     throw explainNativeError(err);
   }
+}
+
+/** Scanners whose fallbacks are not noted yet, with the refusals they were told of. */
+const unnoted = new WeakMap<NativeScanner, Map<string, string>>();
+
+/** Notes the ways `native` took (kernel-paths.ts), once, after its load. */
+function noteScanWays(native: NativeScanner): void {
+  const known = unnoted.get(native);
+  if (!known) return;
+  unnoted.delete(native);
+  const { refused, reasons } = mergeRefusals(known, native.loadReport().refusals);
+  for (const fallback of scanFallbacks(refused, reasons)) noteFallback(fallback);
 }
 
 /** One native scan to its end; errors typed. */
@@ -77,6 +94,8 @@ export async function runScan(native: NativeScanner, request: NativeScanRequest)
     return await native.scan(request);
   } catch (err) {
     throw explainNativeError(err);
+  } finally {
+    noteScanWays(native);
   }
 }
 
@@ -131,6 +150,7 @@ export async function* scanChunks(native: NativeScanner, request: NativeScanRequ
   const chunk = idleChunk ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
   idleChunk = undefined;
   try {
+    noteScanWays(native);
     for (;;) {
       let n: number;
       try {

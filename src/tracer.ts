@@ -6,9 +6,12 @@
  */
 import { loadAddon, type NativeProgramStats, type NativeTracer } from './addon';
 import { decodeBatch } from './decode';
-import { UsageError } from './errors';
+import { KernelUnsupportedError, UsageError } from './errors';
 import type { TraceCounters, TraceEvent } from './events';
+import { noteFallback } from './fallbacks';
 import { EVENT_SIZE } from './generated/layout';
+import { mergeRefusals, TRACER_CORE, traceFallbacks } from './kernel-paths';
+import { knownRefusals } from './kernel-probe';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
 import { SocketScanner } from './scan';
 
@@ -51,6 +54,8 @@ export interface TracerOptions {
 /** How the tracer hooks syscalls: per-syscall tracepoints (leak mode, needs tracefs) or tp_btf raw syscalls. */
 export interface TracerHooks {
   syscalls: 'tracepoint' | 'tp_btf';
+  /** Leak mode: how leaks leave the kernel's maps: their map-element iterators, or user space's walk where the kernel refuses those. */
+  leakWalk: 'iterator' | 'user';
   /** sockleak mounted tracefs on /sys/kernel/tracing to use the per-syscall tracepoints. */
   mountedTracefs: boolean;
 }
@@ -101,6 +106,11 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     this.maxQueued = options.maxQueuedBatches ?? 64;
     const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
     const addon = loadAddon();
+    const known = knownRefusals(btfPath);
+    if (known.has('bpf') || TRACER_CORE.some((p) => known.has(p))) {
+      throw new KernelUnsupportedError(`the tracer's BPF programs are refused (${known.get('bpf') ?? TRACER_CORE.map((p) => known.get(p)).find(Boolean)})`);
+    }
+    const mode = { leakMode: options.leakMode ?? false, followTree: options.followTree ?? false };
     try {
       this.native = new addon.Tracer(
         {
@@ -108,20 +118,23 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           ringBytes,
           wakeupBytes: options.wakeupBytes ?? ringBytes / 4,
           pollMs: options.pollMs ?? 100,
-          leakMode: options.leakMode ?? false,
-          followTree: options.followTree ?? false,
+          leakMode: mode.leakMode,
+          followTree: mode.followTree,
           trackCreators: options.trackCreators ?? true,
           // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
           faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
           ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
           ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
           ...(btfPath !== undefined && { btfPath }),
+          refused: [...known.keys()],
         },
         (batch) => this.onBatch(batch),
       );
     } catch (err) {
       throw explainNativeError(err);
     }
+    const { refused, reasons } = mergeRefusals(known, this.native.hooks().refusals);
+    for (const fallback of traceFallbacks(refused, mode, reasons)) noteFallback(fallback);
     if (options.pid !== undefined) {
       this.seeding = this.followExisting(options.pid, btfPath).catch((err: unknown) => {
         this.seedError = err;

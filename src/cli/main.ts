@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
+import { describeFallback, onFallback } from '../fallbacks';
 
 /** What a command's action hands back: its exit code, when it is done. */
 export type SetResult = (result: Promise<number>) => void;
@@ -109,6 +110,8 @@ function restoreExtraCaCerts(): void {
 /** Entry point for bin/sockleak.js. */
 export function run(argv: string[] = process.argv.slice(2)): void {
   restoreExtraCaCerts();
+  // Each way the kernel made sockleak take, once, as one line (fallbacks.ts).
+  onFallback((fallback) => process.stderr.write(`sockleak: ${oneLine(describeFallback(fallback))}\n`));
   void main(argv).then((code) => {
     process.exitCode = code;
   });
