@@ -107,3 +107,36 @@ export function mergeRefusals(known: ReadonlyMap<string, string>, met: readonly 
   }
   return { refused: new Set(reasons.keys()), reasons };
 }
+
+/** One command's way on a kernel, as `sockleak features` predicts it. */
+export interface CommandPath {
+  command: string;
+  /** Whether the command can do its job at all (on its fallbacks or not). */
+  works: boolean;
+  /** The ways taken where the kernel refused the first one. */
+  fallbacks: Fallback[];
+}
+
+/** Every command's way, given what the kernel refuses (kernel-probe.ts knownRefusals()). */
+export function commandPaths(refused: ReadonlySet<string>, reasons: Reasons = new Map()): CommandPath[] {
+  const scan = scanFallbacks(refused, reasons);
+  const noTracer = refused.has('bpf') || TRACER_CORE.some((p) => refused.has(p));
+  const scans: Fallback = {
+    what: 'tracer',
+    why: why(reasons, 'bpf', ...TRACER_CORE),
+    instead: 'successive scans: a socket seen in CLOSE_WAIT longer than the threshold',
+    lost: "creator threads, and leaks shorter-lived than a scan's interval",
+  };
+  const live = (followTree: boolean): Fallback[] =>
+    noTracer ? [scans, ...scan] : [...traceFallbacks(refused, { leakMode: true, followTree }, reasons), ...scan];
+  const unique = (list: Fallback[]): Fallback[] => [...new Map(list.map((f) => [f.what, f])).values()];
+  return [
+    { command: 'snapshot', works: true, fallbacks: scan },
+    { command: 'ports', works: true, fallbacks: scan },
+    { command: 'watch', works: true, fallbacks: unique(live(false)) },
+    { command: 'run', works: true, fallbacks: unique(live(true)) },
+    { command: 'agent', works: true, fallbacks: unique(live(false)) },
+    { command: 'trace', works: !noTracer, fallbacks: noTracer ? [] : traceFallbacks(refused, { leakMode: false }, reasons) },
+    { command: 'reap', works: true, fallbacks: unique([...reapFallbacks(refused, reasons), ...scan]) },
+  ];
+}

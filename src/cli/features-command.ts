@@ -1,25 +1,52 @@
-/** `sockleak features`: what this kernel offers of what sockleak uses. */
-import { describeMissing, probeFeatures } from '../features';
+/**
+ * `sockleak features`: what this kernel accepts of sockleak's BPF programs
+ * (each loaded once, and cached per kernel build: kernel-probe.ts), what its
+ * BTF names, and the way each command will take here.
+ */
+import { probeFeatures } from '../features';
+import type { Fallback } from '../fallbacks';
+import { commandPaths } from '../kernel-paths';
+import { knownRefusals, probeKernel } from '../kernel-probe';
+import { requireBpfPrivileges } from '../preflight';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { newTable } from './table';
 
-export async function featuresCommand(options: { json?: boolean }): Promise<number> {
-  const features = probeFeatures(process.env.SOCKLEAK_BTF);
+export async function featuresCommand(options: { json?: boolean; refresh?: boolean }): Promise<number> {
+  const btfPath = process.env.SOCKLEAK_BTF;
+  const features = probeFeatures(btfPath);
+  requireBpfPrivileges();
+  const probe = probeKernel({ refresh: options.refresh ?? false, ...(btfPath && { btfPath }) });
+  const known = knownRefusals(btfPath);
+  const commands = commandPaths(new Set(known.keys()), known);
+  const works = commands.every((c) => c.works);
   if (options.json) {
-    await write(`${JSON.stringify({ features })}\n`);
-  } else {
-    const table = newTable(['FEATURE', 'HERE', 'SINCE', 'NEEDED BY', 'WITHOUT IT']);
-    for (const f of features) table.push([f.name, f.available ? 'yes' : 'NO', f.since, f.neededBy, f.available ? '' : f.without]);
-    await write(`${table.toString()}\n`);
+    const { verdicts, cached, cacheFile, key, release, version, probedAt } = probe;
+    await write(`${JSON.stringify({ kernel: { release, version, key }, probe: { cached, cacheFile, probedAt }, programs: verdicts, commands, features })}\n`);
+    return works ? 0 : 69;
   }
-  return describeMissing(process.env.SOCKLEAK_BTF) === '' ? 0 : 69;
+  const programs = newTable(['OBJECT', 'PROGRAM', 'LOADS', 'WHY NOT']);
+  for (const v of probe.verdicts) programs.push([v.object, v.program, v.loaded ? 'yes' : 'NO', v.loaded ? '' : `${v.code}: ${v.reason}`]);
+  const ways = newTable(['COMMAND', 'WORKS', 'FALLBACKS HERE']);
+  const short = (f: Fallback): string => `${f.what}: ${f.instead}${f.lost ? ` (cannot see ${f.lost})` : ''}`;
+  for (const c of commands) ways.push([c.command, c.works ? 'yes' : 'NO', c.fallbacks.map(short).join('\n') || 'none']);
+  const btf = newTable(['FEATURE', 'IN BTF', 'SINCE', 'NEEDED BY']);
+  for (const f of features) btf.push([f.name, f.available ? 'yes' : 'NO', f.since, f.neededBy]);
+  const source = probe.cached ? `cached in ${probe.cacheFile}` : `probed now${probe.cacheFile ? `, cached in ${probe.cacheFile}` : ' (not cached: the cache is not writable)'}`;
+  await write(
+    `Kernel ${probe.release} ${probe.version}\n` +
+      `Programs, loaded one by one (${source}; --refresh to probe again):\n${programs.toString()}\n` +
+      `What each command does here:\n${ways.toString()}\n` +
+      `What the kernel's BTF names:\n${btf.toString()}\n`,
+  );
+  return works ? 0 : 69;
 }
 
 export const registerFeatures: RegisterCommand = (cli, setResult) => {
   cli
     .command('features')
-    .description('list the kernel features sockleak uses and whether this kernel has them (exit 69 if one is missing)')
-    .option('--json', 'print {"features":[{name,available,since,neededBy,without}]}')
-    .action((opts: { json?: boolean }) => setResult(featuresCommand(opts)));
+    .description("load each of sockleak's BPF programs (nothing attached) and say what this kernel accepts and the way each command takes (exit 69 if a command cannot work)")
+    .option('--json', 'print {"kernel", "probe", "programs":[{object,program,loaded,code,reason}], "commands":[{command,works,fallbacks}], "features"}')
+    .option('--refresh', 'probe again instead of reading the cache (/var/cache/sockleak, or SOCKLEAK_CACHE_DIR)')
+    .action((opts: { json?: boolean; refresh?: boolean }) => setResult(featuresCommand(opts)));
 };
