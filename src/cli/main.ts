@@ -57,15 +57,42 @@ function program(setResult: SetResult, argv: readonly string[]): Command {
   return cli;
 }
 
+/**
+ * The fallback lines (fallbacks.ts) of this run: held until the arguments are
+ * parsed and the command runs (a head start may load BPF first, and a usage
+ * error is one line), then written as they come.
+ */
+class FallbackLines {
+  private held: string[] | undefined = [];
+
+  add(line: string): void {
+    if (this.held) this.held.push(line);
+    else process.stderr.write(line);
+  }
+
+  /** The command runs: from now on, lines go out at once. */
+  release(): void {
+    for (const line of this.held ?? []) process.stderr.write(line);
+    this.held = undefined;
+  }
+}
+
 /** Runs the CLI with `argv` (without node and script). Never throws. */
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
+  const lines = new FallbackLines();
+  const unsubscribe = onFallback((fallback) => lines.add(`sockleak: ${oneLine(describeFallback(fallback))}\n`));
   if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!(argv.slice(1));
   try {
-    await program((p) => (result = p), argv).parseAsync(argv, { from: 'user' });
+    await program((p) => {
+      result = p;
+      lines.release();
+    }, argv).parseAsync(argv, { from: 'user' });
     return await result;
   } catch (err) {
     return report(err);
+  } finally {
+    unsubscribe();
   }
 }
 
@@ -110,8 +137,6 @@ function restoreExtraCaCerts(): void {
 /** Entry point for bin/sockleak.js. */
 export function run(argv: string[] = process.argv.slice(2)): void {
   restoreExtraCaCerts();
-  // Each way the kernel made sockleak take, once, as one line (fallbacks.ts).
-  onFallback((fallback) => process.stderr.write(`sockleak: ${oneLine(describeFallback(fallback))}\n`));
   void main(argv).then((code) => {
     process.exitCode = code;
   });
