@@ -16,7 +16,10 @@ import { constants as osConstants } from 'node:os';
 import { isNativeError, loadAddon, type NativeReapMethod, type NativeReaper } from './addon';
 import { monotonicNowNs } from './clock';
 import { KernelUnsupportedError, PermissionError, UsageError } from './errors';
+import { noteFallback } from './fallbacks';
 import { REAP_OUTCOME, REAP_REQUEST, REAP_REQUEST_SIZE, REAP_RESULT, REAP_RESULT_SIZE, SOCK, SOCK_SIZE } from './generated/layout';
+import { reapFallbacks } from './kernel-paths';
+import { knownRefusals } from './kernel-probe';
 import { explainNativeError, requireBtf } from './preflight';
 import { currentActor, openAuditor, type AuditRecord, type AuditTarget } from './reap-audit';
 import { applyReapFilters, type AppliedReapFilters, type ReapFilters } from './reap-filters';
@@ -179,8 +182,14 @@ function explainReapError(err: unknown): Error {
 function openReaper(options: ExecuteReapOptions): NativeReaper {
   const btfPath = requireBtf(options.btfPath);
   const addon = loadAddon();
+  const known = knownRefusals(btfPath);
+  // Told the kernel refuses reap_tcp (the probe's cache, SOCKLEAK_REFUSE): straight to sock_diag.
+  const method = options.method ?? (known.has('reap_tcp') || known.has('bpf') ? 'sock_diag' : 'auto');
   try {
-    return new addon.Reaper({ ...(btfPath !== undefined && { btfPath }), method: options.method ?? 'auto' });
+    const reaper = new addon.Reaper({ ...(btfPath !== undefined && { btfPath }), method });
+    if (reaper.method() === 'sock_diag' && method !== 'sock_diag') known.set('reap_tcp', reaper.fallbackReason());
+    if (!options.method) for (const fallback of reapFallbacks(new Set(known.keys()), known)) noteFallback(fallback);
+    return reaper;
   } catch (err) {
     if (isNativeError(err) && err.stage === 'sock_diag' && err.code === 'EOPNOTSUPP') {
       throw new KernelUnsupportedError(
