@@ -128,7 +128,7 @@ export function compare(
   return { found, ownersOk, extra };
 }
 
-interface Scenario {
+export interface Scenario {
   destinations: Set<string>;
   truth: Map<string, Owner>;
   held: number;
@@ -138,7 +138,7 @@ interface Scenario {
 }
 
 /** Makes `sockets` CLOSE_WAIT sockets spread over `holders` processes. */
-async function createCloseWait(bin: string, sockets: number, holders: number, nDest: number, restorer: Restorer): Promise<Scenario> {
+export async function createCloseWait(bin: string, sockets: number, holders: number, nDest: number, restorer: Restorer): Promise<Scenario> {
   const children: ReturnType<typeof start>[] = [];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockleak-bench-'));
   const cleanup = async (): Promise<void> => {
