@@ -9,10 +9,10 @@
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
-import { forcedRefusals } from './fallbacks';
+import { forcedRefusals, noteFallback, REFUSE_ENV } from './fallbacks';
 import { SOCK_SIZE } from './generated/layout';
-import { KernelUnsupportedError } from './errors';
-import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
+import { KernelUnsupportedError, PermissionError } from './errors';
+import { bpfUnusable, canEnterNetns, explainNativeError } from './preflight';
 import { tcpStateNumber, type TcpState } from './tcp-states';
 
 /** Bit mask of kernel state numbers for the iterators' in-kernel filter; 0 = all. */
@@ -55,33 +55,78 @@ export function netnsTarget(ino: number, path: string, own = ownNetns()): { netn
   return ino === own ? {} : { netnsPath: path };
 }
 
+/** What the scans without BPF (native/diag-scan.h) take instead, and cannot see. */
+function noteScansWithoutBpf(why: string): void {
+  noteFallback({
+    what: 'bpf',
+    why,
+    instead: 'scanning with sock_diag and /proc, as ss -p',
+    lost: "sockets' creator threads and history, and their own keepalive settings (the netns defaults are shown)",
+  });
+}
+
 /**
  * The addon's scanner; it loads its BPF object with the first iterator scan (or
  * preload()). The object is a light skeleton that the kernel relocates against
  * its own BTF, so a `btfPath` is only what the preflight requires to exist, as
- * for every command (the tracer's CO-RE does use it).
+ * for every command (the tracer's CO-RE does use it). Where BPF is unusable
+ * (SOCKLEAK_REFUSE=bpf, no CAP_BPF, no BTF) but /proc is readable, every scan
+ * comes from sock_diag and /proc instead, and that is noted; where neither is,
+ * PermissionError or KernelUnsupportedError.
  */
 export function openNativeScanner(options: { btfPath?: string } = {}): NativeScanner {
-  requireBpfPrivileges();
-  requireBtf(options.btfPath);
+  const refused = forcedRefusals();
+  const why = bpfUnusable(options.btfPath, refused.includes('bpf'));
+  if (why) {
+    noteScansWithoutBpf(why);
+    if (!refused.includes('bpf')) refused.push('bpf');
+  }
   try {
-    return new (loadAddon().Scanner)({ refused: forcedRefusals(), ...(options.btfPath && { btfPath: options.btfPath }) });
+    return new (loadAddon().Scanner)({ refused, ...(options.btfPath && { btfPath: options.btfPath }) });
   } catch (err) {
     throw explainNativeError(err);
   }
+}
+
+/** Scanners whose load has been looked at: a kernel that refuses the whole object is noted once. */
+const checked = new WeakSet<NativeScanner>();
+
+/**
+ * Notes that the kernel refused the scanner's BPF object (lockdown, seccomp, a
+ * build that refuses it): its scans came from sock_diag and /proc. After a
+ * scan, the load is over and loadReport() only reads what it kept.
+ */
+function noteKernelRefusal(native: NativeScanner, kind: NativeScanRequest['kind']): void {
+  if (kind === 'cookies' || checked.has(native)) return;
+  checked.add(native);
+  const report = native.loadReport();
+  if (report.loader !== 'none') return;
+  const first = report.refusals[0];
+  noteScansWithoutBpf(first ? `${first.code}: ${first.reason}` : `${REFUSE_ENV} or the kernel`);
 }
 
 /** One native scan to its end; errors typed. */
 export async function runScan(native: NativeScanner, request: NativeScanRequest): Promise<Buffer> {
+  let buf: Buffer;
   try {
-    return await native.scan(request);
+    buf = await native.scan(request);
   } catch (err) {
     throw explainNativeError(err);
   }
+  noteKernelRefusal(native, request.kind);
+  return buf;
 }
 
-/** True for the error of a namespace whose last process exited before it could be entered. */
+/**
+ * True for the error of a namespace whose last process exited before it could
+ * be entered, or, without CAP_SYS_ADMIN, of one this process may not enter
+ * (noted once: its sockets are not seen; a container without CAP_BPF still scans its own).
+ */
 export function isVanishedNetns(err: unknown): boolean {
+  if (err instanceof PermissionError && /entering network namespace/.test(err.message) && !canEnterNetns()) {
+    noteFallback({ what: 'setns', why: 'no CAP_SYS_ADMIN', instead: 'scanning this network namespace only', lost: 'sockets of the other network namespaces' });
+    return true;
+  }
   return err instanceof KernelUnsupportedError && /netns/.test(err.message);
 }
 
@@ -138,7 +183,10 @@ export async function* scanChunks(native: NativeScanner, request: NativeScanRequ
       } catch (err) {
         throw explainNativeError(err);
       }
-      if (n === 0) return;
+      if (n === 0) {
+        noteKernelRefusal(native, request.kind);
+        return;
+      }
       yield chunk.subarray(0, n);
     }
   } finally {

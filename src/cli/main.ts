@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
+import { describeFallback, onFallback } from '../fallbacks';
 
 /** What a command's action hands back: its exit code, when it is done. */
 export type SetResult = (result: Promise<number>) => void;
@@ -59,6 +60,8 @@ function program(setResult: SetResult, argv: readonly string[]): Command {
 /** Runs the CLI with `argv` (without node and script). Never throws. */
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
+  // Each way not taken, once, as the library notes it (the head start may note the first).
+  onFallback((f) => process.stderr.write(`sockleak: ${oneLine(describeFallback(f))}\n`));
   if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!(argv.slice(1));
   try {
     await program((p) => (result = p), argv).parseAsync(argv, { from: 'user' });
