@@ -55,9 +55,10 @@ export function canEnterNetns(): boolean {
 
 /**
  * Why BPF cannot be used here (SOCKLEAK_REFUSE=bpf, no privileges to load it,
- * no kernel BTF), for a caller with another way: undefined when it can.
+ * a kernel without BTF), for a caller with another way: undefined when it can.
  * Throws PermissionError when the other way is closed too (not root): that
- * error names what BPF needs, as without a fallback.
+ * error names what BPF needs, as without a fallback; KernelUnsupportedError
+ * for a BTF file named by the user that does not exist.
  */
 export function bpfUnusable(btfPath: string | undefined, forced: boolean): string | undefined {
   if (forced) {
@@ -72,12 +73,12 @@ export function bpfUnusable(btfPath: string | undefined, forced: boolean): strin
     if (!canReadEveryProcess()) throw err;
     return 'no CAP_BPF and CAP_PERFMON';
   }
-  try {
-    requireBtf(btfPath);
-  } catch (err) {
-    if (!canReadEveryProcess()) throw err;
-    return (err as Error).message.replace(/:.*/, '');
+  // A BTF file named by the user (option, SOCKLEAK_BTF) that is missing is a
+  // mistake to report; the kernel's own missing is a kernel built without BTF.
+  if ((btfPath ?? process.env.SOCKLEAK_BTF) === undefined && !existsSync(DEFAULT_BTF_PATH) && canReadEveryProcess()) {
+    return `no kernel BTF at ${DEFAULT_BTF_PATH}`;
   }
+  requireBtf(btfPath);
   return undefined;
 }
 
