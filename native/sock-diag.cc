@@ -44,34 +44,44 @@ long InUse(const char* path, const char* prefix) {
   return count;
 }
 
-// States whose sockets the in-use count covers (bit = 1 << TCP state): a dump
-// for only these finds nothing in a family whose count is 0. Not TIME_WAIT nor
-// FIN_WAIT2 (a timewait socket can stand for either), not SYN_RECV or
-// NEW_SYN_RECV (request sockets), nor the bound-inactive pseudo-state.
+// The kernel's TCP states (bit = 1 << state in the masks).
 enum : uint32_t {
   kEstablished = 1,
   kSynSent = 2,
+  kSynRecv = 3,
   kFinWait1 = 4,
+  kFinWait2 = 5,
+  kTimeWait = 6,
   kClose = 7,
   kCloseWait = 8,
   kLastAck = 9,
   kListen = 10,
   kClosing = 11,
+  kNewSynRecv = 12,
 };
+// States whose sockets the in-use count covers: a dump for only these finds
+// nothing in a family whose count is 0. Not TIME_WAIT nor FIN_WAIT2 (a timewait
+// socket can stand for either), not SYN_RECV or NEW_SYN_RECV (request sockets),
+// nor the bound-inactive pseudo-state.
 constexpr uint32_t kInUseStates = (1u << kEstablished) | (1u << kSynSent) | (1u << kFinWait1) | (1u << kClose) |
                                   (1u << kCloseWait) | (1u << kLastAck) | (1u << kListen) | (1u << kClosing);
 
-// How long the socket has been idle, as keepalive measures it, from INET_DIAG_INFO.
-bool IdleMs(const inet_diag_msg* msg, size_t len, uint64_t* idle_ms) {
+// The answer's INET_DIAG_INFO copied into *info (zero-filled past what this
+// kernel sends); false when it has none (timewait and request sockets).
+bool InfoOf(const inet_diag_msg* msg, size_t len, tcp_info* info) {
   int attr_len = static_cast<int>(len) - static_cast<int>(NLMSG_ALIGN(sizeof(*msg)));
   for (auto* attr = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(attr, attr_len); attr = RTA_NEXT(attr, attr_len)) {
     if (attr->rta_type != INET_DIAG_INFO) continue;
-    tcp_info info{};
-    memcpy(&info, RTA_DATA(attr), std::min<size_t>(RTA_PAYLOAD(attr), sizeof(info)));
-    *idle_ms = std::min({info.tcpi_last_data_recv, info.tcpi_last_ack_recv, info.tcpi_last_data_sent});
+    *info = tcp_info{};
+    memcpy(info, RTA_DATA(attr), std::min<size_t>(RTA_PAYLOAD(attr), sizeof(*info)));
     return true;
   }
   return false;
+}
+
+// How long the socket has been idle, as keepalive measures it.
+uint64_t IdleMs(const tcp_info& info) {
+  return std::min({info.tcpi_last_data_recv, info.tcpi_last_ack_recv, info.tcpi_last_data_sent});
 }
 
 }  // namespace
@@ -129,7 +139,8 @@ BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* 
         *reply_err = 0;
         *state = found->idiag_state;
         if (cookie) *cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
-        if (!IdleMs(found, h->nlmsg_len - NLMSG_HDRLEN, idle_ms)) *idle_ms = 0;
+        tcp_info info;
+        *idle_ms = InfoOf(found, h->nlmsg_len - NLMSG_HDRLEN, &info) ? IdleMs(info) : 0;
         return BpfError{};
       }
     }
@@ -236,52 +247,117 @@ BpfError SockDiag::CookieOf(const sl_sock& sock, uint64_t* cookie) {
   return BpfError{};
 }
 
+BpfError SockDiag::Dump(uint8_t family, uint32_t kernel_states, uint8_t ext, const MsgVisitor& each) {
+  DiagRequest msg{};
+  msg.header.nlmsg_len = sizeof(msg);
+  msg.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.header.nlmsg_seq = ++seq_;
+  msg.body.sdiag_family = family;
+  msg.body.sdiag_protocol = IPPROTO_TCP;
+  msg.body.idiag_states = kernel_states;
+  msg.body.idiag_ext = ext;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+    return BpfError::From(errno, "sock_diag");
+  }
+  // A dump answers in multipart datagrams of up to ~32 KB each.
+  alignas(nlmsghdr) static thread_local char buf[64 << 10];
+  for (;;) {
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "sock_diag");
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq_) continue;  // the rest of a dump given up on (no memory)
+      if (h->nlmsg_type == NLMSG_DONE) return BpfError{};
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        int err = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+        if (family == AF_INET6 && err == ENOENT) return BpfError{};  // a kernel without IPv6
+        return BpfError::From(err, "sock_diag", "dump");
+      }
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+      if (!each(reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h)), h->nlmsg_len - NLMSG_HDRLEN)) {
+        return BpfError::From(ENOMEM, "sock_diag");
+      }
+    }
+  }
+}
+
 BpfError SockDiag::DumpCookies(uint32_t state_mask, ScanBuffer* out) {
   bool counted = state_mask && (state_mask & ~kInUseStates) == 0;
   for (uint8_t family : {AF_INET, AF_INET6}) {
     if (counted && !(family == AF_INET ? has_ipv4_ : has_ipv6_)) continue;
-    DiagRequest msg{};
-    msg.header.nlmsg_len = sizeof(msg);
-    msg.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    msg.header.nlmsg_seq = ++seq_;
-    msg.body.sdiag_family = family;
-    msg.body.sdiag_protocol = IPPROTO_TCP;
-    msg.body.idiag_states = state_mask ? state_mask : ~0u;
-    sockaddr_nl kernel{};
-    kernel.nl_family = AF_NETLINK;
-    if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
-      return BpfError::From(errno, "sock_diag");
-    }
-    // A dump answers in multipart datagrams of up to ~32 KB each.
-    alignas(nlmsghdr) static thread_local char buf[64 << 10];
-    for (bool done = false; !done;) {
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return BpfError::From(errno, "sock_diag");
-      int len = static_cast<int>(n);
-      if (!out->Reserve(static_cast<size_t>(len))) return BpfError::From(ENOMEM, "sock_diag");
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_seq != seq_) continue;
-        if (h->nlmsg_type == NLMSG_DONE) {
-          done = true;
-          break;
-        }
-        if (h->nlmsg_type == NLMSG_ERROR) {
-          int err = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
-          if (family == AF_INET6 && err == ENOENT) {  // a kernel without IPv6
-            done = true;
-            break;
-          }
-          return BpfError::From(err, "sock_diag", "dump");
-        }
-        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-        auto* found = reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h));
-        uint64_t cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
-        memcpy(out->end(), &cookie, sizeof(cookie));  // each message is far larger than a cookie
-        out->Commit(sizeof(cookie));
+    BpfError error = Dump(family, state_mask ? state_mask : ~0u, 0, [out](const inet_diag_msg* found, size_t) {
+      if (!out->Reserve(sizeof(uint64_t))) return false;
+      uint64_t cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
+      memcpy(out->end(), &cookie, sizeof(cookie));
+      out->Commit(sizeof(cookie));
+      return true;
+    });
+    if (!error.ok()) return error;
+  }
+  return BpfError{};
+}
+
+BpfError SockDiag::DumpSocks(uint32_t state_mask, uint32_t netns_ino, const Keepalive& keepalive,
+                             const SockVisitor& each) {
+  // The states as iter/tcp reads skc_state (0 = all of them), and the bits
+  // sock_diag needs for them: a timewait socket answers as its substate
+  // (TIME_WAIT or FIN_WAIT2), a request socket as SYN_RECV.
+  uint32_t wanted = state_mask ? state_mask : (1u << (kNewSynRecv + 1)) - 2;
+  uint32_t kernel = wanted;
+  if (wanted & (1u << kTimeWait)) kernel |= 1u << kFinWait2;
+  if (wanted & (1u << kNewSynRecv)) kernel |= 1u << kSynRecv;
+  bool counted = (wanted & ~kInUseStates) == 0;
+  uint64_t now_ns = MonotonicNs();
+  auto visit = [&](const inet_diag_msg* found, size_t len) {
+    tcp_info info;
+    bool full = InfoOf(found, len, &info);
+    // Only timewait sockets have timer 3; only request sockets answer SYN_RECV
+    // without the tcp_info every full socket has.
+    bool timewait = found->idiag_timer == 3;
+    uint8_t state = timewait ? static_cast<uint8_t>(kTimeWait) : found->idiag_state;
+    if (state == kSynRecv && !full) state = kNewSynRecv;
+    if (!(wanted & (1u << state))) return true;
+    sl_sock sock{};
+    sock.cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
+    sock.family = found->idiag_family;
+    sock.state = state;
+    sock.sport = ntohs(found->id.idiag_sport);
+    sock.dport = ntohs(found->id.idiag_dport);
+    memcpy(sock.saddr, found->id.idiag_src, sock.family == AF_INET ? 4 : sizeof(sock.saddr));
+    memcpy(sock.daddr, found->id.idiag_dst, sock.family == AF_INET ? 4 : sizeof(sock.daddr));
+    sock.netns_ino = netns_ino;
+    sock.fd = -1;
+    if (timewait) {
+      sock.timer_ms = found->idiag_expires;
+      sock.flags |= SL_SK_TIMER;
+    } else if (state != kNewSynRecv) {
+      // As the iterator: the uid and queues of full sockets only (LISTEN: backlog and its max).
+      sock.uid = found->idiag_uid;
+      sock.recv_q = found->idiag_rqueue;
+      sock.send_q = found->idiag_wqueue;
+      if (full && state != kListen) {  // a listener's tcp_mstamp, which the iterator reads, stays 0
+        uint64_t idle_ns = IdleMs(info) * 1000000ull;
+        sock.last_active_ns = idle_ns < now_ns ? now_ns - idle_ns : 0;
+      }
+      if (found->idiag_timer == 2) {  // sk_timer pending: keepalive's, on a TCP socket
+        sock.flags |= SL_SK_KEEPALIVE | SL_SK_TIMER;
+        sock.timer_ms = found->idiag_expires;
+        sock.keepalive_idle_ms = keepalive.idle_ms;
+        sock.keepalive_intvl_ms = keepalive.intvl_ms;
+        sock.keepalive_probes = keepalive.probes;
       }
     }
+    each(sock, found->idiag_inode);
+    return true;
+  };
+  for (uint8_t family : {AF_INET, AF_INET6}) {
+    if (counted && !(family == AF_INET ? has_ipv4_ : has_ipv6_)) continue;
+    BpfError error = Dump(family, kernel, 1 << (INET_DIAG_INFO - 1), visit);
+    if (!error.ok()) return error;
   }
   return BpfError{};
 }

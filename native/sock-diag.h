@@ -12,10 +12,13 @@
 #include <linux/types.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "bpf-error.h"
 #include "scan-buffer.h"
 #include "sockleak.h"
+
+struct inet_diag_msg;  // <linux/inet_diag.h>
 
 namespace sockleak {
 
@@ -49,6 +52,22 @@ class SockDiag {
   // whole established hash, TIME_WAIT included (~15 ms with 130k of them).
   BpfError DumpCookies(uint32_t state_mask, ScanBuffer* out);
 
+  // Every TCP socket, IPv4 and IPv6, of this socket's netns as iter/tcp sees it
+  // (scan_tcp's struct sl_sock, fd -1, `netns_ino` set; a request socket has
+  // state TCP_NEW_SYN_RECV, a timewait socket TIME_WAIT whatever its substate),
+  // in the states of `state_mask` (0 = every state), with its inode (0 for
+  // timewait and request sockets), in the kernel's order (listeners first).
+  // What differs from the iterator: last_active_ns is estimated from tcp_info's
+  // ms counters; keepalive is seen only while its timer is pending, with the
+  // netns's default settings (`keepalive`, read by the caller in the netns: the
+  // socket's own TCP_KEEP* are not in sock_diag's answer).
+  struct Keepalive {
+    uint32_t idle_ms = 0, intvl_ms = 0;
+    uint8_t probes = 0;
+  };
+  using SockVisitor = std::function<void(const sl_sock& sock, uint32_t inode)>;
+  BpfError DumpSocks(uint32_t state_mask, uint32_t netns_ino, const Keepalive& keepalive, const SockVisitor& each);
+
   // The cookie of the socket on `sock`'s endpoints (an exact query, which gives
   // a socket without one its cookie, as any sock_diag answer does); 0 when no
   // socket is there.
@@ -59,6 +78,12 @@ class SockDiag {
   // and for a query *state / *idle_ms describe the socket found.
   BpfError Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
                     uint64_t* idle_ms, uint64_t* cookie = nullptr);
+
+  // Dumps one family's sockets in `kernel_states` (sock_diag's state bits),
+  // calling `each` per answer with its length (attributes included); `ext`:
+  // inet_diag_req_v2.idiag_ext. The loop DumpCookies and DumpSocks share.
+  using MsgVisitor = std::function<bool(const ::inet_diag_msg* msg, size_t len)>;
+  BpfError Dump(uint8_t family, uint32_t kernel_states, uint8_t ext, const MsgVisitor& each);
 
   int fd_ = -1;
   uint32_t seq_ = 0;

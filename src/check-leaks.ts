@@ -7,7 +7,7 @@
  */
 import { SocketLeakError, UsageError } from './errors';
 import { LeakLog, type LeakedSocket } from './leak-log';
-import { watch } from './leak-watcher';
+import { startLeakEngine } from './leak-engine';
 import { matchesAnyRemote, parseRemotePattern } from './remote-pattern';
 import { SocketScanner } from './scan';
 
@@ -60,7 +60,7 @@ export async function checkSocketLeaks<T>(fn: () => T | Promise<T>, options: Che
   try {
     const closeWait = async (): Promise<string[]> => [...(await scanner.scan({ pid, states: ['CLOSE_WAIT'] })).keys()];
     // This process as a one-process tree: only its sockets are scanned, however busy the host.
-    const watcher = watch({ thresholdMs, tickMs, followTree: true, ...btf });
+    const watcher = startLeakEngine({ thresholdMs, tickMs, followTree: true, ...btf });
     const log = new LeakLog(watcher);
     let leaks: LeakedSocket[];
     let value: T;

@@ -187,6 +187,24 @@ export class CloseWaitScanner {
     }
   }
 
+  /**
+   * Calls `visit` for every record of every CLOSE_WAIT socket: held ones (of
+   * `pids` only, when given), then, without `pids`, every netns's (a held
+   * socket comes again there, not held). What polling without the tracer reads.
+   */
+  async every(visit: (cookie: CookieKey, sock: RawSock) => void, pids?: readonly number[]): Promise<void> {
+    const sock: RawSock = { buf: Buffer.alloc(0), decoder: new SockDecoder(Buffer.alloc(0)), at: 0, held: true };
+    for await (const { buf, held } of this.buffers(pids, () => true)) {
+      sock.buf = buf;
+      sock.decoder = new SockDecoder(buf);
+      sock.held = held;
+      for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
+        sock.at = at;
+        visit(cookieKeyAt(buf, at + SOCK.cookie.offset), sock);
+      }
+    }
+  }
+
   close(): void {
     this.native.close();
   }

@@ -27,8 +27,8 @@ export function scanFallbacks(refused: ReadonlySet<string>, reasons: Reasons = n
     out.push({
       what: 'bpf',
       why: why(reasons, 'bpf'),
-      instead: 'sockets from sock_diag, owners from /proc (as ss -p)',
-      lost: "creator threads and history; last activity is estimated from tcp_info",
+      instead: 'scanning with sock_diag and /proc, as ss -p',
+      lost: "sockets' creator threads and history, and their own keepalive settings (the netns defaults are shown)",
     });
     return out;
   }

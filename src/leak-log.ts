@@ -1,8 +1,8 @@
 /**
- * The leak records of one LeakWatcher run, kept by socket: what `run` and
+ * The leak records of one leak engine's run, kept by socket: what `run` and
  * `checkSocketLeaks` report once the watched code is done.
  */
-import type { LeakWatcher } from './leak-watcher';
+import type { LeakEngine } from './leak-engine';
 import type { LeakRecord, ResolvedRecord } from './watch-records';
 import type { SocketInfo } from './sockets';
 
@@ -21,7 +21,7 @@ export class LeakLog {
   /** Settles when the watcher's iterator ends (after close()). */
   readonly done: Promise<void>;
 
-  constructor(watcher: LeakWatcher) {
+  constructor(watcher: LeakEngine) {
     this.done = (async () => {
       for await (const r of watcher) {
         if (r.type === 'leak' && !this.leaks.has(r.cookie)) this.leaks.set(r.cookie, r);

@@ -86,7 +86,7 @@ const NEW_IN_SCAN = -2;
 /** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
 const CREATOR_LIMIT = 4096;
 
-function validate(o: WatchOptions): void {
+export function validate(o: WatchOptions): void {
   for (const [name, v, min] of [
     ['threshold', o.thresholdMs, 0],
     ['tick', o.tickMs, 10],

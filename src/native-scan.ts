@@ -10,11 +10,11 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { loadAddon, type NativeScanner, type NativeScanRequest } from './addon';
 import { noteFallback } from './fallbacks';
-import { knownRefusals } from './kernel-probe';
-import { mergeRefusals, scanFallbacks } from './kernel-paths';
+import { KernelUnsupportedError, PermissionError } from './errors';
 import { SOCK_SIZE } from './generated/layout';
-import { KernelUnsupportedError } from './errors';
-import { explainNativeError, requireBpfPrivileges, requireBtf } from './preflight';
+import { mergeRefusals, scanFallbacks } from './kernel-paths';
+import { knownRefusals } from './kernel-probe';
+import { bpfUnusable, canEnterNetns, explainNativeError } from './preflight';
 import { tcpStateNumber, type TcpState } from './tcp-states';
 
 /** Bit mask of kernel state numbers for the iterators' in-kernel filter; 0 = all. */
@@ -61,13 +61,16 @@ export function netnsTarget(ino: number, path: string, own = ownNetns()): { netn
  * The addon's scanner; it loads its BPF object with the first iterator scan (or
  * preload()). The object is a light skeleton that the kernel relocates against
  * its own BTF, so a `btfPath` is only what the preflight requires to exist, as
- * for every command (the tracer's CO-RE does use it).
+ * for every command (the tracer's CO-RE does use it). Where BPF is unusable
+ * (SOCKLEAK_REFUSE=bpf, no CAP_BPF, no BTF) but /proc is readable, every scan
+ * comes from sock_diag and /proc instead, and that is noted; where neither is,
+ * PermissionError or KernelUnsupportedError.
  */
 export function openNativeScanner(options: { btfPath?: string } = {}): NativeScanner {
-  requireBpfPrivileges();
-  requireBtf(options.btfPath);
+  const known = knownRefusals(options.btfPath);
+  const why = bpfUnusable(options.btfPath, known.has('bpf'));
+  if (why && !known.has('bpf')) known.set('bpf', why);
   try {
-    const known = knownRefusals(options.btfPath);
     const native = new (loadAddon().Scanner)({ refused: [...known.keys()], ...(options.btfPath && { btfPath: options.btfPath }) });
     unnoted.set(native, known);
     return native;
@@ -79,12 +82,22 @@ export function openNativeScanner(options: { btfPath?: string } = {}): NativeSca
 /** Scanners whose fallbacks are not noted yet, with the refusals they were told of. */
 const unnoted = new WeakMap<NativeScanner, Map<string, string>>();
 
-/** Notes the ways `native` took (kernel-paths.ts), once, after its load. */
-function noteScanWays(native: NativeScanner): void {
+/**
+ * Notes the ways `native` took (kernel-paths.ts), once, after its load (not
+ * after a sock_diag census, which loads nothing: loadReport() would load now).
+ * A kernel that refused the whole object (lockdown, seccomp) is `bpf` refused.
+ */
+function noteScanWays(native: NativeScanner, kind: NativeScanRequest['kind']): void {
   const known = unnoted.get(native);
-  if (!known) return;
+  if (!known || kind === 'cookies') return;
   unnoted.delete(native);
-  const { refused, reasons } = mergeRefusals(known, native.loadReport().refusals);
+  const report = native.loadReport();
+  const { refused, reasons } = mergeRefusals(known, report.refusals);
+  if (report.loader === 'none' && !refused.has('bpf')) {
+    const first = report.refusals[0];
+    refused.add('bpf');
+    reasons.set('bpf', first ? `${first.code}: ${first.reason}` : 'the kernel refused every program');
+  }
   for (const fallback of scanFallbacks(refused, reasons)) noteFallback(fallback);
 }
 
@@ -95,12 +108,20 @@ export async function runScan(native: NativeScanner, request: NativeScanRequest)
   } catch (err) {
     throw explainNativeError(err);
   } finally {
-    noteScanWays(native);
+    noteScanWays(native, request.kind);
   }
 }
 
-/** True for the error of a namespace whose last process exited before it could be entered. */
+/**
+ * True for the error of a namespace whose last process exited before it could
+ * be entered, or, without CAP_SYS_ADMIN, of one this process may not enter
+ * (noted once: its sockets are not seen; a container without CAP_BPF still scans its own).
+ */
 export function isVanishedNetns(err: unknown): boolean {
+  if (err instanceof PermissionError && /entering network namespace/.test(err.message) && !canEnterNetns()) {
+    noteFallback({ what: 'setns', why: 'no CAP_SYS_ADMIN', instead: 'scanning this network namespace only', lost: 'sockets of the other network namespaces' });
+    return true;
+  }
   return err instanceof KernelUnsupportedError && /netns/.test(err.message);
 }
 
@@ -150,7 +171,6 @@ export async function* scanChunks(native: NativeScanner, request: NativeScanRequ
   const chunk = idleChunk ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
   idleChunk = undefined;
   try {
-    noteScanWays(native);
     for (;;) {
       let n: number;
       try {
@@ -158,7 +178,10 @@ export async function* scanChunks(native: NativeScanner, request: NativeScanRequ
       } catch (err) {
         throw explainNativeError(err);
       }
-      if (n === 0) return;
+      if (n === 0) {
+        noteScanWays(native, request.kind);
+        return;
+      }
       yield chunk.subarray(0, n);
     }
   } finally {

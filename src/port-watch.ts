@@ -1,5 +1,5 @@
 /**
- * `watchWithPorts()`: the LeakWatcher's CLOSE_WAIT records and the PortWatcher's
+ * `watchWithPorts()`: the leak engine's CLOSE_WAIT records (leak-engine.ts) and the PortWatcher's
  * connect-failure and port-pressure records, from one leak-mode tracer, as one
  * async-iterable stream (what `sockleak watch` prints). With `onPortScan`, a
  * lean scan of the whole socket table (port-scan.ts) is handed over once per
@@ -10,7 +10,8 @@ import type { TraceCounters } from './events';
 import type { TracerHooks } from './tracer';
 import { Fifo } from './fifo';
 import type { Owner } from './sockets';
-import { LeakWatcher, type WatchOptions } from './leak-watcher';
+import { startLeakEngine, type LeakEngine } from './leak-engine';
+import type { WatchOptions } from './leak-watcher';
 import type { LeakRecord, WatchRecord } from './watch-records';
 import { PortSocketScanner } from './port-scan';
 import type { PortSocket } from './port-usage';
@@ -29,7 +30,7 @@ const PORT_SCAN_MS = 60_000;
 
 /** Leak and port records, in the order they were produced. Iterate it; close() to stop. */
 export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord> {
-  private readonly leaks: LeakWatcher;
+  private readonly leaks: LeakEngine;
   private readonly ports: PortWatcher;
   private readonly portScanner: PortSocketScanner | undefined;
   private portTimer: NodeJS.Timeout | undefined;
@@ -46,7 +47,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     const { ports: portOptions, onPortScan, ...leakOptions } = options;
     let ports: PortWatcher | undefined;
     // Events arrive on later turns of the event loop, after `ports` is set below.
-    this.leaks = new LeakWatcher({ ...leakOptions, onPortEvent: (ev) => ports?.onPortEvent(ev) });
+    this.leaks = startLeakEngine({ ...leakOptions, onPortEvent: (ev) => ports?.onPortEvent(ev) });
     let scanner: PortSocketScanner | undefined;
     try {
       ports = new PortWatcher(
@@ -142,7 +143,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   }
 
   /** How the tracer hooks syscalls (see LeakWatcher.hooks()). */
-  hooks(): TracerHooks {
+  hooks(): TracerHooks | undefined {
     return this.leaks.hooks();
   }
 

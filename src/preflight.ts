@@ -2,7 +2,7 @@
  * Checks made before touching BPF, so that the common failures get one clear
  * line (not a libbpf log): privileges, kernel BTF, target pid.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { KernelUnsupportedError, NotFoundError, PermissionError } from './errors';
 import { isNativeError } from './addon';
 import { describeMissing } from './features';
@@ -32,6 +32,56 @@ export function requireBpfPrivileges(): void {
   throw new PermissionError(`permission denied: sockleak needs root or ${missing} (CAP_SYS_ADMIN also works)`);
 }
 
+/**
+ * Whether this process may read other processes' /proc/PID/fd, what the scans
+ * without BPF need (owners as `ss -p` finds them): tried on init's, since the
+ * kernel's rule (ptrace read access: same uid and a superset of its
+ * capabilities, or CAP_SYS_PTRACE) is not one a capability set predicts, in a
+ * container least of all.
+ */
+export function canReadEveryProcess(): boolean {
+  try {
+    readdirSync('/proc/1/fd');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether this process may enter other network namespaces (setns), to dump their sockets without BPF. */
+export function canEnterNetns(): boolean {
+  return has(effectiveCaps(), CAP_SYS_ADMIN);
+}
+
+/**
+ * Why BPF cannot be used here (SOCKLEAK_REFUSE=bpf, no privileges to load it,
+ * a kernel without BTF), for a caller with another way: undefined when it can.
+ * Throws PermissionError when the other way is closed too (not root): that
+ * error names what BPF needs, as without a fallback; KernelUnsupportedError
+ * for a BTF file named by the user that does not exist.
+ */
+export function bpfUnusable(btfPath: string | undefined, forced: boolean): string | undefined {
+  if (forced) {
+    if (!canReadEveryProcess()) {
+      throw new PermissionError('permission denied: without BPF (SOCKLEAK_REFUSE=bpf) sockleak reads every /proc/PID/fd: need root');
+    }
+    return 'SOCKLEAK_REFUSE=bpf';
+  }
+  try {
+    requireBpfPrivileges();
+  } catch (err) {
+    if (!canReadEveryProcess()) throw err;
+    return 'no CAP_BPF and CAP_PERFMON';
+  }
+  // A BTF file named by the user (option, SOCKLEAK_BTF) that is missing is a
+  // mistake to report; the kernel's own missing is a kernel built without BTF.
+  if ((btfPath ?? process.env.SOCKLEAK_BTF) === undefined && !existsSync(DEFAULT_BTF_PATH) && canReadEveryProcess()) {
+    return `no kernel BTF at ${DEFAULT_BTF_PATH}`;
+  }
+  requireBtf(btfPath);
+  return undefined;
+}
+
 /** The BTF path to use; throws KernelUnsupportedError if it is missing. */
 export function requireBtf(path: string | undefined = process.env.SOCKLEAK_BTF): string | undefined {
   const effective = path ?? DEFAULT_BTF_PATH;
@@ -51,6 +101,9 @@ export function requireProcess(pid: number): void {
 /** Turns an addon failure into the typed error people should see. */
 export function explainNativeError(err: unknown): Error {
   if (!isNativeError(err)) return err as Error;
+  if (err.stage === 'netns' && err.code === 'EPERM') {
+    return new PermissionError(`permission denied entering network namespace ${err.program}: need CAP_SYS_ADMIN`);
+  }
   const where = err.program ? `BPF program ${err.program}` : 'BPF object';
   const missing = err.code === 'EPERM' || err.stage === 'netns' ? '' : describeMissing(process.env.SOCKLEAK_BTF);
   if (missing) {

@@ -5,12 +5,17 @@
  * before the leaks it made are reported.
  */
 import type { Creator, Owner } from './sockets';
-import type { Tracer } from './tracer';
+
+/** Who keeps the tree's live processes: the tracer (in the kernel), or a /proc poller (proc-tree.ts) without BPF. */
+export interface TreeSource {
+  treeAdd(pid: number): void;
+  treePids(): number[];
+}
 
 export class ProcessTree {
   private readonly seen = new Set<number>();
 
-  constructor(private readonly tracer: Tracer) {}
+  constructor(private readonly tracer: TreeSource) {}
 
   /** Adds a root; add it before it forks, or its children escape. */
   addRoot(pid: number): void {

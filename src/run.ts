@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { CommandNotFoundError, ExitCode, UsageError } from './errors';
 import { LeakLog, type LeakedSocket } from './leak-log';
-import { watch } from './leak-watcher';
+import { startLeakEngine } from './leak-engine';
 import { decodeActiveCloses } from './port-closes';
 import { matchesAnyRemote, parseRemotePattern, type RemotePattern } from './remote-pattern';
 import { timeWaitReport, type TimeWaitReport } from './time-wait-budget';
@@ -163,7 +163,7 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
   resolveCommand(command[0] ?? '', options.env ?? process.env, options.cwd ?? process.cwd());
   const thresholdMs = options.thresholdMs ?? 5000;
   const tickMs = options.tickMs ?? 100;
-  const watcher = watch({
+  const watcher = startLeakEngine({
     thresholdMs,
     tickMs,
     followTree: true,

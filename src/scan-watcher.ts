@@ -1,0 +1,310 @@
+/**
+ * The leak engine without a tracer: every poll scans the CLOSE_WAIT sockets
+ * (close-wait-scan.ts; the scanner is itself on sock_diag and /proc where BPF
+ * is unusable) and compares with the last poll. A socket seen in CLOSE_WAIT
+ * longer than the threshold is a leak, with its owners and fds from the scan
+ * and no creator; its age counts from the poll that first saw it (from its
+ * last packet, flagged estimated, for one already there at start, as the
+ * tracer's seeded ones are). A leak a poll no longer finds in CLOSE_WAIT is
+ * resolved ('gone'): who closed it, and when within the poll, is unknown.
+ * Records and table are the tracer's engine's (watch-records.ts, leak-table.ts).
+ */
+import { monotonicNowNs } from './clock';
+import { CloseWaitScanner, cookieKey, cookieText, ownerOf, type CookieKey } from './close-wait-scan';
+import { UsageError } from './errors';
+import type { TraceCounters } from './events';
+import { noteFallback } from './fallbacks';
+import { Fifo } from './fifo';
+import type { LeakEngine } from './leak-engine';
+import { LeakTable } from './leak-table';
+import type { WatchOptions } from './leak-watcher';
+import { ProcTree } from './proc-tree';
+import { ProcessTree } from './process-tree';
+import { sameOwner, type Owner } from './sockets';
+import type { LeakRecord, ResolvedRecord, WatchRecord } from './watch-records';
+
+/** A CLOSE_WAIT socket not (yet) reported: when it entered, as far as the polls know. */
+interface Waiting {
+  enteredNs: number;
+  estimated: boolean;
+  /** The last poll that saw it. */
+  poll: number;
+  /** Not the watcher's (another pid, outside the tree) or evicted: never reported. */
+  ignored: boolean;
+}
+
+/** How often to poll when not told: a quarter of the threshold, within 250 ms .. 5 s. */
+export function defaultPollMs(thresholdMs: number): number {
+  return Math.min(5000, Math.max(250, Math.round(thresholdMs / 4)));
+}
+
+function sameOwners(a: readonly Owner[], b: readonly Owner[]): boolean {
+  return a.length === b.length && a.every((o) => b.some((p) => sameOwner(o, p)));
+}
+
+export class ScanWatcher implements LeakEngine {
+  private readonly scanner: CloseWaitScanner;
+  private readonly thresholdNs: number;
+  private readonly pollMs: number;
+  private readonly leaks = new LeakTable();
+  private readonly waiting = new Map<CookieKey, Waiting>();
+  /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
+  private readonly out = new Fifo<WatchRecord | number>();
+  private readonly tree: ProcessTree | undefined;
+  private polls = 0;
+  private emitted = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** The poll running now, if one is. */
+  private polling: Promise<void> | undefined;
+  private ended = false;
+  private failure: unknown;
+  private wake: (() => void) | undefined;
+  readonly firstStep: Promise<void>;
+  private firstStepOver: () => void = () => undefined;
+
+  /** `refused`: what could not be used and why, for the one line noted. Options are validated by the caller (leak-engine.ts). */
+  constructor(
+    private readonly options: WatchOptions,
+    refused: { what: string; why: string },
+  ) {
+    this.thresholdNs = (options.thresholdMs ?? 30_000) * 1e6;
+    this.pollMs = options.tickMs ?? defaultPollMs(options.thresholdMs ?? 30_000);
+    // Noted before the scanner opens: its own note of the same refusal then adds no second line.
+    noteFallback({
+      what: refused.what,
+      why: refused.why,
+      instead: `polling CLOSE_WAIT sockets every ${this.pollMs} ms`,
+      lost: 'creators of leaks, who closed them, connect() failures and active closes; leaks are seen at poll granularity',
+    });
+    this.scanner = new CloseWaitScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+    this.tree = options.followTree ? new ProcessTree(new ProcTree()) : undefined;
+    this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
+    this.timer = setTimeout(() => void this.tick(), 0);
+  }
+
+  current(): LeakRecord[] {
+    return [...this.leaks.slots()].map((s) => this.leaks.record(s, this.ageMs(s)));
+  }
+
+  openCookies(): Iterable<CookieKey> {
+    return this.leaks.openCookies();
+  }
+
+  oldestReported(): CookieKey | undefined {
+    const s = this.leaks.first();
+    return s < 0 ? undefined : this.leaks.cookieKey(s);
+  }
+
+  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+    const t = this.leaks;
+    for (const s of t.slots()) {
+      const n = t.ownerCount(s);
+      if (n === 0) each(-1, '', true);
+      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0);
+    }
+  }
+
+  oldestEnteredNs(): number | undefined {
+    let min: number | undefined;
+    for (const s of this.leaks.slots()) min = Math.min(min ?? Infinity, this.leaks.enteredNs(s));
+    return min;
+  }
+
+  get size(): number {
+    return this.leaks.size;
+  }
+
+  leak(cookie: CookieKey): LeakRecord | undefined {
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.record(s, this.ageMs(s));
+  }
+
+  owners(cookie: CookieKey): readonly Owner[] | undefined {
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.owners(s);
+  }
+
+  enteredNs(cookie: CookieKey): number | undefined {
+    const s = this.slotOf(cookie);
+    return s < 0 ? undefined : this.leaks.enteredNs(s);
+  }
+
+  /** Stops following an open leak without a record; it is not reported again. */
+  evict(cookie: CookieKey): void {
+    const key = typeof cookie === 'string' ? cookieKey(cookie) : cookie;
+    const s = this.slotOf(key);
+    if (s < 0) return;
+    this.waiting.set(key, { enteredNs: this.leaks.enteredNs(s), estimated: false, poll: this.polls, ignored: true });
+    this.leaks.remove(s);
+  }
+
+  addTreeRoot(pid: number): void {
+    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
+    this.tree.addRoot(pid);
+  }
+
+  treePids(): number[] {
+    return this.tree?.alive() ?? [];
+  }
+
+  treeMembers(): ReadonlySet<number> {
+    return this.tree?.members() ?? new Set();
+  }
+
+  hooks(): undefined {
+    return undefined;
+  }
+
+  /** No tracer counts active closes. */
+  activeCloses(): Buffer {
+    return Buffer.alloc(0);
+  }
+
+  /** Records handed out; nothing is lost between polls, but nothing is seen between them either. */
+  counters(): TraceCounters {
+    return { emitted: BigInt(this.emitted), lost: 0n, mapFull: 0n, missed: 0n };
+  }
+
+  /** Reports now every matching socket in CLOSE_WAIT, whatever its age (`sockleak run`, when the command exits). */
+  async flush(): Promise<void> {
+    while (this.polling) await this.polling;
+    if (this.ended) return;
+    await this.poll(0);
+  }
+
+  private slotOf(cookie: CookieKey): number {
+    const s = this.leaks.slotOf(typeof cookie === 'string' ? cookieKey(cookie) : cookie);
+    return s >= 0 && !this.leaks.isTentative(s) ? s : -1;
+  }
+
+  private ageMs(slot: number): number {
+    return Math.max(0, Math.round((monotonicNowNs() - this.leaks.enteredNs(slot)) / 1e6));
+  }
+
+  private emit(record: WatchRecord | number): void {
+    this.emitted++;
+    this.out.push(record);
+    this.wake?.();
+  }
+
+  private next(): WatchRecord | undefined {
+    const item = this.out.shift();
+    if (typeof item !== 'number') return item;
+    const record = this.leaks.record(item, this.ageMs(item));
+    this.leaks.taken(item);
+    return record;
+  }
+
+  /** One poll, then the next one after pollMs, or after 10 times the poll's cost if that is longer (a scan visits every socket). */
+  private async tick(): Promise<void> {
+    if (this.ended || this.polling) return;
+    const started = performance.now();
+    try {
+      await this.poll(this.thresholdNs);
+    } catch (err) {
+      this.failure = err;
+      void this.close();
+    } finally {
+      this.firstStepOver();
+    }
+    if (!this.ended) this.timer = setTimeout(() => void this.tick(), Math.max(this.pollMs, 10 * (performance.now() - started)));
+  }
+
+  private poll(thresholdNs: number): Promise<void> {
+    const run = this.step(thresholdNs).finally(() => (this.polling = undefined));
+    this.polling = run;
+    return run;
+  }
+
+  private matches(owners: readonly Owner[]): boolean {
+    const pid = this.options.pid;
+    return (pid === undefined || owners.some((o) => o.pid === pid)) && (this.tree?.holdsOrCreated(owners, null) ?? true);
+  }
+
+  private async step(thresholdNs: number): Promise<void> {
+    const poll = ++this.polls;
+    const t = this.leaks;
+    const nowNs = monotonicNowNs();
+    // Sockets already in CLOSE_WAIT at start are aged from their last packet (a tree starts new).
+    const seeding = poll === 1 && !this.options.followTree;
+    /** Owners this poll found, by slot: open leaks and the ones it found new (tentative). */
+    const found = new Map<number, Owner[]>();
+    const fresh: number[] = [];
+    const pids = this.tree?.alive();
+    await this.scanner.every((cookie, sock) => {
+      let s = t.slotOf(cookie);
+      if (s < 0) {
+        let w = this.waiting.get(cookie);
+        if (!w) {
+          const ageMs = seeding ? sock.decoder.stateAgeMs(sock.at) : null;
+          w = { enteredNs: ageMs !== null ? nowNs - ageMs * 1e6 : nowNs, estimated: ageMs !== null, poll, ignored: false };
+          this.waiting.set(cookie, w);
+        }
+        w.poll = poll;
+        if (w.ignored || nowNs - w.enteredNs < thresholdNs) return;
+        s = t.add(cookie, sock, null, w.estimated, w.enteredNs);
+        this.waiting.delete(cookie);
+        fresh.push(s);
+      }
+      let owners = found.get(s);
+      if (!owners) found.set(s, (owners = []));
+      const owner = ownerOf(sock, this.scanner.strings);
+      if (owner && !owners.some((o) => sameOwner(o, owner))) owners.push(owner);
+    }, pids);
+    if (this.ended) return;
+    for (const s of t.slots()) {
+      const owners = found.get(s);
+      if (!owners) this.resolve(s);
+      else if (!sameOwners(owners, t.owners(s))) t.setOwners(s, owners);
+    }
+    for (const s of fresh) {
+      const owners = found.get(s)!;
+      if (owners.length) t.setOwners(s, owners);
+      if (!this.matches(owners)) {
+        this.waiting.set(t.cookieKey(s), { enteredNs: t.enteredNs(s), estimated: false, poll, ignored: true });
+        t.remove(s);
+        continue;
+      }
+      t.report(s);
+      this.emit(s);
+    }
+    for (const [cookie, w] of this.waiting) if (w.poll !== poll) this.waiting.delete(cookie); // left CLOSE_WAIT
+  }
+
+  /** A leak the poll did not find in CLOSE_WAIT any more. */
+  private resolve(s: number): void {
+    const t = this.leaks;
+    const record: ResolvedRecord = { type: 'resolved', cookie: cookieText(t.cookieKey(s)), local: t.local(s), remote: t.remote(s), closedBy: null, how: 'gone', heldMs: this.ageMs(s) };
+    t.remove(s);
+    this.emit(record);
+  }
+
+  /** Stops polling; the iterator ends after the records already produced. */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.firstStepOver();
+    clearTimeout(this.timer);
+    await this.polling?.catch(() => undefined);
+    this.scanner.close();
+    this.wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord> {
+    try {
+      for (;;) {
+        const next = this.next();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (this.failure) throw this.failure;
+        if (this.ended) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+      }
+    } finally {
+      await this.close();
+    }
+  }
+}
