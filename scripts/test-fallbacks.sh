@@ -9,7 +9,10 @@
 # fallback, each way down to its last:
 #   second ways: the cast owner scan, user space's leak walk, probe-read
 #     accept(), sock_diag's census, the libbpf loader instead of the light one;
-#   third ways: owners from /proc and sock_diag, tp_btf syscall hooks.
+#   third ways: owners from /proc and sock_diag, tp_btf syscall hooks;
+#   no BPF at all: sock_diag and /proc, leaks by successive scans (creators
+#     unknown: leaks.test.js asserts creators, test/no-bpf.test.js runs
+#     the same incident on that path in every npm test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +20,14 @@ sets=("$@")
 ((${#sets[@]})) || sets=(
 	"scan_files,new_leaks,tp_accept_cast,census_ehash,light"
 	"scan_files,scan_files_cast,scan_tcp,census_tcp,census_ehash,tp_close_enter"
+	"bpf"
 )
-files=(dist/test/leaks.test.js dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js)
 file_limit=${SOCKLEAK_VM_FILE_TIMEOUT:-600}
 
 rc=0
 for set in "${sets[@]}"; do
+	files=(dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js)
+	[ "$set" = bpf ] || files+=(dist/test/leaks.test.js)
 	echo "test-fallbacks: SOCKLEAK_REFUSE=$set" >&2
 	SOCKLEAK_REFUSE=$set node --test --test-concurrency=1 --test-force-exit --test-timeout=$((file_limit * 1000)) "${files[@]}" || rc=1
 done

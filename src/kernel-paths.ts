@@ -121,14 +121,18 @@ export interface CommandPath {
 export function commandPaths(refused: ReadonlySet<string>, reasons: Reasons = new Map()): CommandPath[] {
   const scan = scanFallbacks(refused, reasons);
   const noTracer = refused.has('bpf') || TRACER_CORE.some((p) => refused.has(p));
-  const scans: Fallback = {
-    what: 'tracer',
-    why: why(reasons, 'bpf', ...TRACER_CORE),
-    instead: 'successive scans: a socket seen in CLOSE_WAIT longer than the threshold',
-    lost: "creator threads, and leaks shorter-lived than a scan's interval",
+  // The scan-based leak engine (scan-watcher.ts) notes itself under `bpf` or `tracer`.
+  const polling = (what: string): Fallback => ({
+    what,
+    why: why(reasons, what === 'bpf' ? 'bpf' : TRACER_CORE[0]),
+    instead: 'polling CLOSE_WAIT sockets',
+    lost: 'creators of leaks, who closed them, connect() failures and active closes; leaks are seen at poll granularity',
+  });
+  const live = (followTree: boolean): Fallback[] => {
+    if (refused.has('bpf')) return [polling('bpf')];
+    if (noTracer) return [polling('tracer'), ...scan];
+    return [...traceFallbacks(refused, { leakMode: true, followTree }, reasons), ...scan];
   };
-  const live = (followTree: boolean): Fallback[] =>
-    noTracer ? [scans, ...scan] : [...traceFallbacks(refused, { leakMode: true, followTree }, reasons), ...scan];
   const unique = (list: Fallback[]): Fallback[] => [...new Map(list.map((f) => [f.what, f])).values()];
   return [
     { command: 'snapshot', works: true, fallbacks: scan },

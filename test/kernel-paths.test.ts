@@ -62,8 +62,11 @@ async function runUntil(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): 
   return stderr;
 }
 
-/** Each command's fallback lines, with a fresh empty cache (it finds refusals by loading). */
-async function observe(env: NodeJS.ProcessEnv): Promise<Map<string, string[]>> {
+/**
+ * Each command's fallback lines, with a fresh empty cache (it finds refusals
+ * by loading); a command predicted not to work must say so with exit 69.
+ */
+async function observe(env: NodeJS.ProcessEnv, prediction: Prediction): Promise<Map<string, string[]>> {
   const fresh = (): NodeJS.ProcessEnv => ({ ...env, SOCKLEAK_CACHE_DIR: tempDir() });
   const seen = new Map<string, string[]>();
   const runOnce = (command: string, args: string[], code = 0): void => {
@@ -81,6 +84,12 @@ async function observe(env: NodeJS.ProcessEnv): Promise<Map<string, string[]>> {
   ].join('\n');
   runOnce('run', ['run', '--threshold', '1s', '--', 'python3', '-c', leak], 3);
   seen.set('watch', fallbackLines(await runUntil(['watch', '--json'], fresh(), /watching/)));
+  if (!prediction.commands.find((c) => c.command === 'trace')?.works) {
+    const r = runCli(['trace', '--count', '1'], { env: fresh() });
+    assert.equal(r.code, 69, `trace, predicted not to work: exit ${r.code}: ${r.stderr}`);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    return seen;
+  }
   // trace: loopback connections make the event it stops after.
   const server = net.createServer((s) => s.destroy()).listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -111,7 +120,7 @@ async function checkPredictions(t: { diagnostic(message: string): void }, env: N
   assert.equal(predict({ ...env, SOCKLEAK_CACHE_DIR: cache }).probe.cached, true, 'the second features reads the cache');
   const refused = prediction.programs.filter((p) => !p.loaded);
   t.diagnostic(`refused here: ${refused.map((p) => `${p.object}/${p.program} (${p.code})`).join(', ') || 'nothing'}`);
-  const observed = await observe(env);
+  const observed = await observe(env, prediction);
   for (const [command, lines] of observed) {
     const predicted = prediction.commands.find((c) => c.command === command);
     assert.ok(predicted?.works, `${command}: predicted to work`);
