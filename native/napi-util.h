@@ -22,6 +22,7 @@ inline Napi::Error ToJsError(Napi::Env env, const BpfError& e) {
   error.Set("stage", Napi::String::New(env, e.stage));
   error.Set("program", Napi::String::New(env, e.program));
   error.Set("log", Napi::String::New(env, e.log));
+  error.Set("reason", Napi::String::New(env, RefusalReason(e.log, e.err)));
   return error;
 }
 

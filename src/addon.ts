@@ -117,6 +117,8 @@ export interface NativeError extends Error {
   stage: string;
   program: string;
   log: string;
+  /** The verifier's last words in `log`, or the errno's text (native/refusal.h). */
+  reason: string;
 }
 
 interface Addon {

@@ -82,6 +82,15 @@ export function bpfUnusable(btfPath: string | undefined, forced: boolean): strin
   return undefined;
 }
 
+function hasBpfPrivileges(): boolean {
+  try {
+    requireBpfPrivileges();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The BTF path to use; throws KernelUnsupportedError if it is missing. */
 export function requireBtf(path: string | undefined = process.env.SOCKLEAK_BTF): string | undefined {
   const effective = path ?? DEFAULT_BTF_PATH;
@@ -110,8 +119,10 @@ export function explainNativeError(err: unknown): Error {
     return new KernelUnsupportedError(`this kernel lacks ${missing}, needed by ${where} (run sockleak features)`, err.log);
   }
   if (err.code === 'EPERM' || err.code === 'EACCES') {
-    if (err.stage === 'load' && /PROG LOAD LOG|processed \d+ insns/.test(err.log)) {
-      return new KernelUnsupportedError(`the kernel's verifier rejected ${where} (${err.code})`, err.log);
+    // With the privileges BPF needs, a refused load is the kernel's rule (its
+    // verifier, or a build that refuses the program type), not ours.
+    if (err.stage === 'load' && (/PROG LOAD LOG|processed \d+ insns/.test(err.log) || hasBpfPrivileges())) {
+      return new KernelUnsupportedError(`the kernel refused ${where} (${err.code}: ${err.reason})`, err.log);
     }
     return new PermissionError(`permission denied loading ${where}: need root or CAP_BPF and CAP_PERFMON`);
   }
