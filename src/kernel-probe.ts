@@ -128,6 +128,6 @@ export function knownRefusals(btfPath?: string): Map<string, string> {
   // Both light skeletons refused: not for one scan_files variant, so skip them.
   const light = verdicts.filter((v) => v.object === 'loader' && !v.loaded);
   if (light.length === 2) refused.set('light', `${light[0]!.code}: ${light[0]!.reason}`);
-  for (const name of forcedRefusals()) refused.set(name, `${REFUSE_ENV}`);
+  for (const name of forcedRefusals()) refused.set(name, `${REFUSE_ENV}=${name}`);
   return refused;
 }

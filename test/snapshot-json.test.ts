@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
+import { forcedRefusals } from '../src/fallbacks';
 import { decodeScan, SocketScanner } from '../src/scan';
 import { sameScan } from '../src/snapshot';
 import { snapshotJson } from '../src/snapshot-json';
@@ -16,6 +17,10 @@ import { listenNeverAccepting, runCli, sleep, startBackend, startHolder, waitFor
 
 const cleanups: Array<() => void> = [];
 after(() => cleanups.forEach((c) => c()));
+
+/** The path forced by SOCKLEAK_REFUSE (scripts/test-fallbacks.sh) reads owners from /proc and sock_diag. */
+const refused = forcedRefusals();
+const ownersWithoutBpf = refused.includes('bpf') || (refused.includes('scan_files') && refused.includes('scan_files_cast'));
 
 /** Normalises the ages, which each rendering reads from the clock when it starts. */
 const sameClock = (json: string): string => json.replace(/"stateAgeMs":\d+/g, '"stateAgeMs":0');
@@ -64,7 +69,8 @@ test('snapshot --json, written from the records, is JSON.stringify of the snapsh
       const kept = mine.find((s) => s.keepalive);
       assert.ok(kept?.keepaliveProbeInMs != null, `a socket with keepalive: ${JSON.stringify(mine)}`);
       assert.ok(kept.keepaliveProbeInMs > 590_000 && kept.keepaliveProbeInMs <= 600_000, `first probe in ${kept.keepaliveProbeInMs} ms`);
-      assert.equal(kept.keepaliveReapByMs, kept.keepaliveProbeInMs + 5 * 30_000);
+      // Without the BPF owner scan (sock_diag and /proc), a socket's own keepalive settings are not seen: the netns defaults stand in.
+      if (!ownersWithoutBpf) assert.equal(kept.keepaliveReapByMs, kept.keepaliveProbeInMs + 5 * 30_000);
       assert.ok(raw.orphans.length > 0 && sockets.some((s) => s.owners.length === 0), 'the backlog socket, from iter/tcp');
 
       const aged = JSON.parse(Buffer.concat([...snapshotJson(raw, takenAt, 60_000)]).toString('utf8')) as { sockets: typeof sockets };
