@@ -53,7 +53,6 @@ const std::vector<std::vector<std::string>> kDroppable = {
     {"tp_accept_exit", "tp_accept4_exit"},                           // -> accepted sockets' creators unknown
     {"tp_close_enter", "tp_close_exit", "tp_bind_enter", "tp_bind_exit"},  // -> handle_sys_enter/exit
     {"handle_softirq_entry", "handle_softirq_exit"},                 // -> trace's event context unknown
-    {"handle_fork", "handle_exit"},                                  // -> run follows its tree by scans only
 };
 
 const std::vector<std::string>* GroupOf(const std::string& program) {
@@ -126,8 +125,8 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
   bpf_program__set_autoload(skel->progs.new_leaks, iterators);
   bpf_program__set_autoload(skel->progs.new_socket_leaks, iterators);
   // The process-tree programs only when a tree is followed.
-  bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree && allowed(skel->progs.handle_fork));
-  bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree && allowed(skel->progs.handle_exit));
+  bpf_program__set_autoload(skel->progs.handle_fork, options.follow_tree);
+  bpf_program__set_autoload(skel->progs.handle_exit, options.follow_tree);
   // Leak mode must be cheap for every connection: no softirq programs, and
   // per-syscall tracepoints instead of a program on every syscall, when tracefs is there.
   syscall_tracepoints_ = options.leak_mode && allowed(skel->progs.tp_close_enter) && EnsureTracefs(&mounted_tracefs_);

@@ -78,9 +78,6 @@ export function traceFallbacks(
   if (!mode.leakMode && (refused.has('handle_softirq_entry') || refused.has('handle_softirq_exit'))) {
     out.push({ what: 'handle_softirq_entry', why: why(reasons, 'handle_softirq_entry', 'handle_softirq_exit'), instead: 'no softirq hook', lost: 'whether a transition ran in softirq context' });
   }
-  if (mode.followTree && (refused.has('handle_fork') || refused.has('handle_exit'))) {
-    out.push({ what: 'handle_fork', why: why(reasons, 'handle_fork', 'handle_exit'), instead: "the command's process tree from /proc scans", lost: 'children that live shorter than a scan' });
-  }
   return out;
 }
 
@@ -93,6 +90,8 @@ export function reapFallbacks(refused: ReadonlySet<string>, reasons: Reasons = n
 
 /** The program the tracer cannot do without: where it is refused, watch, run and agent work by successive scans. */
 export const TRACER_CORE = ['handle_set_state'] as const;
+/** What `run`'s tracer also needs (it follows the command's process tree): without it, run polls, following the tree in /proc. */
+export const TREE_PROGRAMS = ['handle_fork', 'handle_exit'] as const;
 
 /**
  * What a loader was told (`known`: name -> why) and what the kernel refused
@@ -130,7 +129,7 @@ export function commandPaths(refused: ReadonlySet<string>, reasons: Reasons = ne
   });
   const live = (followTree: boolean): Fallback[] => {
     if (refused.has('bpf')) return [polling('bpf')];
-    if (noTracer) return [polling('tracer'), ...scan];
+    if (noTracer || (followTree && TREE_PROGRAMS.some((p) => refused.has(p)))) return [polling('tracer'), ...scan];
     return [...traceFallbacks(refused, { leakMode: true, followTree }, reasons), ...scan];
   };
   const unique = (list: Fallback[]): Fallback[] => [...new Map(list.map((f) => [f.what, f])).values()];

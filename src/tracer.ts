@@ -10,7 +10,7 @@ import { KernelUnsupportedError, UsageError } from './errors';
 import type { TraceCounters, TraceEvent } from './events';
 import { noteFallback } from './fallbacks';
 import { EVENT_SIZE } from './generated/layout';
-import { mergeRefusals, TRACER_CORE, traceFallbacks } from './kernel-paths';
+import { mergeRefusals, TRACER_CORE, traceFallbacks, TREE_PROGRAMS } from './kernel-paths';
 import { knownRefusals } from './kernel-probe';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from './preflight';
 import { SocketScanner } from './scan';
@@ -107,10 +107,9 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
     const addon = loadAddon();
     const known = knownRefusals(btfPath);
-    if (known.has('bpf') || TRACER_CORE.some((p) => known.has(p))) {
-      throw new KernelUnsupportedError(`the tracer's BPF programs are refused (${known.get('bpf') ?? TRACER_CORE.map((p) => known.get(p)).find(Boolean)})`);
-    }
     const mode = { leakMode: options.leakMode ?? false, followTree: options.followTree ?? false };
+    const core = ['bpf', ...TRACER_CORE, ...(mode.followTree ? TREE_PROGRAMS : [])].find((p) => known.has(p));
+    if (core) throw new KernelUnsupportedError(`the tracer's BPF program ${core} is refused (${known.get(core)})`);
     try {
       this.native = new addon.Tracer(
         {
