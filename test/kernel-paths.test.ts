@@ -85,7 +85,7 @@ async function observe(env: NodeJS.ProcessEnv, prediction: Prediction): Promise<
   runOnce('run', ['run', '--threshold', '1s', '--', 'python3', '-c', leak], 3);
   seen.set('watch', fallbackLines(await runUntil(['watch', '--json'], fresh(), /watching/)));
   // The agent's first scan notes the scanner's ways before it says it serves.
-  seen.set('agent', fallbackLines(await runUntil(['agent', '--listen', '127.0.0.1:0'], fresh(), /leaks open/)));
+  seen.set('agent', fallbackLines(await runUntil(['agent', '--listen', '127.0.0.1:0'], fresh(), /agent on/)));
   if (!prediction.commands.find((c) => c.command === 'trace')?.works) {
     const r = runCli(['trace', '--count', '1'], { env: fresh() });
     assert.equal(r.code, 69, `trace, predicted not to work: exit ${r.code}: ${r.stderr}`);
