@@ -284,6 +284,26 @@ int BPF_PROG(handle_sys_exit, struct pt_regs *regs, long ret)
  * kernel only tests a bitmap for the others. They need tracefs (the loader
  * mounts it, or falls back to handle_sys_enter/exit).
  */
+/*
+ * A per-syscall tracepoint's record (syscalls/sys_{enter,exit}_NAME): the
+ * arguments, or the return value, from offset 16 on every kernel, whatever
+ * the size of the common header before __syscall_nr (8 bytes; 12 on 6.1's
+ * PREEMPT_RT build, whose header adds preempt_lazy_count). Local types with no
+ * preserve_access_index, so CO-RE leaves them alone: the kernel's
+ * trace_event_raw_sys_enter/exit are the raw_syscalls events' records, whose
+ * fields move with the header, and a program that reads past its tracepoint's
+ * record is refused at attach (EACCES; seen on 6.1-rt, docs/kernels.md).
+ */
+struct sl_syscall_enter {
+	__u8 header[16];
+	unsigned long args[6];
+};
+
+struct sl_syscall_exit {
+	__u8 header[16];
+	long ret;
+};
+
 /* The TCP socket behind the fd accept() just returned: a socket by construction, so no file-type checks. */
 static __always_inline struct sock *accepted_tcp_sock(int fd)
 {
@@ -306,13 +326,13 @@ static __always_inline int on_accept_exit(long ret)
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int tp_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+int tp_accept4_exit(struct sl_syscall_exit *ctx)
 {
 	return on_accept_exit(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
-int tp_accept_exit(struct trace_event_raw_sys_exit *ctx)
+int tp_accept_exit(struct sl_syscall_exit *ctx)
 {
 	return on_accept_exit(ctx->ret);
 }
@@ -339,19 +359,19 @@ static __always_inline int on_accept_exit_cast(long ret)
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int tp_accept4_cast(struct trace_event_raw_sys_exit *ctx)
+int tp_accept4_cast(struct sl_syscall_exit *ctx)
 {
 	return on_accept_exit_cast(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
-int tp_accept_cast(struct trace_event_raw_sys_exit *ctx)
+int tp_accept_cast(struct sl_syscall_exit *ctx)
 {
 	return on_accept_exit_cast(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
-int tp_close_enter(struct trace_event_raw_sys_enter *ctx)
+int tp_close_enter(struct sl_syscall_enter *ctx)
 {
 	if (follow_closes)
 		on_close_enter((int)ctx->args[0]);
@@ -359,7 +379,7 @@ int tp_close_enter(struct trace_event_raw_sys_enter *ctx)
 }
 
 SEC("tracepoint/syscalls/sys_exit_close")
-int tp_close_exit(struct trace_event_raw_sys_exit *ctx)
+int tp_close_exit(struct sl_syscall_exit *ctx)
 {
 	if (follow_closes)
 		on_close_exit(ctx->ret);
@@ -367,7 +387,7 @@ int tp_close_exit(struct trace_event_raw_sys_exit *ctx)
 }
 
 SEC("tracepoint/syscalls/sys_enter_bind")
-int tp_bind_enter(struct trace_event_raw_sys_enter *ctx)
+int tp_bind_enter(struct sl_syscall_enter *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct bind_args args = {
@@ -382,7 +402,7 @@ int tp_bind_enter(struct trace_event_raw_sys_enter *ctx)
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
-int tp_bind_exit(struct trace_event_raw_sys_exit *ctx)
+int tp_bind_exit(struct sl_syscall_exit *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct bind_args *args = bpf_map_lookup_elem(&binding, &tid);

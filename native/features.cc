@@ -1,5 +1,8 @@
 #include "features.h"
 
+#include <sys/mount.h>
+#include <unistd.h>
+
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
@@ -77,6 +80,14 @@ std::vector<Feature> ProbeFeatures(const std::string& btf_path) {
   };
   btf__free(types);
   return features;
+}
+
+bool EnsureTracefs(bool* mounted) {
+  if (access("/sys/kernel/tracing/events/syscalls", F_OK) == 0) return true;
+  if (access("/sys/kernel/debug/tracing/events/syscalls", F_OK) == 0) return true;
+  if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) return false;
+  *mounted = true;
+  return access("/sys/kernel/tracing/events/syscalls", F_OK) == 0;
 }
 
 }  // namespace sockleak

@@ -21,4 +21,8 @@ std::vector<Feature> ProbeFeatures(const std::string& btf_path);
 // present: the load then decides.
 bool KernelHasFunc(const char* name);
 
+// Syscall tracepoints need tracefs, and a fresh machine has none mounted:
+// mounts it (root may) and sets *mounted. False: not available.
+bool EnsureTracefs(bool* mounted);
+
 }  // namespace sockleak

@@ -14,6 +14,7 @@
 #include "reap.skel.h"
 // clang-format on
 
+#include "features.h"
 #include "libbpf-log.h"
 #include "refusal.h"
 #include "scan-skel.h"
@@ -29,7 +30,21 @@ struct Opened {
   std::function<void()> destroy;
 };
 
-void ProbeObject(const char* object, const std::function<Opened()>& open, std::vector<ProgramVerdict>* out) {
+// Attaches a loaded program and detaches it at once: a kernel may refuse a
+// program at attach that it loaded (6.1-rt: a tracepoint program reading past
+// its record). Iterators and programs run by BPF_PROG_TEST_RUN are not attached.
+int TryAttach(bpf_program* prog) {
+  bpf_prog_type type = bpf_program__type(prog);
+  if (type != BPF_PROG_TYPE_TRACING && type != BPF_PROG_TYPE_TRACEPOINT) return 0;
+  if (bpf_program__expected_attach_type(prog) == BPF_TRACE_ITER) return 0;
+  bpf_link* link = bpf_program__attach(prog);
+  if (!link) return errno ? errno : EINVAL;
+  bpf_link__destroy(link);
+  return 0;
+}
+
+void ProbeObject(const char* object, const std::function<Opened()>& open, std::vector<ProgramVerdict>* out,
+                 bool attach = false) {
   std::set<std::string> refused;
   std::vector<ProgramVerdict> refusals;
   for (int attempt = 0; attempt < 64; attempt++) {
@@ -46,7 +61,14 @@ void ProbeObject(const char* object, const std::function<Opened()>& open, std::v
     int err = bpf_object__load(opened.obj);
     if (err == 0) {
       bpf_object__for_each_program(prog, opened.obj) {
-        if (bpf_program__autoload(prog)) out->push_back({object, bpf_program__name(prog), true, 0, ""});
+        if (!bpf_program__autoload(prog)) continue;
+        ResetLibbpfLog();
+        int refused = attach ? TryAttach(prog) : 0;
+        if (refused) {
+          out->push_back({object, bpf_program__name(prog), false, refused, "at attach: " + RefusalReason(LibbpfLog(), refused)});
+        } else {
+          out->push_back({object, bpf_program__name(prog), true, 0, ""});
+        }
       }
       opened.destroy();
       out->insert(out->end(), refusals.begin(), refusals.end());
@@ -85,6 +107,9 @@ std::vector<ProgramVerdict> ProbePrograms(const std::string& btf_path) {
   LIBBPF_OPTS(bpf_object_open_opts, opts);
   if (!btf_path.empty()) opts.btf_custom_path = btf_path.c_str();
 
+  // The per-syscall tracepoints attach only with tracefs, as the tracer mounts it.
+  bool mounted = false;
+  bool tracefs = EnsureTracefs(&mounted);
   ProbeObject("trace", [&]() {
     sl_trace* skel = sl_trace__open_opts(&opts);
     if (!skel) return Opened{};
@@ -96,7 +121,7 @@ std::vector<ProgramVerdict> ProbePrograms(const std::string& btf_path) {
     bpf_map__set_max_entries(skel->maps.events, 4096);
     skel->rodata->socket_slot_mask = 0;
     return Opened{skel->obj, [skel]() { sl_trace__destroy(skel); }};
-  }, &out);
+  }, &out, tracefs);
 
   ProbeObject("scan", [&]() {
     struct bpf_object* obj = nullptr;

@@ -25,20 +25,6 @@
 
 namespace sockleak {
 
-namespace {
-
-// Syscall tracepoints need tracefs. A fresh machine has none mounted: mount it
-// (root may), and tell the caller so it can say so. False: not available.
-bool EnsureTracefs(bool* mounted) {
-  if (access("/sys/kernel/tracing/events/syscalls", F_OK) == 0) return true;
-  if (access("/sys/kernel/debug/tracing/events/syscalls", F_OK) == 0) return true;
-  if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) return false;
-  *mounted = true;
-  return access("/sys/kernel/tracing/events/syscalls", F_OK) == 0;
-}
-
-}  // namespace
-
 Tracer::Tracer(const TracerOptions& options) : options_(options) {}
 
 Tracer::~Tracer() { Stop(); }
@@ -77,17 +63,21 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   std::vector<Refusal> refusals;
   // Each refused program costs one more open and load; the probe's cache
   // (src/kernel-probe.ts) names them up front, so this loop rarely turns.
+  // A kernel may also refuse a loaded program at attach (6.1-rt refused
+  // tracepoint programs that read past their record: EACCES).
   for (size_t attempt = 0; attempt <= kDroppable.size(); attempt++) {
     std::unique_ptr<Tracer> tracer(new Tracer(options));
     *error = tracer->LoadWithout(refused);
+    if (error->ok()) *error = tracer->Attach();
     if (error->ok()) {
       tracer->refusals_ = std::move(refusals);
-      *error = tracer->Attach();
-      return error->ok() ? std::move(tracer) : nullptr;
+      return tracer;
     }
     const std::vector<std::string>* group = GroupOf(error->program);
-    if (error->stage != "load" || !group || refused.count(error->program)) return nullptr;
-    refusals.push_back({error->program, error->err, RefusalReason(error->log, error->err)});
+    bool refusal = error->stage == "load" || error->stage == "attach";
+    if (!refusal || !group || refused.count(error->program)) return nullptr;
+    std::string reason = RefusalReason(error->log, error->err);
+    refusals.push_back({error->program, error->err, error->stage == "attach" ? "at attach: " + reason : reason});
     refused.insert(group->begin(), group->end());
   }
   return nullptr;
@@ -186,11 +176,15 @@ BpfError Tracer::Attach() {
   };
   for (auto& a : attachments) {
     if (!bpf_program__autoload(a.prog)) continue;
-    // Leak mode: close() matters only once a leak is reported; FollowCloses() attaches them.
-    if (a.prog == skel->progs.tp_close_enter || a.prog == skel->progs.tp_close_exit) continue;
     ResetLibbpfLog();
     *a.link = bpf_program__attach(a.prog);
     if (!*a.link) return BpfError::From(errno, "attach", bpf_program__name(a.prog));
+    // Leak mode: close() matters only once a leak is reported, and FollowCloses()
+    // attaches them then; attached now only to find a kernel that refuses them.
+    if (a.prog == skel->progs.tp_close_enter || a.prog == skel->progs.tp_close_exit) {
+      bpf_link__destroy(*a.link);
+      *a.link = nullptr;
+    }
   }
 
   if (options_.leak_mode) {

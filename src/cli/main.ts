@@ -40,13 +40,14 @@ const HEAD_STARTS: Record<string, (args: readonly string[]) => void> = {
 const commander = (): typeof import('commander') => require('commander') as typeof import('commander');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
-function program(setResult: SetResult, argv: readonly string[]): Command {
+function program(setResult: SetResult, argv: readonly string[], beforeAction: () => void): Command {
   const cli = new (commander().Command)('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
     .version(require('../../../package.json').version)
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: () => undefined });
+    .configureOutput({ writeErr: () => undefined })
+    .hook('preAction', beforeAction);
   const named = Object.hasOwn(COMMANDS, argv[0] ?? '') ? COMMANDS[argv[0]!] : undefined;
   for (const load of named ? [named] : Object.values(COMMANDS)) load()(cli, setResult);
   // Subcommands inherit the parent's error handling, and refuse arguments they do not take.
@@ -59,8 +60,8 @@ function program(setResult: SetResult, argv: readonly string[]): Command {
 
 /**
  * The fallback lines (fallbacks.ts) of this run: held until the arguments are
- * parsed and the command runs (a head start may load BPF first, and a usage
- * error is one line), then written as they come.
+ * parsed and the command's action starts (a head start may load BPF first, and
+ * a usage error is one line), then written as they come.
  */
 class FallbackLines {
   private held: string[] | undefined = [];
@@ -84,10 +85,7 @@ export async function main(argv: string[]): Promise<number> {
   const unsubscribe = onFallback((fallback) => lines.add(`sockleak: ${oneLine(describeFallback(fallback))}\n`));
   if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!(argv.slice(1));
   try {
-    await program((p) => {
-      result = p;
-      lines.release();
-    }, argv).parseAsync(argv, { from: 'user' });
+    await program((p) => (result = p), argv, () => lines.release()).parseAsync(argv, { from: 'user' });
     return await result;
   } catch (err) {
     return report(err);
