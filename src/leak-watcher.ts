@@ -23,10 +23,10 @@ import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import { ProcessTree } from './process-tree';
-import { LeakTable } from './leak-table';
+import { keyOf, OpenLeaks } from './open-leaks';
 import { sameOwner, type Creator, type Owner } from './sockets';
 import { Tracer, type TracerHooks } from './tracer';
-import type { Closer, LeakRecord, ResolvedRecord, WatchRecord } from './watch-records';
+import type { Closer, ResolvedRecord, WatchRecord } from './watch-records';
 
 export interface WatchOptions {
   /** How long a socket may stay in CLOSE_WAIT before it is a leak, in ms. Default 30 s. */
@@ -75,11 +75,6 @@ function withOwner(owners: readonly Owner[], owner: Owner): readonly Owner[] {
   return owners.length === 0 ? [owner] : owners.concat([owner]);
 }
 
-/** A cookie given as text or as a key, as a key. */
-function keyOf(cookie: CookieKey): CookieKey {
-  return typeof cookie === 'string' ? cookieKey(cookie) : cookie;
-}
-
 /** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
 const NEW_IN_SCAN = -2;
 
@@ -107,11 +102,10 @@ export function validate(o: WatchOptions): void {
 const LEAK_RING_BYTES = 2 << 20;
 
 /** Live leak detection. Iterate it for records; close() to stop. */
-export class LeakWatcher implements AsyncIterable<WatchRecord> {
+export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord> {
   private readonly tracer: Tracer;
   private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
-  private readonly leaks = new LeakTable();
   /** Reported leaks that left CLOSE_WAIT in their owner's context; the close event names the fd. */
   private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
@@ -145,6 +139,7 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   private firstStepOver: () => void = () => undefined;
 
   constructor(private readonly options: WatchOptions = {}) {
+    super();
     validate(options);
     if (options.pid !== undefined) requireProcess(options.pid);
     this.thresholdNs = (options.thresholdMs ?? 30_000) * 1e6;
@@ -167,72 +162,6 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
     void this.tick(); // the first tick seeds sockets already in CLOSE_WAIT
-  }
-
-  /** Leaks currently open (reported and not resolved). */
-  current(): LeakRecord[] {
-    return [...this.leaks.slots()].map((s) => this.leaks.record(s, this.ageMs(s)));
-  }
-
-  /** Open leaks' cookies in report order, listed now and pulled lazily (leaks gone meanwhile are skipped). */
-  openCookies(): Iterable<CookieKey> {
-    return this.leaks.openCookies();
-  }
-
-  /** The oldest-reported open leak; undefined when none is open. */
-  oldestReported(): CookieKey | undefined {
-    const s = this.leaks.first();
-    return s < 0 ? undefined : this.leaks.cookieKey(s);
-  }
-
-  /**
-   * Calls `each` for every holder of every open leak (pid and comm, no object
-   * made; `first` is false for a leak's second holder on), and with pid -1 for
-   * a leak without one: what per-process counts read.
-   */
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
-    const t = this.leaks;
-    for (const s of t.slots()) {
-      const n = t.ownerCount(s);
-      if (n === 0) each(-1, '', true);
-      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0);
-    }
-  }
-
-  /** The earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
-  oldestEnteredNs(): number | undefined {
-    let min: number | undefined;
-    for (const s of this.leaks.slots()) min = Math.min(min ?? Infinity, this.leaks.enteredNs(s));
-    return min;
-  }
-
-  /** Leaks open now: how many. */
-  get size(): number {
-    return this.leaks.size;
-  }
-
-  /** One open leak (cookie as text or cookieKey()) as a full record, made now; undefined when it is not (or no longer) open. */
-  leak(cookie: CookieKey): LeakRecord | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.record(s, this.ageMs(s));
-  }
-
-  /** The holders of an open leak now; undefined when it is not open. */
-  owners(cookie: CookieKey): readonly Owner[] | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.owners(s);
-  }
-
-  /** When an open leak entered CLOSE_WAIT, CLOCK_MONOTONIC ns (estimated for pre-existing ones); undefined when it is not open. */
-  enteredNs(cookie: CookieKey): number | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.enteredNs(s);
-  }
-
-  /** The slot of a reported, open leak; -1 otherwise. */
-  private slotOf(cookie: CookieKey): number {
-    const s = this.leaks.slotOf(keyOf(cookie));
-    return s >= 0 && !this.leaks.isTentative(s) ? s : -1;
   }
 
   /**
@@ -279,10 +208,6 @@ export class LeakWatcher implements AsyncIterable<WatchRecord> {
   counters(): TraceCounters {
     const c = this.tracer.counters();
     return { ...c, mapFull: c.mapFull + BigInt(this.mapFullSeed) };
-  }
-
-  private ageMs(slot: number): number {
-    return Math.max(0, Math.round((monotonicNowNs() - this.leaks.enteredNs(slot)) / 1e6));
   }
 
   private emit(record: WatchRecord | number): void {

@@ -16,12 +16,12 @@ import type { TraceCounters } from './events';
 import { noteFallback } from './fallbacks';
 import { Fifo } from './fifo';
 import type { LeakEngine } from './leak-engine';
-import { LeakTable } from './leak-table';
 import type { WatchOptions } from './leak-watcher';
+import { OpenLeaks } from './open-leaks';
 import { ProcTree } from './proc-tree';
 import { ProcessTree } from './process-tree';
 import { sameOwner, type Owner } from './sockets';
-import type { LeakRecord, ResolvedRecord, WatchRecord } from './watch-records';
+import type { ResolvedRecord, WatchRecord } from './watch-records';
 
 /** A CLOSE_WAIT socket not (yet) reported: when it entered, as far as the polls know. */
 interface Waiting {
@@ -42,11 +42,10 @@ function sameOwners(a: readonly Owner[], b: readonly Owner[]): boolean {
   return a.length === b.length && a.every((o) => b.some((p) => sameOwner(o, p)));
 }
 
-export class ScanWatcher implements LeakEngine {
+export class ScanWatcher extends OpenLeaks implements LeakEngine {
   private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
   private readonly pollMs: number;
-  private readonly leaks = new LeakTable();
   private readonly waiting = new Map<CookieKey, Waiting>();
   /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
   private readonly out = new Fifo<WatchRecord | number>();
@@ -67,6 +66,7 @@ export class ScanWatcher implements LeakEngine {
     private readonly options: WatchOptions,
     refused: { what: string; why: string },
   ) {
+    super();
     this.thresholdNs = (options.thresholdMs ?? 30_000) * 1e6;
     this.pollMs = options.tickMs ?? defaultPollMs(options.thresholdMs ?? 30_000);
     // Noted before the scanner opens: its own note of the same refusal then adds no second line.
@@ -80,53 +80,6 @@ export class ScanWatcher implements LeakEngine {
     this.tree = options.followTree ? new ProcessTree(new ProcTree()) : undefined;
     this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.timer = setTimeout(() => void this.tick(), 0);
-  }
-
-  current(): LeakRecord[] {
-    return [...this.leaks.slots()].map((s) => this.leaks.record(s, this.ageMs(s)));
-  }
-
-  openCookies(): Iterable<CookieKey> {
-    return this.leaks.openCookies();
-  }
-
-  oldestReported(): CookieKey | undefined {
-    const s = this.leaks.first();
-    return s < 0 ? undefined : this.leaks.cookieKey(s);
-  }
-
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
-    const t = this.leaks;
-    for (const s of t.slots()) {
-      const n = t.ownerCount(s);
-      if (n === 0) each(-1, '', true);
-      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0);
-    }
-  }
-
-  oldestEnteredNs(): number | undefined {
-    let min: number | undefined;
-    for (const s of this.leaks.slots()) min = Math.min(min ?? Infinity, this.leaks.enteredNs(s));
-    return min;
-  }
-
-  get size(): number {
-    return this.leaks.size;
-  }
-
-  leak(cookie: CookieKey): LeakRecord | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.record(s, this.ageMs(s));
-  }
-
-  owners(cookie: CookieKey): readonly Owner[] | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.owners(s);
-  }
-
-  enteredNs(cookie: CookieKey): number | undefined {
-    const s = this.slotOf(cookie);
-    return s < 0 ? undefined : this.leaks.enteredNs(s);
   }
 
   /** Stops following an open leak without a record; it is not reported again. */
@@ -170,15 +123,6 @@ export class ScanWatcher implements LeakEngine {
     while (this.polling) await this.polling;
     if (this.ended) return;
     await this.poll(0);
-  }
-
-  private slotOf(cookie: CookieKey): number {
-    const s = this.leaks.slotOf(typeof cookie === 'string' ? cookieKey(cookie) : cookie);
-    return s >= 0 && !this.leaks.isTentative(s) ? s : -1;
-  }
-
-  private ageMs(slot: number): number {
-    return Math.max(0, Math.round((monotonicNowNs() - this.leaks.enteredNs(slot)) / 1e6));
   }
 
   private emit(record: WatchRecord | number): void {
