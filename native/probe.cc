@@ -3,7 +3,6 @@
 #include <bpf/libbpf.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <functional>
 #include <set>
 
@@ -12,6 +11,7 @@
 #include "sockleak.h"
 #include "trace.skel.h"
 #include "reap.skel.h"
+#include "programs-id.h"
 // clang-format on
 
 #include "features.h"
@@ -89,17 +89,7 @@ void ProbeObject(const char* object, const std::function<Opened()>& open, std::v
 
 }  // namespace
 
-std::string ProgramsId() {
-  uint64_t hash = 1469598103934665603ull;
-  size_t size = 0;
-  for (const void* (*object)(size_t*) : {sl_trace__elf_bytes, sl_reap__elf_bytes, sl_scan_elf_bytes}) {
-    const auto* p = static_cast<const unsigned char*>(object(&size));
-    for (size_t i = 0; i < size; i++) hash = (hash ^ p[i]) * 1099511628211ull;
-  }
-  char hex[17];
-  snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
-  return hex;
-}
+std::string ProgramsId() { return SL_PROGRAMS_ID; }
 
 std::vector<ProgramVerdict> ProbePrograms(const std::string& btf_path) {
   InstallLibbpfLog();

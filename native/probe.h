@@ -22,8 +22,8 @@ struct ProgramVerdict {
 
 std::vector<ProgramVerdict> ProbePrograms(const std::string& btf_path);
 
-// A hash of the BPF objects this addon embeds (FNV-1a, hex): a probe's result
-// holds for them only.
+// A hash of the BPF objects this addon embeds (made at build time): a probe's
+// result holds for them only.
 std::string ProgramsId();
 
 }  // namespace sockleak

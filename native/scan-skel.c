@@ -141,8 +141,6 @@ void* sl_scan_open_object(const char* btf_path, struct bpf_object** obj) {
 
 void sl_scan_close_object(void* opened) { sl_scan__destroy((struct sl_scan*)opened); }
 
-const void* sl_scan_elf_bytes(size_t* size) { return sl_scan__elf_bytes(size); }
-
 void sl_scan_free(struct sl_scan_handle* skel) {
   if (!skel) return;
   if (skel->light) sl_scan_light__destroy(skel->light);

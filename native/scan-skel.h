@@ -41,8 +41,7 @@ void sl_scan_free(struct sl_scan_handle* skel);
 // each program's autoload and loads *obj itself; close with sl_scan_close_object.
 void* sl_scan_open_object(const char* btf_path, struct bpf_object** obj);
 void sl_scan_close_object(void* opened);
-// The libbpf object's ELF bytes (for ProgramsId).
-const void* sl_scan_elf_bytes(size_t* size);
+
 
 // "light", "light-cast" or "libbpf": how `skel` was loaded.
 const char* sl_scan_loader(const struct sl_scan_handle* skel);
