@@ -76,12 +76,17 @@ void ProbeObject(const char* object, const std::function<Opened()>& open, std::v
     }
     err = err < 0 ? -err : err;
     std::string blamed = BlamedProgram();
-    opened.destroy();
-    if (blamed.empty() || refused.count(blamed)) {  // not a program's fault: the object (maps, BTF)
-      out->push_back({object, "(object)", false, err, RefusalReason(LibbpfLog(), err)});
+    if (blamed.empty() || refused.count(blamed)) {
+      // Not one program's fault (an extern such as a kfunc the kernel lacks, a
+      // map): every program still asked for is refused with the object.
+      bpf_object__for_each_program(prog, opened.obj) {
+        if (bpf_program__autoload(prog)) out->push_back({object, bpf_program__name(prog), false, err, RefusalReason(LibbpfLog(), err)});
+      }
+      opened.destroy();
       out->insert(out->end(), refusals.begin(), refusals.end());
       return;
     }
+    opened.destroy();
     refused.insert(blamed);
     refusals.push_back({object, blamed, false, err, RefusalReason(LibbpfLog(), err)});
   }

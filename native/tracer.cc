@@ -61,6 +61,11 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
     }
   }
   std::vector<Refusal> refusals;
+  // A kernel without the kfunc refuses tp_accept_cast before it is tried.
+  if (options.leak_mode && !refused.count("tp_accept_cast") && !KernelHasFunc("bpf_rdonly_cast")) {
+    refusals.push_back({"tp_accept_cast", ENOENT, "the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)"});
+    refused.insert({"tp_accept_cast", "tp_accept4_cast"});
+  }
   // Each refused program costs one more open and load; the probe's cache
   // (src/kernel-probe.ts) names them up front, so this loop rarely turns.
   // A kernel may also refuse a loaded program at attach (6.1-rt refused
@@ -132,7 +137,7 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
   }
   // accept() exit: one pair of the two, the one with bpf_rdonly_cast where the kernel has it.
   bool accepts = tracepoints && options.track_creators;
-  bool cast = accepts && allowed(skel->progs.tp_accept_cast) && KernelHasFunc("bpf_rdonly_cast");
+  bool cast = accepts && allowed(skel->progs.tp_accept_cast);
   bool probe_reads = accepts && !cast && allowed(skel->progs.tp_accept_exit);
   bpf_program__set_autoload(skel->progs.tp_accept4_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept_exit, probe_reads);
