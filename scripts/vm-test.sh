@@ -8,7 +8,9 @@
 # usage: scripts/vm-test.sh [--tests 'FILE...'] [--timeout SECONDS] [--run 'CMD'] KERNEL...
 #   KERNEL   6.1, 6.12 (newest Debian bookworm -amd64-unsigned of that series),
 #            an exact one such as 6.1.0-50 or 6.12.107+deb12, or "host"
-#            (run directly on the running kernel, no VM).
+#            (run directly on the running kernel, no VM). A -rt suffix
+#            (6.1-rt, 6.12-rt, 6.12.107+deb12-rt) picks Debian's PREEMPT_RT
+#            build of it (-rt-amd64-unsigned) instead of the generic one.
 #   --tests  test files, relative to the repo (default: dist/test/*.test.js);
 #            also SOCKLEAK_VM_TESTS.
 #   --timeout  per-kernel limit for the test run, seconds (default 1800);
@@ -85,14 +87,31 @@ ensure_packages() {
 		{ apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}" >&2; }
 }
 
-# The package for a kernel argument: the newest generic-flavour
-# linux-image-<arg>...-amd64-unsigned (never -cloud, which has no 9p, nor -rt).
+# The package for a kernel argument SERIES[-FLAVOUR]: the newest
+# linux-image-<SERIES>...-<FLAVOUR>-amd64-unsigned. FLAVOUR is rt (PREEMPT_RT)
+# or cloud (Debian's cloud images); without one, the generic -amd64 (never
+# -cloud nor -rt, whose names end the same way). The flavour is read off the
+# end of the argument, because exact versions have dashes too (6.1.0-50-rt).
+kernel_flavour() {
+	case "$1" in
+	*-rt) echo rt ;;
+	*-cloud) echo cloud ;;
+	*) echo "" ;;
+	esac
+}
 kernel_package() {
-	local arg=$1 re
-	re="^linux-image-${arg//./\\.}"
+	local arg=$1 flavour series re
+	flavour=$(kernel_flavour "$arg")
+	series=${arg%-"$flavour"}
+	re="^linux-image-${series//./\\.}"
 	re=${re//+/\\+}
-	apt-cache search --names-only "${re}([.+-][^ ]*)?-amd64-unsigned\$" | cut -d' ' -f1 |
-		grep -Ev -- '-(cloud|rt)-amd64-unsigned$' | sort -V | tail -n1
+	if [ -n "$flavour" ]; then
+		apt-cache search --names-only "${re}([.+-][^ ]*)?-${flavour}-amd64-unsigned\$" | cut -d' ' -f1 |
+			sort -V | tail -n1
+	else
+		apt-cache search --names-only "${re}([.+-][^ ]*)?-amd64-unsigned\$" | cut -d' ' -f1 |
+			grep -Ev -- '-(cloud|rt)-amd64-unsigned$' | sort -V | tail -n1
+	fi
 }
 
 # Downloads (apt-get download, no install) and unpacks a kernel package once;
