@@ -210,6 +210,8 @@ stop_helpers() {
 on_signal() {
 	[ -z "$child" ] || kill -TERM "$child" 2> /dev/null
 	((${#helpers[@]} == 0)) || stop_helpers
+	# run_vm's sockets (bash's locals are visible to the functions it calls, the trap included).
+	[ -z "${sockets:-}" ] || remove_sockets "$sockets"
 	log "interrupted"
 	exit 130
 }
@@ -241,10 +243,13 @@ start_virtiofsd() {
 	if [ "$mode" = ro ]; then
 		view=${socket%.sock}.root
 		mkdir -p "$view"
-		unshare --mount --propagation private /bin/sh -c '
-			set -e
+		# A mount it cannot make read-only stops it before virtiofsd starts
+		# (run_vm then reports that virtiofsd did not start): never serve a
+		# writable host root.
+		unshare --mount --propagation private /bin/bash -c '
+			set -eo pipefail
 			mount --rbind "$1" "$2"
-			# findmnt -r escapes spaces and the like as \x20; printf %b undoes it.
+			# findmnt -r escapes spaces and the like as \x20; printf %b (in bash) undoes it.
 			findmnt -R -n -r -o TARGET "$2" | while read -r m; do
 				mount -o remount,bind,ro "$(printf "%b" "$m")"
 			done
