@@ -1,11 +1,12 @@
 #!/bin/busybox sh
 # /init of the initramfs scripts/vm-test.sh boots (busybox only, PID 1).
 #
-# Turns the host's root, shared read-only over 9p (tag hostroot), into a
-# writable root (tmpfs overlay), mounts the writable results share (tag
-# results) at the host path given as sockleak.out= on the kernel command line,
-# runs "$out/guest.sh" there as root, and powers off. Everything the guest
-# writes outside $out is lost with it.
+# Turns the host's root, shared read-only over 9p or virtio-fs (tag
+# hostroot; which one is sockleak.share= on the kernel command line, 9p by
+# default), into a writable root (tmpfs overlay), mounts the writable results
+# share (tag results) at the host path given as sockleak.out=, runs
+# "$out/guest.sh" there as root, and powers off. Everything the guest writes
+# outside $out is lost with it.
 #
 # sockleak.kernel= names the host directory the kernel package is unpacked
 # in; its /boot/config-* and /lib/modules/* are put where an installed Debian
@@ -35,20 +36,26 @@ for m in $(cat /modules.list); do
 	insmod "/modules/$m.ko" || say "insmod $m failed"
 done
 
-out= kdir=
+out= kdir= share=9p
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	sockleak.out=*) out=${word#sockleak.out=} ;;
 	sockleak.kernel=*) kdir=${word#sockleak.kernel=} ;;
+	sockleak.share=*) share=${word#sockleak.share=} ;;
 	esac
 done
 [ -n "$out" ] || { say "no sockleak.out= on the kernel command line"; poweroff_now; }
 
 mkdir -p /lower /rw /newroot
-# cache=loose: the root is read-only and nobody inside writes it; loose
+# 9p: cache=loose: the root is read-only and nobody inside writes it; loose
 # caching saves a 9p round trip per stat, which dominates node's startup.
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /lower ||
-	{ say "cannot mount the host root over 9p"; poweroff_now; }
+# virtio-fs (kernels without 9p): the host's virtiofsd serves it read-only
+# and cached (cache=always); ro here as well.
+if [ "$share" = virtiofs ]; then
+	mount -t virtiofs -o ro hostroot /lower
+else
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /lower
+fi || { say "cannot mount the host root over $share"; poweroff_now; }
 mount -t tmpfs -o mode=0755 tmpfs /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
@@ -76,10 +83,14 @@ if [ -n "$kdir" ] && [ -d "/newroot$kdir/lib/modules/$release" ]; then
 	mount --bind "/newroot$kdir/lib/modules/$release" "/newroot/lib/modules/$release"
 fi
 
-# Results: cache=none (the default), so every write reaches the host at once.
+# Results: 9p with cache=none (the default), so every write reaches the host
+# at once; virtio-fs's virtiofsd for it runs with cache=none for the same reason.
 mkdir -p "/newroot$out"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "/newroot$out" ||
-	{ say "cannot mount the results share"; poweroff_now; }
+if [ "$share" = virtiofs ]; then
+	mount -t virtiofs results "/newroot$out"
+else
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "/newroot$out"
+fi || { say "cannot mount the results share"; poweroff_now; }
 
 ip link set lo up
 hostname sockleak-vm
