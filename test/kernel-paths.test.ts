@@ -80,7 +80,7 @@ async function observe(env: NodeJS.ProcessEnv, prediction: Prediction): Promise<
   const leak = [
     'import socket, time',
     'l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)',
-    'c = socket.create_connection(l.getsockname()); a, _ = l.accept(); a.close(); time.sleep(2.5)',
+    'c = socket.create_connection(l.getsockname()); a, _ = l.accept(); a.close(); time.sleep(6)',
   ].join('\n');
   runOnce('run', ['run', '--threshold', '1s', '--', 'python3', '-c', leak], 3);
   seen.set('watch', fallbackLines(await runUntil(['watch', '--json'], fresh(), /watching/)));
