@@ -10,9 +10,8 @@
 #   second ways: the cast owner scan, user space's leak walk, probe-read
 #     accept(), sock_diag's census, the libbpf loader instead of the light one;
 #   third ways: owners from /proc and sock_diag, tp_btf syscall hooks;
-#   no BPF at all: sock_diag and /proc, leaks by successive scans (creators
-#     unknown: leaks.test.js asserts creators, test/no-bpf.test.js runs
-#     the same incident on that path in every npm test).
+#   no BPF at all: sock_diag and /proc, leaks by successive scans (the
+#     tests assert creators and closes where the path can know them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +25,7 @@ file_limit=${SOCKLEAK_VM_FILE_TIMEOUT:-600}
 
 rc=0
 for set in "${sets[@]}"; do
-	files=(dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js)
-	[ "$set" = bpf ] || files+=(dist/test/leaks.test.js)
+	files=(dist/test/leaks.test.js dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js)
 	echo "test-fallbacks: SOCKLEAK_REFUSE=$set" >&2
 	SOCKLEAK_REFUSE=$set node --test --test-concurrency=1 --test-force-exit --test-timeout=$((file_limit * 1000)) "${files[@]}" || rc=1
 done

@@ -4,11 +4,8 @@
  */
 export { openTracer, Tracer, type TracerOptions } from './tracer';
 export { snapshot, type SnapshotOptions } from './snapshot';
-export {
-  watch,
-  LeakWatcher,
-  type WatchOptions,
-} from './leak-watcher';
+export { LeakWatcher, type WatchOptions } from './leak-watcher';
+export { watch, type LeakEngine } from './leak-engine';
 export type { WatchRecord, LeakRecord, ResolvedRecord, FdClosedRecord, Closer } from './watch-records';
 export type { SocketInfo, Owner, Creator, Snapshot } from './sockets';
 export type {

@@ -60,3 +60,12 @@ export function startLeakEngine(options: WatchOptions = {}): LeakEngine {
     return new ScanWatcher(options, { what: 'tracer', why: err.message });
   }
 }
+
+/**
+ * Starts watching for CLOSE_WAIT leaks: with the tracer where the kernel lets
+ * it load, else by successive scans (creators unknown; noted as a fallback).
+ * Throws a SockleakError subclass on bad options or environment.
+ */
+export function watch(options: WatchOptions = {}): LeakEngine {
+  return startLeakEngine(options);
+}

@@ -518,8 +518,3 @@ export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord>
     }
   }
 }
-
-/** Starts watching for CLOSE_WAIT leaks. Throws a SockleakError subclass on bad options or environment. */
-export function watch(options: WatchOptions = {}): LeakWatcher {
-  return new LeakWatcher(options);
-}

@@ -8,11 +8,20 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets } from '../src/cli/leak-groups';
-import { watch } from '../src/leak-watcher';
+import { forcedRefusals } from '../src/fallbacks';
+import { watch } from '../src/leak-engine';
 import type { FdClosedRecord, LeakRecord, ResolvedRecord, WatchRecord } from '../src/watch-records';
 import { snapshot } from '../src/snapshot';
 import type { SocketInfo } from '../src/sockets';
 import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+
+/**
+ * Whether leaks come from the tracer. scripts/test-fallbacks.sh runs this file
+ * again on each forced path; without BPF (SOCKLEAK_REFUSE=bpf) the engine
+ * polls scans and cannot know creators or closes: those assertions hold where
+ * the path can know them, and every other one holds on every path.
+ */
+const traced = !forcedRefusals().includes('bpf');
 
 const holders: Holder[] = [];
 after(() => holders.forEach((h) => h.kill()));
@@ -86,6 +95,7 @@ test('the first incident in miniature: W threads x N backends, one backend remov
     assert.ok(leak.stateAgeMs !== null && leak.stateAgeMs >= 1000, `age ${leak.stateAgeMs}`);
     assert.equal(leak.keepalive, false);
     assert.equal(leak.keepaliveProbeInMs, null, 'keepalive off: never reaped');
+    if (!traced) continue;
     assert.ok(leak.creator, 'creator observed');
     assert.equal(leak.creator.pid, client.pid);
     assert.ok(existsSync(`/proc/${client.pid}/task/${leak.creator.tid}`), 'creator tid is a thread of the client');
@@ -95,19 +105,21 @@ test('the first incident in miniature: W threads x N backends, one backend remov
     truth.map((c) => c.fd).sort((a, b) => a - b),
     'the right fds',
   );
-  assert.deepEqual(
-    new Set(leaks.map((l) => l.creator!.tid)),
-    new Set(truth.map((c) => c.tid)),
-    'one leak per worker thread, by native thread id',
-  );
-  const byFd = new Map(truth.map((c) => [c.fd, c.tid]));
-  for (const leak of leaks) assert.equal(leak.creator!.tid, byFd.get(leak.owners[0]!.fd), 'each fd created by its own thread');
+  if (traced) {
+    assert.deepEqual(
+      new Set(leaks.map((l) => l.creator!.tid)),
+      new Set(truth.map((c) => c.tid)),
+      'one leak per worker thread, by native thread id',
+    );
+    const byFd = new Map(truth.map((c) => [c.fd, c.tid]));
+    for (const leak of leaks) assert.equal(leak.creator!.tid, byFd.get(leak.owners[0]!.fd), 'each fd created by its own thread');
+  }
 
-  // The grouped operator view: one group, W sockets, W threads.
+  // The grouped operator view: one group, W sockets, W threads (where creators are known).
   const groups = groupSockets(leaks);
   assert.equal(groups.length, 1);
   assert.equal(groups[0]!.count, W);
-  assert.equal(groups[0]!.threads, W);
+  if (traced) assert.equal(groups[0]!.threads, W);
   assert.equal(groups[0]!.pid, client.pid);
 
   // snapshot agrees (same set, ages estimated).
@@ -151,6 +163,7 @@ test('a server that never closes what it accepted: each leak names the thread th
   const fdOf = new Map(conns.map((c) => [c.remote, c.fd]));
   for (const leak of held()) {
     assert.deepEqual(leak.owners, [{ pid: server.pid, comm: 'python3', fd: fdOf.get(leak.remote) }]);
+    if (!traced) continue;
     assert.ok(leak.creator, 'creator observed at accept()');
     assert.equal(leak.creator.pid, server.pid);
     assert.equal(leak.creator.tid, tid, 'the accepting thread, not the main one');
@@ -170,7 +183,7 @@ async function churn(backend: { host: string; port: number }, n: number): Promis
   }
 }
 
-test('long-lived leaks whose slots later sockets took (in ESTABLISHED and in CLOSE_WAIT) are reported with their creators and resolved', async () => {
+test('long-lived leaks whose slots later sockets took (in ESTABLISHED and in CLOSE_WAIT) are reported with their creators and resolved', { skip: !traced && 'the tracer\'s slots: no tracer on this path' }, async () => {
   const W = 4;
   const [backend, busy] = await Promise.all(['127.0.0.5', '127.0.0.6'].map(startBackend));
   // 4 slots: every few sockets take a live one's slot, which moves it to the creators / close_wait hashes.
@@ -254,11 +267,15 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
   assert.deepEqual(new Set(leak.owners.map((o) => o.pid)), new Set([h.pid, child]), 'both hold it before the close');
 
   await h.request({ op: 'close', fd });
-  await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed record');
-  const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
-  assert.deepEqual(closed.closedBy.pid, h.pid);
-  assert.equal(closed.closedBy.fd, fd);
-  assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd }]);
+  if (traced) {
+    await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed record');
+    const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
+    assert.deepEqual(closed.closedBy.pid, h.pid);
+    assert.equal(closed.closedBy.fd, fd);
+    assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd }]);
+  } else {
+    await sleep(1000); // a few polls: none may resolve it
+  }
   assert.ok(!w.records.some((r) => r.type === 'resolved' && r.cookie === leak.cookie), 'the parent close did not free it');
 
   const snap = await snapshot({});
@@ -314,18 +331,24 @@ test('dup: closing one of two fds does not free the socket; closing the second d
   assert.deepEqual(leak.owners.map((o) => o.fd).sort(), [fd, fd2].sort());
 
   await h.request({ op: 'close', fd });
-  await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed');
-  const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
-  assert.equal(first.cookie, leak.cookie);
-  assert.equal(first.closedBy.fd, fd);
-  assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2 }]);
+  if (traced) {
+    await waitFor(() => w.records.some((r) => r.type === 'fd-closed' && r.cookie === leak.cookie), 5000, 'fd-closed');
+    const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
+    assert.equal(first.cookie, leak.cookie);
+    assert.equal(first.closedBy.fd, fd);
+    assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2 }]);
+  } else {
+    await sleep(1000); // a few polls: the socket is still held, no resolution
+  }
+  assert.ok(!w.records.some((r) => r.type === 'resolved' && r.cookie === leak.cookie), 'one close of two did not free it');
 
   await h.request({ op: 'close', fd: fd2 });
   await waitFor(() => w.records.some((r) => r.type === 'resolved' && r.cookie === leak.cookie), 5000, 'resolved');
   const resolved = w.records.find((r): r is ResolvedRecord => r.type === 'resolved' && r.cookie === leak.cookie)!;
   assert.equal(resolved.cookie, leak.cookie);
-  assert.equal(resolved.how, 'close');
-  assert.deepEqual({ pid: resolved.closedBy!.pid, fd: resolved.closedBy!.fd }, { pid: h.pid, fd: fd2 });
+  // Without the tracer, a poll finds the socket gone; it cannot say which close.
+  assert.equal(resolved.how, traced ? 'close' : 'gone');
+  if (traced) assert.deepEqual({ pid: resolved.closedBy!.pid, fd: resolved.closedBy!.fd }, { pid: h.pid, fd: fd2 });
   assert.ok(resolved.heldMs >= 300);
   await w.stop();
   h.kill();
