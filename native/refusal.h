@@ -16,7 +16,8 @@ struct Refusal {
 
 // The verifier's reason from a log (libbpf's framed "-- BEGIN PROG LOAD LOG --"
 // block, or a bare verifier log): its last line other than the "processed N
-// insns" statistics; the errno's text where the log has none (a kernel that
+// insns" statistics; libbpf's first line where the kernel verified nothing
+// (a missing kfunc); the errno's text where the log has none (a kernel that
 // refuses a program type before verifying it).
 std::string RefusalReason(const std::string& log, int err);
 
