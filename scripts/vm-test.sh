@@ -341,6 +341,9 @@ run_vm() {
 	} > "$out/guest.sh"
 
 	log "booting $kver (qemu -accel $accel -smp $smp, host root over $share; test output follows, prefixed [$arg])"
+	# sockleak.nofile: the guest's processes get this run's open-file limit
+	# (the kernel's default for PID 1 is 1024, at most 4096: port-scan.test.js
+	# holds 12 000 sockets, more than that allows).
 	start=$(date +%s)
 	rc=0
 	# Host-side limit: the guest's own limit plus time to boot, load and power off.
@@ -349,7 +352,7 @@ run_vm() {
 		-accel "$accel" -cpu max -m 2G -smp "$smp" \
 		-nographic -no-reboot -nic none \
 		-kernel "$vmlinuz" -initrd "$image" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off rdinit=/init sockleak.kernel=$dir sockleak.out=$out sockleak.share=$share" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off rdinit=/init sockleak.kernel=$dir sockleak.out=$out sockleak.share=$share sockleak.nofile=$(ulimit -n)" \
 		"${fs_args[@]}" || rc=$?
 	echo $(($(date +%s) - start)) > "$out/wall-seconds"
 	if [ -n "$sockets" ]; then
@@ -378,10 +381,21 @@ run_host() {
 
 ensure_packages
 mkdir -p "$cache/runs"
-run_dir=$cache/runs/$(date +%Y%m%d-%H%M%S)
-mkdir -p "$run_dir"
-# Keep the last five runs.
-ls -1d "$cache"/runs/*/ 2>/dev/null | sort | head -n -5 | xargs -r rm -rf
+# The time, plus a unique suffix: two runs started in the same second (from
+# two checkouts) must not share a tree.
+run_dir=$(mktemp -d "$cache/runs/$(date +%Y%m%d-%H%M%S).XXXX")
+chmod 755 "$run_dir"
+# Keep the last five runs, but never one still running: the cache is shared
+# by every checkout on the machine, and a run started elsewhere once deleted
+# the tree and results share of a run in progress (its next VM found no test
+# files). A run holds a lock on its .lock until it exits (the fd is
+# inherited by qemu and the tests, so it stays held while they run); pruning
+# skips a run whose lock is taken.
+exec {run_lock}> "$run_dir/.lock"
+flock "$run_lock"
+ls -1d "$cache"/runs/*/ 2>/dev/null | sort | head -n -5 | while read -r old; do
+	flock -n "${old}.lock" true 2> /dev/null && rm -rf "$old" || log "not pruning $old: still running"
+done
 tree=$run_dir/tree
 mkdir -p "$tree"
 tar -C "$repo" --exclude=./.git --exclude=./node_modules --exclude=./build-cmake -cf - . | tar -C "$tree" -xf -

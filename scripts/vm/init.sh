@@ -36,9 +36,10 @@ for m in $(cat /modules.list); do
 	insmod "/modules/$m.ko" || say "insmod $m failed"
 done
 
-out= kdir= share=9p
+out= kdir= share=9p nofile=
 for word in $(cat /proc/cmdline); do
 	case "$word" in
+	sockleak.nofile=*) nofile=${word#sockleak.nofile=} ;;
 	sockleak.out=*) out=${word#sockleak.out=} ;;
 	sockleak.kernel=*) kdir=${word#sockleak.kernel=} ;;
 	sockleak.share=*) share=${word#sockleak.share=} ;;
@@ -94,6 +95,9 @@ fi || { say "cannot mount the results share"; poweroff_now; }
 
 ip link set lo up
 hostname sockleak-vm
+# The host run's open-file limit (sockleak.nofile=), soft and hard, instead of
+# the kernel's 1024/4096 for PID 1, which every process here inherits.
+[ -z "$nofile" ] || ulimit -n "$nofile" || say "cannot set the open-file limit to $nofile"
 
 say "running $out/guest.sh on $(uname -r)"
 # switch_root, not a chroot in a child: PID 1 itself must change root, because
