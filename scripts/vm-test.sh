@@ -19,6 +19,8 @@
 #   --timeout  per-kernel limit for the test run, seconds (default 1800);
 #            also SOCKLEAK_VM_TIMEOUT. One test file may take at most
 #            SOCKLEAK_VM_FILE_TIMEOUT seconds (default 600).
+#   --refuse SET  run the tests with SOCKLEAK_REFUSE=SET (src/fallbacks.ts): a
+#            fallback path forced, on every kernel given (also SOCKLEAK_REFUSE).
 #   --run    instead of the tests, run this shell command in the repo as root
 #            on each kernel and show its output (diagnostics, e.g.
 #            --run 'SOCKLEAK_DEBUG=1 node bin/sockleak.js snapshot').
@@ -44,12 +46,15 @@ accel=${SOCKLEAK_VM_ACCEL:-tcg,thread=multi}
 smp=${SOCKLEAK_VM_SMP:-1}
 kernels=()
 run_cmd=
+refuse=${SOCKLEAK_REFUSE:-}
 while (($#)); do
 	case "$1" in
 	--tests) tests=$2; shift 2 ;;
 	--tests=*) tests=${1#--tests=}; shift ;;
 	--timeout) limit=$2; shift 2 ;;
 	--timeout=*) limit=${1#--timeout=}; shift ;;
+	--refuse) refuse=$2; shift 2 ;;
+	--refuse=*) refuse=${1#--refuse=}; shift ;;
 	--run) run_cmd=$2; shift 2 ;;
 	--run=*) run_cmd=${1#--run=}; shift ;;
 	-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -333,7 +338,7 @@ run_vm() {
 		if [ -n "$run_cmd" ]; then
 			printf 'cd %q || exit 1\nuname -r > %q\n%s\n' "$tree" "$out/kernel" "$run_cmd"
 		else
-			printf 'SOCKLEAK_VM_FILE_TIMEOUT=%q exec /bin/bash %q %q %q' "$file_limit" \
+			printf 'SOCKLEAK_REFUSE=%q SOCKLEAK_VM_FILE_TIMEOUT=%q exec /bin/bash %q %q %q' "$refuse" "$file_limit" \
 				"$tree/scripts/vm/run-tests.sh" "$out" "$limit"
 			printf ' %q' "${test_files[@]}"
 			echo
@@ -373,7 +378,7 @@ run_host() {
 		watched host "$out/console.log" bash -c 'cd "$1" && eval "$2"' bash "$tree" "$run_cmd" || rc=$?
 		echo "$rc" > "$out/guest.rc"
 	else
-		watched host "$out/console.log" "$tree/scripts/vm/run-tests.sh" "$out" "$limit" "${test_files[@]}" || true
+		SOCKLEAK_REFUSE=$refuse watched host "$out/console.log" "$tree/scripts/vm/run-tests.sh" "$out" "$limit" "${test_files[@]}" || true
 		cp "$out/tests.rc" "$out/guest.rc"
 	fi
 	echo $(($(date +%s) - start)) > "$out/wall-seconds"

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { formatEndpoint } from '../src/address';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, SOCK, SOCK_SIZE } from '../src/generated/layout';
-import { openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
+import { networkNamespaces, openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
 import { allHeld, censusOfWalk, decodeScan, SocketScanner } from '../src/scan';
 import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor } from './helpers';
 
@@ -133,8 +133,11 @@ test('census_ehash finds what sock_diag finds, held or not, and matches sockets 
   await assert.rejects(runScan(scanner, { kind: 'ehash', stateMask: 0 }));
   const sockets = new SocketScanner();
   cleanups.push(() => sockets.close());
+  // One census per network namespace that has a process: other work on the machine may add some.
+  const namespaces = networkNamespaces().size;
   const raw = await sockets.scanRaw({ states: ['LISTEN'] });
-  assert.equal(sockets.lastStats.diagCensuses, 1, "LISTEN: sock_diag's census");
+  if (networkNamespaces().size === namespaces) assert.equal(sockets.lastStats.diagCensuses, namespaces, "LISTEN: sock_diag's census in every namespace");
+  assert.ok(sockets.lastStats.diagCensuses >= 1, "LISTEN: sock_diag's census");
   const found = [...decodeScan(raw).values()].find((s) => s.local === listening);
   assert.equal(found?.state, 'LISTEN', 'the never-accepting listener');
   assert.equal(found?.owners[0]?.pid, listener.pid);
