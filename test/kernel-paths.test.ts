@@ -43,8 +43,12 @@ function predict(env: NodeJS.ProcessEnv): Prediction {
   return JSON.parse(r.stdout) as Prediction;
 }
 
-/** Starts a long-running command, waits for `ready` on stderr, stops it with SIGINT; its stderr. */
-async function runUntil(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<string> {
+/**
+ * Starts a long-running command, waits for `ready` on stderr and for the
+ * fallback lines `expected` (its first scan notes its own after `ready`; at
+ * most 20 s), stops it with SIGINT; its stderr.
+ */
+async function runUntil(args: string[], env: NodeJS.ProcessEnv, ready: RegExp, expected: readonly string[]): Promise<string> {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -53,6 +57,8 @@ async function runUntil(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): 
     const until = Date.now() + 30_000;
     while (!ready.test(stderr) && child.exitCode === null && Date.now() < until) await sleep(50);
     assert.match(stderr, ready, `${args[0]} started`);
+    const all = Date.now() + 20_000;
+    while (expected.some((what) => !fallbackLines(stderr).includes(what)) && child.exitCode === null && Date.now() < all) await sleep(50);
   } finally {
     child.kill('SIGINT');
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -83,9 +89,10 @@ async function observe(env: NodeJS.ProcessEnv, prediction: Prediction): Promise<
     'c = socket.create_connection(l.getsockname()); a, _ = l.accept(); a.close(); time.sleep(6)',
   ].join('\n');
   runOnce('run', ['run', '--threshold', '1s', '--', 'python3', '-c', leak], 3);
-  seen.set('watch', fallbackLines(await runUntil(['watch', '--json'], fresh(), /watching/)));
+  const predicted = (command: string): string[] => prediction.commands.find((c) => c.command === command)?.fallbacks.map((f) => f.what) ?? [];
+  seen.set('watch', fallbackLines(await runUntil(['watch', '--json'], fresh(), /watching/, predicted('watch'))));
   // The agent's first scan notes the scanner's ways before it says it serves.
-  seen.set('agent', fallbackLines(await runUntil(['agent', '--listen', '127.0.0.1:0'], fresh(), /agent on/)));
+  seen.set('agent', fallbackLines(await runUntil(['agent', '--listen', '127.0.0.1:0'], fresh(), /agent on/, predicted('agent'))));
   if (!prediction.commands.find((c) => c.command === 'trace')?.works) {
     const r = runCli(['trace', '--count', '1'], { env: fresh() });
     assert.equal(r.code, 69, `trace, predicted not to work: exit ${r.code}: ${r.stderr}`);
