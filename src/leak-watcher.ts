@@ -102,7 +102,7 @@ export function validate(o: WatchOptions): void {
 const LEAK_RING_BYTES = 2 << 20;
 
 /** Live leak detection. Iterate it for records; close() to stop. */
-export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord> {
+export class LeakWatcher extends OpenLeaks {
   private readonly tracer: Tracer;
   private readonly scanner: CloseWaitScanner;
   private readonly thresholdNs: number;
@@ -115,7 +115,6 @@ export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord>
   private readonly creators = new Map<string, Creator>();
   /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
   private readonly owned = new Map<number, readonly Owner[]>();
-  private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
   private scans = 0;
@@ -124,8 +123,6 @@ export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord>
   private lastStepNs = 0;
   private collectCostNs = 0;
   private busy = false;
-  private ended = false;
-  private failure: unknown;
   private mapFullSeed = 0;
   /** followTree: the tree and its members. */
   private readonly tree: ProcessTree | undefined;
@@ -216,7 +213,7 @@ export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord>
   }
 
   /** The next record to hand out, made now if it is a leak; undefined when none waits. */
-  private next(): WatchRecord | undefined {
+  protected next(): WatchRecord | undefined {
     const item = this.out.shift();
     if (typeof item !== 'number') return item;
     const record = this.leaks.record(item, this.ageMs(item));
@@ -498,23 +495,5 @@ export class LeakWatcher extends OpenLeaks implements AsyncIterable<WatchRecord>
     await this.pumping.catch(() => undefined);
     this.scanner.close();
     this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord> {
-    try {
-      for (;;) {
-        const next = this.next();
-        if (next) {
-          yield next;
-          continue;
-        }
-        if (this.failure) throw this.failure;
-        if (this.ended) return;
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
-      }
-    } finally {
-      await this.close();
-    }
   }
 }

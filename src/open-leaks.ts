@@ -1,13 +1,14 @@
 /**
  * The read side of a leak engine's open leaks, written once for both engines
  * (leak-watcher.ts, scan-watcher.ts): each keeps its leaks in a LeakTable
- * (leak-table.ts) and reads them the same way; only how they get there differs.
+ * (leak-table.ts), reads them the same way and hands its records out through
+ * the same async iterator; only how they get there differs.
  */
 import { monotonicNowNs } from './clock';
 import { cookieKey, type CookieKey } from './close-wait-scan';
 import { LeakTable } from './leak-table';
 import type { Owner } from './sockets';
-import type { LeakRecord } from './watch-records';
+import type { LeakRecord, WatchRecord } from './watch-records';
 
 /** A cookie given as text or as a key, as a key. */
 export function keyOf(cookie: CookieKey): CookieKey {
@@ -15,8 +16,38 @@ export function keyOf(cookie: CookieKey): CookieKey {
 }
 
 /** An engine's open leaks, read from its table; a leak is open once reported (its slot no longer tentative) until resolved or evicted. */
-export abstract class OpenLeaks {
+export abstract class OpenLeaks implements AsyncIterable<WatchRecord> {
   protected readonly leaks = new LeakTable();
+  /** Set by close(): the iterator ends once the records already made are taken. */
+  protected ended = false;
+  /** What stopped the engine; the iterator throws it once the records before it are taken. */
+  protected failure: unknown;
+  /** Wakes the iterator waiting for a record (set while it waits). */
+  protected wake: (() => void) | undefined;
+
+  /** The next record to hand out, if one is ready. */
+  protected abstract next(): WatchRecord | undefined;
+
+  /** Stops the engine; the iterator ends after the records already produced. */
+  abstract close(): Promise<void>;
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord> {
+    try {
+      for (;;) {
+        const next = this.next();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (this.failure) throw this.failure;
+        if (this.ended) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+      }
+    } finally {
+      await this.close();
+    }
+  }
 
   /** Leaks currently open (reported and not resolved). */
   current(): LeakRecord[] {

@@ -55,9 +55,6 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
   private timer: NodeJS.Timeout | undefined;
   /** The poll running now, if one is. */
   private polling: Promise<void> | undefined;
-  private ended = false;
-  private failure: unknown;
-  private wake: (() => void) | undefined;
   readonly firstStep: Promise<void>;
   private firstStepOver: () => void = () => undefined;
 
@@ -131,7 +128,7 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     this.wake?.();
   }
 
-  private next(): WatchRecord | undefined {
+  protected next(): WatchRecord | undefined {
     const item = this.out.shift();
     if (typeof item !== 'number') return item;
     const record = this.leaks.record(item, this.ageMs(item));
@@ -232,23 +229,5 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     await this.polling?.catch(() => undefined);
     this.scanner.close();
     this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord> {
-    try {
-      for (;;) {
-        const next = this.next();
-        if (next) {
-          yield next;
-          continue;
-        }
-        if (this.failure) throw this.failure;
-        if (this.ended) return;
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
-      }
-    } finally {
-      await this.close();
-    }
   }
 }
