@@ -181,7 +181,7 @@ export function portUsage(netns: number, sockets: Iterable<PortSocket>, sysctls:
     return { ...r, used, free: Math.max(0, usableCount - used) };
   });
   byRemote.sort((a, b) => b.used - a.used || b.timeWait - a.timeWait || a.remote.localeCompare(b.remote));
-  const bySource = [...sources.values()].sort((a, b) => b.timeWait - a.timeWait || b.established - a.established);
+  const bySource = [...sources.values()].sort((a, b) => b.timeWait - a.timeWait || b.established - a.established || a.source.localeCompare(b.source));
   return {
     netns,
     portRange: [...sysctls.portRange],
