@@ -51,6 +51,8 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
   private readonly out = new Fifo<WatchRecord | number>();
   private readonly tree: ProcessTree | undefined;
   private polls = 0;
+  /** When the last poll started (CLOCK_MONOTONIC ns): a socket it did not see in CLOSE_WAIT entered it since. */
+  private lastPollNs = monotonicNowNs();
   private emitted = 0;
   private timer: NodeJS.Timeout | undefined;
   /** The poll running now, if one is. */
@@ -166,6 +168,8 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     const poll = ++this.polls;
     const t = this.leaks;
     const nowNs = monotonicNowNs();
+    const sinceNs = this.lastPollNs;
+    this.lastPollNs = nowNs;
     // Sockets already in CLOSE_WAIT at start are aged from their last packet (a tree starts new).
     const seeding = poll === 1 && !this.options.followTree;
     /** Owners this poll found, by slot: open leaks and the ones it found new (tentative). */
@@ -177,8 +181,14 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
       if (s < 0) {
         let w = this.waiting.get(cookie);
         if (!w) {
-          const ageMs = seeding ? sock.decoder.stateAgeMs(sock.at) : null;
-          w = { enteredNs: ageMs !== null ? nowNs - ageMs * 1e6 : nowNs, estimated: ageMs !== null, poll, ignored: false };
+          // From its last packet (the FIN, for an idle socket): at start an estimate;
+          // later, no earlier than the last poll, which did not see it in CLOSE_WAIT.
+          // Polls far apart (a slow machine backs off) then still age it right.
+          const ageMs = sock.decoder.stateAgeMs(sock.at);
+          const fromPacketNs = ageMs !== null ? nowNs - ageMs * 1e6 : nowNs;
+          w = seeding
+            ? { enteredNs: fromPacketNs, estimated: ageMs !== null, poll, ignored: false }
+            : { enteredNs: Math.min(nowNs, Math.max(sinceNs, fromPacketNs)), estimated: false, poll, ignored: false };
           this.waiting.set(cookie, w);
         }
         w.poll = poll;
