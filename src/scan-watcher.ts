@@ -138,7 +138,12 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     return record;
   }
 
-  /** One poll, then the next one after pollMs, or after 10 times the poll's cost if that is longer (a scan visits every socket). */
+  /**
+   * One poll, then the next one after pollMs, or after 10 times the poll's cost
+   * if that is longer (a scan visits every socket), but never longer than the
+   * threshold: a leak that lives a threshold or two is seen, whatever a poll
+   * costs (on a slow machine, more CPU rather than a missed leak).
+   */
   private async tick(): Promise<void> {
     if (this.ended || this.polling) return;
     const started = performance.now();
@@ -150,7 +155,8 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     } finally {
       this.firstStepOver();
     }
-    if (!this.ended) this.timer = setTimeout(() => void this.tick(), Math.max(this.pollMs, 10 * (performance.now() - started)));
+    const backoffMs = Math.max(this.pollMs, 10 * (performance.now() - started));
+    if (!this.ended) this.timer = setTimeout(() => void this.tick(), Math.min(backoffMs, this.thresholdNs / 1e6));
   }
 
   private poll(thresholdNs: number): Promise<void> {
