@@ -33,4 +33,4 @@ else
   npm run --silent build:native >/dev/null
 fi
 npm run --silent build:ts
-say "done: try 'npx sockleak snapshot' or 'npx sockleak trace' as root"
+say "done: try 'bin/sockleak.js snapshot' or 'bin/sockleak.js features' as root"
