@@ -19,7 +19,6 @@ import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type Coo
 import { UsageError } from './errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from './events';
 import { CookieMap } from './cookie-map';
-import { Fifo } from './fifo';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE } from './generated/layout';
 import { requireProcess } from './preflight';
 import { ProcessTree } from './process-tree';
@@ -111,7 +110,6 @@ export class LeakWatcher extends OpenLeaks {
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
   private readonly stale = new Map<CookieKey, Closer>();
   /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
-  private readonly out = new Fifo<WatchRecord | number>();
   private readonly creators = new Map<string, Creator>();
   /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
   private readonly owned = new Map<number, readonly Owner[]>();
@@ -207,19 +205,7 @@ export class LeakWatcher extends OpenLeaks {
     return { ...c, mapFull: c.mapFull + BigInt(this.mapFullSeed) };
   }
 
-  private emit(record: WatchRecord | number): void {
-    this.out.push(record);
-    this.wake?.();
-  }
 
-  /** The next record to hand out, made now if it is a leak; undefined when none waits. */
-  protected next(): WatchRecord | undefined {
-    const item = this.out.shift();
-    if (typeof item !== 'number') return item;
-    const record = this.leaks.record(item, this.ageMs(item));
-    this.leaks.taken(item);
-    return record;
-  }
 
   /** Applies what the kernel sends about reported leaks. */
   private async pump(): Promise<void> {

@@ -6,6 +6,7 @@
  */
 import { monotonicNowNs } from './clock';
 import { cookieKey, type CookieKey } from './close-wait-scan';
+import { Fifo } from './fifo';
 import { LeakTable } from './leak-table';
 import type { Owner } from './sockets';
 import type { LeakRecord, WatchRecord } from './watch-records';
@@ -25,8 +26,23 @@ export abstract class OpenLeaks implements AsyncIterable<WatchRecord> {
   /** Wakes the iterator waiting for a record (set while it waits). */
   protected wake: (() => void) | undefined;
 
-  /** The next record to hand out, if one is ready. */
-  protected abstract next(): WatchRecord | undefined;
+  /** Records to hand out, in order: a leak as its slot (its record is made when taken), the rest made. */
+  protected readonly out = new Fifo<WatchRecord | number>();
+
+  /** Queues a record (or a leak's slot) and wakes the iterator. */
+  protected emit(record: WatchRecord | number): void {
+    this.out.push(record);
+    this.wake?.();
+  }
+
+  /** The next record to hand out, made now if it is a leak; undefined when none waits. */
+  protected next(): WatchRecord | undefined {
+    const item = this.out.shift();
+    if (typeof item !== 'number') return item;
+    const record = this.leaks.record(item, this.ageMs(item));
+    this.leaks.taken(item);
+    return record;
+  }
 
   /** Stops the engine; the iterator ends after the records already produced. */
   abstract close(): Promise<void>;

@@ -14,7 +14,6 @@ import { CloseWaitScanner, cookieKey, cookieText, ownerOf, type CookieKey } from
 import { UsageError } from './errors';
 import type { TraceCounters } from './events';
 import { noteFallback } from './fallbacks';
-import { Fifo } from './fifo';
 import type { LeakEngine } from './leak-engine';
 import type { WatchOptions } from './leak-watcher';
 import { OpenLeaks } from './open-leaks';
@@ -48,7 +47,6 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
   private readonly pollMs: number;
   private readonly waiting = new Map<CookieKey, Waiting>();
   /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
-  private readonly out = new Fifo<WatchRecord | number>();
   private readonly tree: ProcessTree | undefined;
   private polls = 0;
   /** When the last poll started (CLOCK_MONOTONIC ns): a socket it did not see in CLOSE_WAIT entered it since. */
@@ -124,19 +122,11 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     await this.poll(0);
   }
 
-  private emit(record: WatchRecord | number): void {
+  protected override emit(record: WatchRecord | number): void {
     this.emitted++;
-    this.out.push(record);
-    this.wake?.();
+    super.emit(record);
   }
 
-  protected next(): WatchRecord | undefined {
-    const item = this.out.shift();
-    if (typeof item !== 'number') return item;
-    const record = this.leaks.record(item, this.ageMs(item));
-    this.leaks.taken(item);
-    return record;
-  }
 
   /**
    * One poll, then the next one after pollMs, or after 10 times the poll's cost
