@@ -53,6 +53,15 @@ export function cacheDir(): string {
  * programs this addon embeds.
  */
 export function kernelBuildKey(btfPath = DEFAULT_BTF): string {
+  let key = buildKeys.get(btfPath);
+  if (key === undefined) buildKeys.set(btfPath, (key = hashBuild(btfPath)));
+  return key;
+}
+
+/** Keys already made, by BTF path: a process meets one kernel build, and each loader (tracer, scanners, reaper) asks. */
+const buildKeys = new Map<string, string>();
+
+function hashBuild(btfPath: string): string {
   const hash = createHash('sha256').update(`${os.release()}\n${os.version()}\n${loadAddon().programsId()}\n`);
   let fd: number | undefined;
   try {
