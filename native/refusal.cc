@@ -33,13 +33,4 @@ std::string RefusalReason(const std::string& log, int err) {
   return reason.empty() ? strerror(err) : reason;
 }
 
-std::vector<std::string> SplitNames(const std::string& refused) {
-  std::vector<std::string> names;
-  std::istringstream parts(refused);
-  for (std::string name; std::getline(parts, name, ',');) {
-    if (!name.empty()) names.push_back(name);
-  }
-  return names;
-}
-
 }  // namespace sockleak

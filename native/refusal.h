@@ -4,7 +4,6 @@
 #pragma once
 
 #include <string>
-#include <vector>
 
 namespace sockleak {
 
@@ -20,9 +19,5 @@ struct Refusal {
 // (a missing kfunc); the errno's text where the log has none (a kernel that
 // refuses a program type before verifying it).
 std::string RefusalReason(const std::string& log, int err);
-
-// The programs named in `refused` (comma-separated, as TypeScript passes them
-// from the probe cache and SOCKLEAK_REFUSE).
-std::vector<std::string> SplitNames(const std::string& refused);
 
 }  // namespace sockleak

@@ -53,11 +53,6 @@ export function onFallback(listener: (fallback: Fallback) => void): () => void {
   return () => listeners.delete(listener);
 }
 
-/** Every fallback noted in this process so far. */
-export function fallbacksSoFar(): Fallback[] {
-  return [...noted.values()];
-}
-
 /** The one line a fallback is to people: `scan_files refused (EACCES: ...): using X; lost: Y`. */
 export function describeFallback(f: Fallback): string {
   return `${f.what} refused (${f.why}): ${f.instead}; ${f.lost ? `cannot see ${f.lost}` : 'nothing lost'}`;
