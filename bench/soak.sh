@@ -14,7 +14,7 @@ set -euo pipefail
 LEAKS=${LEAKS:-150000}       # leaked sockets in the main phase
 PROCS=${PROCS:-6}            # client processes holding them (at least enough for the fd limit)
 OVER=${OVER:-280000}         # second phase: more leaks than watch's default bound (0 = skip)
-BOUND=262144                 # close_wait map bound (watch's default maxSockets; README)
+BOUND=262144                 # close_wait map bound (watch's default maxSockets; docs/guarantees.md)
 DESTS=${DESTS:-16}           # destinations 127.9.0.1..N (28k ephemeral ports each)
 # Peak RSS (VmHWM) allowed to watch and agent: a regression guard at the measured level
 # (docs/agent.md: ~0.76 GB peak at 100k leaks, ~1.2 GB at 200k), not the 150 MB target.

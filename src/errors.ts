@@ -5,7 +5,7 @@
  */
 export const ExitCode = {
   OK: 0,
-  /** `run`: the command under test leaked sockets (documented in README). */
+  /** `run`: the command under test leaked sockets (documented in docs/commands.md). */
   LEAKED: 3,
   /** Bad flag, malformed value (duration, pid, state). */
   USAGE: 64,

@@ -28,7 +28,7 @@ export type { LeakedSocket } from './leak-log';
 export interface RunOptions {
   /** How long a socket may stay in CLOSE_WAIT, in ms. Default 5000. */
   thresholdMs?: number;
-  /** Remote patterns of expected leaks, never reported (syntax: remote-pattern.ts, README). */
+  /** Remote patterns of expected leaks, never reported (syntax: remote-pattern.ts, docs/commands.md). */
   allow?: readonly string[];
   /** Report a leak when the tree produces more TIME_WAIT sockets (connections it closed first) than this. */
   timeWaitBudget?: number;

@@ -146,7 +146,7 @@ function assertSame<T>(label: string, text: string, got: Outcome<T>, want: Outco
   assert.deepEqual(got, want, `${label}(${show(text)}): got ${JSON.stringify(got)}, the documented grammar says ${JSON.stringify(want)} (seed ${SEED})`);
 }
 
-// ---- Reference implementations of the documented grammars (README, --help), written without the parsers' regexes.
+// ---- Reference implementations of the documented grammars (docs/commands.md, --help), written without the parsers' regexes.
 
 const isAsciiDigits = (s: string): boolean => s.length > 0 && [...s].every((c) => c >= '0' && c <= '9');
 
@@ -280,7 +280,7 @@ test(`parseDuration: ${ROUNDS} random inputs match the grammar; valid durations 
     roundTrips++;
   }
   assert.ok(roundTrips > 900, `${roundTrips} round trips`);
-  // The examples the help and README give.
+  // The examples the help and docs/commands.md give.
   for (const [text, ms] of [['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h30m', 5_400_000], ['2d', 172_800_000], ['1.5', 1500], ['0', 0]] as const) {
     assert.equal(parseDuration(text), ms, text);
   }

@@ -75,7 +75,7 @@ const LIVE = COMMANDS.filter((c) => c.kind === 'live');
 const UNPRIVILEGED = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'];
 /** Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN: out of the bounding set, so out of permitted and effective after exec. */
 const ROOT_WITHOUT_BPF_CAPS = ['setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-bpf,-perfmon,-sys_admin', '--'];
-/** A non-root user holding exactly CAP_BPF and CAP_PERFMON (the README's minimum), as ambient capabilities. */
+/** A non-root user holding exactly CAP_BPF and CAP_PERFMON (docs/guarantees.md's minimum), as ambient capabilities. */
 const USER_WITH_BPF_CAPS = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+bpf,+perfmon', '--ambient-caps=+bpf,+perfmon', '--'];
 
 // ---- Processes.
@@ -489,7 +489,7 @@ test('map full: more CLOSE_WAIT sockets than maxSockets and slots -> every refus
     const ours = (): LeakRecord[] => records.filter((r): r is LeakRecord => r.type === 'leak' && r.remote === b.remote);
     // Each of ours is either in the map (reported once past the threshold) or refused and counted.
     // (Other CLOSE_WAIT sockets on the machine may hold slots too: then more of ours are refused, and counted.)
-    // A state change the kernel skipped as a recursion miss is neither: README says so; allow for those explicitly.
+    // A state change the kernel skipped as a recursion miss is neither: docs/guarantees.md says so; allow for those explicitly.
     const accounted = (): number => ours().length + Number(watcher.counters().mapFull) + Number(watcher.counters().missed);
     await pollUntilEmpty(() => (accounted() >= total ? [] : ['not yet']), 20_000, 200);
     const c0 = watcher.counters();
@@ -729,7 +729,7 @@ test('security: trace, watch and every command\'s JSON document carry cookies, n
   }
 });
 
-/** Documented bounds (README, "Guarantees and failure behaviour"): map name -> largest max_entries. */
+/** Documented bounds (docs/guarantees.md): map name -> largest max_entries. */
 const MAP_BOUNDS: Record<string, number> = {
   events: 8 << 20, // ring buffer bytes, the default
   counters: 1,
@@ -769,7 +769,7 @@ test('security: every BPF map of trace, trace --pid and watch has a documented, 
     else if (PER_SOCKET.has(name)) assert.equal(m.type, 'sk_storage', `${name}: socket-local storage`);
     else {
       const bound = MAP_BOUNDS[name];
-      assert.ok(bound !== undefined, `map ${name} (${m.type}, ${m.max_entries}) has no documented bound: add it to README and MAP_BOUNDS`);
+      assert.ok(bound !== undefined, `map ${name} (${m.type}, ${m.max_entries}) has no documented bound: add it to docs/guarantees.md and MAP_BOUNDS`);
       assert.ok(m.max_entries >= 1 && m.max_entries <= bound, `${name}: max_entries ${m.max_entries} within 1..${bound}`);
     }
   }
