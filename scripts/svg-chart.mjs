@@ -60,11 +60,22 @@ function numberLabel(value, step) {
  * @param {number} [options.height=360]
  * @param {{ at: number, label?: string }[]} [options.markers] - Vertical dashed lines at
  *   unix-second times (events such as a deletion), labelled at the top of the plot.
+ * @param {string} [options.markerName] - Legend entry for the unlabelled markers.
  * @returns {string} An SVG document.
  */
-export function lineChart({ title, yLabel, series, width = 800, height = 360, markers = [] }) {
+export function lineChart({ title, yLabel, series, width = 800, height = 360, markers = [], markerName }) {
   const all = series.flatMap((s) => s.points).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
-  const legendRows = Math.ceil(series.length / Math.max(1, Math.floor((width - 80) / 200)));
+  const legend = [...series.map((s, i) => ({ name: s.name, color: s.color ?? PALETTE[i % PALETTE.length], dash: '' }))];
+  if (markerName) legend.push({ name: markerName, color: '#8c959f', dash: '4 3' });
+  // Legend entries flow left to right under the axis, wrapping at the width (text ~0.62em a character).
+  let [lx, row] = [72, 0];
+  for (const entry of legend) {
+    const w = 30 + entry.name.length * 13 * 0.62 + 24;
+    if (lx + w > width - 16 && lx > 72) [lx, row] = [72, row + 1];
+    Object.assign(entry, { x: lx, row });
+    lx += w;
+  }
+  const legendRows = legend.length ? row + 1 : 0;
   const margin = { left: 72, right: 40, top: 48, bottom: 48 + 22 * legendRows };
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
@@ -85,7 +96,8 @@ export function lineChart({ title, yLabel, series, width = 800, height = 360, ma
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family='${SANS}'>`,
     `<rect width="${width}" height="${height}" rx="6" fill="#ffffff" stroke="#d0d7de"/>`,
-    `<text x="${width / 2}" y="28" text-anchor="middle" font-size="17" font-weight="600" fill="#1f2328">${escapeXml(title)}</text>`,
+    // A long title shrinks rather than runs off the picture (bold sans: ~0.6em a character).
+    `<text x="${width / 2}" y="28" text-anchor="middle" font-size="${px(Math.min(17, (width - 32) / (title.length * 0.6)))}" font-weight="600" fill="#1f2328">${escapeXml(title)}</text>`,
   );
 
   // Horizontal grid and y ticks.
@@ -143,17 +155,13 @@ export function lineChart({ title, yLabel, series, width = 800, height = 360, ma
     }
   });
 
-  // Legend under the axis, wrapped in columns of 200 px.
-  const perRow = Math.max(1, Math.floor((width - 80) / 200));
-  series.forEach((s, i) => {
-    const color = s.color ?? PALETTE[i % PALETTE.length];
-    const lx = margin.left + (i % perRow) * 200;
-    const ly = height - margin.bottom + 48 + Math.floor(i / perRow) * 22;
+  for (const { name, color, dash, x: lx, row: r } of legend) {
+    const ly = height - margin.bottom + 48 + r * 22;
     out.push(
-      `<line x1="${lx}" x2="${lx + 22}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`,
-      `<text x="${lx + 30}" y="${ly}" dy="0.32em" font-size="13" fill="#1f2328">${escapeXml(s.name)}</text>`,
+      `<line x1="${lx}" x2="${lx + 22}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="${dash ? 1.5 : 3}"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`,
+      `<text x="${lx + 30}" y="${ly}" dy="0.32em" font-size="13" fill="#1f2328">${escapeXml(name)}</text>`,
     );
-  });
+  }
   out.push('</svg>', '');
   return out.join('\n');
 }
@@ -167,16 +175,18 @@ const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z
  * ANSI escapes are dropped, tabs expanded to 8 columns, carriage returns keep the last overwrite.
  *
  * @param {string} text - The captured output.
- * @param {{ title?: string, fontSize?: number }} [options]
+ * @param {{ title?: string, fontSize?: number, columns?: number }} [options] - `columns`: the
+ *   terminal's width; longer lines wrap there, at a space where there is one, as a narrower
+ *   picture stays legible when GitHub scales it to the page.
  * @returns {string} An SVG document.
  */
-export function terminalSvg(text, { title = '', fontSize = 13 } = {}) {
+export function terminalSvg(text, { title = '', fontSize = 13, columns: wrapAt = Infinity } = {}) {
   const lines = String(text)
     .replace(ANSI, '')
     .replace(/\r\n/g, '\n')
     .replace(/\n+$/, '')
     .split('\n')
-    .map((line) => expandTabs(line.split('\r').pop() ?? ''));
+    .flatMap((line) => wrap(expandTabs(line.split('\r').pop() ?? ''), wrapAt));
   const columns = Math.max(20, ...lines.map((l) => [...l].length));
   // Monospace advance is close to 0.6em in the fonts listed; the window is sized from it.
   const charW = fontSize * 0.6;
@@ -202,6 +212,19 @@ export function terminalSvg(text, { title = '', fontSize = 13 } = {}) {
   });
   out.push('</g>', '</svg>', '');
   return out.join('\n');
+}
+
+function wrap(line, columns) {
+  const out = [];
+  let rest = [...line];
+  while (rest.length > columns) {
+    const space = rest.lastIndexOf(' ', columns);
+    const cut = space > columns / 2 ? space : columns;
+    out.push(rest.slice(0, cut).join('').trimEnd());
+    rest = rest.slice(rest[cut] === ' ' ? cut + 1 : cut);
+  }
+  out.push(rest.join(''));
+  return out;
 }
 
 function expandTabs(line) {
