@@ -12,17 +12,23 @@
 // Plain Node, no dependencies. Ctrl-C stops it, and the kernel frees its sockets: the restart.
 'use strict';
 const { fork } = require('node:child_process');
+const { once } = require('node:events');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { setTimeout: sleep } = require('node:timers/promises');
 const { parseArgs } = require('node:util');
 const { Worker, isMainThread, parentPort } = require('node:worker_threads');
 
 const USAGE = 'usage: node examples/incident-1.js [--threads W] [--backends N] [--delete-every DURATION] [--deletions COUNT]';
 
 if (!isMainThread) workerThread();
-else if (process.argv[2] === 'svc-b') backends(Number(process.argv[3]));
-else main();
+else if (process.argv[2] === 'svc-b') {
+  backends(Number(process.argv[3])).catch((err) => {
+    console.error(`incident-1: the backends cannot listen: ${err.message}`);
+    process.exit(70);
+  });
+} else main();
 
 /** One worker of svc-a: the vendor SDK's client, with the connect map that is never pruned. */
 function workerThread() {
@@ -33,8 +39,13 @@ function workerThread() {
       if (connectMap.has(key)) continue; // on first use only; a key is never deleted (the bug)
       // allowHalfOpen: like the SDK's raw epoll code, nothing closes the socket when the peer's FIN arrives.
       const socket = net.connect({ host, port, allowHalfOpen: true });
-      socket.on('error', () => {});
-      socket.once('connect', () => parentPort.postMessage('connected'));
+      let up = false;
+      socket.once('connect', () => {
+        up = true;
+        parentPort.postMessage({ connected: key });
+      });
+      // A failed connect is the demo's failure (fd limit, say); later errors are the leak's business.
+      socket.on('error', (err) => up || parentPort.postMessage({ failed: `connect to ${key}: ${err.code ?? err.message}` }));
       connectMap.set(key, socket);
     }
   });
@@ -57,13 +68,13 @@ async function backends(count) {
     await new Promise((resolve, reject) => server.once('error', reject).listen(0, host, resolve));
     return { host, port: server.address().port, server, conns };
   };
-  const announce = (deleted) => process.send({ backends: live.map(({ host, port }) => ({ host, port })), deleted });
+  const publish = (deleted) => process.send({ backends: live.map(({ host, port }) => ({ host, port })), deleted });
   for (let i = 0; i < count; i++) live.push(await start());
-  announce(null);
+  publish(null);
   process.on('message', async () => {
     const old = live.shift();
     live.push(await start());
-    announce({ host: old.host, port: old.port }); // the name service first: svc-a stops using it...
+    publish({ host: old.host, port: old.port }); // the name service first: svc-a stops using it...
     old.server.close();
     for (const s of old.conns) s.destroy(); // ...then the instance goes, closing its side
   });
@@ -86,10 +97,10 @@ function main() {
       process.exit(0);
     }
     opts = {
-      threads: count(values.threads, '--threads'),
-      backends: count(values.backends, '--backends'),
+      threads: count(values.threads, '--threads', 400),
+      backends: count(values.backends, '--backends', 1000),
       everyMs: values['delete-every'] === undefined ? 2000 : duration(values['delete-every']),
-      deletions: values.deletions !== undefined ? count(values.deletions, '--deletions') : values['delete-every'] ? Infinity : 1,
+      deletions: values.deletions !== undefined ? count(values.deletions, '--deletions', 1e6) : values['delete-every'] ? Infinity : 1,
     };
   } catch (err) {
     console.error(`incident-1: ${err.message} (--help for usage)`);
@@ -97,49 +108,16 @@ function main() {
   }
   process.title = 'svc-a';
   const fleet = fork(__filename, ['svc-b', String(opts.backends)], { stdio: 'inherit' });
-  const workers = Array.from({ length: opts.threads }, () => new Worker(__filename));
-  let announced = 0; // backends ever announced: each worker connects to each once
-  let connected = 0;
-  let settled = () => {};
-  for (const w of workers) {
-    w.on('message', () => {
-      if (++connected === opts.threads * announced) settled();
-    });
-  }
-  let timer;
-  let deleted = 0;
-  const deleteOne = () => {
-    // Only once every thread holds a connection to every backend: then a deletion leaves exactly W.
-    if (connected < opts.threads * announced) return void (settled = deleteOne);
-    settled = () => {};
-    fleet.send('delete');
-  };
-  fleet.on('message', (msg) => {
-    announced += msg.deleted ? 1 : msg.backends.length;
-    for (const w of workers) w.postMessage(msg.backends);
-    if (!msg.deleted) {
-      const span = `${msg.backends[0].host}-${msg.backends.at(-1).host.split('.').pop()}`;
-      const every = opts.deletions > 1 ? `every ${opts.everyMs / 1000}s` : `once, in ${opts.everyMs / 1000}s`;
-      const sl = sockleakCommand();
-      console.log(
-        `svc-a pid ${process.pid}: ${opts.threads} worker threads, each connected to ${opts.backends} backends (${span}); ` +
-          `deleting one backend ${every}. Next, as root: ${sl} snapshot, or ${sl} watch --pid ${process.pid} --threshold 2s`,
-      );
-    } else {
-      const { host, port } = msg.deleted;
-      console.log(
-        `${new Date().toISOString().slice(11, 19)} deleted backend ${host}:${port}: ${opts.threads} more CLOSE_WAIT in pid ${process.pid}, ` +
-          `one per thread (${opts.threads * ++deleted} in all)`,
-      );
-    }
-    if (!msg.deleted || deleted < opts.deletions) timer = setTimeout(deleteOne, opts.everyMs);
-  });
-  fleet.on('exit', (code, signal) => {
-    console.error(`incident-1: the backends process ended (${signal ?? code})`);
+  const fail = (why) => {
+    fleet.removeAllListeners('exit');
+    fleet.kill();
+    console.error(`incident-1: ${why}`);
     process.exit(70);
-  });
+  };
+  // 70: svc-b said why on stderr.
+  fleet.on('exit', (code, signal) => (code === 70 ? process.exit(70) : fail(`the backends process ended (${signal ?? code})`)));
+  let deleted = 0;
   const stop = () => {
-    clearTimeout(timer);
     fleet.removeAllListeners('exit');
     fleet.kill();
     console.log(`svc-a pid ${process.pid}: stopped; the kernel frees its ${opts.threads * deleted} CLOSE_WAIT sockets (the restart that "cured" incident 1)`);
@@ -147,10 +125,50 @@ function main() {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+
+  // Every thread connects once to each backend announced; `settled` waits until all have, so that
+  // a deletion leaves exactly one CLOSE_WAIT socket per thread.
+  const workers = Array.from({ length: opts.threads }, () => new Worker(__filename));
+  let [expected, connected, onSettled] = [0, 0, null];
+  const settled = () => new Promise((resolve) => (connected === expected ? resolve() : (onSettled = resolve)));
+  for (const w of workers) {
+    w.on('error', (err) => fail(`a worker thread failed: ${err.message}`));
+    w.on('message', (msg) => {
+      if (msg.failed) fail(msg.failed);
+      if (++connected === expected) onSettled?.();
+    });
+  }
+  const announce = async (newBackends) => {
+    const [{ backends, deleted: gone }] = await newBackends;
+    expected += opts.threads * (gone ? 1 : backends.length);
+    for (const w of workers) w.postMessage(backends);
+    await settled();
+    return { backends, gone };
+  };
+
+  (async () => {
+    const { backends } = await announce(once(fleet, 'message'));
+    const span = `${backends[0].host}-${backends.at(-1).host.split('.').pop()}`;
+    const when = opts.deletions > 1 ? `every ${opts.everyMs / 1000}s` : `once, in ${opts.everyMs / 1000}s`;
+    const sl = sockleakCommand();
+    console.log(
+      `svc-a pid ${process.pid}: ${opts.threads} worker threads, each connected to ${opts.backends} backends (${span}); ` +
+        `deleting one backend ${when}. Next, as root: ${sl} snapshot, or ${sl} watch --pid ${process.pid} --threshold 2s`,
+    );
+    while (deleted < opts.deletions) {
+      await sleep(opts.everyMs);
+      fleet.send('delete');
+      const { gone } = await announce(once(fleet, 'message'));
+      console.log(
+        `${new Date().toISOString().slice(11, 19)} deleted backend ${gone.host}:${gone.port}: ${opts.threads} more CLOSE_WAIT in pid ${process.pid}, ` +
+          `one per thread (${opts.threads * ++deleted} in all)`,
+      );
+    }
+  })();
 }
 
-function count(text, flag) {
-  if (!/^[1-9]\d*$/.test(text) || Number(text) > 10000) throw new Error(`${flag} must be a whole number from 1 to 10000, got '${text}'`);
+function count(text, flag, max) {
+  if (!/^[1-9]\d*$/.test(text) || Number(text) > max) throw new Error(`${flag} must be a whole number from 1 to ${max}, got '${text}'`);
   return Number(text);
 }
 
