@@ -55,10 +55,16 @@ async function main() {
     });
     opts = { ...values, seconds: Number(values.seconds) };
     if (!(opts.seconds >= 5)) throw new Error(`--seconds must be a number of seconds, 5 at least, got '${values.seconds}'`);
+    const every = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(values.every);
+    const everySeconds = every ? Number(every[1]) * { ms: 0.001, s: 1, m: 60 }[every[2] ?? 's'] : NaN;
+    if (!(everySeconds >= 0.1)) throw new Error(`--every must be a duration such as 5s or 500ms, got '${values.every}'`);
+    // The last deletion comes early enough for its sockets to pass the threshold before the stop.
+    opts.deletions = String(Math.max(1, Math.floor((opts.seconds - 3) / everySeconds)));
   } catch (err) {
     throw new Failure(err.message, 64);
   }
   if (process.getuid?.() !== 0) throw new Failure('run as root: sockleak loads BPF programs', 77);
+  if (!onPath('script')) throw new Failure('script(1) not found (Debian: apt-get install bsdutils)', 69);
   const recordingJs = path.join(ROOT, 'dist', 'src', 'recording.js');
   if (!existsSync(recordingJs)) throw new Failure(`${path.relative(ROOT, recordingJs)} is missing: run scripts/setup.sh first`, 69);
   const { readRecording } = createRequire(import.meta.url)(recordingJs);
@@ -73,7 +79,7 @@ async function main() {
     // 2. The demo, stopped before it runs (exec keeps the pid): watch --pid needs its pid, and must
     // be attached before its threads connect for their ids to be known.
     const demo = start('sh', ['-c', 'kill -STOP $$; exec "$0" "$@"', process.execPath, DEMO,
-      '--threads', opts.threads, '--backends', opts.backends, '--delete-every', opts.every]);
+      '--threads', opts.threads, '--backends', opts.backends, '--delete-every', opts.every, '--deletions', opts.deletions]);
     const pid = demo.pid;
     await until(() => procState(pid) === 'T', 5000, 'the demo to stop before it starts');
 
@@ -91,9 +97,15 @@ async function main() {
     demoLines.on('line', (line) => {
       if (line.includes(' deleted backend ')) deletions.push(Date.now() / 1000);
     });
+    let demoErr = '';
+    demo.stderr.on('data', (d) => (demoErr += d));
     process.kill(pid, 'SIGCONT');
     const from = Date.now() / 1000;
-    await sleep(opts.seconds * 1000);
+    const early = once(demo, 'exit').then(() => {
+      throw new Failure(`the demo ended early: ${demoErr.trim() || `exit ${demo.exitCode ?? demo.signalCode}`}`, 70);
+    });
+    await Promise.race([sleep(opts.seconds * 1000), early]);
+    early.catch(() => {}); // it ends when we stop it below
 
     process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGINT');
     await exited(watch, 10_000, 'watch');
@@ -131,6 +143,10 @@ async function main() {
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+function onPath(command) {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(path.join(dir, command)));
 }
 
 function start(command, args) {
