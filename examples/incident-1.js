@@ -23,7 +23,7 @@ const { Worker, isMainThread, parentPort } = require('node:worker_threads');
 const USAGE = 'usage: node examples/incident-1.js [--threads W] [--backends N] [--delete-every DURATION] [--deletions COUNT]';
 
 if (!isMainThread) workerThread();
-else if (process.argv[2] === 'svc-b') {
+else if (process.argv[2] === 'svc-b' && process.send) {
   backends(Number(process.argv[3])).catch((err) => {
     console.error(`incident-1: the backends cannot listen: ${err.message}`);
     process.exit(70);
@@ -138,8 +138,8 @@ function main() {
       if (++connected === expected) onSettled?.();
     });
   }
-  const announce = async (newBackends) => {
-    const [{ backends, deleted: gone }] = await newBackends;
+  const announce = async (fleetMessage) => {
+    const [{ backends, deleted: gone }] = await fleetMessage;
     expected += opts.threads * (gone ? 1 : backends.length);
     for (const w of workers) w.postMessage(backends);
     await settled();
