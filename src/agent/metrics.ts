@@ -88,6 +88,7 @@ export function topNetns<T extends { netns: number }>(items: readonly T[], top: 
   return new Set([...totals].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, top).map(([netns]) => netns));
 }
 
+/** The agent's registry: values read from `source` at each scrape (text()), records counted as they pass (observe()). */
 export class AgentMetrics {
   readonly registry = new Registry();
   private readonly records: Counter<'type'>;
