@@ -52,7 +52,7 @@ export interface TracerRow {
  * The totals line every live sockleak command prints at exit:
  * trace "sockleak: N events shown, E emitted, L lost, X missed, M map-full",
  * watch "sockleak: N leaks open, E events, L lost, X missed, M map-full",
- * agent "sockleak: N leaks open, R records, E events, L lost, M map-full, ...".
+ * agent "sockleak: N leaks open, R records, E events, L lost, X missed, M map-full, ...".
  */
 export function sockleakTotals(stderr: string): TracerTotals | undefined {
   const m = /sockleak: .*?(\d+) (?:emitted|events), (\d+) lost, (?:\d+ missed, )?(\d+) map-full/.exec(stderr);

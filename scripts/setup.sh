@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*" >&2; }
 
-# Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests.
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps)
+# Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests;
+# prometheus (Prometheus 2.42 and promtool) for the metrics, rules and live-scrape tests.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installed for its binaries: the tests start their own Prometheus on an ephemeral 127.0.0.1 port.
+  # The packaged service, which apt starts where systemd runs, would listen on *:9090: stop it.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # npm ci runs the package's install script (BPF objects + node-gyp addon).

@@ -27,6 +27,7 @@ export interface LeakEngine extends AsyncIterable<WatchRecord> {
   openCookies(): Iterable<CookieKey>;
   oldestReported(): CookieKey | undefined;
   forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void;
+  countByRemote(): Map<string, number>;
   oldestEnteredNs(): number | undefined;
   evict(cookie: CookieKey): void;
   addTreeRoot(pid: number): void;

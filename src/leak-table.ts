@@ -307,6 +307,26 @@ export class LeakTable {
     }
   }
 
+  /**
+   * Open leaks per remote endpoint, with one string made per distinct remote,
+   * none per leak (an IPv4 remote is keyed by a number; IPv6 ones, rarer, by
+   * their text).
+   */
+  countByRemote(): Map<string, number> {
+    const counts = new Map<number | string, { slot: number; count: number }>();
+    for (const s of this.slots()) {
+      const a = s * 32 + 16;
+      const key =
+        this.bits[s]! & V6
+          ? this.remote(s)
+          : (((this.addr[a]! << 24) >>> 0) + (this.addr[a + 1]! << 16) + (this.addr[a + 2]! << 8) + this.addr[a + 3]!) * 65536 + this.port[2 * s + 1]!;
+      const c = counts.get(key);
+      if (c) c.count++;
+      else counts.set(key, { slot: s, count: 1 });
+    }
+    return new Map([...counts.values()].map((c) => [this.remote(c.slot), c.count]));
+  }
+
   creatorOf(s: number): Creator | null {
     return this.creator[s]!;
   }

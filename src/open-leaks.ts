@@ -95,6 +95,11 @@ export abstract class OpenLeaks implements AsyncIterable<WatchRecord> {
     }
   }
 
+  /** Open leaks per remote endpoint (see LeakTable.countByRemote()). */
+  countByRemote(): Map<string, number> {
+    return this.leaks.countByRemote();
+  }
+
   /** The earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
   oldestEnteredNs(): number | undefined {
     let min: number | undefined;

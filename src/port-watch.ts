@@ -132,6 +132,11 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     this.leaks.forEachHolder(each);
   }
 
+  /** Open leaks per remote endpoint (see LeakTable.countByRemote()). */
+  countByRemote(): Map<string, number> {
+    return this.leaks.countByRemote();
+  }
+
   /** The earliest time an open leak entered CLOSE_WAIT (see LeakWatcher.oldestEnteredNs()). */
   oldestEnteredNs(): number | undefined {
     return this.leaks.oldestEnteredNs();

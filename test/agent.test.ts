@@ -239,6 +239,11 @@ function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evic
         r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0));
       }
     },
+    countByRemote: () => {
+      const counts = new Map<string, number>();
+      for (const r of open.values()) counts.set(r.remote, (counts.get(r.remote) ?? 0) + 1);
+      return counts;
+    },
     oldestEnteredNs: () => (open.size ? Math.min(...[...open.values()].map(enteredNs)) : undefined),
     evict: (cookie) => {
       open.delete(cookieText(cookie));
@@ -379,16 +384,16 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   const until = Date.now() + 15_000;
   for (;;) {
     text = (await request(`${agent.base}/metrics`)).body;
-    const a = metric(text, 'sockleak_close_wait_leaked_by_process', { pid: String(before.holder.pid) });
-    const b = metric(text, 'sockleak_close_wait_leaked_by_process', { pid: String(later.holder.pid) });
+    const a = metric(text, 'sockleak_process_close_wait_leaked_sockets', { pid: String(before.holder.pid) });
+    const b = metric(text, 'sockleak_process_close_wait_leaked_sockets', { pid: String(later.holder.pid) });
     if (a === 5 && b === 7) break;
     assert.ok(Date.now() < until, `metrics never showed 5 and 7 leaks (got ${a}, ${b}):\n${text}`);
     await sleep(200);
   }
-  assert.equal(metric(text, 'sockleak_close_wait_leaked_by_process', { pid: String(later.holder.pid), comm: 'python3' }), 7);
+  assert.equal(metric(text, 'sockleak_process_info', { pid: String(later.holder.pid), comm: 'python3' }), 1, 'comm in the info series');
   assert.ok((metric(text, 'sockleak_close_wait_oldest_age_seconds') ?? 0) >= 1);
   assert.ok((metric(text, 'sockleak_sockets', { state: 'CLOSE_WAIT' }) ?? 0) >= 12);
-  for (const name of ['sockleak_events_total', 'sockleak_lost_events_total', 'sockleak_map_full_total', 'sockleak_evictions_total']) {
+  for (const name of ['sockleak_events_total', 'sockleak_lost_events_total', 'sockleak_missed_events_total', 'sockleak_map_full_total', 'sockleak_evictions_total']) {
     assert.notEqual(metric(text, name), undefined, `${name} present`);
   }
 
@@ -463,8 +468,8 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   const until2 = Date.now() + 15_000;
   for (;;) {
     const m = (await request(`${again.base}/metrics`)).body;
-    const a = metric(m, 'sockleak_close_wait_leaked_by_process', { pid: String(before.holder.pid) });
-    const b = metric(m, 'sockleak_close_wait_leaked_by_process', { pid: String(later.holder.pid) });
+    const a = metric(m, 'sockleak_process_close_wait_leaked_sockets', { pid: String(before.holder.pid) });
+    const b = metric(m, 'sockleak_process_close_wait_leaked_sockets', { pid: String(later.holder.pid) });
     if (a === 5 && b === 7) break;
     assert.ok(Date.now() < until2, `the restarted agent never showed 5 and 7 leaks (got ${a}, ${b})`);
     await sleep(200);
@@ -573,7 +578,7 @@ test('agent: --max-sockets bounds the leaks it tracks; the oldest reported are e
   assert.equal(now.tracked, max, 'tracked: exactly the bound');
   // (other processes' leaks on a shared machine count too: at least ours past the bound)
   assert.ok(now.evicted >= count - max && now.evicted <= now.leaks - max, `leaks past the bound evicted and counted (${now.evicted})`);
-  assert.ok((metric(text, 'sockleak_close_wait_leaked_by_process', { pid: String(pid) }) ?? 0) <= max);
+  assert.ok((metric(text, 'sockleak_process_close_wait_leaked_sockets', { pid: String(pid) }) ?? 0) <= max);
   await sleep(2000); // the evicted ones stay forgotten: the kernel map dropped them, so no new report
   const later = await read();
   assert.ok(later.leaks - now.leaks < count - max, `evicted leaks not re-reported (${now.leaks} -> ${later.leaks} leak records)`);

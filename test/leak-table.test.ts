@@ -92,3 +92,37 @@ test('LeakTable: several holders, owners kept or cut, and a cookie past 2^53', (
   assert.deepEqual(iterated, [big]);
   assert.equal(t.size, 0);
 });
+
+test('LeakTable: countByRemote counts open leaks per remote endpoint (high-bit IPv4 addresses, IPv6), tentative and removed ones left out', () => {
+  const t = new LeakTable();
+  const v4 = (sport: number, daddr: number[], dport: number): RawSock => {
+    const r = record(sport, 0);
+    r.buf.set(daddr, SOCK.daddr.offset);
+    r.buf.writeUInt16LE(dport, SOCK.dport.offset);
+    return r;
+  };
+  const v6 = (sport: number): RawSock => {
+    const r = record(sport, 0);
+    r.buf.writeUInt16LE(10, SOCK.family.offset);
+    r.buf.set([0xfd, 0, ...Array<number>(13).fill(0), 1], SOCK.daddr.offset);
+    return r;
+  };
+  let cookie = 1;
+  const add = (sock: RawSock, reported = true): number => {
+    const s = t.add(cookie++, sock, null, false, 1e9);
+    if (reported) t.report(s);
+    t.taken(s);
+    return s;
+  };
+  for (let i = 0; i < 3; i++) add(v4(40000 + i, [255, 1, 2, 3], 9000));
+  add(v4(40010, [255, 1, 2, 3], 9001)); // same host, other port
+  add(v4(40011, [10, 0, 0, 7], 9000));
+  add(v6(40020));
+  add(v6(40021));
+  add(v4(40030, [10, 0, 0, 8], 9000), false); // tentative: not a leak yet
+  t.remove(add(v4(40031, [10, 0, 0, 9], 9000)));
+  assert.deepEqual(
+    Object.fromEntries(t.countByRemote()),
+    { '255.1.2.3:9000': 3, '255.1.2.3:9001': 1, '10.0.0.7:9000': 1, '[fd00::1]:9000': 2 },
+  );
+});

@@ -21,6 +21,7 @@
 import os from 'node:os';
 import { UsageError } from '../errors';
 import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
+import type { TraceCounters } from '../events';
 import type { TracerHooks } from '../tracer';
 import type { PortSocket } from '../port-usage';
 import { ports } from '../ports';
@@ -73,6 +74,12 @@ const RESCAN_MS = 30_000;
 /** How often the engine's port watcher scans the socket table when no destination runs short, and the agent counts ports from it. */
 const PORT_SCAN_MS = 60_000;
 
+/** The tracer's totals before it starts. */
+const NO_COUNTERS: TraceCounters = { emitted: 0n, lost: 0n, mapFull: 0n, missed: 0n };
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- package.json is outside rootDir: read at run time, as --version does
+const VERSION = (require('../../../package.json') as { version: string }).version;
+
 /** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
 const SNAPSHOT_PART = 500;
 
@@ -99,6 +106,8 @@ export interface AgentStatus {
   emitted: bigint;
   lost: bigint;
   mapFull: bigint;
+  /** Program runs the kernel skipped (recursion misses): events never seen. */
+  missed: bigint;
   evictions: number;
   streamDropped: number;
   recordingBytes: number;
@@ -152,6 +161,7 @@ export class Agent {
       openCookies: () => engine()?.openCookies() ?? [],
       oldestReported: () => engine()?.oldestReported(),
       forEachHolder: (each) => engine()?.forEachHolder(each),
+      countByRemote: () => engine()?.countByRemote() ?? new Map(),
       oldestEnteredNs: () => engine()?.oldestEnteredNs(),
       evict: (cookie) => engine()?.evict(cookie),
     });
@@ -159,9 +169,11 @@ export class Agent {
     this.metrics = new AgentMetrics({
       leaks: this.index,
       top: options.top ?? 10,
+      thresholdMs: this.thresholdMs,
+      version: VERSION,
       stateCounts: () => this.counts,
       ports: () => this.lastPorts,
-      kernel: () => this.watcher?.counters() ?? { emitted: 0n, lost: 0n, mapFull: 0n },
+      kernel: () => this.watcher?.counters() ?? NO_COUNTERS,
       streamDropped: () => this.hub.dropped,
       subscribers: () => this.hub.size,
       streamQueuedBytes: () => this.hub.queuedBytes,
@@ -271,8 +283,8 @@ export class Agent {
   }
 
   private counters(): AgentCounters {
-    const k = this.watcher?.counters() ?? { emitted: 0n, lost: 0n, mapFull: 0n };
-    return { ...k, evictions: this.index.evictions, streamDropped: this.hub.dropped };
+    const { emitted, lost, mapFull } = this.watcher?.counters() ?? NO_COUNTERS;
+    return { emitted, lost, mapFull, evictions: this.index.evictions, streamDropped: this.hub.dropped };
   }
 
   /** Ports per destination from a scan the port watcher just made: at most once a minute (it scans more often when ports run short). */
@@ -326,6 +338,7 @@ export class Agent {
       leaksOpen: this.index.size,
       records: this.seq,
       ...c,
+      missed: (this.watcher?.counters() ?? NO_COUNTERS).missed,
       recordingBytes: this.recorder?.bytesWritten ?? 0,
       recordingError: this.recorder?.error,
     };

@@ -24,6 +24,8 @@ export interface LeakSource {
   oldestReported(): CookieKey | undefined;
   /** Every holder of every open leak (`first`: a leak's first holder), pid -1 for a leak without one. */
   forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void;
+  /** Open leaks per remote endpoint. */
+  countByRemote(): Map<string, number>;
   /** Earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
   oldestEnteredNs(): number | undefined;
   /** The index dropped it: the engine stops following it. */
@@ -35,6 +37,13 @@ export interface ProcessLeaks {
   /** Process id as a label value; `other` for the sum beyond the top K, `none` for leaks without a known holder. */
   pid: string;
   comm: string;
+  count: number;
+}
+
+/** Leaked sockets to one remote endpoint. */
+export interface RemoteLeaks {
+  /** `a.b.c.d:port`, `[v6]:port`; `other` for the sum beyond the top K. */
+  remote: string;
   count: number;
 }
 
@@ -103,6 +112,14 @@ export class LeakIndex {
     const shown = sorted.slice(0, top);
     const rest = sorted.slice(top).reduce((n, p) => n + p.count, 0);
     if (sorted.length > top) shown.push({ pid: 'other', comm: 'other', count: rest });
+    return shown;
+  }
+
+  /** Leaks per remote endpoint, the `top` largest, then one `other` entry summing the rest (present only when there is a rest). */
+  byRemote(top: number): RemoteLeaks[] {
+    const sorted = [...this.source.countByRemote()].map(([remote, count]) => ({ remote, count })).sort((a, b) => b.count - a.count || (a.remote < b.remote ? -1 : 1));
+    const shown = sorted.slice(0, top);
+    if (sorted.length > top) shown.push({ remote: 'other', count: sorted.slice(top).reduce((n, r) => n + r.count, 0) });
     return shown;
   }
 }

@@ -1,28 +1,44 @@
 /**
  * The agent's Prometheus metrics (prom-client). Values are read from the
- * agent's state when scraped; every label set is bounded: processes and
- * destinations to the top K plus `other`, comms of connect failures to
- * MAX_COMMS plus `other`. docs/agent.md lists them.
+ * agent's state when scraped. Every label's values are bounded, whatever the
+ * machine does: processes, network namespaces and destinations to the top K
+ * plus `other`, comms of connect failures to MAX_COMMS plus `other`; a pid
+ * label appears only on the per-process leak series and on the info series that
+ * names it, so a restarted process replaces K series, never adds to every
+ * metric. docs/agent.md lists every metric and the bound of every label.
  */
+import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { LeakIndex } from './leak-index';
+import type { TraceCounters } from '../events';
+import type { LeakIndex, ProcessLeaks } from './leak-index';
 import type { AgentRecord, PortsSnapshot } from './records';
 import type { StateCount } from './state-counts';
 
 /** Distinct comm label values of sockleak_connect_failures_total before the rest become `other`. */
 export const MAX_COMMS = 64;
 
+/**
+ * prom-client's default gauges whose names end in `_total` (promtool check
+ * metrics rejects them: `_total` is for counters); each is the sum of a
+ * by-type gauge that stays (`nodejs_active_handles{type}`, ...).
+ */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /** What the metrics read at scrape time. */
 export interface MetricsSource {
   leaks: LeakIndex;
-  /** Top K for per-process and per-destination series. */
+  /** Top K for per-process, per-netns and per-destination series. */
   top: number;
+  /** The configured CLOSE_WAIT threshold, ms. */
+  thresholdMs: number;
+  /** sockleak's version (package.json). */
+  version: string;
   /** The latest per-state counts (from the last periodic scan). */
   stateCounts(): readonly StateCount[];
   /** The latest ports report; undefined while there is none (or no port tracking). */
   ports(): PortsSnapshot | undefined;
   /** The kernel side's totals. */
-  kernel(): { emitted: bigint; lost: bigint; mapFull: bigint };
+  kernel(): TraceCounters;
   streamDropped(): number;
   subscribers(): number;
   /** Bytes waiting in subscriber queues now. */
@@ -45,26 +61,75 @@ function mirror(registry: Registry, name: string, help: string, read: () => numb
   });
 }
 
+/**
+ * The cgroup a process runs in (the cgroup v2 path, else the first v1
+ * hierarchy's), as this agent's cgroup namespace sees it; '' once it is gone.
+ */
+function cgroupOf(pid: string): string {
+  if (!/^[0-9]+$/.test(pid)) return '';
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return ''; // exited since the scrape counted it
+  }
+  const lines = text.split('\n').filter((l) => l.length > 0);
+  const line = lines.find((l) => l.startsWith('0::')) ?? lines[0] ?? '';
+  return line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
+}
+
+/**
+ * Per-netns totals reduced to the `top` netns by `weight`, the rest summed
+ * under netns `other`: bounded however many namespaces (pods) come and go.
+ */
+export function topNetns<T extends { netns: number }>(items: readonly T[], top: number, weight: (item: T) => number): Set<number> {
+  const totals = new Map<number, number>();
+  for (const item of items) totals.set(item.netns, (totals.get(item.netns) ?? 0) + weight(item));
+  return new Set([...totals].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, top).map(([netns]) => netns));
+}
+
+/** The agent's registry: values read from `source` at each scrape (text()), records counted as they pass (observe()). */
 export class AgentMetrics {
   readonly registry = new Registry();
   private readonly records: Counter<'type'>;
   private readonly connectFailures: Counter<'errno' | 'comm'>;
   private readonly comms = new Set<string>();
+  /** The per-process leak counts of the scrape under way. */
+  private processes: readonly ProcessLeaks[] = [];
 
-  constructor(source: MetricsSource) {
+  constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     // The event-loop lag histogram samples once a second: at prom-client's default (every 10 ms)
-    // the sampler alone woke the agent 100 times a second, ~1% of a core while idle.
+    // the sampler alone woke the agent 100 times a second.
     collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 });
+    for (const name of MISNAMED_DEFAULTS) r.removeSingleMetric(name);
     const registers = [r];
     new Gauge({
+      name: 'sockleak_build_info',
+      help: 'Always 1; the labels say which sockleak and which Node.js runs',
+      labelNames: ['version', 'nodejs'] as const,
+      registers,
+    }).set({ version: source.version, nodejs: process.version }, 1);
+    new Gauge({
+      name: 'sockleak_close_wait_threshold_seconds',
+      help: 'Configured --threshold: a socket in CLOSE_WAIT longer than this is a leak',
+      registers,
+    }).set(source.thresholdMs / 1000);
+    new Gauge({
       name: 'sockleak_sockets',
-      help: 'TCP sockets by state and network namespace (inode), from the last periodic scan',
+      help: 'TCP sockets by state and network namespace (inode), from the last periodic scan: the top K netns by sockets, the rest summed as netns="other"',
       labelNames: ['state', 'netns'] as const,
       registers,
       collect() {
         this.reset();
-        for (const c of source.stateCounts()) this.set({ state: c.state, netns: String(c.netns) }, c.count);
+        const counts = source.stateCounts();
+        const shown = topNetns(counts, source.top, (c) => c.count);
+        const other = new Map<string, number>();
+        for (const c of counts) {
+          if (shown.has(c.netns)) this.set({ state: c.state, netns: String(c.netns) }, c.count);
+          else other.set(c.state, (other.get(c.state) ?? 0) + c.count);
+        }
+        for (const [state, count] of other) this.set({ state, netns: 'other' }, count);
       },
     });
     new Gauge({
@@ -75,14 +140,36 @@ export class AgentMetrics {
         this.set(source.leaks.size);
       },
     });
+    // Both per-process metrics read one list made per scrape (text()): they name the same pids.
+    const byProcess = (): readonly ProcessLeaks[] => this.processes;
     new Gauge({
-      name: 'sockleak_close_wait_leaked_by_process',
-      help: 'Leaked CLOSE_WAIT sockets per holding process: the top K processes, the rest summed as pid="other"',
-      labelNames: ['pid', 'comm'] as const,
+      name: 'sockleak_process_close_wait_leaked_sockets',
+      help: 'Leaked CLOSE_WAIT sockets per holding process: the top K processes, the rest summed as pid="other", sockets without a holder as pid="none"; comm and cgroup are in sockleak_process_info',
+      labelNames: ['pid'] as const,
       registers,
       collect() {
         this.reset();
-        for (const p of source.leaks.byProcess(source.top)) this.set({ pid: p.pid, comm: p.comm }, p.count);
+        for (const p of byProcess()) this.set({ pid: p.pid }, p.count);
+      },
+    });
+    new Gauge({
+      name: 'sockleak_process_info',
+      help: 'Always 1: comm and cgroup of each pid of sockleak_process_close_wait_leaked_sockets (join on pid)',
+      labelNames: ['pid', 'comm', 'cgroup'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const p of byProcess()) this.set({ pid: p.pid, comm: p.comm, cgroup: cgroupOf(p.pid) }, 1);
+      },
+    });
+    new Gauge({
+      name: 'sockleak_remote_close_wait_leaked_sockets',
+      help: 'Leaked CLOSE_WAIT sockets per remote endpoint: the top K remotes, the rest summed as remote="other"',
+      labelNames: ['remote'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const d of source.leaks.byRemote(source.top)) this.set({ remote: d.remote }, d.count);
       },
     });
     new Gauge({
@@ -118,6 +205,21 @@ export class AgentMetrics {
         for (const d of topRemotes()) this.set({ netns: d.netns, remote: d.remote }, d.free);
       },
     });
+    new Gauge({
+      name: 'sockleak_usable_ports',
+      help: 'Ephemeral ports connect() can pick per netns (ip_local_port_range minus reserved and listening ports), each destination\'s budget: the netns of sockleak_free_ports and the top K netns by TIME_WAIT',
+      labelNames: ['netns'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const netns = source.ports()?.netns ?? [];
+        // Every netns a free-ports series names, so that used = 1 - free / usable can be computed for each.
+        const shown = topNetns(netns, source.top, (n) => n.timeWait);
+        for (const d of topRemotes()) shown.add(Number(d.netns));
+        // No "other": a sum of budgets would be no one's budget.
+        for (const n of netns) if (shown.has(n.netns)) this.set({ netns: String(n.netns) }, n.usablePorts);
+      },
+    });
     this.connectFailures = new Counter({
       name: 'sockleak_connect_failures_total',
       help: `connect() failures with EADDRNOTAVAIL (and bind() with EADDRINUSE) by errno and comm (${MAX_COMMS} comms, then "other")`,
@@ -126,12 +228,15 @@ export class AgentMetrics {
     });
     this.records = new Counter({
       name: 'sockleak_records_total',
-      help: 'Records produced by the agent, by type (leak, resolved, fd-closed, connect-failure, port-pressure)',
+      help: 'Records produced by the agent, by type (leak, resolved, fd-closed, connect-failure, bind-failure, port-pressure)',
       labelNames: ['type'] as const,
       registers,
     });
     mirror(r, 'sockleak_events_total', 'Events the kernel wrote to the ring buffer', () => Number(source.kernel().emitted));
     mirror(r, 'sockleak_lost_events_total', 'Events lost: ring buffer full, or a slow reader', () => Number(source.kernel().lost));
+    mirror(r, 'sockleak_missed_events_total', 'Events never seen: program runs the kernel skipped because the program was already running on that CPU (recursion misses)', () =>
+      Number(source.kernel().missed),
+    );
     mirror(r, 'sockleak_map_full_total', 'Insertions refused by a full, bounded BPF map', () => Number(source.kernel().mapFull));
     mirror(r, 'sockleak_evictions_total', 'Leaks dropped from the agent state at --max-sockets (oldest first)', () => source.leaks.evictions);
     mirror(r, 'sockleak_stream_dropped_records_total', 'Records dropped for slow /stream subscribers', source.streamDropped);
@@ -165,6 +270,7 @@ export class AgentMetrics {
 
   /** The text exposition format. */
   async text(): Promise<{ contentType: string; body: string }> {
+    this.processes = this.source.leaks.byProcess(this.source.top);
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }

@@ -82,7 +82,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   }
   const s = agent.status();
   process.stderr.write(
-    `sockleak: ${s.leaksOpen} leaks open, ${s.records} records, ${s.emitted} events, ${s.lost} lost, ${s.mapFull} map-full, ` +
+    `sockleak: ${s.leaksOpen} leaks open, ${s.records} records, ${s.emitted} events, ${s.lost} lost, ${s.missed} missed, ${s.mapFull} map-full, ` +
       `${s.evictions} evicted, ${s.streamDropped} dropped for slow subscribers` +
       `${options.record ? `, ${s.recordingBytes} bytes recorded${s.recordingError ? ` (recording failed: ${s.recordingError.message})` : ''}` : ''}\n`,
   );
