@@ -54,7 +54,7 @@ async function sockleakRun(args: string[], options: { reports?: boolean; onStdou
   const tag = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const jsonFile = path.join(dir, `${tag}.json`);
   const junitFile = path.join(dir, `${tag}.xml`);
-  const reports = options.reports === false ? [] : ['--json', jsonFile, '--junit', junitFile];
+  const reports = options.reports === false ? [] : ['--report', jsonFile, '--junit', junitFile];
   const [head, rest] = args.includes('--') ? [args.slice(0, args.indexOf('--')), args.slice(args.indexOf('--'))] : [[], args];
   const child = spawn(process.execPath, [CLI, 'run', ...reports, ...head, ...rest], { stdio: ['ignore', 'pipe', 'pipe'] });
   pids.add(child.pid!);
@@ -99,7 +99,7 @@ print(json.dumps({"tests": int(suite.get("tests")), "failures": int(suite.get("f
   return JSON.parse(r.stdout) as ReturnType<typeof parseJunit>;
 }
 
-test('a command that leaves W sockets in CLOSE_WAIT past the threshold: exit 3, exactly W leaks with its fds, in --json and --junit', async () => {
+test('a command that leaves W sockets in CLOSE_WAIT past the threshold: exit 3, exactly W leaks with its fds, in --report and --junit', async () => {
   const W = 4;
   const r = await sockleakRun(['--threshold', '1s', ...client('--leak', String(W), '--hold', '3')]);
   assert.equal(r.code, ExitCode.LEAKED, r.stderr);
