@@ -41,6 +41,9 @@ const HEAD_STARTS: Record<string, (args: readonly string[]) => void> = {
 const commander = (): typeof import('commander') => require('commander') as typeof import('commander');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
+/** Codes only `run` returns: the top-level help says so. */
+const RUN_ONLY = new Set<number>([ExitCode.LEAKED, ExitCode.COMMAND_NOT_EXECUTABLE, ExitCode.COMMAND_NOT_FOUND]);
+
 function program(setResult: SetResult, argv: readonly string[], beforeAction: () => void): Command {
   const cli = new (commander().Command)('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
@@ -57,7 +60,12 @@ function program(setResult: SetResult, argv: readonly string[], beforeAction: ()
           ['sockleak run --report leaks.json -- npm test', 'fail a CI job whose tests leak sockets'],
           ['sockleak reap --remote 10.0.3.7:9000 --older-than 1h', 'list the sockets a reap would close (add --yes to close them)'],
         ],
-        Object.values(ExitCode),
+        [
+          ...Object.values(ExitCode).filter((c) => !RUN_ONLY.has(c)),
+          [ExitCode.LEAKED, '`run`: the command succeeded but leaked sockets'],
+          [ExitCode.COMMAND_NOT_EXECUTABLE, '`run`: the command cannot be executed'],
+          [ExitCode.COMMAND_NOT_FOUND, '`run`: the command was not found'],
+        ],
         [['128+N', '`run`: the command was killed by signal N']],
       ) + "\n\n'sockleak COMMAND --help' for each command's flags, examples and exit codes.",
     )

@@ -52,7 +52,7 @@ export async function runCommand(command: string[], options: RunCommandOptions):
   // The command's own output (stdout, inherited) has ended with its exit: the document comes after it, whole.
   if (options.json) await write(runJson(result));
   else process.stderr.write(renderRunSummary(result, exitCode));
-  if (options.report !== undefined) writeFileSync(options.report, runJson(result));
+  if (options.report !== undefined) writeFileSync(options.report, runJson(result, 2));
   if (options.junit !== undefined) writeFileSync(options.junit, renderJunit(result));
   return exitCode;
 }
@@ -94,7 +94,7 @@ export const registerRun: RegisterCommand = (cli, setResult) => {
     .passThroughOptions()
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 5s)', arg((t) => parseDuration(t, '--threshold')))
     .addOption(
-      new Option('--allow <pattern>', 'expected leaks, by remote: 10.0.0.*:80, *:5432, 10.0.0.0/8, [::1]:* (repeatable)')
+      new Option('--allow <pattern>', 'expected leaks, by remote, as reap --remote takes them: 10.0.0.*:80, *:5432, 10.0.0.0/8, [::1]:* (repeatable)')
         .argParser(collectPattern),
     )
     .addOption(new Option('--time-wait-budget <n>', 'also fail when the tree closes more than n connections first (each leaves a TIME_WAIT)').argParser(arg(parseBudget)))
