@@ -9,7 +9,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const file = path.join(root, 'docs', 'cli.md');
+// --file PATH: another copy of the page (the test checks a stale one is caught).
+const fileArg = process.argv.indexOf('--file');
+const file = fileArg > 0 ? path.resolve(process.argv[fileArg + 1]) : path.join(root, 'docs', 'cli.md');
 const MARKER = '<!-- Everything below is generated from --help by scripts/gen-cli-docs.mjs (npm run docs:cli): do not edit it here. -->';
 
 /** `sockleak ARGS` as a user would see it in a pipe: 80 columns, no terminal. */

@@ -80,8 +80,9 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   }
   const s = agent.status();
   if (options.json) {
-    const counters = { emitted: Number(s.emitted), lost: Number(s.lost), mapFull: Number(s.mapFull) }; // far below 2^53
-    await write(`${JSON.stringify({ status: 'stopped', ...s, ...counters, recordingError: s.recordingError?.message ?? null })}\n`);
+    // Counters are bigints (64-bit in the kernel) but far below 2^53: numbers, as in the other commands' JSON.
+    const doc = { status: 'stopped', ...s, recordingError: s.recordingError?.message ?? null };
+    await write(`${JSON.stringify(doc, (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}\n`);
     return ExitCode.OK;
   }
   process.stderr.write(
