@@ -67,6 +67,7 @@ test('errors name the flag the pattern came from', () => {
 test('malformed patterns are usage errors with the reason', () => {
   for (const [bad, reason] of [
     ['10::1:80:90x', /brackets/],
+    ['10::1:80:90:1:2:3:4', /brackets/],
     ['1.2.3.4:80:90', /brackets/],
     ['[10.0.0.1]:80', /brackets are for IPv6/],
     ['', /empty/],

@@ -241,7 +241,7 @@ test('bad command lines: no command 64, not found 127, not executable 126, bad -
     [['--', 'no-such-command-xyz'], 127, /command not found: no-such-command-xyz/],
     [['--', script], 126, /permission denied/],
     [['--allow', '10.0.0.1:99999', '--', 'true'], ExitCode.USAGE, /--allow '10\.0\.0\.1:99999'/],
-    [['--allow', '10::1:80:90', '--', 'true'], ExitCode.USAGE, /brackets/],
+    [['--allow', '1.2.3.4:80:90', '--', 'true'], ExitCode.USAGE, /brackets/],
     [['--time-wait-budget', 'x', '--', 'true'], ExitCode.USAGE, /--time-wait-budget/],
     [['--junit', '/nonexistent-dir/x.xml', '--', 'true'], ExitCode.NO_INPUT, /cannot write --junit/],
   ];
