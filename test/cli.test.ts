@@ -118,6 +118,10 @@ test('bare sockleak: the top-level help on stdout, nothing on stderr, exit 0', (
   assert.match(r.stdout, /^Usage: sockleak \[options\] \[command\]\n/);
   assert.equal(r.stdout, runCli(['--help']).stdout, 'the same help as --help');
   assertUsageLine(runCli(['frobnicate']), undefined, /unknown command 'frobnicate'/, 'an unknown command');
+  assertUsageLine(runCli(['help', 'frobnicate']), undefined, /^sockleak: unknown command 'frobnicate' /, 'help for an unknown command');
+  const helpRun = runCli(['help', 'run']);
+  assert.equal(helpRun.code, ExitCode.OK, helpRun.stderr);
+  assert.equal(helpRun.stdout, runCli(['run', '--help']).stdout, "'help run' is 'run --help'");
 });
 
 test('every --help ends with Examples (2-4 invocations of that command) and the exit codes it can return, meanings from one table', () => {
@@ -383,7 +387,8 @@ test('run --allow and reap --remote: the same grammar, the same verdicts on a re
   await new Promise((resolve) => held.once('end', resolve));
   await sleep(50);
   for (const [pattern, hit] of SHARED(server.port)) {
-    const r = runCli(['reap', '--remote', pattern, '--json']);
+    // --max: every match listed, however many CLOSE_WAIT sockets to 127.0.0.1 other tests hold.
+    const r = runCli(['reap', '--remote', pattern, '--max', '65536', '--json']);
     assert.equal(r.code, 0, `reap --remote '${pattern}': ${r.stderr}`);
     const listed = (JSON.parse(r.stdout) as { sockets: Array<{ remote: string; owners: Array<{ pid: number }> }> }).sockets;
     const mine = listed.filter((s) => s.remote === `127.0.0.1:${server.port}` && s.owners.some((o) => o.pid === process.pid));

@@ -119,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     await program((p) => (result = p), argv, () => lines.release()).parseAsync(argv, { from: 'user' });
     return await result;
   } catch (err) {
-    return report(err, command);
+    return report(err, command, argv);
   } finally {
     unsubscribe();
   }
@@ -137,7 +137,7 @@ function oneLine(text: string): string {
  * and point at its help, where the accepted forms are; other failures are
  * about the machine, not the command line, so help would not help.
  */
-function report(err: unknown, command: string | undefined): number {
+function report(err: unknown, command: string | undefined, argv: readonly string[]): number {
   const who = command ? `sockleak ${command}` : 'sockleak';
   const usage = (message: string): number => {
     process.stderr.write(`${who}: ${oneLine(message)} (see '${who} --help')\n`);
@@ -147,6 +147,8 @@ function report(err: unknown, command: string | undefined): number {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
       return ExitCode.OK;
     }
+    // `sockleak help NOPE`: commander shows the top-level help instead, as an error, with no message of its own.
+    if (err.code === 'commander.help') return usage(`unknown command '${argv.find((a, i) => i > 0 && !a.startsWith('-')) ?? ''}'`);
     return usage(err.message.replace(/^error: /, ''));
   }
   if (err instanceof SockleakError) {
