@@ -260,7 +260,7 @@ test('--json on every command; without it, text for people, whether stdout is a 
       return false;
     }
   };
-  for (const args of [['snapshot', '--state', 'all'], ['ports'], ['features'], ['reap', '--remote', '192.0.2.1:9', '--older-than', '1h']]) {
+  for (const args of [['snapshot', '--state', 'listen'], ['ports'], ['features'], ['reap', '--remote', '192.0.2.1:9', '--older-than', '1h']]) {
     const text = runCli(args);
     assert.ok([0, ExitCode.UNAVAILABLE].includes(text.code!), `${args.join(' ')}: ${text.stderr}`);
     assert.ok(text.stdout.length > 0 && !isJson(text.stdout), `${args.join(' ')} piped prints text:\n${text.stdout.slice(0, 300)}`);

@@ -61,7 +61,7 @@ function partMs(number: string, unitMs: number): number {
  * Size units. The GNU coreutils convention (`dd`, `sort -S`, `df`): a bare
  * prefix is binary (`k`, `M`, `G` = 1024, 1024^2, 1024^3), `kB`/`MB`/`GB` are
  * SI (powers of 1000), `KiB`/`MiB`/`GiB` say binary outright. Case does not
- * matter: `mb` is `MB`, so no unit means millibytes.
+ * matter (`mb` is `MB`: nobody means millibytes).
  */
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
