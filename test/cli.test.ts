@@ -193,6 +193,7 @@ test('usage errors: one line naming the command, the flag, the value and what is
     [['snapshot', '--older-than', '1.5x'], /^sockleak snapshot: --older-than: '1\.5x' is not a duration; use 1\.5s, 500ms, 2m, 1h30m, /],
     [['watch', '--threshold=5 minutes'], /--threshold: '5 minutes' is not a duration/],
     [['agent', '--stream-queue', '4XB'], /--stream-queue: '4XB' is not a size; use 4096, .*4MB/],
+    [['agent', '--stream-queue', '4kB'], /--stream-queue: '4kB' is 4000 bytes; use 4KiB to 4GiB/],
     [['trace', '--pid', 'abc'], /--pid: 'abc' is not a process id/],
     [['reap', '--remote', '10.0.0.0/33'], /--remote '10\.0\.0\.0\/33': prefix length must be 0\.\.32/],
     [['run', '--allow', 'backend:80', '--', 'true'], /--allow 'backend:80': 'backend' is not an IP address/],

@@ -32,6 +32,13 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
 
+/** --stream-queue: a size within the bounds startAgent() checks, said in the flag's terms. */
+function parseStreamQueue(text: string): number {
+  const bytes = parseSize(text, '--stream-queue');
+  if (bytes < 4096 || bytes > 2 ** 32) throw new UsageError(`--stream-queue: '${text}' is ${bytes} bytes; use 4KiB to 4GiB`);
+  return bytes;
+}
+
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
   // Scans run on the libuv pool, and glibc gives each pool thread its own malloc arena, which keeps
   // the high-water mark of the largest scan buffer dirty: one thread, one arena (~100 MB less at
@@ -104,14 +111,14 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
       new Option('--max-sockets <n>', 'most leaks tracked at once; the oldest are evicted beyond it (default 250000)').argParser(
         arg((t) => {
           const n = parseCount(t, '--max-sockets', 1 << 26);
-          if (n < 1024) throw new UsageError(`--max-sockets must be at least 1024, got '${t}'`);
+          if (n < 1024) throw new UsageError(`--max-sockets: '${t}' is too few; use at least 1024`);
           return n;
         }),
       ),
     )
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
-    .option('--stream-queue <size>', 'per /stream subscriber queue bound, e.g. 4MiB or 4MB; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseSize(t, '--stream-queue')))
+    .option('--stream-queue <size>', 'per /stream subscriber queue bound, e.g. 4MiB or 4MB; a slower subscriber loses its oldest records (default 4MiB)', arg(parseStreamQueue))
     .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
     .option('--json', 'status lines as ndjson on stdout ({"status":"started","url",...}, then {"status":"stopped", counters...}) instead of sentences on stderr')
     .addHelpText(
