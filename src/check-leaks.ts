@@ -53,7 +53,7 @@ export async function checkSocketLeaks<T>(fn: () => T | Promise<T>, options: Che
   for (const [name, v] of [['thresholdMs', thresholdMs], ['settleMs', settleMs]] as const) {
     if (!Number.isSafeInteger(v) || v < 0) throw new UsageError(`${name} must be an integer >= 0, got ${v}`);
   }
-  const allow = (options.allow ?? []).map(parseRemotePattern);
+  const allow = (options.allow ?? []).map((p) => parseRemotePattern(p));
   const pid = process.pid;
   const btf = options.btfPath !== undefined ? { btfPath: options.btfPath } : {};
   const scanner = new SocketScanner(btf);

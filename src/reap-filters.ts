@@ -3,7 +3,7 @@
  * that keep one careless command from tearing down a service's live traffic.
  */
 import { UsageError } from './errors';
-import { parseRemoteFilter, type RemoteFilter } from './reap-remote';
+import { parseRemotePattern, type RemotePattern } from './remote-pattern';
 import type { TcpState } from './tcp-states';
 
 /** Which sockets to reap. At least one of olderThanMs, pid or remote is required. */
@@ -22,7 +22,7 @@ export interface ReapFilters {
   olderThanMs?: number;
   /** Only sockets this process holds. */
   pid?: number;
-  /** Only sockets to this peer: `ADDR[:PORT]` or `CIDR` (see reap-remote.ts). */
+  /** Only sockets to these peers: the grammar of remote-pattern.ts (`10.0.3.7:9000`, `10.0.0.0/8`, `[fd00::7]:9000`, `*:5432`). */
   remote?: string;
   /** At most this many sockets (the oldest first); default 1000, at most 65536. */
   max?: number;
@@ -56,7 +56,7 @@ const NEVER: Partial<Record<TcpState, string>> = {
 };
 
 /** Validates and completes the filters; throws UsageError with the reason for every refusal. */
-export function applyReapFilters(filters: ReapFilters): { applied: AppliedReapFilters; remote: RemoteFilter | null } {
+export function applyReapFilters(filters: ReapFilters): { applied: AppliedReapFilters; remote: RemotePattern | null } {
   const states: TcpState[] = [...new Set<TcpState>(filters.states ?? ['CLOSE_WAIT'])];
   if (states.length === 0) throw new UsageError('reap: name at least one state (default close-wait)');
   for (const state of states) {
@@ -76,10 +76,10 @@ export function applyReapFilters(filters: ReapFilters): { applied: AppliedReapFi
   if (pid !== undefined && (!Number.isInteger(pid) || pid < 1)) throw new UsageError(`pid must be a positive integer, got ${pid}`);
   const max = filters.max ?? REAP_DEFAULT_MAX;
   if (!Number.isInteger(max) || max < 1 || max > REAP_MAX) throw new UsageError(`--max must be an integer in 1..${REAP_MAX}, got ${max}`);
-  const remote = filters.remote !== undefined ? parseRemoteFilter(filters.remote) : null;
-  if (!(olderThanMs !== undefined && olderThanMs > 0) && pid === undefined && remote === null) {
+  const remote = filters.remote !== undefined ? parseRemotePattern(filters.remote, { flag: '--remote' }) : null;
+  if (!(olderThanMs !== undefined && olderThanMs > 0) && pid === undefined && !remote?.narrows) {
     throw new UsageError(
-      `refusing to reap every ${states.join('/')} socket on the machine: narrow it with --older-than, --pid or --remote`,
+      `refusing to reap every ${states.join('/')} socket on the machine${remote ? ` (--remote '${remote.text}' is every peer)` : ''}: narrow it with --older-than, --pid or --remote`,
     );
   }
   return {

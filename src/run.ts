@@ -81,7 +81,7 @@ function validate(command: readonly string[], options: RunOptions): RemotePatter
   if (timeWaitBudget !== undefined && (!Number.isSafeInteger(timeWaitBudget) || timeWaitBudget < 0)) {
     throw new UsageError(`time-wait budget must be an integer >= 0, got ${timeWaitBudget}`);
   }
-  return (options.allow ?? []).map(parseRemotePattern);
+  return (options.allow ?? []).map((p) => parseRemotePattern(p));
 }
 
 /** Finds `name` as a shell would (PATH search unless it has a slash); throws CommandNotFoundError. */

@@ -66,7 +66,7 @@ test('snapshot/watch bad input: unknown state, malformed duration -> 64; unknown
   ]) {
     const r = runCli(args);
     assert.equal(r.code, ExitCode.USAGE, args.join(' '));
-    assertOneLine(r.stderr, /^sockleak: /);
+    assertOneLine(r.stderr, new RegExp(`^sockleak ${args[0]}: ${args[1]}: '.*' is not .* \\(see 'sockleak ${args[0]} --help'\\)$`));
   }
   for (const args of [['snapshot', '--pid', '999999'], ['watch', '--pid', '999999']]) {
     const r = runCli(args);

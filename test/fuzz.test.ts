@@ -172,26 +172,39 @@ const UNIT_MS = new Map<string, bigint>([
   ['d', 86_400_000n],
 ]);
 
-/** Durations: `1.5` (seconds, up to 9 digits and 3 decimals) or `<1-9 digits><ms|s|m|h|d>` repeated, e.g. 1h30m. */
+/**
+ * Durations: `1.5` (seconds, up to 9 digits and 3 decimals) or `<1-9 digits>[.<1-3 digits>]<ms|s|m|h|d>`
+ * repeated, e.g. 1h30m, 1.5s; `ms` takes no decimals (every value is whole ms).
+ */
 function refDuration(text: string): Outcome<number> {
   const [whole, frac, ...rest] = text.split('.');
   if (whole !== undefined && isAsciiDigits(whole) && whole.length <= 9 && rest.length === 0) {
     if (frac === undefined) return { ok: true, value: Number(whole) * 1000 };
     if (isAsciiDigits(frac) && frac.length <= 3) return { ok: true, value: Number(whole) * 1000 + Number(frac.padEnd(3, '0')) };
-    return { ok: false };
+    // else: maybe parts with units, e.g. 1.5s
   }
   let total = 0n;
   let at = 0;
   if (text.length === 0) return { ok: false };
-  while (at < text.length) {
+  const digitsAt = (): string => {
     let digits = '';
     while (at < text.length && text[at]! >= '0' && text[at]! <= '9') digits += text[at++];
+    return digits;
+  };
+  while (at < text.length) {
+    const digits = digitsAt();
     if (digits.length === 0 || digits.length > 9) return { ok: false };
+    let decimals: string | undefined;
+    if (text[at] === '.') {
+      at++;
+      decimals = digitsAt();
+      if (decimals.length === 0 || decimals.length > 3) return { ok: false };
+    }
     const unit = text.startsWith('ms', at) ? 'ms' : (text[at] ?? '');
     const ms = UNIT_MS.get(unit);
-    if (ms === undefined) return { ok: false };
+    if (ms === undefined || (unit === 'ms' && decimals !== undefined)) return { ok: false };
     at += unit.length;
-    total += BigInt(digits) * ms;
+    total += BigInt(digits) * ms + (BigInt((decimals ?? '').padEnd(3, '0')) * ms) / 1000n;
   }
   return total <= BigInt(Number.MAX_SAFE_INTEGER) ? { ok: true, value: Number(total) } : { ok: false };
 }
@@ -223,7 +236,11 @@ function validDuration(rng: Rng): string {
     const whole = String(rng.int(0, rng.chance(0.2) ? 999_999_999 : 1000));
     return rng.chance(0.5) ? whole : `${whole}.${String(rng.int(0, 999)).slice(0, rng.int(1, 3))}`;
   }
-  return Array.from({ length: rng.int(1, 4) }, () => `${rng.int(0, rng.chance(0.1) ? 999_999_999 : 100)}${rng.pick([...UNIT_MS.keys()])}`).join('');
+  return Array.from({ length: rng.int(1, 4) }, () => {
+    const unit = rng.pick([...UNIT_MS.keys()]);
+    const decimals = unit !== 'ms' && rng.chance(0.3) ? `.${String(rng.int(0, 999)).slice(0, rng.int(1, 3))}` : '';
+    return `${rng.int(0, rng.chance(0.1) ? 999_999_999 : 100)}${decimals}${unit}`;
+  }).join('');
 }
 
 function validStates(rng: Rng): string {
@@ -280,8 +297,8 @@ test(`parseDuration: ${ROUNDS} random inputs match the grammar; valid durations 
     roundTrips++;
   }
   assert.ok(roundTrips > 900, `${roundTrips} round trips`);
-  // The examples the help and docs/commands.md give.
-  for (const [text, ms] of [['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h30m', 5_400_000], ['2d', 172_800_000], ['1.5', 1500], ['0', 0]] as const) {
+  // The examples the help and docs/cli.md give.
+  for (const [text, ms] of [['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h30m', 5_400_000], ['2d', 172_800_000], ['1.5', 1500], ['0', 0], ['1.5s', 1500], ['14h3m', 50_580_000], ['0.25h', 900_000], ['1.5m30s', 120_000]] as const) {
     assert.equal(parseDuration(text), ms, text);
   }
 });
@@ -434,10 +451,10 @@ test(`main(argv): ${ARGV_ROUNDS} random argument vectors -> a documented exit co
         // A report command (features) says what is missing on stdout, with its exit code.
         assert.notEqual(r.stdout, '', `an exit code without a word: ${what}`);
       } else {
-        // Errors are one line starting `sockleak:`, whatever the values echo; a command may print a one-line banner first.
+        // Errors are one line starting `sockleak:` (`sockleak CMD:` for usage errors), whatever the values echo; a command may print a one-line banner first.
         const lines = r.stderr.trimEnd().split('\n');
         assert.ok(lines.length <= 2, `one error line expected: ${what}`);
-        assert.match(lines.at(-1)!, /^sockleak: /, what);
+        assert.match(lines.at(-1)!, r.code === ExitCode.USAGE ? /^sockleak( [a-z]+)?: .* \(see 'sockleak( [a-z]+)? --help'\)$/ : /^sockleak: /, what);
         assert.ok(!hasControl(r.stderr.trimEnd()), `control characters reach the terminal: ${what}`);
       }
     }

@@ -173,7 +173,7 @@ test('no BPF: run reports the leaking command\'s CLOSE_WAIT sockets (exit 3), wi
   const client = path.join(ROOT, 'test', 'fixtures', 'leaky-client.py');
   const json = path.join(os.tmpdir(), `sockleak-nobpf-${process.pid}.json`);
   cleanups.push(() => rmSync(json, { force: true }));
-  const run = startCli(['run', '--threshold', '1s', '--json', json, '--', 'python3', client, '--leak', '3', '--hold', '6']);
+  const run = startCli(['run', '--threshold', '1s', '--report', json, '--', 'python3', client, '--leak', '3', '--hold', '6']);
   const code = await run.exited;
   assert.equal(code, 3, run.stderr());
   const result = JSON.parse(readFileSync(json, 'utf8')) as RunResult;

@@ -213,7 +213,7 @@ test('ports bad input: malformed --netns/--top -> 64, unknown netns -> 66 (CLI a
     const r = runCli(['ports', '--netns', bad]);
     assert.equal(r.code, ExitCode.USAGE, `--netns '${bad}': ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1);
-    assert.match(r.stderr, /^sockleak: .*--netns/);
+    assert.match(r.stderr, /^sockleak ports: --netns: .* \(see 'sockleak ports --help'\)$/m);
   }
   assert.equal(runCli(['ports', '--top', '0']).code, ExitCode.USAGE);
   const unknown = runCli(['ports', '--netns', '1']);

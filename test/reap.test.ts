@@ -222,7 +222,7 @@ test('ESTABLISHED only with --allow-established: a thread blocked in recv() wake
   const filters = ['--state', 'established', '--pid', String(h.pid), '--remote', backend.remote];
   const refused = runCli(['reap', ...filters, '--yes']);
   assert.equal(refused.code, ExitCode.USAGE);
-  assert.match(refused.stderr, /^sockleak: .*ESTABLISHED.*--allow-established/);
+  assert.match(refused.stderr, /^sockleak reap: .*ESTABLISHED.*--allow-established/);
 
   const blocked = h.request<{ error?: string; eof?: boolean }>({ op: 'recv', fd, timeout: 20 });
   await sleep(200); // the holder is now blocked in select()
@@ -311,11 +311,14 @@ test('refusals: no narrowing filter, unsafe states, bad values -> 64; not root -
     ['reap', '--older-than', '1m', '--max', '0'],
     ['reap', '--remote', 'backend.example:80'],
     ['reap', '--remote', '10.0.0.0/33'],
+    ['reap', '--remote', '*'],
+    ['reap', '--remote', ':*'],
+    ['reap', '--remote', '0.0.0.0/0'],
   ];
   for (const args of usage) {
     const r = runCli(args);
     assert.equal(r.code, ExitCode.USAGE, `${args.join(' ')}: ${r.stderr}`);
-    assert.match(r.stderr, /^sockleak: /);
+    assert.match(r.stderr, /^sockleak reap: .* \(see 'sockleak reap --help'\)$/m);
     assert.equal(r.stderr.trim().split('\n').length, 1);
   }
   assert.match(runCli(['reap']).stderr, /narrow it with --older-than, --pid or --remote/);

@@ -1,9 +1,9 @@
-/** --allow patterns (remote-pattern.ts) and the JUnit writer's escaping: pure, no BPF. */
+/** Remote patterns (remote-pattern.ts: run --allow and reap --remote) and the JUnit writer's escaping: pure, no BPF. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { xmlEscape } from '../src/cli/junit';
 import { UsageError } from '../src/errors';
-import { parseRemotePattern } from '../src/remote-pattern';
+import { parseRemotePattern, type RemotePattern } from '../src/remote-pattern';
 
 const matches = (pattern: string, remote: string): boolean => parseRemotePattern(pattern).matches(remote);
 
@@ -37,15 +37,45 @@ test('IPv6: in brackets, exact (any spelling), glob, CIDR', () => {
   assert.ok(!matches('127.0.0.1', '[::1]:80'));
 });
 
+test('IPv6 without brackets: an address or a block, never a port; any host by port alone', () => {
+  assert.ok(matches('::1', '[::1]:5000'));
+  assert.ok(matches('fd00::/8', '[fd12::1]:22'));
+  assert.ok(!matches('fd00::/8', '[2001:db8::1]:22'));
+  assert.ok(matches('fd00::1:80', '[fd00::1:80]:9'), 'the last group is part of the address');
+  assert.ok(!matches('fd00::1:80', '[fd00::1]:80'));
+  assert.ok(matches(':5432', '10.1.2.3:5432'));
+  assert.ok(matches(':5432', '[::1]:5432'));
+  assert.ok(!matches(':5432', '10.1.2.3:5433'));
+  assert.ok(matches(':8000-8999', '10.1.2.3:8080'));
+});
+
+test('narrows: false only for patterns that let every peer of a family through at any port', () => {
+  for (const p of ['*', ':*', '*:*', '0.0.0.0/0', '[::/0]', '::/0', '*.*.*.*', '[*]']) {
+    assert.equal(parseRemotePattern(p).narrows, false, p);
+  }
+  for (const p of ['*:80', ':80', '0.0.0.0/0:80', '10.0.0.0/8', '10.0.0.*', '[::1]', '127.0.0.1']) {
+    assert.equal(parseRemotePattern(p).narrows, true, p);
+  }
+});
+
+test('errors name the flag the pattern came from', () => {
+  assert.throws(() => parseRemotePattern('10.0.0.0/33'), /^UsageError: --allow '10\.0\.0\.0\/33': prefix length/);
+  assert.throws(() => parseRemotePattern('10.0.0.0/33', { flag: '--remote' }), /^UsageError: --remote '10\.0\.0\.0\/33': prefix length/);
+  assert.deepEqual(['10.0.0.1', '[::1]:80'].map(parseRemotePattern as (text: string, index: unknown) => RemotePattern).map((p) => p.text), ['10.0.0.1', '[::1]:80'], 'as a map() callback');
+});
+
 test('malformed patterns are usage errors with the reason', () => {
   for (const [bad, reason] of [
-    ['::1', /brackets/],
+    ['10::1:80:90x', /brackets/],
+    ['10::1:80:90:1:2:3:4', /brackets/],
+    ['1.2.3.4:80:90', /brackets/],
+    ['[10.0.0.1]:80', /brackets are for IPv6/],
+    ['', /empty/],
     ['10.0.0.1:99999', /port/],
     ['10.0.0.1:80-70', /port/],
     ['10.0.0.0/33', /prefix/],
     ['10.0.0/8', /not an IPv4 address/],
     ['example.com:80', /not an IP address/],
-    [':80', /empty host/],
     ['[zz::*]', /glob/],
     ['[::1', /brackets|not an IP/],
   ] as const) {

@@ -54,7 +54,7 @@ async function sockleakRun(args: string[], options: { reports?: boolean; onStdou
   const tag = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const jsonFile = path.join(dir, `${tag}.json`);
   const junitFile = path.join(dir, `${tag}.xml`);
-  const reports = options.reports === false ? [] : ['--json', jsonFile, '--junit', junitFile];
+  const reports = options.reports === false ? [] : ['--report', jsonFile, '--junit', junitFile];
   const [head, rest] = args.includes('--') ? [args.slice(0, args.indexOf('--')), args.slice(args.indexOf('--'))] : [[], args];
   const child = spawn(process.execPath, [CLI, 'run', ...reports, ...head, ...rest], { stdio: ['ignore', 'pipe', 'pipe'] });
   pids.add(child.pid!);
@@ -99,7 +99,7 @@ print(json.dumps({"tests": int(suite.get("tests")), "failures": int(suite.get("f
   return JSON.parse(r.stdout) as ReturnType<typeof parseJunit>;
 }
 
-test('a command that leaves W sockets in CLOSE_WAIT past the threshold: exit 3, exactly W leaks with its fds, in --json and --junit', async () => {
+test('a command that leaves W sockets in CLOSE_WAIT past the threshold: exit 3, exactly W leaks with its fds, in --report and --junit', async () => {
   const W = 4;
   const r = await sockleakRun(['--threshold', '1s', ...client('--leak', String(W), '--hold', '3')]);
   assert.equal(r.code, ExitCode.LEAKED, r.stderr);
@@ -241,7 +241,7 @@ test('bad command lines: no command 64, not found 127, not executable 126, bad -
     [['--', 'no-such-command-xyz'], 127, /command not found: no-such-command-xyz/],
     [['--', script], 126, /permission denied/],
     [['--allow', '10.0.0.1:99999', '--', 'true'], ExitCode.USAGE, /--allow '10\.0\.0\.1:99999'/],
-    [['--allow', '::1', '--', 'true'], ExitCode.USAGE, /brackets/],
+    [['--allow', '1.2.3.4:80:90', '--', 'true'], ExitCode.USAGE, /brackets/],
     [['--time-wait-budget', 'x', '--', 'true'], ExitCode.USAGE, /--time-wait-budget/],
     [['--junit', '/nonexistent-dir/x.xml', '--', 'true'], ExitCode.NO_INPUT, /cannot write --junit/],
   ];
@@ -250,6 +250,7 @@ test('bad command lines: no command 64, not found 127, not executable 126, bad -
     assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, message);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    if (code === ExitCode.USAGE) assert.match(r.stderr, /^sockleak run: .* \(see 'sockleak run --help'\)\n$/);
   }
 });
 

@@ -3,11 +3,12 @@ import v8 from 'node:v8';
 import { Option } from 'commander';
 import { loadAddon } from '../addon';
 import type { AgentOptions } from '../agent/agent';
-import { UsageError } from '../errors';
+import { ExitCode, UsageError } from '../errors';
 import { formatAge } from './format';
+import { helpFooter } from './help';
 import type { RegisterCommand } from './main';
-import { tracefsNote } from './output';
-import { arg, parseCount, parseDuration } from './parse';
+import { tracefsNote, write } from './output';
+import { arg, parseCount, parseDuration, parseSize } from './parse';
 
 export interface AgentCommandOptions {
   listen?: { host: string; port: number };
@@ -19,24 +20,23 @@ export interface AgentCommandOptions {
   streamQueue?: number;
   /** false with --no-ports. */
   ports?: boolean;
+  /** Status lines (started, stopped) as ndjson on stdout instead of sentences on stderr. */
+  json?: boolean;
 }
 
 /** `127.0.0.1:9466`, `[::1]:9466`, `0.0.0.0:9466`; port 0 picks a free one. */
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|localhost)):([0-9]{1,5})$/.exec(text);
   const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new UsageError(`--listen must be HOST:PORT such as 127.0.0.1:9466 or [::1]:9466, got '${text}'`);
+  if (!m || port > 65535) throw new UsageError(`--listen: '${text}' is not HOST:PORT; use e.g. 127.0.0.1:9466, [::1]:9466 or 0.0.0.0:9466`);
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
 
-const BYTE_UNITS: Record<string, number> = { '': 1, k: 1024, kib: 1024, m: 1 << 20, mib: 1 << 20, g: 1 << 30, gib: 1 << 30 };
-
-/** `65536`, `64k`, `4MiB`, `1g`: bytes. */
-export function parseBytes(text: string, flag: string): number {
-  const m = /^([0-9]{1,10})\s*([a-zA-Z]*)$/.exec(text);
-  const unit = BYTE_UNITS[(m?.[2] ?? '?').toLowerCase()];
-  if (!m || unit === undefined) throw new UsageError(`${flag} must be a size like 65536, 64k or 4MiB, got '${text}'`);
-  return Number(m[1]) * unit;
+/** --stream-queue: a size within the bounds startAgent() checks, said in the flag's terms. */
+function parseStreamQueue(text: string): number {
+  const bytes = parseSize(text, '--stream-queue');
+  if (bytes < 4096 || bytes > 2 ** 32) throw new UsageError(`--stream-queue: '${text}' is ${bytes} bytes; use 4KiB to 4GiB`);
+  return bytes;
 }
 
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
@@ -70,10 +70,15 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   process.once('SIGTERM', stop);
   const { host, port } = agent.address;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  process.stderr.write(
+  const thresholdMs = options.threshold ?? 30_000;
+  if (options.json) {
+    await write(`${JSON.stringify({ status: 'started', url, host, port, thresholdMs, recording: options.record ?? null, tracefsMounted: agent.hooks()?.mountedTracefs ?? false })}\n`);
+  } else {
+    process.stderr.write(
     `${tracefsNote(agent.hooks())}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
-      `CLOSE_WAIT longer than ${formatAge(options.threshold ?? 30_000)} is a leak; SIGTERM or Ctrl-C to stop\n`,
-  );
+        `CLOSE_WAIT longer than ${formatAge(thresholdMs)} is a leak; SIGTERM or Ctrl-C to stop\n`,
+    );
+  }
   try {
     await agent.finished;
   } finally {
@@ -81,6 +86,12 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     process.off('SIGTERM', stop);
   }
   const s = agent.status();
+  if (options.json) {
+    // Counters are bigints (64-bit in the kernel) but far below 2^53: numbers, as in the other commands' JSON.
+    const doc = { status: 'stopped', ...s, recordingError: s.recordingError?.message ?? null };
+    await write(`${JSON.stringify(doc, (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}\n`);
+    return ExitCode.OK;
+  }
   process.stderr.write(
     `sockleak: ${s.leaksOpen} leaks open, ${s.records} records, ${s.emitted} events, ${s.lost} lost, ${s.missed} missed, ${s.mapFull} map-full, ` +
       `${s.evictions} evicted, ${s.streamDropped} dropped for slow subscribers` +
@@ -100,14 +111,26 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
       new Option('--max-sockets <n>', 'most leaks tracked at once; the oldest are evicted beyond it (default 250000)').argParser(
         arg((t) => {
           const n = parseCount(t, '--max-sockets', 1 << 26);
-          if (n < 1024) throw new UsageError(`--max-sockets must be at least 1024, got '${t}'`);
+          if (n < 1024) throw new UsageError(`--max-sockets: '${t}' is too few; use at least 1024`);
           return n;
         }),
       ),
     )
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
-    .option('--stream-queue <bytes>', 'per /stream subscriber queue bound; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseBytes(t, '--stream-queue')))
+    .option('--stream-queue <size>', 'per /stream subscriber queue bound, e.g. 4MiB or 4MB; a slower subscriber loses its oldest records (default 4MiB)', arg(parseStreamQueue))
     .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
+    .option('--json', 'status lines as ndjson on stdout ({"status":"started","url",...}, then {"status":"stopped", counters...}) instead of sentences on stderr')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak agent', 'serve /metrics, /stream and /healthz on 127.0.0.1:9466'],
+          ['sockleak agent --listen 0.0.0.0:9466 --threshold 5m', 'for a Prometheus on another host; CLOSE_WAIT over 5 minutes is a leak'],
+          ['sockleak agent --record /var/lib/sockleak/rec.bin', 'also record, for `sockleak report` after the incident'],
+        ],
+        [[ExitCode.OK, 'stopped by SIGTERM or Ctrl-C'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
 };

@@ -8,6 +8,8 @@ import type { Fallback } from '../fallbacks';
 import { commandPaths } from '../kernel-paths';
 import { knownRefusals, probeKernel } from '../kernel-probe';
 import { requireBpfPrivileges } from '../preflight';
+import { ExitCode } from '../errors';
+import { helpFooter } from './help';
 import type { RegisterCommand } from './main';
 import { write } from './output';
 import { newTable } from './table';
@@ -23,7 +25,7 @@ export async function featuresCommand(options: { json?: boolean; refresh?: boole
   if (options.json) {
     const { verdicts, cached, cacheFile, key, release, version, probedAt } = probe;
     await write(`${JSON.stringify({ kernel: { release, version, key }, probe: { cached, cacheFile, probedAt }, programs: verdicts, commands, features })}\n`);
-    return works ? 0 : 69;
+    return works ? ExitCode.OK : ExitCode.UNAVAILABLE;
   }
   const programs = newTable(['OBJECT', 'PROGRAM', 'LOADS', 'WHY NOT']);
   for (const v of probe.verdicts) programs.push([v.object, v.program, v.loaded ? 'yes' : 'NO', v.loaded ? '' : `${v.code}: ${v.reason}`]);
@@ -39,7 +41,7 @@ export async function featuresCommand(options: { json?: boolean; refresh?: boole
       `What each command does here:\n${ways.toString()}\n` +
       `What the kernel's BTF names:\n${btf.toString()}\n`,
   );
-  return works ? 0 : 69;
+  return works ? ExitCode.OK : ExitCode.UNAVAILABLE;
 }
 
 export const registerFeatures: RegisterCommand = (cli, setResult) => {
@@ -48,5 +50,15 @@ export const registerFeatures: RegisterCommand = (cli, setResult) => {
     .description("load each of sockleak's BPF programs (nothing attached) and say what this kernel accepts and the way each command takes (exit 69 if a command cannot work)")
     .option('--json', 'print {"kernel", "probe", "programs":[{object,program,loaded,code,reason}], "commands":[{command,works,fallbacks}], "features"}')
     .option('--refresh', 'probe again instead of reading the cache (/var/cache/sockleak, or SOCKLEAK_CACHE_DIR)')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak features', "what this kernel accepts, and each command's way here (its fallbacks)"],
+          ['sockleak features --refresh --json', 'probe again (after a kernel or sockleak upgrade), as JSON'],
+        ],
+        [[ExitCode.OK, 'every command works here'], [ExitCode.UNAVAILABLE, 'a command cannot work on this kernel'], ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: { json?: boolean; refresh?: boolean }) => setResult(featuresCommand(opts)));
 };

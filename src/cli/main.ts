@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
 import { describeFallback, onFallback } from '../fallbacks';
+import { helpFooter } from './help';
 
 /** What a command's action hands back: its exit code, when it is done. */
 export type SetResult = (result: Promise<number>) => void;
@@ -40,6 +41,9 @@ const HEAD_STARTS: Record<string, (args: readonly string[]) => void> = {
 const commander = (): typeof import('commander') => require('commander') as typeof import('commander');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
+/** Codes only `run` returns: the top-level help says so. */
+const RUN_ONLY = new Set<number>([ExitCode.LEAKED, ExitCode.COMMAND_NOT_EXECUTABLE, ExitCode.COMMAND_NOT_FOUND]);
+
 function program(setResult: SetResult, argv: readonly string[], beforeAction: () => void): Command {
   const cli = new (commander().Command)('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
@@ -47,6 +51,24 @@ function program(setResult: SetResult, argv: readonly string[], beforeAction: ()
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined })
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak snapshot', 'leaked (CLOSE_WAIT) sockets now, per process and remote'],
+          ['sockleak watch --threshold 5m', 'leaks as they happen'],
+          ['sockleak run --report leaks.json -- npm test', 'fail a CI job whose tests leak sockets'],
+          ['sockleak reap --remote 10.0.3.7:9000 --older-than 1h', 'list the sockets a reap would close (add --yes to close them)'],
+        ],
+        [
+          ...Object.values(ExitCode).filter((c) => !RUN_ONLY.has(c)),
+          [ExitCode.LEAKED, '`run`: the command succeeded but leaked sockets'],
+          [ExitCode.COMMAND_NOT_EXECUTABLE, '`run`: the command cannot be executed'],
+          [ExitCode.COMMAND_NOT_FOUND, '`run`: the command was not found'],
+        ],
+        [['128+N', '`run`: the command was killed by signal N']],
+      ) + "\n\n'sockleak COMMAND --help' for each command's flags, examples and exit codes.",
+    )
     .hook('preAction', beforeAction);
   const named = Object.hasOwn(COMMANDS, argv[0] ?? '') ? COMMANDS[argv[0]!] : undefined;
   for (const load of named ? [named] : Object.values(COMMANDS)) load()(cli, setResult);
@@ -78,9 +100,18 @@ class FallbackLines {
   }
 }
 
-/** Runs the CLI with `argv` (without node and script). Never throws. */
+/**
+ * Runs the CLI with `argv` (without node and script). Never throws. Bare
+ * `sockleak` prints the help on stdout and exits 0, as kubectl, docker and
+ * cargo do: asking what the tool does is not an error.
+ */
 export async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(ExitCode.OK);
+  if (argv.length === 0) {
+    program(() => undefined, argv, () => undefined).outputHelp();
+    return ExitCode.OK;
+  }
+  const command = Object.hasOwn(COMMANDS, argv[0] ?? '') ? argv[0] : undefined;
   const lines = new FallbackLines();
   const unsubscribe = onFallback((fallback) => lines.add(`sockleak: ${oneLine(describeFallback(fallback))}\n`));
   if (Object.hasOwn(HEAD_STARTS, argv[0] ?? '')) HEAD_STARTS[argv[0]!]!(argv.slice(1));
@@ -88,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     await program((p) => (result = p), argv, () => lines.release()).parseAsync(argv, { from: 'user' });
     return await result;
   } catch (err) {
-    return report(err);
+    return report(err, command, argv);
   } finally {
     unsubscribe();
   }
@@ -101,16 +132,27 @@ function oneLine(text: string): string {
     .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
-function report(err: unknown): number {
+/**
+ * Prints the one line an error gets. Usage errors (exit 64) name the command
+ * and point at its help, where the accepted forms are; other failures are
+ * about the machine, not the command line, so help would not help.
+ */
+function report(err: unknown, command: string | undefined, argv: readonly string[]): number {
+  const who = command ? `sockleak ${command}` : 'sockleak';
+  const usage = (message: string): number => {
+    process.stderr.write(`${who}: ${oneLine(message)} (see '${who} --help')\n`);
+    return ExitCode.USAGE;
+  };
   if (err instanceof commander().CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
       return ExitCode.OK;
     }
-    const message = oneLine(err.message.replace(/^error: /, ''));
-    process.stderr.write(`sockleak: ${message} (see sockleak --help)\n`);
-    return ExitCode.USAGE;
+    // `sockleak help NOPE`: commander shows the top-level help instead, as an error, with no message of its own.
+    if (err.code === 'commander.help') return usage(`unknown command '${argv.find((a, i) => i > 0 && !a.startsWith('-')) ?? ''}'`);
+    return usage(err.message.replace(/^error: /, ''));
   }
   if (err instanceof SockleakError) {
+    if (err.exitCode === ExitCode.USAGE) return usage(err.message);
     process.stderr.write(`sockleak: ${oneLine(err.message)}\n`);
     if (process.env.SOCKLEAK_DEBUG && 'detail' in err && err.detail) process.stderr.write(`${err.detail}\n`);
     return err.exitCode;

@@ -1,5 +1,6 @@
 /** `sockleak ports`: ephemeral ports per network namespace now; also how watch shows port records. */
-import { UsageError } from '../errors';
+import { ExitCode, UsageError } from '../errors';
+import { helpFooter } from './help';
 import type { PortRecord } from '../port-watcher';
 import type { NetnsPorts } from '../port-usage';
 import { ports, validateNetns } from '../ports';
@@ -20,7 +21,7 @@ export interface PortsCommandOptions {
 export function parseNetns(text: string): number {
   const digits = /^(?:net:\[)?([1-9][0-9]{0,9})\]?$/.exec(text)?.[1];
   const netns = Number(digits);
-  if (!digits || netns > 0xffffffff) throw new UsageError(`--netns must be a namespace inode like 4026531840, got '${text}'`);
+  if (!digits || netns > 0xffffffff) throw new UsageError(`--netns: '${text}' is not a namespace inode; use e.g. 4026531840 or net:[4026531840]`);
   validateNetns(netns);
   return netns;
 }
@@ -108,5 +109,16 @@ export const registerPorts: RegisterCommand = (cli, setResult) => {
     .option('--netns <inode>', 'only this network namespace (inode, as in readlink /proc/PID/ns/net)', arg(parseNetns))
     .option('--top <n>', 'destinations shown per namespace (default 20; --json lists all)', arg((t) => parseCount(t, '--top')))
     .option('--json', 'print {"takenAt","netns":[{netns,portRange,twReuse,timeWait,byRemote,bySource,...}]}')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak ports', 'per namespace: the port range, TIME_WAIT and free ports per destination'],
+          ['sockleak ports --netns $(readlink /proc/1234/ns/net)', "only the namespace of process 1234 (a container's)"],
+          ['sockleak ports --json', 'every destination, as JSON'],
+        ],
+        [ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: PortsCommandOptions) => setResult(portsCommand(opts)));
 };

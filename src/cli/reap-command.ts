@@ -7,6 +7,7 @@ import type { RegisterCommand } from './main';
 import { write } from './output';
 import { arg, parseCount, parseDuration, parsePid, parseStates } from './parse';
 import { newTable } from './table';
+import { helpFooter } from './help';
 
 export interface ReapCommandOptions {
   state?: TcpState[] | 'all';
@@ -105,12 +106,29 @@ export const registerReap: RegisterCommand = (cli, setResult) => {
     .option('--state <states>', 'close-wait (default), last-ack, fin-wait2, ... or a comma list', arg(parseStates))
     .option('--older-than <duration>', 'only sockets idle (for CLOSE_WAIT: in CLOSE_WAIT) at least this long, e.g. 1h', arg((t) => parseDuration(t, '--older-than')))
     .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
-    .option('--remote <addr>', 'only sockets to this peer: ADDR[:PORT] or CIDR, e.g. 10.0.3.7:9000, 10.0.0.0/8, [fd00::7]:9000')
+    .option('--remote <pattern>', 'only sockets to these peers, as run --allow takes them: 10.0.3.7:9000, 10.0.0.0/8, [fd00::7]:9000, *:5432')
     .option('--max <n>', 'close at most this many, the oldest first (default 1000)', arg((t) => parseCount(t, '--max', 65536)))
     .option('--allow-established', 'also allow --state established (live connections: their owner loses them)')
     .option('--allow-listen', 'also allow --state listen (the server stops accepting on that socket)')
     .option('--yes', 'close them (without it, only list what would be closed)')
     .option('--json', 'print the report as one JSON document')
     .option('--audit <file>', 'append the audit lines (JSON) to this file instead of the system journal')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak reap --remote 10.0.3.7:9000 --older-than 1h', 'list the CLOSE_WAIT sockets to that peer idle for an hour (nothing is closed)'],
+          ['sockleak reap --remote 10.0.3.7:9000 --older-than 1h --yes', 'close them'],
+          ['sockleak reap --pid 1234 --state close-wait,last-ack --yes --json', "close process 1234's, report as JSON"],
+        ],
+        [
+          [ExitCode.OK, 'listed, or closed every socket it tried'],
+          ExitCode.NO_INPUT,
+          [ExitCode.UNAVAILABLE, 'the kernel refused to close a socket (see the report)'],
+          [ExitCode.SOFTWARE, 'the audit line was not written (or a bug)'],
+          ExitCode.NO_PERMISSION,
+        ],
+      ),
+    )
     .action((opts: ReapCommandOptions) => setResult(reapCommand(opts)));
 };

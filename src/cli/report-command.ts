@@ -5,7 +5,8 @@
  * what came before the bad record; then the error (with its byte offset) and
  * exit 65.
  */
-import { DataError } from '../errors';
+import { DataError, ExitCode } from '../errors';
+import { helpFooter } from './help';
 import { readRecording } from '../recording';
 import { Replay, type ReplayResult } from '../recording-replay';
 import type { Snapshot } from '../sockets';
@@ -100,5 +101,18 @@ export const registerReport: RegisterCommand = (cli, setResult) => {
     .description('replay a recording (`sockleak agent --record`) offline: the leak and port report at its end; no root needed')
     .argument('<file>', 'the recording')
     .option('--json', 'the leaks open at the end as `snapshot --json` prints them')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak report /var/lib/sockleak/rec.bin', 'the leaks open at the end of the recording, ports, totals'],
+          ['sockleak report rec.bin --json > leaks.json', 'the same as `snapshot --json` would have printed'],
+        ],
+        [
+          [ExitCode.DATA, 'the file is truncated or corrupt (the report of what came before is printed)'],
+          [ExitCode.NO_INPUT, 'the file does not exist or cannot be read'],
+        ],
+      ),
+    )
     .action((file: string, opts: ReportCommandOptions) => setResult(reportCommand(file, opts)));
 };

@@ -1,11 +1,15 @@
-/** What `sockleak run` tells people (stderr) and machines (--json): both from the same RunResult. */
+/** What `sockleak run` tells people (stderr) and machines (--json, --report): both from the same RunResult. */
 import type { LeakedSocket, RunResult } from '../run';
 import { formatAge } from './format';
 import { newTable } from './table';
 
-/** The --json document: `{"command","exitCode","signal","thresholdMs","leaks":[{...socket, heldMs, reason}],...}`. */
-export function runJson(result: RunResult): string {
-  return `${JSON.stringify(result, null, 2)}\n`;
+/**
+ * The JSON document of --json (one line on stdout, so `| tail -n 1` takes it
+ * after the command's own output) and of --report FILE (indented, for people
+ * reading CI artifacts): `{"command","exitCode","signal","thresholdMs","leaks":[{...socket, heldMs, reason}],...}`.
+ */
+export function runJson(result: RunResult, indent?: number): string {
+  return `${JSON.stringify(result, null, indent)}\n`;
 }
 
 /** One line per leak, for logs and JUnit details. */

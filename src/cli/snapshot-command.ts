@@ -5,6 +5,8 @@ import type { TcpState } from '../tcp-states';
 import { takeSnapshotScan } from './head-start';
 import type { RegisterCommand } from './main';
 import { write } from './output';
+import { ExitCode } from '../errors';
+import { helpFooter } from './help';
 import { arg, parseDuration, parsePid, parseStates } from './parse';
 
 export interface SnapshotCommandOptions {
@@ -46,5 +48,16 @@ export const registerSnapshot: RegisterCommand = (cli, setResult) => {
     .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
     .option('--older-than <duration>', 'only sockets in their state at least this long (e.g. 5m)', arg((t) => parseDuration(t, '--older-than')))
     .option('--json', 'print {"takenAt","sockets":[...],"lost"} as one JSON document')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak snapshot', 'every CLOSE_WAIT socket, grouped per process and remote, with a sentence per group'],
+          ['sockleak snapshot --older-than 1h --pid 1234', "process 1234's sockets in CLOSE_WAIT for an hour or more"],
+          ['sockleak snapshot --state time-wait,close-wait --json', 'both states, as JSON'],
+        ],
+        [ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: SnapshotCommandOptions) => setResult(snapshotCommand(opts)));
 };

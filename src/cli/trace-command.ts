@@ -3,6 +3,8 @@ import { monotonicToEpochMs } from '../clock';
 import { Option } from 'commander';
 import { openTracer } from '../tracer';
 import type { RegisterCommand } from './main';
+import { ExitCode } from '../errors';
+import { helpFooter } from './help';
 import { arg, parseCount, parsePid } from './parse';
 import { formatEvent } from './format';
 import { stdoutClosed, write } from './output';
@@ -20,7 +22,7 @@ export async function traceCommand(options: TraceCommandOptions): Promise<number
   const stop = (): void => void tracer.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const json = options.json ?? !process.stdout.isTTY;
+  const json = options.json === true;
   const offset = monotonicToEpochMs();
   let seen = 0;
   process.stderr.write(`sockleak: tracing${options.pid ? ` pid ${options.pid}` : ''}; Ctrl-C to stop\n`);
@@ -48,7 +50,18 @@ export const registerTrace: RegisterCommand = (cli, setResult) => {
     .command('trace')
     .description('print every TCP state change and close()/connect()/accept() of TCP sockets, live')
     .option('--pid <pid>', 'only this process and the sockets it made or accepted', arg(parsePid))
-    .option('--json', 'one JSON object per line (default when stdout is not a terminal)')
+    .option('--json', 'one JSON object per event and line (ndjson) instead of text lines')
     .addOption(new Option('--count <n>', 'stop after n events').argParser(arg((t) => parseCount(t, '--count'))))
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak trace', 'every TCP state change and close()/connect()/accept(), one line each, until Ctrl-C'],
+          ['sockleak trace --pid 1234', 'only what process 1234 does and the sockets it made or accepted'],
+          ['sockleak trace --json --count 1000 > events.ndjson', 'the first 1000 events as ndjson'],
+        ],
+        [[ExitCode.OK, 'stopped by Ctrl-C, SIGTERM or --count'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: TraceCommandOptions) => setResult(traceCommand(opts)));
 };

@@ -7,6 +7,8 @@ import { formatAge } from './format';
 import type { RegisterCommand } from './main';
 import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
+import { ExitCode } from '../errors';
+import { helpFooter } from './help';
 import { arg, parseDuration, parsePid } from './parse';
 
 export interface WatchCommandOptions {
@@ -34,7 +36,7 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const json = options.json ?? !process.stdout.isTTY;
+  const json = options.json === true;
   const started = Date.now();
   const firstSeen = new Map<string, number>(); // group key -> leaks reported since start
   const recent: string[] = [];
@@ -81,6 +83,17 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
-    .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records (default when stdout is not a terminal)')
+    .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records instead of the live screen')
+    .addHelpText(
+      'after',
+      helpFooter(
+        [
+          ['sockleak watch', 'a live screen of CLOSE_WAIT older than 30s, per process and remote, with growth per hour'],
+          ['sockleak watch --threshold 5m --pid 1234', "only process 1234's leaks, after 5 minutes"],
+          ['sockleak watch --json | jq -c \'select(.type == "leak")\'', 'the leak records as ndjson, for a script or a log'],
+        ],
+        [[ExitCode.OK, 'stopped by Ctrl-C or SIGTERM'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+      ),
+    )
     .action((opts: WatchCommandOptions) => setResult(watchCommand(opts)));
 };
