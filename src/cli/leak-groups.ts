@@ -83,12 +83,18 @@ function keepaliveText(g: LeakGroup): string {
   return g.keepaliveOn === g.count ? `on${probe}` : `${g.keepaliveOn}/${g.count} on${probe}`;
 }
 
+/**
+ * Rows of the grouped table; the rest are summed on one line. A person reads the biggest groups
+ * (they come first), and cli-table3's layout time grows with the square of the rows.
+ */
+export const MAX_TABLE_ROWS = 100;
+
 /** The grouped table, with `extra` columns (e.g. growth per hour) appended. */
 export function renderGroups(groups: readonly LeakGroup[], extra?: { head: string; cell: (g: LeakGroup) => string }): string {
   const head = ['PID', 'COMM', 'STATE', 'REMOTE', 'COUNT', 'THREADS', 'FDS', 'OLDEST', 'KEEPALIVE'];
   if (extra) head.push(extra.head);
   const table = newTable(head);
-  for (const g of groups) {
+  for (const g of groups.slice(0, MAX_TABLE_ROWS)) {
     const row = [
       g.pid === null ? '-' : String(g.pid),
       g.comm,
@@ -103,7 +109,10 @@ export function renderGroups(groups: readonly LeakGroup[], extra?: { head: strin
     if (extra) row.push(extra.cell(g));
     table.push(row);
   }
-  return table.toString();
+  const rest = groups.slice(MAX_TABLE_ROWS);
+  if (!rest.length) return table.toString();
+  const sockets = rest.reduce((n, g) => n + g.count, 0);
+  return `${table.toString()}\n… and ${rest.length} more groups (${sockets} sockets); --json lists every socket`;
 }
 
 /** One sentence per process, the diagnosis the first incident wanted on day one. */
@@ -111,7 +120,9 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
   const byPid = new Map<string, LeakGroup[]>();
   for (const g of groups) {
     const key = `${g.pid ?? '-'}|${g.state}`;
-    byPid.set(key, [...(byPid.get(key) ?? []), g]);
+    const list = byPid.get(key);
+    if (list) list.push(g);
+    else byPid.set(key, [g]);
   }
   const lines: string[] = [];
   for (const list of byPid.values()) {
@@ -119,8 +130,8 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
     const total = list.reduce((n, g) => n + g.count, 0);
     const remotes = list.map((g) => g.remote);
     const shown = remotes.length > 3 ? `${remotes.slice(0, 3).join(', ')} and ${remotes.length - 3} more` : remotes.join(', ');
-    const oldest = Math.max(...list.map((g) => g.oldestMs ?? 0));
-    const threads = Math.max(...list.map((g) => g.threads));
+    const oldest = list.reduce((max, g) => Math.max(max, g.oldestMs ?? 0), 0);
+    const threads = list.reduce((max, g) => Math.max(max, g.threads), 0);
     const perThread = list.every((g) => g.threads > 0 && g.threads === g.count) ? ', one per creating thread' : '';
     const keepalive = list.every((g) => g.keepaliveOn === 0)
       ? 'keepalive off: the kernel will never reap them'
