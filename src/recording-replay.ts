@@ -106,7 +106,7 @@ export class Replay {
         this.open = this.pending;
         this.pending = undefined;
       }
-    } else if ('leak' in r && r.leak) {
+    } else if ('leak' in r && r.leak?.socket) {
       const socket = fromSocket(r.leak.socket);
       this.leaksReported++;
       this.open.delete(socket.cookie);

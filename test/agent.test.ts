@@ -189,12 +189,12 @@ test('mapping: a socket survives TypeScript -> protobuf -> TypeScript unchanged 
   };
   const bytes = encodeRecord({ timeUnixMs: 1, seq: 1, leak: { socket: toSocket(socket) } });
   const body = decodeRecordBytes(unframe(bytes));
-  assert.ok('leak' in body);
+  assert.ok('leak' in body && body.leak.socket);
   assert.deepEqual(fromSocket(body.leak.socket), socket);
   const withCreator = { ...socket, creator: { pid: 7, tid: 9, comm: 'w' }, keepalive: true, keepaliveProbeInMs: 5, keepaliveReapByMs: 50, stateAgeMs: null };
   const again = encodeRecord({ timeUnixMs: 1, seq: 2, leak: { socket: toSocket(withCreator) } });
   const body2 = decodeRecordBytes(unframe(again));
-  assert.ok('leak' in body2);
+  assert.ok('leak' in body2 && body2.leak.socket);
   assert.deepEqual(fromSocket(body2.leak.socket), withCreator);
 });
 
@@ -433,7 +433,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   const offsets = recordOffsets(bytes);
   const leakOffsets = offsets.filter((o) => {
     const body = decodeRecordBytes(unframe(bytes, o));
-    return 'leak' in body && body.leak.socket.owners.some((w) => w.pid === later.holder.pid);
+    return 'leak' in body && !!body.leak.socket?.owners.some((w) => w.pid === later.holder.pid);
   });
   const cutAt = leakOffsets[leakOffsets.length - 1]!;
   const cut = path.join(dir, 'cut.rec');

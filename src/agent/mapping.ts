@@ -13,6 +13,7 @@ import type { TcpState } from '../tcp-states';
 import { TCP_STATES } from '../tcp-states';
 import type {
   CloserMessage,
+  ConnectFailureCall,
   ConnectFailureMessage,
   CountersMessage,
   NetnsPortsMessage,
@@ -24,6 +25,7 @@ import type {
   ResolvedHow,
   SnapshotMessage,
   SocketInfoMessage,
+  TcpStateWire,
   U64,
 } from './messages';
 import type { AgentRecord, NetnsPorts, PortFailureRecord, PortPressureRecord, PortsSnapshot, RemotePorts } from './records';
@@ -45,14 +47,17 @@ export interface SnapshotMeta {
   host: string;
 }
 
-const HOW_TO_WIRE: Record<ResolvedRecord['how'], ResolvedHow> = { close: 'CLOSE', exit: 'EXIT', peer: 'PEER', gone: 'GONE' };
+const HOW_TO_WIRE: Record<ResolvedRecord['how'], ResolvedHow> = { close: 'HOW_CLOSE', exit: 'HOW_EXIT', peer: 'HOW_PEER', gone: 'HOW_GONE' };
 const HOW_FROM_WIRE: Record<ResolvedHow, ResolvedRecord['how']> = {
   HOW_UNSPECIFIED: 'gone',
-  CLOSE: 'close',
-  EXIT: 'exit',
-  PEER: 'peer',
-  GONE: 'gone',
+  HOW_CLOSE: 'close',
+  HOW_EXIT: 'exit',
+  HOW_PEER: 'peer',
+  HOW_GONE: 'gone',
 };
+
+/** TCP_STATE_CLOSE_WAIT ↔ CLOSE_WAIT; sockleak's UNKNOWN is the enum's zero value. */
+const stateToWire = (s: TcpState): TcpStateWire => (s === 'UNKNOWN' ? 'TCP_STATE_UNSPECIFIED' : `TCP_STATE_${s}`);
 
 /** Absent on the wire for null. */
 const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
@@ -71,7 +76,7 @@ function toCloser(c: Closer): CloserMessage {
 export function toSocket(s: SocketInfo): SocketInfoMessage {
   return {
     cookie: s.cookie,
-    state: s.state,
+    state: stateToWire(s.state),
     family: s.family,
     local: s.local,
     remote: s.remote,
@@ -155,7 +160,7 @@ function toPortFailure(r: PortFailureRecord): ConnectFailureMessage {
     errnoName: r.errno,
     count: r.count,
     netns: r.netns,
-    call: r.type === 'bind-failure' ? 'BIND' : 'CONNECT',
+    call: (r.type === 'bind-failure' ? 'CALL_BIND' : 'CALL_CONNECT') satisfies ConnectFailureCall,
   };
 }
 
@@ -223,8 +228,10 @@ function fromCloser(c: CloserMessage): Closer {
   return { pid: c.pid, tid: c.tid, comm: c.comm, fd: c.fd ?? null };
 }
 
+/** A state this version does not know (a number sent by a newer writer) reads as UNKNOWN. */
 function fromState(name: string): TcpState {
-  return (TCP_STATES as readonly string[]).includes(name) ? (name as TcpState) : 'UNKNOWN';
+  const bare = name.startsWith('TCP_STATE_') ? name.slice('TCP_STATE_'.length) : '';
+  return bare !== 'UNSPECIFIED' && (TCP_STATES as readonly string[]).includes(bare) ? (bare as TcpState) : 'UNKNOWN';
 }
 
 /** Wire → SocketInfo, exactly what `snapshot --json` prints for it. */
@@ -278,7 +285,7 @@ const twReuse = (n: number): 0 | 1 | 2 => (n === 1 || n === 2 ? n : 0);
 /** Wire → connect-failure or bind-failure record. */
 export function fromPortFailure(m: ConnectFailureMessage): PortFailureRecord {
   return {
-    type: m.call === 'BIND' ? 'bind-failure' : 'connect-failure',
+    type: m.call === 'CALL_BIND' ? 'bind-failure' : 'connect-failure',
     pid: m.pid,
     tid: m.tid,
     comm: m.comm,
