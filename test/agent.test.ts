@@ -1,7 +1,7 @@
 /**
  * `sockleak agent` and `sockleak report`, for real: the agent runs as a CLI
  * process (as root) against leaks the test makes; the stream is decoded with
- * the published proto/sockleak.proto; recordings are replayed without root.
+ * the published proto/sockleak/v1/sockleak.proto; recordings are replayed without root.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
@@ -33,7 +33,7 @@ after(() => {
 });
 
 /** The published schema, loaded the way a user's client would. */
-const Record = protobuf.loadSync(path.join(ROOT, 'proto', 'sockleak.proto')).lookupType('sockleak.v1.Record');
+const Record = protobuf.loadSync(path.join(ROOT, 'proto', 'sockleak', 'v1', 'sockleak.proto')).lookupType('sockleak.v1.Record');
 
 type Decoded = { [k: string]: unknown };
 const toPlain = (m: protobuf.Message): Decoded => Record.toObject(m, { longs: String, enums: String }) as Decoded;
@@ -396,7 +396,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   await waitFor(() => leakCookies(sub.records, later.holder.pid).size === 7, 5000, 'leak records on /stream');
   assert.ok('snapshot' in sub.records[0]!, 'a subscriber starts with a Snapshot');
   const leak = sub.records.find((r) => leakCookies([r], later.holder.pid).size)!.leak as { socket: Decoded };
-  assert.equal(leak.socket.state, 'CLOSE_WAIT');
+  assert.equal(leak.socket.state, 'TCP_STATE_CLOSE_WAIT');
   assert.equal(leak.socket.remote, later.backend.remote);
 
   assert.equal((await request(`${agent.base}/metrics`, 'POST')).status, 405);
