@@ -11,7 +11,8 @@
  * the engine's port watcher makes anyway (ports(), at most once a minute) into
  * a Ports record: one scan serves both.
  *
- * Records: a recording starts with a Snapshot of the agent's state (empty at
+ * Records: each run's part of a recording (--record appends runs to the file)
+ * starts with a Session record and a Snapshot of the agent's state (empty at
  * start: the engine's first tick re-finds the leaks already there, by seeding
  * its map from an iterator scan, and reports them as Leak records at once),
  * then a Snapshot once the engine has settled (first interval) and every
@@ -41,8 +42,10 @@ export interface AgentOptions {
   host?: string;
   /** Port; 0 picks a free one. Default 9466. */
   port?: number;
-  /** Record to this file (created or truncated). */
+  /** Record to this file: created 0600, or appended to (a new session) when it holds a recording. */
   recordPath?: string;
+  /** Rotate the recording to `recordPath`.1 before it grows past this, bytes. Default 256 MiB. */
+  recordMaxBytes?: number;
   /** CLOSE_WAIT longer than this is a leak, ms. Default 30 s. */
   thresholdMs?: number;
   /** Most leaks tracked at once; beyond it the oldest reported is evicted and counted. Default 250000. */
@@ -67,6 +70,9 @@ export interface AgentOptions {
   btfPath?: string;
 }
 
+/** sockleak's version, for the Session record. */
+const VERSION: string = (require('../../../package.json') as { version: string }).version;
+
 /** How often the engine rescans every reported leak's owners. */
 const RESCAN_MS = 30_000;
 
@@ -86,6 +92,7 @@ function validate(o: AgentOptions): void {
     ['snapshotEvery', o.snapshotEveryMs, 1000, 2 ** 31 - 1],
     ['streamQueueBytes', o.streamQueueBytes, 4096, 2 ** 32],
     ['maxSubscribers', o.maxSubscribers, 1, 1024],
+    ['recordMaxBytes', o.recordMaxBytes, 1 << 20, 2 ** 48],
   ];
   for (const [name, v, min, max] of checks) {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max)) throw new UsageError(`${name} must be an integer in ${min}..${max}, got ${v}`);
@@ -102,6 +109,8 @@ export interface AgentStatus {
   evictions: number;
   streamDropped: number;
   recordingBytes: number;
+  /** Times the recording was rotated to FILE.1. */
+  recordingRotations: number;
   recordingError: Error | undefined;
 }
 
@@ -115,6 +124,7 @@ export class Agent {
   private readonly hub: StreamHub;
   private readonly thresholdMs: number;
   private readonly hostname = os.hostname();
+  private readonly startedMs = Date.now();
   private server: AgentServer | undefined;
   private watcher: PortAwareWatcher | undefined;
   private counter: StateCounter | undefined;
@@ -189,9 +199,10 @@ export class Agent {
     const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
     this.counter = new StateCounter(btf);
     if (o.recordPath !== undefined) {
-      this.recorder = new Recorder(o.recordPath);
-      for (const part of this.snapshotParts()) this.recorder.append(part);
-      this.recorder.flush();
+      this.recorder = new Recorder(o.recordPath, {
+        ...(o.recordMaxBytes !== undefined && { maxFileBytes: o.recordMaxBytes }),
+        startFile: (rotated) => this.sessionStart(rotated),
+      });
     }
     // Rescans read every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
     this.watcher = watchWithPorts({
@@ -264,6 +275,21 @@ export class Agent {
     yield encode(false);
   }
 
+  /** What each recording file of this run starts with: a Session record, then the open leaks. */
+  private *sessionStart(rotated: boolean): Generator<Buffer> {
+    yield encodeRecord({
+      timeUnixMs: Date.now(),
+      seq: 0,
+      session: { startedUnixMs: this.startedMs, pid: process.pid, host: this.hostname, version: VERSION, thresholdMs: this.thresholdMs, rotated },
+    });
+    yield* this.snapshotParts();
+  }
+
+  /** What the recorder did to an existing file at open (mode tightened, torn tail cut), one sentence each. */
+  recordingNotes(): readonly string[] {
+    return this.recorder?.notes ?? [];
+  }
+
   /** The agent's open leaks as Snapshot parts, made as they are pulled. */
   private snapshotParts(): Generator<Buffer> {
     const now = Date.now();
@@ -327,6 +353,7 @@ export class Agent {
       records: this.seq,
       ...c,
       recordingBytes: this.recorder?.bytesWritten ?? 0,
+      recordingRotations: this.recorder?.rotations ?? 0,
       recordingError: this.recorder?.error,
     };
   }
