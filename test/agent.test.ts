@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -411,9 +411,14 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   agent.child.kill('SIGTERM');
   assert.equal(await agent.exited, 0, agent.stderr());
 
-  // Replayed without root: the same leak set as the live snapshot, for both processes.
+  // Replayed without root: the same leak set as the live snapshot, for both processes. The recording
+  // itself is private (0600); the user is handed a copy.
+  assert.equal(statSync(record).mode & 0o777, 0o600);
   const asNobody = { asUser: 65534, env: { SOCKLEAK_ADDON: '/nonexistent/sockleak.node' } };
-  const replay = runCli(['report', record, '--json'], asNobody);
+  assert.equal(runCli(['report', record], asNobody).code, ExitCode.NO_PERMISSION, 'nobody cannot read the recording itself');
+  const handed = path.join(dir, 'run1-copy.rec');
+  writeFileSync(handed, readFileSync(record), { mode: 0o644 });
+  const replay = runCli(['report', handed, '--json'], asNobody);
   assert.equal(replay.code, 0, replay.stderr);
   const replayed = JSON.parse(replay.stdout) as { sockets: SocketInfo[] };
   for (const pid of [before.holder.pid, later.holder.pid]) {
@@ -424,7 +429,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   // Ports are counted at start and every minute: the start count has the 5 sockets made before.
   const toBefore = recordedPorts?.netns.flatMap((n) => n.byRemote).find((r) => r.remote === before.backend.remote);
   assert.ok(toBefore && toBefore.other >= 5, `the Ports record counts the 5 sockets to ${before.backend.remote} (${JSON.stringify(toBefore)})`);
-  const human = runCli(['report', record], asNobody);
+  const human = runCli(['report', handed], asNobody);
   assert.equal(human.code, 0);
   assert.match(human.stdout, new RegExp(`pid ${later.holder.pid} \\(python3\\).* holds 7 CLOSE_WAIT sockets to ${later.backend.remote.replace(/\./g, '\\.')}`));
 
@@ -472,7 +477,8 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   await sleep(1200); // a flush: kill -9 loses at most the last second
   const first: Decoded[] = [];
   takeRecords(readFileSync(record2), first);
-  assert.ok(first[0] && 'snapshot' in first[0], 'a recording starts with a Snapshot');
+  assert.ok(first[0] && 'session' in first[0], 'a recording starts with a Session record');
+  assert.ok(first[1] && 'snapshot' in first[1], 'then a Snapshot');
   const copy = path.join(dir, 'run2-so-far.rec');
   writeFileSync(copy, readFileSync(record2), { mode: 0o644 });
   const refound = JSON.parse(runCli(['report', copy, '--json'], asNobody).stdout) as { sockets: SocketInfo[] };

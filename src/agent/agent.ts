@@ -196,14 +196,15 @@ export class Agent {
 
   private async begin(): Promise<void> {
     const o = this.options;
-    const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
-    this.counter = new StateCounter(btf);
+    // The recording first: a file it refuses fails the start before any BPF is loaded.
     if (o.recordPath !== undefined) {
       this.recorder = new Recorder(o.recordPath, {
         ...(o.recordMaxBytes !== undefined && { maxFileBytes: o.recordMaxBytes }),
         startFile: (rotated) => this.sessionStart(rotated),
       });
     }
+    const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
+    this.counter = new StateCounter(btf);
     // Rescans read every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
     this.watcher = watchWithPorts({
       thresholdMs: this.thresholdMs,
@@ -218,6 +219,7 @@ export class Agent {
       unhealthy: () => this.unhealthy(),
       hub: this.hub,
     });
+    this.recorder?.start();
     this.pumping = this.pump(this.watcher);
     this.timer = setInterval(() => void this.interval(), o.intervalMs ?? 15_000);
     await this.interval();

@@ -130,12 +130,13 @@ export class Recorder {
   private rotationCount = 0;
   private failure: Error | undefined;
   private closed = false;
+  private started = false;
   /** What the recorder did to the file at open, one sentence each, for the CLI to print. */
   readonly notes: string[] = [];
 
   /**
-   * Opens `file` for appending (creating it 0600) and writes `startFile(false)`.
-   * Throws NotFoundError/UsageError/SockleakError(NO_PERMISSION) when it
+   * Opens `file` for appending (creating it 0600) and checks what it holds;
+   * writes nothing until start(). Throws NotFoundError/UsageError/SockleakError(NO_PERMISSION) when it
    * cannot, and UsageError for an existing file that is not a recording.
    */
   constructor(
@@ -146,14 +147,24 @@ export class Recorder {
     this.maxFileBytes = options.maxFileBytes ?? DEFAULT_RECORD_MAX_BYTES;
     this.startFile = options.startFile ?? (() => []);
     this.fd = this.openChecked();
+    this.timer = setInterval(() => this.flush(), options.flushMs ?? 1000);
+    this.timer.unref();
+  }
+
+  /**
+   * Writes the session's first records (`startFile(false)`), after the agent
+   * is up: a start that fails after the file was checked leaves no session
+   * behind. A file already at its bound is rotated to FILE.1 first.
+   */
+  start(): void {
+    if (this.started || this.failure) return;
+    this.started = true;
     if (this.fileBytes >= this.maxFileBytes) {
-      this.notes.push(`${file} had reached the size bound (${this.fileBytes} bytes): its sessions so far are now ${file}.1`);
+      this.notes.push(`${this.file} had reached the size bound (${this.fileBytes} bytes): its sessions so far are now ${this.file}.1`);
       this.rotate(false);
     } else {
       this.writeStart(false);
     }
-    this.timer = setInterval(() => this.flush(), options.flushMs ?? 1000);
-    this.timer.unref();
   }
 
   private openChecked(): number {
@@ -166,10 +177,6 @@ export class Recorder {
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new UsageError(`--record ${this.file}: not a regular file`);
-      if ((st.mode & 0o077) !== 0) {
-        fchmodSync(fd, 0o600);
-        this.notes.push(`${this.file} was mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: now 0600 (recordings name processes and peers)`);
-      }
       if (st.size > 0) {
         if (!firstRecordValid(fd, st.size)) {
           throw new UsageError(`--record ${this.file}: exists and is not a sockleak recording; move it away or name another file`);
@@ -180,6 +187,10 @@ export class Recorder {
           this.notes.push(`${this.file}: cut ${st.size - frames.end} bytes at byte offset ${frames.end} (${frames.torn}: the last run stopped mid-write); the sessions before are kept`);
         }
         this.fileBytes = frames.end;
+      }
+      if ((st.mode & 0o077) !== 0) {
+        fchmodSync(fd, 0o600);
+        this.notes.push(`${this.file} was mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: now 0600 (recordings name processes and peers)`);
       }
       return fd;
     } catch (err) {
@@ -221,8 +232,9 @@ export class Recorder {
     this.writeStart(rotated);
   }
 
-  /** Queues one encoded record; rotates first when it would take the file past its bound. */
+  /** Queues one encoded record (start() first); rotates first when it would take the file past its bound. */
   append(record: Buffer): void {
+    if (!this.started) this.start();
     if (this.closed || this.failure) {
       this.lostRecords++;
       return;
