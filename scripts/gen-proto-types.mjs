@@ -4,7 +4,7 @@
 // with protobufjs (fromObject() takes it; toObject({ longs: String, enums:
 // String, defaults: true }) returns it, see src/agent/schema.ts): lowerCamelCase
 // names, 64-bit integers as decimal strings (numbers accepted when encoding),
-// enums by name, `optional` scalars absent when unset, unset message fields
+// enums by name (by number when the schema names no such value), `optional` scalars absent when unset, unset message fields
 // absent or null, a real oneof as a union with exactly one member set.
 //
 // Why not pbts (protobufjs-cli): its types describe protobufjs's message
@@ -48,7 +48,8 @@ function fieldType(f) {
   if (LONG.has(f.type)) t = 'U64';
   else if (NUMBER.has(f.type)) t = 'number';
   else if (SCALAR[f.type]) t = SCALAR[f.type];
-  else if (f.resolvedType instanceof protobuf.Enum) t = enumName(f.resolvedType);
+  // proto3 enums are open: a value this schema does not name decodes as its number.
+  else if (f.resolvedType instanceof protobuf.Enum) t = f.repeated ? `(${enumName(f.resolvedType)} | number)` : `${enumName(f.resolvedType)} | number`;
   else if (f.resolvedType instanceof protobuf.Type) t = messageName(f.resolvedType);
   else throw new Error(`${file}: field ${f.fullName} has an unknown type ${f.type}`);
   return f.repeated ? `${t}[]` : t;

@@ -228,10 +228,11 @@ function fromCloser(c: CloserMessage): Closer {
   return { pid: c.pid, tid: c.tid, comm: c.comm, fd: c.fd ?? null };
 }
 
-/** A state this version does not know (a number sent by a newer writer) reads as UNKNOWN. */
-function fromState(name: string): TcpState {
-  const bare = name.startsWith('TCP_STATE_') ? name.slice('TCP_STATE_'.length) : '';
-  return bare !== 'UNSPECIFIED' && (TCP_STATES as readonly string[]).includes(bare) ? (bare as TcpState) : 'UNKNOWN';
+/** A state this schema does not name (decoded as its number) reads as UNKNOWN. */
+function fromState(wire: TcpStateWire | number): TcpState {
+  if (typeof wire === 'number') return 'UNKNOWN';
+  const bare = wire.slice('TCP_STATE_'.length);
+  return (TCP_STATES as readonly string[]).includes(bare) ? (bare as TcpState) : 'UNKNOWN';
 }
 
 /** Wire → SocketInfo, exactly what `snapshot --json` prints for it. */
@@ -264,7 +265,7 @@ export function fromResolved(m: Extract<RecordBody, { resolved: unknown }>['reso
     local: m.local,
     remote: m.remote,
     closedBy: m.closedBy ? fromCloser(m.closedBy) : null,
-    how: HOW_FROM_WIRE[m.how] ?? 'gone',
+    how: typeof m.how === 'number' ? 'gone' : HOW_FROM_WIRE[m.how],
     heldMs: Number(m.heldMs),
   };
 }
