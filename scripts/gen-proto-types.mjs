@@ -10,14 +10,14 @@
 // Why not pbts (protobufjs-cli): its types describe protobufjs's message
 // classes (every field `T | null | undefined`, 64-bit as `number | Long`,
 // enums as numbers), not these objects; cookies above 2^53 need the strings.
-// Usage: gen-proto-types.mjs PROTO > sockleak.ts
-import { readFileSync } from 'node:fs';
+// Usage: gen-proto-types.mjs PROTO [OUT] (OUT written whole or not at all; stdout without it)
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import protobuf from 'protobufjs';
 
-const file = process.argv[2];
+const [file, outFile] = process.argv.slice(2);
 if (!file) {
-  console.error('usage: gen-proto-types.mjs PROTO_FILE');
+  console.error('usage: gen-proto-types.mjs PROTO_FILE [OUT_FILE]');
   process.exit(64);
 }
 const { root } = protobuf.parse(readFileSync(file, 'utf8'), { keepCase: false, alternateCommentMode: true });
@@ -111,4 +111,10 @@ const walk = (ns) => {
   }
 };
 walk(root);
-process.stdout.write(out.join('\n'));
+if (outFile) {
+  mkdirSync(path.dirname(outFile), { recursive: true });
+  writeFileSync(`${outFile}.tmp`, out.join('\n'));
+  renameSync(`${outFile}.tmp`, outFile);
+} else {
+  process.stdout.write(out.join('\n'));
+}
