@@ -63,7 +63,7 @@ export interface ReplaySession {
 
 /** What a recording says at its end. */
 export interface ReplayResult {
-  /** Machine and threshold, from the first Snapshot. */
+  /** Machine and threshold: the last run's (its Session record, else the Snapshots). */
   host: string;
   thresholdMs: number | null;
   /** Unix ms of the first and last record; null when there is none. */
