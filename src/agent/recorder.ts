@@ -221,8 +221,9 @@ export class Recorder {
   private rotate(rotated: boolean): void {
     try {
       renameSync(this.file, `${this.file}.1`);
+      const fd = openSync(this.file, 'a+', 0o600);
       closeSync(this.fd);
-      this.fd = openSync(this.file, 'a+', 0o600);
+      this.fd = fd; // only now: close() always has one open fd to close
     } catch (err) {
       this.failure = err as Error;
       return;
