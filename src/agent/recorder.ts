@@ -85,7 +85,7 @@ function walkFrames(fd: number, size: number): Frames {
   return { end: at, torn: undefined };
 }
 
-/** Whether fd's first `len` bytes after a `head`-byte prefix decode as a record with a time. */
+/** Whether the file starts with a record that decodes and has a time (what every agent record has). */
 function firstRecordValid(fd: number, size: number): boolean {
   const head = Buffer.alloc(Math.min(size, 16 << 10));
   readSync(fd, head, 0, head.length, 0);
@@ -113,6 +113,7 @@ function openFailure(file: string, err: unknown): Error {
   return new UsageError(`--record ${file}: ${e.code ?? e.message}`);
 }
 
+/** One agent run's recording: append(), flushed on a timer; close() at the end. */
 export class Recorder {
   private fd: number;
   private pending: Buffer[] = [];
@@ -136,8 +137,9 @@ export class Recorder {
 
   /**
    * Opens `file` for appending (creating it 0600) and checks what it holds;
-   * writes nothing until start(). Throws NotFoundError/UsageError/SockleakError(NO_PERMISSION) when it
-   * cannot, and UsageError for an existing file that is not a recording.
+   * writes nothing until start(). Throws NotFoundError, UsageError or
+   * SockleakError(NO_PERMISSION) when it cannot, and UsageError for an
+   * existing file that is not a recording.
    */
   constructor(
     readonly file: string,
