@@ -3,9 +3,16 @@
  * have shown it then. A Snapshot record (all its parts) replaces the set of
  * open leaks; Leak, Resolved and FdClosed records change it; ages are carried
  * forward to the time of the last record.
+ *
+ * A recording holds one or more sessions (agent runs, each from a Session
+ * record on): a new run starts knowing nothing and re-finds the leaks still
+ * there, so the leaks open at the end are the last run's; the counts of each
+ * run are kept apart (`sessions`), and Counters (totals since an agent
+ * started) are summed over the runs. A Session with `rotated` set continues
+ * the run before it when that run is the same (FILE.1 read before FILE).
  */
 import { fromPortFailure, fromFdClosed, fromPortPressure, fromPorts, fromResolved, fromSocket } from './agent/mapping';
-import type { CountersMessage, RecordMessage } from './agent/messages';
+import type { CountersMessage, RecordMessage, SessionMessage } from './agent/messages';
 import type { PortFailureRecord, PortPressureRecord, PortsSnapshot } from './agent/records';
 import { DataError } from './errors';
 import type { SocketInfo } from './sockets';
@@ -32,13 +39,33 @@ export interface ReplayCounters {
   emitted: bigint;
   lost: bigint;
   mapFull: bigint;
+  /** 0 in recordings made before Counters carried it. */
+  missed: bigint;
   evictions: bigint;
   streamDropped: bigint;
 }
 
+/** One agent run in a recording. */
+export interface ReplaySession {
+  /** Unix ms when the agent started; null for records before any Session record (an older recording, a saved /stream). */
+  startedMs: number | null;
+  pid: number | null;
+  host: string;
+  version: string;
+  thresholdMs: number | null;
+  /** Its first records are not in what was read (the file began by rotation: they are in FILE.1). */
+  continued: boolean;
+  /** Unix ms of its first and last record. */
+  firstMs: number;
+  lastMs: number;
+  records: number;
+  leaksReported: number;
+  resolved: number;
+}
+
 /** What a recording says at its end. */
 export interface ReplayResult {
-  /** Machine and threshold, from the first Snapshot. */
+  /** Machine and threshold: the last run's (its Session record, else the Snapshots). */
   host: string;
   thresholdMs: number | null;
   /** Unix ms of the first and last record; null when there is none. */
@@ -59,12 +86,19 @@ export interface ReplayResult {
   counters: ReplayCounters | null;
   /** Records lost by the subscriber that saved a /stream (Gap records). */
   gapRecords: number;
+  /** The agent runs, in order (one, without a Session record, for an older recording or a saved /stream). */
+  sessions: ReplaySession[];
 }
 
 const big = (v: string | number): bigint => BigInt(v);
 
 function counters(m: CountersMessage): ReplayCounters {
-  return { emitted: big(m.emitted), lost: big(m.lost), mapFull: big(m.mapFull), evictions: big(m.evictions), streamDropped: big(m.streamDropped) };
+  return { emitted: big(m.emitted), lost: big(m.lost), mapFull: big(m.mapFull), missed: big(m.missed ?? 0), evictions: big(m.evictions), streamDropped: big(m.streamDropped) };
+}
+
+function addCounters(a: ReplayCounters | null, b: ReplayCounters | null): ReplayCounters | null {
+  if (!a || !b) return a ?? b;
+  return { emitted: a.emitted + b.emitted, lost: a.lost + b.lost, mapFull: a.mapFull + b.mapFull, missed: a.missed + b.missed, evictions: a.evictions + b.evictions, streamDropped: a.streamDropped + b.streamDropped };
 }
 
 /** Feed records in order with apply(); result() any time. */
@@ -84,7 +118,36 @@ export class Replay {
   private readonly failures = new Map<string, FailureTotal>();
   private readonly pressure = new Map<string, PortPressureRecord>();
   private ports: PortsSnapshot | null = null;
+  /** The current run's last Counters, and the sum of the runs before it. */
   private counters: ReplayCounters | null = null;
+  private countersBefore: ReplayCounters | null = null;
+  private readonly sessions: ReplaySession[] = [];
+  private session: ReplaySession | undefined;
+
+  /** A Session record: a new run, or the same run going on in a file begun by rotation. */
+  private startSession(m: SessionMessage, atMs: number): void {
+    const startedMs = Number(m.startedUnixMs);
+    const current = this.session;
+    if (m.rotated && current && current.startedMs === startedMs && current.pid === m.pid) return;
+    this.countersBefore = addCounters(this.countersBefore, this.counters);
+    this.counters = null;
+    this.open = new Map();
+    this.pending = undefined;
+    this.session = {
+      startedMs,
+      pid: m.pid,
+      host: m.host,
+      version: m.version,
+      thresholdMs: Number(m.thresholdMs),
+      continued: m.rotated,
+      firstMs: atMs,
+      lastMs: atMs,
+      records: 0,
+      leaksReported: 0,
+      resolved: 0,
+    };
+    this.sessions.push(this.session);
+  }
 
   /** Applies one record; a DataError (and nothing changed) when it lacks a part it cannot be read without. */
   apply(r: RecordMessage): void {
@@ -93,10 +156,23 @@ export class Replay {
     this.records++;
     this.firstMs ??= atMs;
     this.lastMs = Math.max(this.lastMs ?? atMs, atMs);
-    if ('snapshot' in r && r.snapshot) {
+    if ('session' in r && r.session) this.startSession(r.session, atMs);
+    if (!this.session) {
+      this.session = { startedMs: null, pid: null, host: '', version: '', thresholdMs: null, continued: false, firstMs: atMs, lastMs: atMs, records: 0, leaksReported: 0, resolved: 0 };
+      this.sessions.push(this.session);
+    }
+    const session = this.session;
+    session.records++;
+    session.lastMs = Math.max(session.lastMs, atMs);
+    if ('session' in r && r.session) {
+      this.host = r.session.host || this.host;
+      this.thresholdMs = Number(r.session.thresholdMs);
+    } else if ('snapshot' in r && r.snapshot) {
       const s = r.snapshot;
-      if (this.records === 1 || this.host === '') this.host = s.host;
-      this.thresholdMs ??= Number(s.thresholdMs);
+      if (this.host === '') this.host = s.host;
+      if (session.host === '') session.host = s.host;
+      this.thresholdMs = Number(s.thresholdMs);
+      session.thresholdMs ??= this.thresholdMs;
       if (s.part === 0 || !this.pending) this.pending = new Map();
       for (const m of s.sockets) {
         const socket = fromSocket(m);
@@ -106,13 +182,15 @@ export class Replay {
         this.open = this.pending;
         this.pending = undefined;
       }
-    } else if ('leak' in r && r.leak) {
+    } else if ('leak' in r && r.leak?.socket) {
       const socket = fromSocket(r.leak.socket);
       this.leaksReported++;
+      session.leaksReported++;
       this.open.delete(socket.cookie);
       this.open.set(socket.cookie, { socket, atMs });
     } else if ('resolved' in r && r.resolved) {
       this.resolved++;
+      session.resolved++;
       this.open.delete(fromResolved(r.resolved).cookie);
     } else if ('fdClosed' in r && r.fdClosed) {
       const f = fromFdClosed(r.fdClosed);
@@ -161,8 +239,9 @@ export class Replay {
       connectFailures: [...this.failures.values()].sort((a, b) => b.count - a.count),
       portPressure: [...this.pressure.values()],
       ports: this.ports,
-      counters: this.counters,
+      counters: addCounters(this.countersBefore, this.counters),
       gapRecords: this.gapRecords,
+      sessions: this.sessions.map((s) => ({ ...s })),
     };
   }
 }

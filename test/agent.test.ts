@@ -1,11 +1,11 @@
 /**
  * `sockleak agent` and `sockleak report`, for real: the agent runs as a CLI
  * process (as root) against leaks the test makes; the stream is decoded with
- * the published proto/sockleak.proto; recordings are replayed without root.
+ * the published proto/sockleak/v1/sockleak.proto; recordings are replayed without root.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -33,7 +33,7 @@ after(() => {
 });
 
 /** The published schema, loaded the way a user's client would. */
-const Record = protobuf.loadSync(path.join(ROOT, 'proto', 'sockleak.proto')).lookupType('sockleak.v1.Record');
+const Record = protobuf.loadSync(path.join(ROOT, 'proto', 'sockleak', 'v1', 'sockleak.proto')).lookupType('sockleak.v1.Record');
 
 type Decoded = { [k: string]: unknown };
 const toPlain = (m: protobuf.Message): Decoded => Record.toObject(m, { longs: String, enums: String }) as Decoded;
@@ -189,12 +189,12 @@ test('mapping: a socket survives TypeScript -> protobuf -> TypeScript unchanged 
   };
   const bytes = encodeRecord({ timeUnixMs: 1, seq: 1, leak: { socket: toSocket(socket) } });
   const body = decodeRecordBytes(unframe(bytes));
-  assert.ok('leak' in body);
+  assert.ok('leak' in body && body.leak.socket);
   assert.deepEqual(fromSocket(body.leak.socket), socket);
   const withCreator = { ...socket, creator: { pid: 7, tid: 9, comm: 'w' }, keepalive: true, keepaliveProbeInMs: 5, keepaliveReapByMs: 50, stateAgeMs: null };
   const again = encodeRecord({ timeUnixMs: 1, seq: 2, leak: { socket: toSocket(withCreator) } });
   const body2 = decodeRecordBytes(unframe(again));
-  assert.ok('leak' in body2);
+  assert.ok('leak' in body2 && body2.leak.socket);
   assert.deepEqual(fromSocket(body2.leak.socket), withCreator);
 });
 
@@ -314,7 +314,7 @@ test('StreamHub: a stalled subscriber holds at most its queue bound; then a Gap,
   });
   const sink = new FakeSink();
   assert.ok(hub.subscribe(sink));
-  const record = (seq: number): Buffer => encodeRecord({ timeUnixMs: 1, seq, counters: { emitted: seq, lost: 0, mapFull: 0, evictions: 0, streamDropped: 0 } });
+  const record = (seq: number): Buffer => encodeRecord({ timeUnixMs: 1, seq, counters: { emitted: seq, lost: 0, mapFull: 0, missed: 0, evictions: 0, streamDropped: 0 } });
   for (let seq = 1; seq <= 10_000; seq++) {
     hub.publish(record(seq));
     assert.ok(hub.queuedBytes <= 4096, `bounded: ${hub.queuedBytes}`);
@@ -337,7 +337,7 @@ test('report: corrupt input -> exit 65 naming the offset; missing file -> 66; no
   const asNobody = { asUser: 65534, env: { SOCKLEAK_ADDON: '/nonexistent/sockleak.node' } };
   const good = Buffer.concat([
     encodeRecord({ timeUnixMs: 1000, seq: 0, snapshot: { takenAt: new Date(1000).toISOString(), sockets: [], lost: 0, part: 0, more: false, thresholdMs: 30000, host: 'h' } }),
-    encodeRecord({ timeUnixMs: 2000, seq: 1, counters: { emitted: 5, lost: 0, mapFull: 0, evictions: 0, streamDropped: 0 } }),
+    encodeRecord({ timeUnixMs: 2000, seq: 1, counters: { emitted: 5, lost: 0, mapFull: 0, missed: 0, evictions: 0, streamDropped: 0 } }),
   ]);
   const cases: Array<[string, Buffer, RegExp]> = [
     ['garbage.bin', Buffer.concat([good, Buffer.from([0x05, 0xff, 0xff, 0xff, 0xff, 0xff])]), new RegExp(`corrupt record at byte offset ${good.length}\\b`)],
@@ -401,7 +401,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   await waitFor(() => leakCookies(sub.records, later.holder.pid).size === 7, 5000, 'leak records on /stream');
   assert.ok('snapshot' in sub.records[0]!, 'a subscriber starts with a Snapshot');
   const leak = sub.records.find((r) => leakCookies([r], later.holder.pid).size)!.leak as { socket: Decoded };
-  assert.equal(leak.socket.state, 'CLOSE_WAIT');
+  assert.equal(leak.socket.state, 'TCP_STATE_CLOSE_WAIT');
   assert.equal(leak.socket.remote, later.backend.remote);
 
   assert.equal((await request(`${agent.base}/metrics`, 'POST')).status, 405);
@@ -416,9 +416,14 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   agent.child.kill('SIGTERM');
   assert.equal(await agent.exited, 0, agent.stderr());
 
-  // Replayed without root: the same leak set as the live snapshot, for both processes.
+  // Replayed without root: the same leak set as the live snapshot, for both processes. The recording
+  // itself is private (0600); the user is handed a copy.
+  assert.equal(statSync(record).mode & 0o777, 0o600);
   const asNobody = { asUser: 65534, env: { SOCKLEAK_ADDON: '/nonexistent/sockleak.node' } };
-  const replay = runCli(['report', record, '--json'], asNobody);
+  assert.equal(runCli(['report', record], asNobody).code, ExitCode.NO_PERMISSION, 'nobody cannot read the recording itself');
+  const handed = path.join(dir, 'run1-copy.rec');
+  writeFileSync(handed, readFileSync(record), { mode: 0o644 });
+  const replay = runCli(['report', handed, '--json'], asNobody);
   assert.equal(replay.code, 0, replay.stderr);
   const replayed = JSON.parse(replay.stdout) as { sockets: SocketInfo[] };
   for (const pid of [before.holder.pid, later.holder.pid]) {
@@ -429,7 +434,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   // Ports are counted at start and every minute: the start count has the 5 sockets made before.
   const toBefore = recordedPorts?.netns.flatMap((n) => n.byRemote).find((r) => r.remote === before.backend.remote);
   assert.ok(toBefore && toBefore.other >= 5, `the Ports record counts the 5 sockets to ${before.backend.remote} (${JSON.stringify(toBefore)})`);
-  const human = runCli(['report', record], asNobody);
+  const human = runCli(['report', handed], asNobody);
   assert.equal(human.code, 0);
   assert.match(human.stdout, new RegExp(`pid ${later.holder.pid} \\(python3\\).* holds 7 CLOSE_WAIT sockets to ${later.backend.remote.replace(/\./g, '\\.')}`));
 
@@ -438,7 +443,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   const offsets = recordOffsets(bytes);
   const leakOffsets = offsets.filter((o) => {
     const body = decodeRecordBytes(unframe(bytes, o));
-    return 'leak' in body && body.leak.socket.owners.some((w) => w.pid === later.holder.pid);
+    return 'leak' in body && !!body.leak.socket?.owners.some((w) => w.pid === later.holder.pid);
   });
   const cutAt = leakOffsets[leakOffsets.length - 1]!;
   const cut = path.join(dir, 'cut.rec');
@@ -477,7 +482,8 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   await sleep(1200); // a flush: kill -9 loses at most the last second
   const first: Decoded[] = [];
   takeRecords(readFileSync(record2), first);
-  assert.ok(first[0] && 'snapshot' in first[0], 'a recording starts with a Snapshot');
+  assert.ok(first[0] && 'session' in first[0], 'a recording starts with a Session record');
+  assert.ok(first[1] && 'snapshot' in first[1], 'then a Snapshot');
   const copy = path.join(dir, 'run2-so-far.rec');
   writeFileSync(copy, readFileSync(record2), { mode: 0o644 });
   const refound = JSON.parse(runCli(['report', copy, '--json'], asNobody).stdout) as { sockets: SocketInfo[] };

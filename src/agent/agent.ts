@@ -11,7 +11,8 @@
  * the engine's port watcher makes anyway (ports(), at most once a minute) into
  * a Ports record: one scan serves both.
  *
- * Records: a recording starts with a Snapshot of the agent's state (empty at
+ * Records: each run's part of a recording (--record appends runs to the file)
+ * starts with a Session record and a Snapshot of the agent's state (empty at
  * start: the engine's first tick re-finds the leaks already there, by seeding
  * its map from an iterator scan, and reports them as Leak records at once),
  * then a Snapshot once the engine has settled (first interval) and every
@@ -36,14 +37,17 @@ import type { AgentRecord, PortsSnapshot } from './records';
 import { encodeRecord } from './schema';
 import { StateCounter, type StateCount } from './state-counts';
 import { StreamHub } from './stream-hub';
+import { VERSION } from '../version';
 
 export interface AgentOptions {
   /** Address to listen on. Default 127.0.0.1: the metrics name processes and peers, keep them local. */
   host?: string;
   /** Port; 0 picks a free one. Default 9466. */
   port?: number;
-  /** Record to this file (created or truncated). */
+  /** Record to this file: created 0600, or appended to (a new session) when it holds a recording. */
   recordPath?: string;
+  /** Rotate the recording to `recordPath`.1 before it grows past this, bytes. Default 256 MiB. */
+  recordMaxBytes?: number;
   /** CLOSE_WAIT longer than this is a leak, ms. Default 30 s. */
   thresholdMs?: number;
   /** Most leaks tracked at once; beyond it the oldest reported is evicted and counted. Default 250000. */
@@ -77,9 +81,6 @@ const PORT_SCAN_MS = 60_000;
 /** The tracer's totals before it starts. */
 const NO_COUNTERS: TraceCounters = { emitted: 0n, lost: 0n, mapFull: 0n, missed: 0n };
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- package.json is outside rootDir: read at run time, as --version does
-const VERSION = (require('../../../package.json') as { version: string }).version;
-
 /** Sockets per Snapshot part: ~150 bytes each, so parts stay near 75 KB. */
 const SNAPSHOT_PART = 500;
 
@@ -93,6 +94,7 @@ function validate(o: AgentOptions): void {
     ['snapshotEvery', o.snapshotEveryMs, 1000, 2 ** 31 - 1],
     ['streamQueueBytes', o.streamQueueBytes, 4096, 2 ** 32],
     ['maxSubscribers', o.maxSubscribers, 1, 1024],
+    ['recordMaxBytes', o.recordMaxBytes, 1 << 20, 2 ** 48],
   ];
   for (const [name, v, min, max] of checks) {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max)) throw new UsageError(`${name} must be an integer in ${min}..${max}, got ${v}`);
@@ -111,6 +113,8 @@ export interface AgentStatus {
   evictions: number;
   streamDropped: number;
   recordingBytes: number;
+  /** Times the recording was rotated to FILE.1. */
+  recordingRotations: number;
   recordingError: Error | undefined;
 }
 
@@ -124,6 +128,7 @@ export class Agent {
   private readonly hub: StreamHub;
   private readonly thresholdMs: number;
   private readonly hostname = os.hostname();
+  private readonly startedMs = Date.now();
   private server: AgentServer | undefined;
   private watcher: PortAwareWatcher | undefined;
   private counter: StateCounter | undefined;
@@ -198,13 +203,15 @@ export class Agent {
 
   private async begin(): Promise<void> {
     const o = this.options;
+    // The recording first: a file it refuses fails the start before any BPF is loaded.
+    if (o.recordPath !== undefined) {
+      this.recorder = new Recorder(o.recordPath, {
+        ...(o.recordMaxBytes !== undefined && { maxFileBytes: o.recordMaxBytes }),
+        startFile: (rotated) => this.sessionStart(rotated),
+      });
+    }
     const btf = o.btfPath !== undefined ? { btfPath: o.btfPath } : {};
     this.counter = new StateCounter(btf);
-    if (o.recordPath !== undefined) {
-      this.recorder = new Recorder(o.recordPath);
-      for (const part of this.snapshotParts()) this.recorder.append(part);
-      this.recorder.flush();
-    }
     // Rescans read every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
     this.watcher = watchWithPorts({
       thresholdMs: this.thresholdMs,
@@ -219,6 +226,7 @@ export class Agent {
       unhealthy: () => this.unhealthy(),
       hub: this.hub,
     });
+    this.recorder?.start();
     this.pumping = this.pump(this.watcher);
     this.timer = setInterval(() => void this.interval(), o.intervalMs ?? 15_000);
     await this.interval();
@@ -276,6 +284,21 @@ export class Agent {
     yield encode(false);
   }
 
+  /** What each recording file of this run starts with: a Session record, then the open leaks. */
+  private *sessionStart(rotated: boolean): Generator<Buffer> {
+    yield encodeRecord({
+      timeUnixMs: Date.now(),
+      seq: 0,
+      session: { startedUnixMs: this.startedMs, pid: process.pid, host: this.hostname, version: VERSION, thresholdMs: this.thresholdMs, rotated },
+    });
+    yield* this.snapshotParts();
+  }
+
+  /** What the recorder did to an existing file at open (mode tightened, torn tail cut), one sentence each. */
+  recordingNotes(): readonly string[] {
+    return this.recorder?.notes ?? [];
+  }
+
   /** The agent's open leaks as Snapshot parts, made as they are pulled. */
   private snapshotParts(): Generator<Buffer> {
     const now = Date.now();
@@ -283,8 +306,8 @@ export class Agent {
   }
 
   private counters(): AgentCounters {
-    const { emitted, lost, mapFull } = this.watcher?.counters() ?? NO_COUNTERS;
-    return { emitted, lost, mapFull, evictions: this.index.evictions, streamDropped: this.hub.dropped };
+    const { emitted, lost, mapFull, missed } = this.watcher?.counters() ?? NO_COUNTERS;
+    return { emitted, lost, mapFull, missed, evictions: this.index.evictions, streamDropped: this.hub.dropped };
   }
 
   /** Ports per destination from a scan the port watcher just made: at most once a minute (it scans more often when ports run short). */
@@ -340,6 +363,7 @@ export class Agent {
       ...c,
       missed: (this.watcher?.counters() ?? NO_COUNTERS).missed,
       recordingBytes: this.recorder?.bytesWritten ?? 0,
+      recordingRotations: this.recorder?.rotations ?? 0,
       recordingError: this.recorder?.error,
     };
   }

@@ -13,6 +13,7 @@ import type { TcpState } from '../tcp-states';
 import { TCP_STATES } from '../tcp-states';
 import type {
   CloserMessage,
+  ConnectFailureCall,
   ConnectFailureMessage,
   CountersMessage,
   NetnsPortsMessage,
@@ -24,6 +25,7 @@ import type {
   ResolvedHow,
   SnapshotMessage,
   SocketInfoMessage,
+  TcpStateWire,
   U64,
 } from './messages';
 import type { AgentRecord, NetnsPorts, PortFailureRecord, PortPressureRecord, PortsSnapshot, RemotePorts } from './records';
@@ -33,6 +35,7 @@ export interface AgentCounters {
   emitted: bigint;
   lost: bigint;
   mapFull: bigint;
+  missed: bigint;
   evictions: number;
   streamDropped: number;
 }
@@ -45,14 +48,17 @@ export interface SnapshotMeta {
   host: string;
 }
 
-const HOW_TO_WIRE: Record<ResolvedRecord['how'], ResolvedHow> = { close: 'CLOSE', exit: 'EXIT', peer: 'PEER', gone: 'GONE' };
+const HOW_TO_WIRE: Record<ResolvedRecord['how'], ResolvedHow> = { close: 'HOW_CLOSE', exit: 'HOW_EXIT', peer: 'HOW_PEER', gone: 'HOW_GONE' };
 const HOW_FROM_WIRE: Record<ResolvedHow, ResolvedRecord['how']> = {
   HOW_UNSPECIFIED: 'gone',
-  CLOSE: 'close',
-  EXIT: 'exit',
-  PEER: 'peer',
-  GONE: 'gone',
+  HOW_CLOSE: 'close',
+  HOW_EXIT: 'exit',
+  HOW_PEER: 'peer',
+  HOW_GONE: 'gone',
 };
+
+/** TCP_STATE_CLOSE_WAIT ↔ CLOSE_WAIT; sockleak's UNKNOWN is the enum's zero value. */
+const stateToWire = (s: TcpState): TcpStateWire => (s === 'UNKNOWN' ? 'TCP_STATE_UNSPECIFIED' : `TCP_STATE_${s}`);
 
 /** Absent on the wire for null. */
 const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
@@ -71,7 +77,7 @@ function toCloser(c: Closer): CloserMessage {
 export function toSocket(s: SocketInfo): SocketInfoMessage {
   return {
     cookie: s.cookie,
-    state: s.state,
+    state: stateToWire(s.state),
     family: s.family,
     local: s.local,
     remote: s.remote,
@@ -141,6 +147,7 @@ export function toCounters(c: AgentCounters): CountersMessage {
     emitted: c.emitted.toString(),
     lost: c.lost.toString(),
     mapFull: c.mapFull.toString(),
+    missed: c.missed.toString(),
     evictions: c.evictions,
     streamDropped: c.streamDropped,
   };
@@ -155,7 +162,7 @@ function toPortFailure(r: PortFailureRecord): ConnectFailureMessage {
     errnoName: r.errno,
     count: r.count,
     netns: r.netns,
-    call: r.type === 'bind-failure' ? 'BIND' : 'CONNECT',
+    call: (r.type === 'bind-failure' ? 'CALL_BIND' : 'CALL_CONNECT') satisfies ConnectFailureCall,
   };
 }
 
@@ -223,8 +230,11 @@ function fromCloser(c: CloserMessage): Closer {
   return { pid: c.pid, tid: c.tid, comm: c.comm, fd: c.fd ?? null };
 }
 
-function fromState(name: string): TcpState {
-  return (TCP_STATES as readonly string[]).includes(name) ? (name as TcpState) : 'UNKNOWN';
+/** A state this schema does not name (decoded as its number) reads as UNKNOWN. */
+function fromState(wire: TcpStateWire | number): TcpState {
+  if (typeof wire === 'number') return 'UNKNOWN';
+  const bare = wire.slice('TCP_STATE_'.length);
+  return (TCP_STATES as readonly string[]).includes(bare) ? (bare as TcpState) : 'UNKNOWN';
 }
 
 /** Wire → SocketInfo, exactly what `snapshot --json` prints for it. */
@@ -257,7 +267,7 @@ export function fromResolved(m: Extract<RecordBody, { resolved: unknown }>['reso
     local: m.local,
     remote: m.remote,
     closedBy: m.closedBy ? fromCloser(m.closedBy) : null,
-    how: HOW_FROM_WIRE[m.how] ?? 'gone',
+    how: typeof m.how === 'number' ? 'gone' : HOW_FROM_WIRE[m.how],
     heldMs: Number(m.heldMs),
   };
 }
@@ -278,7 +288,7 @@ const twReuse = (n: number): 0 | 1 | 2 => (n === 1 || n === 2 ? n : 0);
 /** Wire → connect-failure or bind-failure record. */
 export function fromPortFailure(m: ConnectFailureMessage): PortFailureRecord {
   return {
-    type: m.call === 'BIND' ? 'bind-failure' : 'connect-failure',
+    type: m.call === 'CALL_BIND' ? 'bind-failure' : 'connect-failure',
     pid: m.pid,
     tid: m.tid,
     comm: m.comm,

@@ -1,12 +1,12 @@
 /**
- * The wire schema, proto/sockleak.proto, loaded at run time with protobufjs's
- * parser.
+ * The wire schema, proto/sockleak/v1/sockleak.proto, loaded at run time with
+ * protobufjs's parser.
  *
- * Why at run time and not generated code: the .proto stays the one definition
- * (nothing generated to keep in sync or to review), protobufjs still compiles
- * each type's encoder and decoder to specialised functions on first use, so
- * encoding costs what static code would, and parsing the file takes ~5 ms once.
- * The TypeScript view of the messages is src/agent/messages.ts.
+ * Why the encoder is not generated code: the .proto stays the one definition
+ * the process runs from, protobufjs still compiles each type's encoder and
+ * decoder to specialised functions on first use, so encoding costs what static
+ * code would, and parsing the file takes a few ms once. Only the TypeScript
+ * view of the messages is generated from it, at build time (src/agent/messages.ts).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import protobuf from 'protobufjs';
 import type { RecordMessage } from './messages';
 
 /** Where the schema lives in a checkout or an installed package. */
-export const PROTO_PATH = path.resolve(__dirname, '..', '..', '..', 'proto', 'sockleak.proto');
+export const PROTO_PATH = path.resolve(__dirname, '..', '..', '..', 'proto', 'sockleak', 'v1', 'sockleak.proto');
 
 /** Fully-qualified name of the envelope message. */
 export const RECORD_TYPE = 'sockleak.v1.Record';

@@ -13,6 +13,7 @@ import { arg, parseCount, parseDuration, parseSize } from './parse';
 export interface AgentCommandOptions {
   listen?: { host: string; port: number };
   record?: string;
+  recordMaxSize?: number;
   threshold?: number;
   maxSockets?: number;
   top?: number;
@@ -40,6 +41,7 @@ function parseStreamQueue(text: string): number {
 }
 
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
+  if (options.recordMaxSize !== undefined && options.record === undefined) throw new UsageError('--record-max-size needs --record FILE');
   // Scans run on the libuv pool, and glibc gives each pool thread its own malloc arena, which keeps
   // the high-water mark of the largest scan buffer dirty: one thread, one arena (~100 MB less at
   // 200k leaks). Read when the pool starts, at its first use: nothing before this line uses it.
@@ -55,6 +57,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   const config: AgentOptions = {
     ...(options.listen && { host: options.listen.host, port: options.listen.port }),
     ...(options.record !== undefined && { recordPath: options.record }),
+    ...(options.recordMaxSize !== undefined && { recordMaxBytes: options.recordMaxSize }),
     ...(options.threshold !== undefined && { thresholdMs: options.threshold }),
     ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
     ...(options.top !== undefined && { top: options.top }),
@@ -65,6 +68,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   // Loaded on use: prom-client and protobufjs would cost every other command ~60 ms of start-up.
   const { startAgent } = await import('../agent/agent');
   const agent = await startAgent(config);
+  for (const note of agent.recordingNotes()) process.stderr.write(`sockleak: --record ${note}\n`);
   const stop = (): void => void agent.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -95,7 +99,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   process.stderr.write(
     `sockleak: ${s.leaksOpen} leaks open, ${s.records} records, ${s.emitted} events, ${s.lost} lost, ${s.missed} missed, ${s.mapFull} map-full, ` +
       `${s.evictions} evicted, ${s.streamDropped} dropped for slow subscribers` +
-      `${options.record ? `, ${s.recordingBytes} bytes recorded${s.recordingError ? ` (recording failed: ${s.recordingError.message})` : ''}` : ''}\n`,
+      `${options.record ? `, ${s.recordingBytes} bytes recorded${s.recordingRotations ? ` (rotated ${s.recordingRotations} times)` : ''}${s.recordingError ? ` (recording failed: ${s.recordingError.message})` : ''}` : ''}\n`,
   );
   return 0;
 }
@@ -105,7 +109,16 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .command('agent')
     .description('run continuously: Prometheus /metrics, a protobuf record /stream, optionally a recording for `sockleak report`')
     .option('--listen <host:port>', 'address for /metrics, /stream and /healthz (default 127.0.0.1:9466)', arg(parseListen))
-    .option('--record <file>', 'also write the record stream to this file (truncated first), flushed every second')
+    .option('--record <file>', 'also append the record stream to this file (mode 0600; each start adds a session), flushed every second')
+    .option(
+      '--record-max-size <size>',
+      'rotate the recording to FILE.1 (replacing it) before FILE grows past this, e.g. 256MiB or 1GB (default 256MiB, at least 1MiB)',
+      arg((t) => {
+        const n = parseSize(t, '--record-max-size');
+        if (n < 1 << 20) throw new UsageError(`--record-max-size: '${t}' is ${n} bytes; use at least 1MiB`);
+        return n;
+      }),
+    )
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .addOption(
       new Option('--max-sockets <n>', 'most leaks tracked at once; the oldest are evicted beyond it (default 250000)').argParser(

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
 import { describeFallback, onFallback } from '../fallbacks';
 import { helpFooter } from './help';
+import { VERSION } from '../version';
 
 /** What a command's action hands back: its exit code, when it is done. */
 export type SetResult = (result: Promise<number>) => void;
@@ -47,7 +48,7 @@ const RUN_ONLY = new Set<number>([ExitCode.LEAKED, ExitCode.COMMAND_NOT_EXECUTAB
 function program(setResult: SetResult, argv: readonly string[], beforeAction: () => void): Command {
   const cli = new (commander().Command)('sockleak')
     .description('Find leaked TCP sockets (CLOSE_WAIT, TIME_WAIT) and the process, thread and fd holding them.')
-    .version(require('../../../package.json').version)
+    .version(VERSION)
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined })
