@@ -4,6 +4,7 @@ import { Option } from 'commander';
 import { loadAddon } from '../addon';
 import type { AgentOptions } from '../agent/agent';
 import { UsageError } from '../errors';
+import { describeCapabilityGaps } from '../preflight';
 import { formatAge } from './format';
 import type { RegisterCommand } from './main';
 import { tracefsNote } from './output';
@@ -19,6 +20,8 @@ export interface AgentCommandOptions {
   streamQueue?: number;
   /** false with --no-ports. */
   ports?: boolean;
+  /** --web.config.file (commander keeps the dots: `web.config.file`). */
+  'web.config.file'?: string;
 }
 
 /** `127.0.0.1:9466`, `[::1]:9466`, `0.0.0.0:9466`; port 0 picks a free one. */
@@ -61,6 +64,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.interval !== undefined && { intervalMs: options.interval }),
     ...(options.streamQueue !== undefined && { streamQueueBytes: options.streamQueue }),
     ...(options.ports === false && { ports: false }),
+    ...(options['web.config.file'] !== undefined && { webConfigFile: options['web.config.file'] }),
   };
   // Loaded on use: prom-client and protobufjs would cost every other command ~60 ms of start-up.
   const { startAgent } = await import('../agent/agent');
@@ -69,9 +73,11 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const { host, port } = agent.address;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = `${agent.scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const gaps = describeCapabilityGaps(agent.capabilityGaps());
+  const exposed = agent.exposure();
   process.stderr.write(
-    `${tracefsNote(agent.hooks())}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
+    `${tracefsNote(agent.hooks())}${gaps ? `sockleak: ${gaps}\n` : ''}${exposed ? `sockleak: ${exposed}\n` : ''}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
       `CLOSE_WAIT longer than ${formatAge(options.threshold ?? 30_000)} is a leak; SIGTERM or Ctrl-C to stop\n`,
   );
   try {
@@ -108,6 +114,7 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <bytes>', 'per /stream subscriber queue bound; a slower subscriber loses its oldest records (default 4MiB)', arg((t) => parseBytes(t, '--stream-queue')))
+    .option('--web.config.file <file>', 'TLS and basic auth for the endpoints, in the Prometheus exporters\' web config format (docs/agent.md)')
     .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
 };
