@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*" >&2; }
 
-# Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests.
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps)
+# Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests;
+# openssl (throwaway certificates) and systemd (systemd-analyze verify of deploy/systemd) for the deploy tests.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps openssl systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

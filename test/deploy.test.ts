@@ -1,0 +1,154 @@
+/**
+ * deploy/: the systemd unit (systemd-analyze verify, and the agent run for real
+ * with exactly the unit's capabilities as a user that is not root), the
+ * Kubernetes manifest (validated against the Kubernetes API schema with
+ * kubernetes-models, and consistent with the agent's flags), and the
+ * Dockerfile (no docker daemon here: checked against package.json and the docs).
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { parseAllDocuments } from 'yaml';
+import { DaemonSet } from 'kubernetes-models/apps/v1';
+import { Namespace, ServiceAccount } from 'kubernetes-models/v1';
+import { CLI, ROOT, sleep, startBackend, startHolder, waitFor } from './helpers';
+
+const UNIT = path.join(ROOT, 'deploy', 'systemd', 'sockleak-agent.service');
+const MANIFEST = path.join(ROOT, 'deploy', 'kubernetes', 'daemonset.yaml');
+const DOCKERFILE = path.join(ROOT, 'deploy', 'Dockerfile');
+const DOCS = path.join(ROOT, 'docs', 'deploy.md');
+const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string; engines: { node: string } };
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-deploy-'));
+const cleanups: Array<() => void> = [];
+after(() => {
+  for (const c of cleanups.reverse()) c();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** `Key=value` settings of a unit file's [Service] section, in order (keys may repeat). */
+function serviceSettings(text: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  let section = '';
+  for (const line of text.split('\n')) {
+    const header = /^\[(\w+)\]$/.exec(line.trim());
+    if (header) section = header[1]!;
+    const m = /^(\w+)=(.*)$/.exec(line);
+    if (m && section === 'Service') out.push([m[1]!, m[2]!]);
+  }
+  return out;
+}
+
+const setting = (text: string, key: string): string => {
+  const found = serviceSettings(text).filter(([k]) => k === key);
+  assert.equal(found.length, 1, `${key} once in the unit`);
+  return found[0]![1];
+};
+
+/** systemd-analyze verify of unit text, with ExecStart pointing at this checkout (verify wants the binary to exist). */
+function verify(text: string, name: string): { code: number | null; output: string } {
+  const file = path.join(dir, name);
+  writeFileSync(file, text.replaceAll('/usr/local/bin/sockleak', CLI));
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', file], { encoding: 'utf8' });
+  assert.ok(!r.error, `systemd-analyze: ${r.error?.message} (scripts/setup.sh installs it: Debian package systemd)`);
+  return { code: r.status, output: `${r.stdout}${r.stderr}`.trim() };
+}
+
+test('the systemd unit passes systemd-analyze verify without a warning; a wrong key or value does not', () => {
+  const unit = readFileSync(UNIT, 'utf8');
+  assert.deepEqual(verify(unit, 'sockleak-agent.service'), { code: 0, output: '' });
+  // verify only warns about these (exit 0): the test must see the warning.
+  const typo = verify(unit.replace('ProtectSystem=strict', 'ProtectSytem=strict'), 'typo.service');
+  assert.match(typo.output, /Unknown key 'ProtectSytem'/);
+  const value = verify(unit.replace('ProtectSystem=strict', 'ProtectSystem=stric'), 'value.service');
+  assert.match(value.output, /Failed to parse protect system value/);
+
+  // The least privilege: a user of its own, capabilities as ambient ones, nothing to gain at exec.
+  assert.equal(setting(unit, 'DynamicUser'), 'yes');
+  assert.equal(setting(unit, 'NoNewPrivileges'), 'yes');
+  assert.equal(setting(unit, 'ProtectSystem'), 'strict');
+  assert.equal(setting(unit, 'AmbientCapabilities'), setting(unit, 'CapabilityBoundingSet'));
+  assert.match(setting(unit, 'ExecStart'), /^\/usr\/local\/bin\/sockleak agent --listen 127\.0\.0\.1:9466\b/, 'loopback by default');
+});
+
+/** GET a local URL's body. */
+function fetchText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
+  });
+}
+
+/** The agent as the unit runs it: ExecStart's flags, the unit's ambient capabilities, a user that is not root. */
+async function runAsUnit(extraCaps: string[]): Promise<{ base: string; stderr: () => string; stop: () => Promise<number | null> }> {
+  const unit = readFileSync(UNIT, 'utf8');
+  const caps = [...setting(unit, 'AmbientCapabilities').split(/\s+/), ...extraCaps].map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+  const flags = setting(unit, 'ExecStart').split(/\s+/).slice(1).join(' ').replace('127.0.0.1:9466', '127.0.0.1:0').split(' ');
+  // What CacheDirectory= gives the service: a directory of its own user.
+  const cache = mkdtempSync(path.join(dir, 'cache-'));
+  chownSync(cache, 65534, 65534);
+  const child = spawn(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`, '--no-new-privs',
+      process.execPath, CLI, ...flags, '--threshold', '1s'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } },
+  );
+  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await waitFor(() => /agent on http:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
+  const m = /agent on (http:\/\/[^ ]+) /.exec(stderr);
+  assert.ok(m, `agent did not start with the unit's capabilities: ${stderr}`);
+  return {
+    base: m[1]!,
+    stderr: () => stderr,
+    stop: () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+test("the unit's capabilities are enough for a user that is not root: a root process's leak is found with its holder; what is lost is one line", async () => {
+  const backend = await startBackend('127.0.0.1');
+  const holder = await startHolder();
+  cleanups.push(() => holder.kill());
+  await holder.request({ op: 'connect', host: backend.host, port: backend.port });
+  await backend.remove(); // the holder's socket goes to CLOSE_WAIT and stays: a leak held by root with every capability
+
+  const agent = await runAsUnit([]);
+  try {
+    const want = new RegExp(`^sockleak_close_wait_leaked_by_process\\{pid="${holder.pid}",comm="python3"\\} 1$`, 'm');
+    let metrics = '';
+    for (const deadline = Date.now() + 20_000; !want.test(metrics) && Date.now() < deadline; await sleep(250)) {
+      metrics = await fetchText(`${agent.base}/metrics`);
+    }
+    assert.match(metrics, want, `the leak and its holder in /metrics; stderr: ${agent.stderr()}`);
+    const lines = agent.stderr().split('\n').filter((l) => /without CAP_/.test(l));
+    assert.deepEqual(lines, [
+      'sockleak: without CAP_SYS_ADMIN and CAP_SYS_PTRACE: sockets of other network namespaces are not counted (sockleak_sockets, TIME_WAIT and free ports per destination: this namespace only; leaks in every namespace are still found)',
+    ]);
+    assert.doesNotMatch(agent.stderr(), /bpf refused/, 'BPF works with the unit capabilities');
+    assert.equal(await agent.stop(), 0);
+  } finally {
+    await agent.stop();
+  }
+
+  // The drop-in of the unit's comment gives them back: no line.
+  const full = await runAsUnit(['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE']);
+  try {
+    assert.doesNotMatch(full.stderr(), /without CAP_/);
+  } finally {
+    await full.stop();
+  }
+});
