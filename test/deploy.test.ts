@@ -152,3 +152,118 @@ test("the unit's capabilities are enough for a user that is not root: a root pro
     await full.stop();
   }
 });
+
+type Doc = { apiVersion: string; kind: string; [k: string]: unknown };
+
+/** The manifest's documents, each validated by the kubernetes-models class of its apiVersion and kind. */
+function validateManifest(text: string): Doc[] {
+  const docs = parseAllDocuments(text).map((d) => {
+    assert.deepEqual(d.errors, [], 'YAML');
+    return d.toJS() as Doc;
+  });
+  const models: Record<string, new (data: never) => { validate(): void }> = {
+    'v1/Namespace': Namespace,
+    'v1/ServiceAccount': ServiceAccount,
+    'apps/v1/DaemonSet': DaemonSet,
+  };
+  for (const doc of docs) {
+    const Model = models[`${doc.apiVersion}/${doc.kind}`];
+    assert.ok(Model, `no model for ${doc.apiVersion} ${doc.kind}`);
+    new Model(doc as never).validate();
+  }
+  return docs;
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- the manifest as parsed, checked field by field */
+test('the DaemonSet manifest validates against the Kubernetes API schema; mutated copies are rejected', () => {
+  const text = readFileSync(MANIFEST, 'utf8');
+  const docs = validateManifest(text);
+  assert.deepEqual(
+    docs.map((d) => d.kind),
+    ['Namespace', 'ServiceAccount', 'DaemonSet'],
+  );
+
+  const ds = docs[2] as any;
+  const pod = ds.spec.template.spec;
+  const agent = pod.containers[0];
+  assert.equal(pod.hostPID, true, 'hostPID: holders and network namespaces of the host');
+  assert.equal(pod.automountServiceAccountToken, false, 'no API access');
+  assert.deepEqual(agent.securityContext.capabilities, { drop: ['ALL'], add: ['BPF', 'PERFMON', 'SYS_PTRACE', 'SYS_ADMIN'] });
+  assert.equal(agent.securityContext.privileged, false);
+  assert.equal(agent.securityContext.allowPrivilegeEscalation, false);
+  assert.equal(agent.securityContext.readOnlyRootFilesystem, true);
+  const mounts = Object.fromEntries(agent.volumeMounts.map((m: any) => [m.mountPath, m]));
+  const volumes = Object.fromEntries(pod.volumes.map((v: any) => [v.name, v]));
+  for (const hostDir of ['/sys/kernel/btf', '/sys/kernel/tracing']) {
+    assert.equal(mounts[hostDir]?.readOnly, true, `${hostDir} mounted read-only`);
+    assert.equal(volumes[mounts[hostDir].name]?.hostPath?.path, hostDir);
+  }
+  assert.ok(volumes[mounts['/var/cache/sockleak'].name]?.emptyDir, 'a writable probe cache on a read-only root');
+
+  // One port everywhere: the agent's --listen, the container port, the scrape annotation, the probe.
+  const args: string[] = agent.args;
+  const port = Number(/:(\d+)$/.exec(args[args.indexOf('--listen') + 1]!)?.[1]);
+  assert.equal(args[0], 'agent');
+  assert.equal(agent.ports[0].containerPort, port);
+  const annotations = ds.spec.template.metadata.annotations;
+  assert.equal(annotations['prometheus.io/scrape'], 'true');
+  assert.equal(Number(annotations['prometheus.io/port']), port);
+  assert.equal(annotations['prometheus.io/scheme'], 'https', 'beyond loopback: TLS');
+  assert.equal(agent.livenessProbe.httpGet.path, '/healthz');
+  assert.equal(agent.livenessProbe.httpGet.port, agent.ports[0].name);
+  const webConfig = args[args.indexOf('--web.config.file') + 1]!;
+  assert.equal(volumes[mounts[path.dirname(webConfig)].name]?.secret?.secretName, 'sockleak-web-config');
+  assert.equal(agent.image, `sockleak:${pkg.version}`, 'the image of this version');
+
+  // The schema check can fail: wrong types and a missing required field are refused.
+  const mutations: Array<[string, string, RegExp]> = [
+    ['hostPID: true', 'hostPID: "yes"', /hostPID must be boolean/],
+    ['containerPort: 9466', 'containerPort: "9466"', /containerPort must be integer/],
+    ['readOnlyRootFilesystem: true', 'readOnlyRootFilesystem: 1', /readOnlyRootFilesystem must be boolean/],
+    ['        - name: agent\n', '        - nam: agent\n', /must have required property '?name'?/],
+  ];
+  for (const [from, to, want] of mutations) {
+    assert.ok(text.includes(from), from);
+    assert.throws(() => validateManifest(text.replace(from, to)), want, `${to} must be refused`);
+  }
+});
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+test("the DaemonSet's capabilities, for real: root with only those sees every namespace and says nothing is lost", async () => {
+  const text = readFileSync(MANIFEST, 'utf8');
+  const added: string[] = (validateManifest(text)[2] as any).spec.template.spec.containers[0].securityContext.capabilities.add; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const caps = added.map((c) => `+${c.toLowerCase()}`).join(',');
+  // A leak in a network namespace of its own, as in a pod.
+  const leaker = spawn('unshare', ['-n', 'python3', '-c', LEAK_PY], { stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanups.push(() => leaker.exitCode === null && leaker.kill('SIGKILL'));
+  const netns = await new Promise<string>((resolve) => leaker.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
+  const child = spawn('setpriv', [`--inh-caps=-all,${caps}`, `--bounding-set=-all,${caps}`, '--no-new-privs', process.execPath, CLI, 'agent', '--listen', '127.0.0.1:0', '--threshold', '1s', '--interval', '1s'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, SOCKLEAK_CACHE_DIR: mkdtempSync(path.join(dir, 'cache-')) },
+  });
+  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  await waitFor(() => /agent on http:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
+  const base = /agent on (http:\/\/[^ ]+) /.exec(stderr)?.[1];
+  assert.ok(base, stderr);
+  const want = new RegExp(`^sockleak_sockets\\{state="CLOSE_WAIT",netns="${netns}"\\} 1$`, 'm');
+  let metrics = '';
+  for (const deadline = Date.now() + 20_000; !want.test(metrics) && Date.now() < deadline; await sleep(250)) {
+    metrics = await fetchText(`${base}/metrics`);
+  }
+  child.kill('SIGTERM');
+  assert.match(metrics, want, `the pod-like namespace's sockets are counted; stderr: ${stderr}`);
+  assert.doesNotMatch(stderr, /without CAP_|bpf refused|setns refused/);
+});
+
+/** Makes one CLOSE_WAIT socket in its own network namespace, prints that namespace's inode, and holds it. */
+const LEAK_PY = `
+import os, socket, subprocess, time
+subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)
+c = socket.create_connection(s.getsockname())
+a, _ = s.accept(); a.close(); s.close()
+print(os.stat('/proc/self/ns/net').st_ino, flush=True)
+time.sleep(600)
+`;
