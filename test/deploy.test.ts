@@ -124,6 +124,7 @@ test("the unit's capabilities are enough for a user that is not root: a root pro
   const holder = await startHolder();
   cleanups.push(() => holder.kill());
   await holder.request({ op: 'connect', host: backend.host, port: backend.port });
+  await waitFor(() => backend.accepted.length === 1, 5_000, 'the backend accepts'); // closing a listener resets what it has not accepted: no CLOSE_WAIT
   await backend.remove(); // the holder's socket goes to CLOSE_WAIT and stays: a leak held by root with every capability
 
   const agent = await runAsUnit([]);
@@ -267,3 +268,41 @@ a, _ = s.accept(); a.close(); s.close()
 print(os.stat('/proc/self/ns/net').st_ino, flush=True)
 time.sleep(600)
 `;
+
+test('the Dockerfile installs the packed tarball of this version and the runtime packages docs/deploy.md names', () => {
+  const text = readFileSync(DOCKERFILE, 'utf8').replace(/\\\n/g, ' ');
+  const instructions = text
+    .split('\n')
+    .filter((l) => l.trim() && !l.trimStart().startsWith('#'))
+    .map((l) => {
+      const m = /^([A-Z]+)\s+(.*)$/.exec(l.trim());
+      assert.ok(m, `not an instruction: ${l}`);
+      return [m[1]!, m[2]!] as const;
+    });
+  const known = new Set(['FROM', 'ARG', 'RUN', 'COPY', 'ENV', 'EXPOSE', 'ENTRYPOINT', 'CMD', 'USER', 'WORKDIR', 'LABEL']);
+  for (const [op] of instructions) assert.ok(known.has(op), `unknown instruction ${op}`);
+  const one = (op: string): string => {
+    const found = instructions.filter(([o]) => o === op);
+    assert.equal(found.length, 1, `${op} once`);
+    return found[0]![1];
+  };
+
+  const from = /^node:(\d+)-bookworm-slim$/.exec(one('FROM'));
+  assert.ok(from, 'node on Debian 12, as the tests run');
+  assert.ok(Number(from[1]) >= Number(/\d+/.exec(pkg.engines.node)?.[0]), `node ${from[1]} satisfies engines ${pkg.engines.node}`);
+  assert.equal(one('ARG'), `SOCKLEAK_VERSION=${pkg.version}`, 'the version npm pack names the tarball with');
+  assert.match(one('COPY'), /^sockleak-\$\{SOCKLEAK_VERSION\}\.tgz \/tmp\/$/);
+  const runs = instructions.filter(([o]) => o === 'RUN').map(([, r]) => r);
+  assert.ok(runs.some((r) => /npm install -g --omit=dev \/tmp\/sockleak-\$\{SOCKLEAK_VERSION\}\.tgz/.test(r)));
+
+  const installed = /apt-get install -y --no-install-recommends ([a-z0-9 .+-]+?)\s*&&/.exec(runs.join('\n'))?.[1]?.split(/\s+/).sort();
+  const documented = /^Runtime packages \(Debian\): `([^`]+)`/m.exec(readFileSync(DOCS, 'utf8'))?.[1]?.split(/\s+/).sort();
+  assert.ok(documented, 'docs/deploy.md names the runtime packages');
+  assert.deepEqual(installed, documented);
+
+  assert.equal(one('ENTRYPOINT'), '["sockleak"]');
+  assert.ok(Object.hasOwn((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: object }).bin, 'sockleak'));
+  const cmd = JSON.parse(one('CMD')) as string[];
+  assert.deepEqual(cmd.slice(0, 2), ['agent', '--listen']);
+  assert.equal(cmd[2], `0.0.0.0:${one('EXPOSE')}`);
+});
