@@ -164,6 +164,7 @@ test('listening beyond loopback without a web config: one start-up line says so'
   try {
     const lines = agent.stderr().split('\n').filter((l) => /without TLS/.test(l));
     assert.deepEqual(lines, [`sockleak: serving /metrics and /stream without TLS or authentication on 0.0.0.0:${agent.port}; see --web.config.file`]);
+    assert.doesNotMatch(agent.stderr(), /without CAP_/, 'root has every capability: nothing lost');
   } finally {
     await agent.stop();
   }
