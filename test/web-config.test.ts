@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
@@ -95,7 +95,7 @@ function get(port: number, pathname: string, options: https.RequestOptions = {})
   });
 }
 
-const CA = execFileSync('cat', [file('ca.crt')]);
+const CA = readFileSync(file('ca.crt'));
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 test('TLS and basic auth: right password 200, wrong or none 401, plain HTTP and an untrusting client fail, /healthz open', async () => {
@@ -142,20 +142,31 @@ test('TLS and basic auth: right password 200, wrong or none 401, plain HTTP and 
   }
 });
 
-test('client certificates: RequireAndVerifyClientCert takes the CA-signed one, refuses none and a stranger', async () => {
+test('client certificates: RequireAndVerifyClientCert takes the CA-signed one, refuses none and a stranger; VerifyClientCertIfGiven also takes none', async () => {
   writeFileSync(
     file('mtls.yml'),
     `tls_server_config:\n  cert_file: ${file('server.crt')}\n  key_file: ${file('server.key')}\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n`,
   );
+  const client = { cert: readFileSync(file('client.crt')), key: readFileSync(file('client.key')) };
+  const stranger = { cert: readFileSync(file('stranger.crt')), key: readFileSync(file('stranger.key')) };
   const agent = await startAgent(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
   try {
-    const client = { cert: execFileSync('cat', [file('client.crt')]), key: execFileSync('cat', [file('client.key')]) };
     assert.equal((await get(agent.port, '/metrics', client)).status, 200);
     await assert.rejects(get(agent.port, '/metrics'), 'no client certificate');
-    const stranger = { cert: execFileSync('cat', [file('stranger.crt')]), key: execFileSync('cat', [file('stranger.key')]) };
     await assert.rejects(get(agent.port, '/metrics', stranger), 'a certificate the CA did not sign');
   } finally {
     await agent.stop();
+  }
+
+  // VerifyClientCertIfGiven: none is fine, a given one must verify.
+  writeFileSync(file('mtls.yml'), readFileSync(file('mtls.yml'), 'utf8').replace('RequireAndVerifyClientCert', 'VerifyClientCertIfGiven'));
+  const lenient = await startAgent(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
+  try {
+    assert.equal((await get(lenient.port, '/metrics')).status, 200);
+    assert.equal((await get(lenient.port, '/metrics', client)).status, 200);
+    await assert.rejects(get(lenient.port, '/metrics', stranger), 'a certificate the CA did not sign');
+  } finally {
+    await lenient.stop();
   }
 });
 

@@ -46,7 +46,12 @@ function handle(routes: Routes, req: http.IncomingMessage, res: http.ServerRespo
   }
   if (web?.auth) {
     web.auth.check(req.headers.authorization).then(
-      (ok) => (ok ? serve(routes, path, res, streams) : plain(res, 401, 'unauthorized', { 'WWW-Authenticate': 'Basic realm="sockleak", charset="UTF-8"' })),
+      (ok) => {
+        // A client gone during the check: a /stream subscription now would never see its 'close'.
+        if (res.destroyed) return;
+        if (ok) serve(routes, path, res, streams);
+        else plain(res, 401, 'unauthorized', { 'WWW-Authenticate': 'Basic realm="sockleak", charset="UTF-8"' });
+      },
       (err: unknown) => plain(res, 500, `authentication failed: ${err instanceof Error ? err.message : String(err)}`),
     );
     return;
