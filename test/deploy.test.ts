@@ -88,20 +88,37 @@ function fetchText(url: string): Promise<string> {
   });
 }
 
-/** The agent as the unit runs it: ExecStart's flags, the unit's ambient capabilities, a user that is not root. */
-async function runAsUnit(extraCaps: string[]): Promise<{ base: string; stderr: () => string; stop: () => Promise<number | null> }> {
+/**
+ * What ProtectSystem=strict, ProtectHome=yes, PrivateTmp=yes, ProtectKernelTunables=yes and
+ * CacheDirectory= make of the file system, as far as a mount namespace can without systemd: `/`
+ * (here one file system, /home, /root and /tmp included) and /proc/sys read-only, a private /tmp,
+ * and the cache directory the only place the service's user can write.
+ */
+const SANDBOX = `set -e
+mkdir -p /var/cache/sockleak
+mount -t tmpfs -o uid=65534,gid=65534,mode=0700 tmpfs /var/cache/sockleak
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -o remount,bind,ro /
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+mount -o remount,bind,ro /sys
+if touch /var/lib/.sockleak-rw-check 2>/dev/null; then echo "sandbox: / is writable" >&2; exit 99; fi
+exec "$@"`;
+
+/** The agent as the unit runs it: ExecStart's flags, the unit's ambient capabilities, a user that is not root, the unit's file system (sandbox). */
+async function runAsUnit(extraCaps: string[], sandbox: boolean): Promise<{ base: string; stderr: () => string; stop: () => Promise<number | null> }> {
   const unit = readFileSync(UNIT, 'utf8');
   const caps = [...setting(unit, 'AmbientCapabilities').split(/\s+/), ...extraCaps].map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
   const flags = setting(unit, 'ExecStart').split(/\s+/).slice(1).join(' ').replace('127.0.0.1:9466', '127.0.0.1:0').split(' ');
-  // What CacheDirectory= gives the service: a directory of its own user.
-  const cache = mkdtempSync(path.join(dir, 'cache-'));
-  chownSync(cache, 65534, 65534);
-  const child = spawn(
-    'setpriv',
-    ['--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`, '--no-new-privs',
-      process.execPath, CLI, ...flags, '--threshold', '1s'],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } },
-  );
+  // What CacheDirectory= gives the service: a directory of its own user (in the sandbox, a tmpfs on the default one).
+  const cache = sandbox ? '/var/cache/sockleak' : mkdtempSync(path.join(dir, 'cache-'));
+  if (!sandbox) chownSync(cache, 65534, 65534);
+  const agent = [
+    'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`, '--no-new-privs',
+    process.execPath, CLI, ...flags, '--threshold', '1s',
+  ];
+  const argv = sandbox ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', SANDBOX, 'sandbox', ...agent] : agent;
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } });
   cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -119,7 +136,7 @@ async function runAsUnit(extraCaps: string[]): Promise<{ base: string; stderr: (
   };
 }
 
-test("the unit's capabilities are enough for a user that is not root: a root process's leak is found with its holder; what is lost is one line", async () => {
+test("the unit's capabilities and file system are enough for a user that is not root: a root process's leak is found with its holder; what is lost is one line", async () => {
   const backend = await startBackend('127.0.0.1');
   const holder = await startHolder();
   cleanups.push(() => holder.kill());
@@ -127,7 +144,7 @@ test("the unit's capabilities are enough for a user that is not root: a root pro
   await waitFor(() => backend.accepted.length === 1, 5_000, 'the backend accepts'); // closing a listener resets what it has not accepted: no CLOSE_WAIT
   await backend.remove(); // the holder's socket goes to CLOSE_WAIT and stays: a leak held by root with every capability
 
-  const agent = await runAsUnit([]);
+  const agent = await runAsUnit([], true);
   try {
     const want = new RegExp(`^sockleak_close_wait_leaked_by_process\\{pid="${holder.pid}",comm="python3"\\} 1$`, 'm');
     let metrics = '';
@@ -146,7 +163,7 @@ test("the unit's capabilities are enough for a user that is not root: a root pro
   }
 
   // The drop-in of the unit's comment gives them back: no line.
-  const full = await runAsUnit(['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE']);
+  const full = await runAsUnit(['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE'], false);
   try {
     assert.doesNotMatch(full.stderr(), /without CAP_/);
   } finally {
