@@ -10,8 +10,9 @@ say() { echo "setup: $*" >&2; }
 
 # Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests;
 # prometheus (Prometheus 2.42 and promtool) for the metrics, rules and live-scrape tests;
-# protobuf-compiler: test/proto.test.ts compiles the schema with its own protoc example.
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps prometheus protobuf-compiler)
+# protobuf-compiler: test/proto.test.ts compiles the schema with its own protoc example;
+# openssl (throwaway certificates) and systemd (systemd-analyze verify of deploy/systemd) for the deploy tests.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps prometheus protobuf-compiler openssl systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,6 +19,8 @@ export const ExitCode = {
   SOFTWARE: 70,
   /** Not root, or missing CAP_BPF/CAP_PERFMON. */
   NO_PERMISSION: 77,
+  /** A configuration file is wrong: unknown key, bad value, unusable certificate (`agent --web.config.file`). */
+  CONFIG: 78,
   /** `run`: the command exists but cannot be executed (as shells report it). */
   COMMAND_NOT_EXECUTABLE: 126,
   /** `run`: the command was not found (as shells report it). */
@@ -53,6 +55,13 @@ export class NotFoundError extends SockleakError {
 export class DataError extends SockleakError {
   constructor(message: string) {
     super(message, ExitCode.DATA);
+  }
+}
+
+/** A configuration file (`--web.config.file`) is wrong; the message names the file and the key. */
+export class ConfigError extends SockleakError {
+  constructor(message: string) {
+    super(message, ExitCode.CONFIG);
   }
 }
 

@@ -46,6 +46,7 @@ export {
   type AuditActor,
 } from './reap';
 export { startAgent, Agent, type AgentOptions, type AgentStatus } from './agent/agent';
+export type { CapabilityGap } from './preflight';
 export { PROTO_PATH, RECORD_TYPE, encodeRecord, decodeRecordBytes } from './agent/schema';
 export type { RecordMessage } from './agent/messages';
 export { readRecording, type RecordAt } from './recording';

@@ -7,6 +7,7 @@ import { KernelUnsupportedError, NotFoundError, PermissionError } from './errors
 import { isNativeError } from './addon';
 import { describeMissing } from './features';
 
+const CAP_SYS_PTRACE = 19n;
 const CAP_SYS_ADMIN = 21n;
 const CAP_PERFMON = 38n;
 const CAP_BPF = 39n;
@@ -51,6 +52,44 @@ export function canReadEveryProcess(): boolean {
 /** Whether this process may enter other network namespaces (setns), to dump their sockets without BPF. */
 export function canEnterNetns(): boolean {
   return has(effectiveCaps(), CAP_SYS_ADMIN);
+}
+
+/** A capability this process runs without, and what sockleak cannot see for it. */
+export interface CapabilityGap {
+  /** `CAP_SYS_ADMIN`, or two names joined by `and` when only both together give it back. */
+  capability: string;
+  /** What is not seen, for people. */
+  lost: string;
+}
+
+/**
+ * What a long-running agent cannot see with this process's capabilities,
+ * beyond what BPF itself needs (requireBpfPrivileges, and the fallbacks noted
+ * when BPF is refused): empty with all of them. Other network namespaces are
+ * found through /proc/PID/ns/net of their processes (ptrace read access:
+ * CAP_SYS_PTRACE for other users' processes, and root's with more capabilities)
+ * and entered with setns() (CAP_SYS_ADMIN); leaks in them are still found,
+ * the tracer and the task-file scans see every namespace.
+ */
+export function capabilityGaps(caps: bigint = effectiveCaps()): CapabilityGap[] {
+  const gaps: CapabilityGap[] = [];
+  const missing = [has(caps, CAP_SYS_ADMIN) ? '' : 'CAP_SYS_ADMIN', has(caps, CAP_SYS_PTRACE) ? '' : 'CAP_SYS_PTRACE'].filter(Boolean);
+  if (missing.length) {
+    gaps.push({
+      capability: missing.join(' and '),
+      lost: 'sockets of other network namespaces are not counted (sockleak_sockets, TIME_WAIT and free ports per destination: this namespace only; leaks in every namespace are still found)',
+    });
+  }
+  const bpf = has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON));
+  if (!bpf && !has(caps, CAP_SYS_PTRACE)) {
+    gaps.push({ capability: 'CAP_SYS_PTRACE', lost: "the holders of other users' sockets (no BPF, and their /proc/PID/fd cannot be read)" });
+  }
+  return gaps;
+}
+
+/** The one line that says what capabilityGaps() loses: `without CAP_SYS_ADMIN: ...; without ...`, or '' with none. */
+export function describeCapabilityGaps(gaps: readonly CapabilityGap[]): string {
+  return gaps.map((g) => `without ${g.capability}: ${g.lost}`).join('; ');
 }
 
 /**

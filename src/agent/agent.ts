@@ -21,6 +21,7 @@
  */
 import os from 'node:os';
 import { UsageError } from '../errors';
+import { capabilityGaps, type CapabilityGap } from '../preflight';
 import { watchWithPorts, type PortAwareWatcher } from '../port-watch';
 import type { TraceCounters } from '../events';
 import type { TracerHooks } from '../tracer';
@@ -38,6 +39,7 @@ import { encodeRecord } from './schema';
 import { StateCounter, type StateCount } from './state-counts';
 import { StreamHub } from './stream-hub';
 import { VERSION } from '../version';
+import { exposure, loadWebConfig, type WebConfig } from './web-config';
 
 export interface AgentOptions {
   /** Address to listen on. Default 127.0.0.1: the metrics name processes and peers, keep them local. */
@@ -70,6 +72,12 @@ export interface AgentOptions {
    */
   ports?: boolean;
   btfPath?: string;
+  /**
+   * A web configuration file in the Prometheus exporters' format
+   * (exporter-toolkit's `--web.config.file`): TLS, client certificates, basic
+   * auth with bcrypt hashes. Read at start; a bad file throws ConfigError.
+   */
+  webConfigFile?: string;
 }
 
 /** How often the engine rescans every reported leak's owners. */
@@ -130,6 +138,8 @@ export class Agent {
   private readonly hostname = os.hostname();
   private readonly startedMs = Date.now();
   private server: AgentServer | undefined;
+  private web: WebConfig | undefined;
+  private gaps: CapabilityGap[] = [];
   private watcher: PortAwareWatcher | undefined;
   private counter: StateCounter | undefined;
   private portCount: Promise<void> | undefined;
@@ -203,7 +213,10 @@ export class Agent {
 
   private async begin(): Promise<void> {
     const o = this.options;
-    // The recording first: a file it refuses fails the start before any BPF is loaded.
+    // Before any BPF is loaded: a wrong file is a one-line error, not a half-started agent.
+    if (o.webConfigFile !== undefined) this.web = loadWebConfig(o.webConfigFile);
+    this.gaps = capabilityGaps();
+    // Then the recording: a file it refuses fails the start before any BPF is loaded too.
     if (o.recordPath !== undefined) {
       this.recorder = new Recorder(o.recordPath, {
         ...(o.recordMaxBytes !== undefined && { maxFileBytes: o.recordMaxBytes }),
@@ -225,7 +238,7 @@ export class Agent {
       metrics: () => this.metrics.text(),
       unhealthy: () => this.unhealthy(),
       hub: this.hub,
-    });
+    }, this.web);
     this.recorder?.start();
     this.pumping = this.pump(this.watcher);
     this.timer = setInterval(() => void this.interval(), o.intervalMs ?? 15_000);
@@ -236,6 +249,25 @@ export class Agent {
   get address(): { host: string; port: number } {
     const a = this.server?.address;
     return { host: a?.address ?? this.host, port: a?.port ?? this.port };
+  }
+
+  /** `https` when the web configuration has TLS, else `http`. */
+  get scheme(): 'http' | 'https' {
+    return this.web?.tls ? 'https' : 'http';
+  }
+
+  /**
+   * What anyone who can reach the port gets without TLS or authentication:
+   * undefined on loopback or when both are configured, else one sentence.
+   */
+  exposure(): string | undefined {
+    if (!this.server) return undefined;
+    return exposure(this.address.host, this.address.port, this.web);
+  }
+
+  /** Capabilities this process lacks and what the agent does not see without them (empty with all). */
+  capabilityGaps(): readonly CapabilityGap[] {
+    return this.gaps;
   }
 
   private unhealthy(): string | null {
@@ -349,12 +381,12 @@ export class Agent {
     }
   }
 
-  /** What it did so far. */
   /** How the engine's tracer hooks syscalls; undefined before it started. */
   hooks(): TracerHooks | undefined {
     return this.watcher?.hooks();
   }
 
+  /** What it did so far. */
   status(): AgentStatus {
     const c = this.counters();
     return {

@@ -4,6 +4,7 @@ import { Option } from 'commander';
 import { loadAddon } from '../addon';
 import type { AgentOptions } from '../agent/agent';
 import { ExitCode, UsageError } from '../errors';
+import { describeCapabilityGaps } from '../preflight';
 import { formatAge } from './format';
 import { helpFooter } from './help';
 import type { RegisterCommand } from './main';
@@ -23,6 +24,8 @@ export interface AgentCommandOptions {
   ports?: boolean;
   /** Status lines (started, stopped) as ndjson on stdout instead of sentences on stderr. */
   json?: boolean;
+  /** --web.config.file (commander keeps the dots: `web.config.file`). */
+  'web.config.file'?: string;
 }
 
 /** `127.0.0.1:9466`, `[::1]:9466`, `0.0.0.0:9466`; port 0 picks a free one. */
@@ -64,6 +67,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.interval !== undefined && { intervalMs: options.interval }),
     ...(options.streamQueue !== undefined && { streamQueueBytes: options.streamQueue }),
     ...(options.ports === false && { ports: false }),
+    ...(options['web.config.file'] !== undefined && { webConfigFile: options['web.config.file'] }),
   };
   // Loaded on use: prom-client and protobufjs would cost every other command ~60 ms of start-up.
   const { startAgent } = await import('../agent/agent');
@@ -73,13 +77,17 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const { host, port } = agent.address;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = `${agent.scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const thresholdMs = options.threshold ?? 30_000;
+  // Warnings stay on stderr in both modes, as fallback lines do.
+  const gaps = describeCapabilityGaps(agent.capabilityGaps());
+  const exposed = agent.exposure();
+  process.stderr.write(`${gaps ? `sockleak: ${gaps}\n` : ''}${exposed ? `sockleak: ${exposed}\n` : ''}`);
   if (options.json) {
     await write(`${JSON.stringify({ status: 'started', url, host, port, thresholdMs, recording: options.record ?? null, tracefsMounted: agent.hooks()?.mountedTracefs ?? false })}\n`);
   } else {
     process.stderr.write(
-    `${tracefsNote(agent.hooks())}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
+      `${tracefsNote(agent.hooks())}sockleak: agent on ${url} (/metrics, /stream, /healthz)${options.record ? `, recording to ${options.record}` : ''}; ` +
         `CLOSE_WAIT longer than ${formatAge(thresholdMs)} is a leak; SIGTERM or Ctrl-C to stop\n`,
     );
   }
@@ -132,6 +140,7 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <size>', 'per /stream subscriber queue bound, e.g. 4MiB or 4MB; a slower subscriber loses its oldest records (default 4MiB)', arg(parseStreamQueue))
+    .option('--web.config.file <file>', 'TLS and basic auth for the endpoints, in the Prometheus exporters\' web config format (docs/deploy.md)')
     .option('--no-ports', 'do not count ephemeral ports per destination (once a minute, from the scan the port watcher makes)')
     .option('--json', 'status lines as ndjson on stdout ({"status":"started","url",...}, then {"status":"stopped", counters...}) instead of sentences on stderr')
     .addHelpText(
@@ -141,8 +150,9 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
           ['sockleak agent', 'serve /metrics, /stream and /healthz on 127.0.0.1:9466'],
           ['sockleak agent --listen 0.0.0.0:9466 --threshold 5m', 'for a Prometheus on another host; CLOSE_WAIT over 5 minutes is a leak'],
           ['sockleak agent --record /var/lib/sockleak/rec.bin', 'also record, for `sockleak report` after the incident'],
+          ['sockleak agent --listen 0.0.0.0:9466 --web.config.file /etc/sockleak/web.yml', 'beyond loopback with TLS and basic auth (docs/deploy.md)'],
         ],
-        [[ExitCode.OK, 'stopped by SIGTERM or Ctrl-C'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],
+        [[ExitCode.OK, 'stopped by SIGTERM or Ctrl-C'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION, ExitCode.CONFIG],
       ),
     )
     .action((opts: AgentCommandOptions) => setResult(agentCommand(opts)));
