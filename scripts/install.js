@@ -31,9 +31,13 @@ function step(command, args) {
   if (r.status !== 0) process.exit(r.status ?? 70);
 }
 
-/** node-gyp as npm provides it to install scripts (npm_config_node_gyp), else from PATH. */
+/**
+ * node-gyp as npm hands it to install scripts (npm_config_node_gyp), else the
+ * one npm bundles beside this node (the script run by hand), else from PATH.
+ */
 function nodeGyp(args) {
-  const script = process.env.npm_config_node_gyp;
+  const bundled = path.resolve(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const script = process.env.npm_config_node_gyp || (existsSync(bundled) ? bundled : undefined);
   if (script) step(process.execPath, [script, ...args]);
   else step('node-gyp', args);
 }

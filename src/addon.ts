@@ -181,10 +181,9 @@ export function missingLibrary(loaderMessage: string): MissingLibraryError | und
   const old = /\/(lib[\w+-]+\.so(?:\.\d+)*): version `([^']+)' not found/.exec(loaderMessage);
   const library = absent?.[1] ?? old?.[1];
   if (!library || !Object.hasOwn(RUNTIME_LIBRARIES, library)) return undefined;
-  const all = Object.values(RUNTIME_LIBRARIES).join(' ');
-  const what = old ? `${library} is too old (no ${old[2]})` : `${library} is missing`;
+  const what = old ? `${library} is too old (no ${old[2]})` : `${library} not found`;
   return new MissingLibraryError(
-    `the native addon needs ${what}: install libbpf 1.x, libelf and zlib (Debian/Ubuntu: apt-get install ${all}; package ${RUNTIME_LIBRARIES[library]})`,
+    `${what}: sockleak's native addon needs libbpf 1.x, libelf and zlib (Debian/Ubuntu: apt-get install ${Object.values(RUNTIME_LIBRARIES).join(' ')})`,
   );
 }
 
