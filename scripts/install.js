@@ -13,7 +13,8 @@
  * libbpf-dev, never clang or bpftool.
  *
  * Exit codes: the build's own when a build fails; 72 (EX_OSFILE) when a runtime
- * library is missing, after one line naming the packages that provide it.
+ * library is missing, 69 when the compile it needs has no toolchain, each after
+ * one line naming the packages to install.
  */
 const { spawnSync } = require('node:child_process');
 const { existsSync } = require('node:fs');
@@ -40,6 +41,10 @@ function nodeGyp(args) {
   const script = process.env.npm_config_node_gyp || (existsSync(bundled) ? bundled : undefined);
   if (script) step(process.execPath, [script, ...args]);
   else step('node-gyp', args);
+}
+
+function onPath(tool) {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(path.join(dir, tool)));
 }
 
 /**
@@ -69,10 +74,20 @@ if (failure.code === 72) {
   process.stderr.write(`sockleak install: ${failure.message}\n`);
   process.exit(72);
 }
-process.stderr.write(
-  `sockleak install: the prebuilt addon does not load here (${failure.message}); ` +
-    'compiling it (needs g++, make, python3 and libbpf-dev; not clang or bpftool)\n',
-);
+// The loader's own words, without the advice meant for the command's users.
+const why = /not loadable \((.*)\); /.exec(failure.message)?.[1] ?? failure.message;
+const missing = [
+  ...['c++', 'make', 'python3'].filter((tool) => !onPath(tool)),
+  ...(existsSync('/usr/include/bpf/libbpf.h') ? [] : ['libbpf-dev']),
+];
+if (missing.length) {
+  process.stderr.write(
+    `sockleak install: the prebuilt addon does not load here (${why}) and compiling it needs ${missing.join(', ')} ` +
+      '(Debian/Ubuntu: apt-get install g++ make python3 libbpf-dev; not clang or bpftool)\n',
+  );
+  process.exit(69);
+}
+process.stderr.write(`sockleak install: the prebuilt addon does not load here (${why}); compiling it\n`);
 nodeGyp(['rebuild']);
 const again = tryLoad();
 if (again) {

@@ -197,8 +197,9 @@ export function loadAddon(): Addon {
     addon = (path ? require(path) : bindings(BINDINGS_OPTIONS)) as Addon;
   } catch (err) {
     const message = (err as Error).message.split('\n')[0] ?? '';
-    // A checkout builds the addon with scripts/setup.sh; the package's install script compiles it where the prebuilt one does not load.
-    const fix = existsSync(path.join(BINDINGS_OPTIONS.module_root, 'bpf', 'trace.bpf.c')) ? 'run scripts/setup.sh' : 'reinstall sockleak';
+    const fix = existsSync(path.join(BINDINGS_OPTIONS.module_root, 'bpf', 'trace.bpf.c'))
+      ? 'run scripts/setup.sh'
+      : "reinstall sockleak with npm's --allow-scripts=sockleak: its install script compiles the addon where the prebuilt one does not load (docs/install.md)";
     throw missingLibrary(message) ?? new SockleakError(`native addon not built or not loadable (${message}); ${fix}`, ExitCode.SOFTWARE);
   }
   if (

@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -275,4 +275,14 @@ test('libbpf missing: one line naming the packages and exit 72, from the command
   assert.ok(install);
   assert.equal(install.status, 72, install.stderr);
   assert.match(install.stderr, /^npm error sockleak install: libbpf\.so\.1 not found: .*libbpf1 libelf1 zlib1g\)$/m);
+});
+
+test('a prebuilt addon that does not load, and no toolchain to compile one: the install script says what to install, exit 69', () => {
+  const copy = path.join(dir, 'broken', 'sockleak');
+  cpSync(packageDir, copy, { recursive: true, verbatimSymlinks: true });
+  writeFileSync(path.join(copy, 'build', 'Release', 'sockleak.node'), 'not an ELF file');
+  const r = spawnSync(path.join(nodeOnly, 'node'), [path.join(copy, 'scripts', 'install.js')], { env: bareEnv(), encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 69, r.stderr);
+  assert.match(r.stderr, /^sockleak install: the prebuilt addon does not load here \(.*sockleak\.node: (file too short|invalid ELF header)\) and compiling it needs c\+\+, make, python3.*apt-get install g\+\+ make python3 libbpf-dev.*\)\n$/);
+  assert.equal(existsSync(path.join(copy, 'build', 'Makefile')), false);
 });
