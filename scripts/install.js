@@ -8,7 +8,7 @@
  * BPF sources but a prebuilt addon with the CO-RE objects embedded: it loads
  * that addon the way sockleak does (src/addon.ts, with `bindings`) and is done.
  * Only where it does not load for another reason than a missing runtime
- * library (another libc, another architecture) is the addon compiled again,
+ * library (an older glibc or libstdc++, say) is the addon compiled again,
  * from the skeleton headers the package ships: that needs a C++ toolchain and
  * libbpf-dev, never clang or bpftool.
  *
