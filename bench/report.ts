@@ -120,7 +120,7 @@ export function renderReport(r: ReportInput): string {
     'npm run bench -- --quick                      # short run (< 2 min); prints only, add --write to save',
     '```',
     '',
-    'Other flags: `--reps N`, `--connections N`, `--no-overhead`, `--no-snapshot`, `--no-agent`, `--out FILE`, `--only NAME,...` (only the tracer rows whose name contains one of these).',
+    'Other flags: `--reps N`, `--connections N`, `--no-overhead`, `--no-snapshot`, `--no-startup`, `--no-agent`, `--out FILE`, `--only NAME,...` (only the tracer rows whose name contains one of these).',
     'Missing peers (libbpf-tools, bpftrace, iproute2, lsof, gcc, bpftool, GNU time) are installed with apt-get.',
     '',
     '## Results',

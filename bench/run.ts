@@ -16,6 +16,7 @@ import { ensurePeers, packageVersion } from './peers';
 import { runAgentRss } from './agent-rss';
 import { renderReport } from './report';
 import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
+import { runStartup } from './startup';
 import { ensureTracefs, machineBusyNs, machineInfo, Restorer } from './system';
 import { renderText, type Table } from './table';
 import { TRACERS, tracerContext } from './tracers';
@@ -26,6 +27,8 @@ interface Args {
   connections: number;
   overhead: boolean;
   snapshot: boolean;
+  /** The command's start-up (startup.ts). */
+  startup: boolean;
   /** The agent's memory with leaked sockets held (agent-rss.ts); not in --quick. */
   agent: boolean;
   write: boolean;
@@ -34,7 +37,7 @@ interface Args {
   only: string[] | undefined;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--no-agent] [--write|--no-write] [--out FILE] [--only NAME,...]`;
+const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--connections N] [--no-overhead] [--no-snapshot] [--no-startup] [--no-agent] [--write|--no-write] [--out FILE] [--only NAME,...]`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -44,6 +47,7 @@ function parseArgs(argv: string[]): Args {
     connections: quick ? 50_000 : 100_000,
     overhead: true,
     snapshot: true,
+    startup: true,
     agent: !quick,
     write: !quick,
     out: path.join(ROOT, 'docs', 'benchmarks.md'),
@@ -66,6 +70,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--connections') args.connections = positive();
     else if (a === '--no-overhead') args.overhead = false;
     else if (a === '--no-snapshot') args.snapshot = false;
+    else if (a === '--no-startup') args.startup = false;
     else if (a === '--no-agent') args.agent = false;
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
@@ -122,6 +127,13 @@ async function main(argv: string[]): Promise<number> {
       sections.push({ heading, tables });
       for (const t of tables) process.stdout.write(`${renderText(t)}\n`);
     };
+
+    // Before any section leaves sockets behind: a snapshot's start-up, not its scan.
+    if (args.startup) {
+      const gnuTime = peers.get('time');
+      if (!gnuTime) throw new Error('GNU time is required and could not be installed');
+      show('Start-up', [await runStartup({ cli: ctx.cli, node: ctx.node, gnuTime, reps: args.quick ? 10 : 30, log })]);
+    }
 
     // First: the churns of the overhead section leave up to 131k TIME_WAIT
     // sockets for a minute, which every walk of the established hash passes (ss's sock_diag

@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*" >&2; }
 
+# npm test's runner flags (--test-force-exit) need Node 20.14; package.json's engines says the same.
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 14) ? 0 : 1)' 2>/dev/null; then
+  say "need Node >= 20.14 (found $(node --version 2>/dev/null || echo none)); get it from NodeSource (https://github.com/nodesource/distributions: Node 20 or 22 for Debian) or nvm (nvm install 22)"
+  exit 78
+fi
+
 # Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests;
 # prometheus (Prometheus 2.42 and promtool) for the metrics, rules and live-scrape tests;
 # protobuf-compiler: test/proto.test.ts compiles the schema with its own protoc example;

@@ -3,9 +3,10 @@
  * cmake-js build), and checked against the generated event layout so that a
  * stale build fails loudly instead of decoding garbage.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import bindings from 'bindings';
-import { SockleakError, ExitCode } from './errors';
+import { MissingLibraryError, SockleakError, ExitCode } from './errors';
 import { CENSUS_SOCK_SIZE, CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from './generated/layout';
 
 /** Options as the addon takes them; validated by src/tracer.ts first. */
@@ -162,6 +163,30 @@ const BINDINGS_OPTIONS = {
   ],
 };
 
+/** The shared libraries the addon links beyond libc and libstdc++ (binding.gyp's -lbpf and libbpf's own), and their Debian packages. */
+const RUNTIME_LIBRARIES: Record<string, string> = {
+  'libbpf.so.1': 'libbpf1',
+  'libelf.so.1': 'libelf1',
+  'libz.so.1': 'zlib1g',
+};
+
+/**
+ * The dynamic loader's complaint about a runtime library, as one line that
+ * names the package to install; undefined for any other load failure. Covers
+ * a library that is absent (or unreadable) and one too old for a symbol the
+ * addon needs (`version 'LIBBPF_0.7.0' not found`).
+ */
+export function missingLibrary(loaderMessage: string): MissingLibraryError | undefined {
+  const absent = /(lib[\w+-]+\.so(?:\.\d+)*): (?:cannot open shared object file|file too short|invalid ELF header)/.exec(loaderMessage);
+  const old = /\/(lib[\w+-]+\.so(?:\.\d+)*): version `([^']+)' not found/.exec(loaderMessage);
+  const library = absent?.[1] ?? old?.[1];
+  if (!library || !Object.hasOwn(RUNTIME_LIBRARIES, library)) return undefined;
+  const what = old ? `${library} is too old (no ${old[2]})` : `${library} not found`;
+  return new MissingLibraryError(
+    `${what}: sockleak's native addon needs libbpf 1.x, libelf and zlib (Debian/Ubuntu: apt-get install ${Object.values(RUNTIME_LIBRARIES).join(' ')})`,
+  );
+}
+
 /** Loads the addon once. Throws a SockleakError if it is missing or stale. */
 export function loadAddon(): Addon {
   if (cached) return cached;
@@ -171,10 +196,11 @@ export function loadAddon(): Addon {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     addon = (path ? require(path) : bindings(BINDINGS_OPTIONS)) as Addon;
   } catch (err) {
-    throw new SockleakError(
-      `native addon not built or not loadable (${(err as Error).message.split('\n')[0]}); run scripts/setup.sh`,
-      ExitCode.SOFTWARE,
-    );
+    const message = (err as Error).message.split('\n')[0] ?? '';
+    const fix = existsSync(path.join(BINDINGS_OPTIONS.module_root, 'bpf', 'trace.bpf.c'))
+      ? 'run scripts/setup.sh'
+      : "reinstall sockleak with npm's --allow-scripts=sockleak: its install script compiles the addon where the prebuilt one does not load (docs/install.md)";
+    throw missingLibrary(message) ?? new SockleakError(`native addon not built or not loadable (${message}); ${fix}`, ExitCode.SOFTWARE);
   }
   if (
     addon.EVENT_SIZE !== EVENT_SIZE ||

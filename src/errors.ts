@@ -17,6 +17,8 @@ export const ExitCode = {
   UNAVAILABLE: 69,
   /** A bug or an unexpected failure. */
   SOFTWARE: 70,
+  /** A runtime library the native addon links (libbpf, libelf, zlib) is missing or too old. */
+  MISSING_LIBRARY: 72,
   /** Not root, or missing CAP_BPF/CAP_PERFMON. */
   NO_PERMISSION: 77,
   /** A configuration file is wrong: unknown key, bad value, unusable certificate (`agent --web.config.file`). */
@@ -78,6 +80,13 @@ export class KernelUnsupportedError extends SockleakError {
     readonly detail = '',
   ) {
     super(message, ExitCode.UNAVAILABLE);
+  }
+}
+
+/** The native addon cannot load: a shared library it links is missing or too old (the message names its package). */
+export class MissingLibraryError extends SockleakError {
+  constructor(message: string) {
+    super(message, ExitCode.MISSING_LIBRARY);
   }
 }
 

@@ -2,6 +2,10 @@
  * sockleak as a library. Everything the CLI does is available here, with
  * typed results and typed errors (errors.ts); nothing here prints or exits.
  */
+import type * as AgentModule from './agent/agent';
+import type * as SchemaModule from './agent/schema';
+import type * as RecordingModule from './recording';
+
 export { openTracer, Tracer, type TracerOptions } from './tracer';
 export { snapshot, type SnapshotOptions } from './snapshot';
 export { LeakWatcher, type WatchOptions } from './leak-watcher';
@@ -45,9 +49,46 @@ export {
   type AuditTarget,
   type AuditActor,
 } from './reap';
-export { startAgent, Agent, type AgentOptions, type AgentStatus } from './agent/agent';
+export type { AgentOptions, AgentStatus } from './agent/agent';
 export type { CapabilityGap } from './preflight';
-export { PROTO_PATH, RECORD_TYPE, encodeRecord, decodeRecordBytes } from './agent/schema';
 export type { RecordMessage } from './agent/messages';
-export { readRecording, type RecordAt } from './recording';
+export type { RecordAt } from './recording';
 export { Replay, type ReplayResult } from './recording-replay';
+
+// The agent (prom-client, an HTTP server) and the wire schema (protobufjs) load
+// when first used, not with the library: most callers take a snapshot or watch
+// and should not pay for either at require() time.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const agentModule = (): typeof AgentModule => require('./agent/agent') as typeof AgentModule;
+const schemaModule = (): typeof SchemaModule => require('./agent/schema') as typeof SchemaModule;
+const recordingModule = (): typeof RecordingModule => require('./recording') as typeof RecordingModule;
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+/** Starts the agent: watch, Prometheus metrics and the record stream (docs/agent.md). Loads prom-client on first call. */
+export const startAgent: typeof AgentModule.startAgent = (...args) => agentModule().startAgent(...args);
+
+/** One record, length-delimited, ready to append to a stream. Loads protobufjs on first call. */
+export const encodeRecord: typeof SchemaModule.encodeRecord = (...args) => schemaModule().encodeRecord(...args);
+
+/** One record's message bytes (without the length prefix) as a plain object. Throws on malformed bytes. Loads protobufjs on first call. */
+export const decodeRecordBytes: typeof SchemaModule.decodeRecordBytes = (...args) => schemaModule().decodeRecordBytes(...args);
+
+/** The records of a recording file (`sockleak agent --record`), in order. Loads protobufjs on first call. */
+export const readRecording: typeof RecordingModule.readRecording = (...args) => recordingModule().readRecording(...args);
+
+/** The running agent that startAgent() resolves to. */
+export type Agent = AgentModule.Agent;
+/** The Agent class; reading it loads the agent module. */
+export declare const Agent: typeof AgentModule.Agent;
+/** Where proto/sockleak/v1/sockleak.proto is, in a checkout or the installed package. */
+export declare const PROTO_PATH: string;
+/** Fully-qualified name of the envelope message. */
+export declare const RECORD_TYPE: string;
+lazyExport('Agent', () => agentModule().Agent);
+lazyExport('PROTO_PATH', () => schemaModule().PROTO_PATH);
+lazyExport('RECORD_TYPE', () => schemaModule().RECORD_TYPE);
+
+/** A value export computed when first read (`declare`d above for its type): CommonJS lets a getter stand for it. */
+function lazyExport(name: string, get: () => unknown): void {
+  Object.defineProperty(exports, name, { enumerable: true, configurable: true, get });
+}

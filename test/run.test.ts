@@ -260,24 +260,23 @@ test("the command's own flags reach it untouched, with or without --", async () 
   assert.equal(r.stdout.trim(), "['--json', '--threshold']");
 });
 
-test("run through its #! line, sockleak's node loads no NODE_EXTRA_CA_CERTS, and the command still gets it", () => {
+test('run through its #! line, the command gets NODE_EXTRA_CA_CERTS as sockleak got it', () => {
   const run = (env: NodeJS.ProcessEnv) =>
-    spawnSync(CLI, ['run', '--', 'sh', '-c', 'printf "[%s|%s]" "${NODE_EXTRA_CA_CERTS-unset}" "${SOCKLEAK_NODE_EXTRA_CA_CERTS-unset}"'], {
+    spawnSync(CLI, ['run', '--', 'sh', '-c', 'printf "[%s]" "${NODE_EXTRA_CA_CERTS-unset}"'], {
       encoding: 'utf8',
       env,
       timeout: 60_000,
     });
-  // A file that does not exist: node warns on stderr at start-up when it reads the variable.
+  // A file that does not exist: node only warns about it on stderr.
   const certs = path.join(dir, 'no-such-certs.pem');
   const withCerts = run({ ...process.env, NODE_EXTRA_CA_CERTS: certs });
   assert.equal(withCerts.status, 0, withCerts.stderr);
-  assert.doesNotMatch(withCerts.stderr, /extra certs/);
-  assert.equal(withCerts.stdout.trim(), `[${certs}|unset]`);
+  assert.equal(withCerts.stdout.trim(), `[${certs}]`);
 
   const { NODE_EXTRA_CA_CERTS: _, ...without } = process.env;
   const none = run(without);
   assert.equal(none.status, 0, none.stderr);
-  assert.equal(none.stdout.trim(), '[unset|unset]');
+  assert.equal(none.stdout.trim(), '[unset]');
 });
 
 /** A server in this process whose connections the test can close from the server side. */

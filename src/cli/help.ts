@@ -16,6 +16,7 @@ export const EXIT_CODE_MEANINGS: Readonly<Record<ExitCodeValue, string>> = {
   [ExitCode.UNAVAILABLE]: 'the kernel lacks what this needs (BTF, a BPF program type, a helper)',
   [ExitCode.SOFTWARE]: 'a bug in sockleak (SOCKLEAK_DEBUG=1 prints the stack)',
   [ExitCode.NO_PERMISSION]: 'not root, or without CAP_BPF and CAP_PERFMON',
+  [ExitCode.MISSING_LIBRARY]: 'a runtime library the addon needs is missing or too old (libbpf1, libelf1, zlib1g)',
   [ExitCode.CONFIG]: 'a configuration file is wrong (--web.config.file: unknown key, bad value, unusable certificate)',
   [ExitCode.COMMAND_NOT_EXECUTABLE]: 'the command cannot be executed',
   [ExitCode.COMMAND_NOT_FOUND]: 'the command was not found',

@@ -1,6 +1,6 @@
 /**
  * The command line. `main(argv)` parses, runs one command and returns its exit
- * code; it is the only place that prints errors. bin/sockleak.js calls run().
+ * code; it is the only place that prints errors. bin/sockleak.js calls main().
  * Each command registers itself from its own module (cli/*-command.ts).
  */
 import type { Command } from 'commander';
@@ -162,23 +162,4 @@ function report(err: unknown, command: string | undefined, argv: readonly string
   process.stderr.write(`sockleak: internal error: ${oneLine(message)}\n`);
   if (process.env.SOCKLEAK_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   return ExitCode.SOFTWARE;
-}
-
-/**
- * NODE_EXTRA_CA_CERTS as the user set it, for the commands sockleak starts
- * (`sockleak run`): bin/sockleak.js's #! line starts node without it (node
- * would parse the certificates at start-up) and passes it on under this name.
- */
-function restoreExtraCaCerts(): void {
-  const certs = process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
-  delete process.env.SOCKLEAK_NODE_EXTRA_CA_CERTS;
-  if (certs) process.env.NODE_EXTRA_CA_CERTS = certs;
-}
-
-/** Entry point for bin/sockleak.js. */
-export function run(argv: string[] = process.argv.slice(2)): void {
-  restoreExtraCaCerts();
-  void main(argv).then((code) => {
-    process.exitCode = code;
-  });
 }
