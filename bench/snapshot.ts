@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeScan, SocketScanner } from '../src/scan';
+import { decodeScan, SocketScanner } from '../src/scan/scan';
 import { JsonLines, sleep, start, stop, timed } from './children';
 import type { Peers } from './peers';
 import { readSysctl, type Restorer } from './system';

@@ -159,7 +159,7 @@ BpfError ScanProcess(int proc_dir, const char* pid_text, uint32_t own_netns, Soc
                                 netns == own_netns ? std::string() : std::string("/proc/") + pid_text + "/ns/net");
   // ENOENT, ESRCH: the process exited since (another of its netns may come later).
   // EPERM: no CAP_SYS_ADMIN to enter its netns; the caller notes that such
-  // sockets are not seen (src/native-scan.ts), since the scan goes on without them.
+  // sockets are not seen (src/scan/native-scan.ts), since the scan goes on without them.
   if (!error.ok()) return error.err == ENOENT || error.err == ESRCH || error.err == EPERM ? BpfError{} : error;
 
   snprintf(path, sizeof(path), "%s/fd", pid_text);

@@ -68,7 +68,7 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
     refused.insert({"tp_accept_cast", "tp_accept4_cast"});
   }
   // Each refused program costs one more open and load; the probe's cache
-  // (src/kernel-probe.ts) names them up front, so this loop rarely turns.
+  // (src/kernel/kernel-probe.ts) names them up front, so this loop rarely turns.
   // A kernel may also refuse a loaded program at attach (6.1-rt refused
   // tracepoint programs that read past their record: EACCES).
   for (size_t attempt = 0; attempt <= kDroppable.size(); attempt++) {

@@ -2,7 +2,7 @@
 // Generates src/generated/sockleak.ts: the TypeScript types of the messages of
 // proto/sockleak/v1/sockleak.proto, in the plain-object form sockleak exchanges
 // with protobufjs (fromObject() takes it; toObject({ longs: String, enums:
-// String, defaults: true }) returns it, see src/agent/schema.ts): lowerCamelCase
+// String, defaults: true }) returns it, see src/recording/schema.ts): lowerCamelCase
 // names, 64-bit integers as decimal strings (numbers accepted when encoding),
 // enums by name (by number when the schema names no such value), `optional` scalars absent when unset, unset message fields
 // absent or null, a real oneof as a union with exactly one member set.

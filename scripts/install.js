@@ -6,7 +6,7 @@
  * A checkout has the BPF sources: it builds the BPF objects and the addon from
  * them, as it always has (scripts/setup.sh relies on it). The package has no
  * BPF sources but a prebuilt addon with the CO-RE objects embedded: it loads
- * that addon the way sockleak does (src/addon.ts, with `bindings`) and is done.
+ * that addon the way sockleak does (src/kernel/addon.ts, with `bindings`) and is done.
  * Only where it does not load for another reason than a missing runtime
  * library (an older glibc or libstdc++, say) is the addon compiled again,
  * from the skeleton headers the package ships: that needs a C++ toolchain and
@@ -48,13 +48,13 @@ function onPath(tool) {
 }
 
 /**
- * Loads the addon in a fresh node, through dist/src/addon.js: the same loader,
+ * Loads the addon in a fresh node, through dist/src/kernel/addon.js: the same loader,
  * the same checks and the same one-line errors as the sockleak command.
  * Returns undefined when it loads, else { code, message }.
  */
 function tryLoad() {
   const probe =
-    "try { require('./dist/src/addon').loadAddon() } catch (e) {" +
+    "try { require('./dist/src/kernel/addon').loadAddon() } catch (e) {" +
     " process.stderr.write(String(e.message).split('\\n')[0] + '\\n'); process.exit(e.exitCode || 70) }";
   const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8' });
   if (r.status === 0) return undefined;

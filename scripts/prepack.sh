@@ -25,7 +25,7 @@ npm run --silent build:ts
 
 # The addon the tarball ships must load and agree with the generated layout
 # and with the BPF objects just built (a stale build would decode garbage).
-built=$(node -e "process.stdout.write(require('./dist/src/addon').loadAddon().programsId())")
+built=$(node -e "process.stdout.write(require('./dist/src/kernel/addon').loadAddon().programsId())")
 want=$(sed -n 's/^#define SL_PROGRAMS_ID "\(.*\)"$/\1/p' bpf/.output/programs-id.h)
 [ "$built" = "$want" ] || { say "build/Release/sockleak.node embeds BPF objects $built, bpf/.output has $want"; exit 70; }
 say "addon $(sha256sum build/Release/sockleak.node | cut -c1-16), BPF objects $want"

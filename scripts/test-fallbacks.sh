@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The acceptance tests again on each fallback path, forced with SOCKLEAK_REFUSE
-# (src/fallbacks.ts): a kernel that refuses a program must get the same
+# (src/kernel/fallbacks.ts): a kernel that refuses a program must get the same
 # owners, fds and leaks, and creators wherever that path can know them. Runs
 # on the kernel it is started on; scripts/vm-test.sh runs it on the others.
 #

@@ -19,7 +19,7 @@
 #   --timeout  per-kernel limit for the test run, seconds (default 1800);
 #            also SOCKLEAK_VM_TIMEOUT. One test file may take at most
 #            SOCKLEAK_VM_FILE_TIMEOUT seconds (default 600).
-#   --refuse SET  run the tests with SOCKLEAK_REFUSE=SET (src/fallbacks.ts): a
+#   --refuse SET  run the tests with SOCKLEAK_REFUSE=SET (src/kernel/fallbacks.ts): a
 #            fallback path forced, on every kernel given (also SOCKLEAK_REFUSE).
 #   --run    instead of the tests, run this shell command in the repo as root
 #            on each kernel and show its output (diagnostics, e.g.

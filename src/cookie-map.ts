@@ -4,7 +4,7 @@
  * cookies past 2^31. The leak engine's set of new leaks in a step is one: 200k
  * entries at a restart. Cookies past 2^53 (text keys) go to a plain Map.
  */
-import type { CookieKey, CookieSet } from './close-wait-scan';
+import type { CookieKey, CookieSet } from './scan/close-wait-scan';
 
 const TWO_32 = 4294967296;
 

@@ -101,7 +101,7 @@ export class CommandNotFoundError extends SockleakError {
 export class SocketLeakError extends SockleakError {
   constructor(
     message: string,
-    readonly leaks: ReadonlyArray<import('./leak-log').LeakedSocket>,
+    readonly leaks: ReadonlyArray<import('./run/leak-log').LeakedSocket>,
   ) {
     super(message, ExitCode.LEAKED);
   }

@@ -3,13 +3,13 @@
  * typed results and typed errors (errors.ts); nothing here prints or exits.
  */
 import type * as AgentModule from './agent/agent';
-import type * as SchemaModule from './agent/schema';
-import type * as RecordingModule from './recording';
+import type * as SchemaModule from './recording/schema';
+import type * as RecordingModule from './recording/recording';
 
-export { openTracer, Tracer, type TracerOptions } from './tracer';
-export { snapshot, type SnapshotOptions } from './snapshot';
-export { LeakWatcher, type WatchOptions } from './leak-watcher';
-export { watch, type LeakEngine } from './leak-engine';
+export { openTracer, Tracer, type TracerOptions } from './trace/tracer';
+export { snapshot, type SnapshotOptions } from './scan/snapshot';
+export { LeakWatcher, type WatchOptions } from './watch/leak-watcher';
+export { watch, type LeakEngine } from './watch/leak-engine';
 export type { WatchRecord, LeakRecord, ResolvedRecord, FdClosedRecord, Closer } from './watch-records';
 export type { SocketInfo, Owner, Creator, Snapshot } from './sockets';
 export type {
@@ -23,15 +23,15 @@ export type {
 } from './events';
 export { TCP_STATES, type TcpState } from './tcp-states';
 export * from './errors';
-export { ports, type PortsSnapshot, type PortsOptions } from './ports';
-export type { NetnsPorts, RemotePorts, SourcePorts } from './port-usage';
-export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './port-watch';
-export type { PortRecord, PortFailureRecord, PortWatchOptions } from './port-watcher';
-export type { PortPressureRecord, PortCloser } from './port-pressure';
-export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type RunResult, type LeakedSocket } from './run';
-export { checkSocketLeaks, type CheckLeaksOptions } from './check-leaks';
+export { ports, type PortsSnapshot, type PortsOptions } from './ports/ports';
+export type { NetnsPorts, RemotePorts, SourcePorts } from './ports/port-usage';
+export { watchWithPorts, PortAwareWatcher, type PortAwareWatchOptions } from './watch/port-watch';
+export type { PortRecord, PortFailureRecord, PortWatchOptions } from './ports/port-watcher';
+export type { PortPressureRecord, PortCloser } from './ports/port-pressure';
+export { runWithLeakCheck, gateExitCode, resolveCommand, type RunOptions, type RunResult, type LeakedSocket } from './run/run';
+export { checkSocketLeaks, type CheckLeaksOptions } from './run/check-leaks';
 export { parseRemotePattern, type RemotePattern } from './remote-pattern';
-export type { TimeWaitReport } from './time-wait-budget';
+export type { TimeWaitReport } from './run/time-wait-budget';
 export {
   reap,
   planReap,
@@ -48,20 +48,20 @@ export {
   type ReapSkipReason,
   type AuditTarget,
   type AuditActor,
-} from './reap';
+} from './reap/reap';
 export type { AgentOptions, AgentStatus } from './agent/agent';
-export type { CapabilityGap } from './preflight';
-export type { RecordMessage } from './agent/messages';
-export type { RecordAt } from './recording';
-export { Replay, type ReplayResult } from './recording-replay';
+export type { CapabilityGap } from './kernel/preflight';
+export type { RecordMessage } from './recording/messages';
+export type { RecordAt } from './recording/recording';
+export { Replay, type ReplayResult } from './recording/recording-replay';
 
 // The agent (prom-client, an HTTP server) and the wire schema (protobufjs) load
 // when first used, not with the library: most callers take a snapshot or watch
 // and should not pay for either at require() time.
 /* eslint-disable @typescript-eslint/no-require-imports */
 const agentModule = (): typeof AgentModule => require('./agent/agent') as typeof AgentModule;
-const schemaModule = (): typeof SchemaModule => require('./agent/schema') as typeof SchemaModule;
-const recordingModule = (): typeof RecordingModule => require('./recording') as typeof RecordingModule;
+const schemaModule = (): typeof SchemaModule => require('./recording/schema') as typeof SchemaModule;
+const recordingModule = (): typeof RecordingModule => require('./recording/recording') as typeof RecordingModule;
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** Starts the agent: watch, Prometheus metrics and the record stream (docs/agent.md). Loads prom-client on first call. */

@@ -11,8 +11,8 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { formatEndpoint } from '../src/address';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, SOCK, SOCK_SIZE } from '../src/generated/layout';
-import { networkNamespaces, openNativeScanner, ownNetns, runScan, stateMask } from '../src/native-scan';
-import { allHeld, censusOfWalk, decodeScan, SocketScanner } from '../src/scan';
+import { networkNamespaces, openNativeScanner, ownNetns, runScan, stateMask } from '../src/scan/native-scan';
+import { allHeld, censusOfWalk, decodeScan, SocketScanner } from '../src/scan/scan';
 import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor } from './helpers';
 
 const cleanups: Array<() => void> = [];

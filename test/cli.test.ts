@@ -16,7 +16,7 @@ import { after, test } from 'node:test';
 import { EXIT_CODE_MEANINGS } from '../src/cli/help';
 import { parseDuration, parseSize } from '../src/cli/parse';
 import { ExitCode, UsageError } from '../src/errors';
-import type { RunResult } from '../src/run';
+import type { RunResult } from '../src/run/run';
 import { CLI, runCli, sleep, waitFor, type CliResult } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-cli-'));

@@ -11,9 +11,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
 import { afterEach, test } from 'node:test';
-import { forcedRefusals } from '../src/fallbacks';
-import { watch } from '../src/leak-engine';
-import { snapshot } from '../src/snapshot';
+import { forcedRefusals } from '../src/kernel/fallbacks';
+import { watch } from '../src/watch/leak-engine';
+import { snapshot } from '../src/scan/snapshot';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import { ROOT, sleep, waitFor } from './helpers';
 

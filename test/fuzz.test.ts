@@ -506,7 +506,7 @@ test('main(argv): a misspelt flag or command gives one error line (the suggestio
 
 // ---- The recording reader (`sockleak report FILE`): truncated, bit-flipped and random files.
 
-/** Where each length-delimited record starts, and the end: read independently of src/recording.ts. */
+/** Where each length-delimited record starts, and the end: read independently of src/recording/recording.ts. */
 function recordBoundaries(data: Buffer): number[] {
   const starts: number[] = [];
   let at = 0;

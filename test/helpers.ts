@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { TraceEvent } from '../src/events';
-import type { Tracer } from '../src/tracer';
+import type { Tracer } from '../src/trace/tracer';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'bin', 'sockleak.js');

@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { RawSock } from '../src/close-wait-scan';
+import type { RawSock } from '../src/scan/close-wait-scan';
 import { SOCK, SOCK_SIZE } from '../src/generated/layout';
-import { LeakTable } from '../src/leak-table';
-import { SockDecoder } from '../src/sock-decoder';
+import { LeakTable } from '../src/watch/leak-table';
+import { SockDecoder } from '../src/scan/sock-decoder';
 
 /** An IPv4 struct sl_sock from 127.0.0.1:`sport` to 10.0.0.`peer`:9000. */
 function record(sport: number, peer: number): RawSock {

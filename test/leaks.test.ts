@@ -8,10 +8,10 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets } from '../src/cli/leak-groups';
-import { forcedRefusals } from '../src/fallbacks';
-import { watch } from '../src/leak-engine';
+import { forcedRefusals } from '../src/kernel/fallbacks';
+import { watch } from '../src/watch/leak-engine';
 import type { FdClosedRecord, LeakRecord, ResolvedRecord, WatchRecord } from '../src/watch-records';
-import { snapshot } from '../src/snapshot';
+import { snapshot } from '../src/scan/snapshot';
 import type { SocketInfo } from '../src/sockets';
 import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { AgentMetrics, MAX_COMMS, type MetricsSource } from '../src/agent/metrics';
-import type { NetnsPorts } from '../src/agent/records';
+import type { NetnsPorts } from '../src/recording/records';
 import type { StateCount } from '../src/agent/state-counts';
 import { promtool } from './prometheus-server';
 

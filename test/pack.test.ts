@@ -220,7 +220,7 @@ test('the package entry is its library: public API only, and no prom-client or p
     const lib = require('sockleak');
     const loaded = () => Object.keys(require.cache).filter((k) => /node_modules\\/(prom-client|protobufjs)\\//.test(k)).length;
     const out = { exports: Object.keys(lib).length, heavy: loaded(), version: require('sockleak/package.json').version };
-    try { require('sockleak/dist/src/addon'); out.deep = 'allowed'; } catch (e) { out.deep = e.code; }
+    try { require('sockleak/dist/src/kernel/addon'); out.deep = 'allowed'; } catch (e) { out.deep = e.code; }
     out.recordType = lib.RECORD_TYPE;
     out.encoded = lib.encodeRecord({}).length;
     out.heavyAfter = loaded();

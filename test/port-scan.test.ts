@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey } from '../src/close-wait-scan';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey } from '../src/scan/close-wait-scan';
 import { SOCK, SOCK_SIZE } from '../src/generated/layout';
-import { CHUNK_BYTES } from '../src/native-scan';
-import { ports } from '../src/ports';
-import { LeakTable } from '../src/leak-table';
+import { CHUNK_BYTES } from '../src/scan/native-scan';
+import { ports } from '../src/ports/ports';
+import { LeakTable } from '../src/watch/leak-table';
 import type { Owner } from '../src/sockets';
-import { PortSocketScanner } from '../src/port-scan';
-import { SocketScanner } from '../src/scan';
+import { PortSocketScanner } from '../src/ports/port-scan';
+import { SocketScanner } from '../src/scan/scan';
 import { sleep, startFixture, waitFor } from './helpers';
 
 /** A listener and `n` connections to it whose server ends are shut: the client ends sit in CLOSE_WAIT (held by this process), the server ends in FIN_WAIT2. */

@@ -2,10 +2,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CLOSE_COUNT, CLOSE_COUNT_SIZE, CLOSE_KEY, CLOSE_KEY_SIZE } from '../src/generated/layout';
-import { decodeActiveCloses } from '../src/port-closes';
-import { exhaustInSec, pressureRecord } from '../src/port-pressure';
-import { parsePortList, type PortSysctls } from '../src/port-sysctls';
-import { portUsage, splitEndpoint } from '../src/port-usage';
+import { decodeActiveCloses } from '../src/ports/port-closes';
+import { exhaustInSec, pressureRecord } from '../src/ports/port-pressure';
+import { parsePortList, type PortSysctls } from '../src/ports/port-sysctls';
+import { portUsage, splitEndpoint } from '../src/ports/port-usage';
 import type { SocketInfo } from '../src/sockets';
 import type { TcpState } from '../src/tcp-states';
 

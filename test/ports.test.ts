@@ -12,11 +12,11 @@ import readline from 'node:readline';
 import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { ExitCode, NotFoundError, UsageError } from '../src/errors';
-import type { PortFailureRecord, PortRecord } from '../src/port-watcher';
-import type { PortPressureRecord } from '../src/port-pressure';
-import { watchWithPorts } from '../src/port-watch';
-import { ports, type PortsSnapshot } from '../src/ports';
-import { SocketScanner } from '../src/scan';
+import type { PortFailureRecord, PortRecord } from '../src/ports/port-watcher';
+import type { PortPressureRecord } from '../src/ports/port-pressure';
+import { watchWithPorts } from '../src/watch/port-watch';
+import { ports, type PortsSnapshot } from '../src/ports/ports';
+import { SocketScanner } from '../src/scan/scan';
 import type { WatchRecord } from '../src/watch-records';
 import { CLI, ROOT, runCli, waitFor } from './helpers';
 

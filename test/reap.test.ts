@@ -12,9 +12,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { after, test } from 'node:test';
 import { ExitCode, KernelUnsupportedError } from '../src/errors';
-import { probeFeatures } from '../src/features';
-import { executeReap, planReap, reap, type ReapReport } from '../src/reap';
-import { snapshot } from '../src/snapshot';
+import { probeFeatures } from '../src/kernel/features';
+import { executeReap, planReap, reap, type ReapReport } from '../src/reap/reap';
+import { snapshot } from '../src/scan/snapshot';
 import { ROOT, runCli, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
 
 const holders: Holder[] = [];

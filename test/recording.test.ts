@@ -11,10 +11,10 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, tru
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { Recorder } from '../src/agent/recorder';
-import { decodeRecordBytes, encodeRecord } from '../src/agent/schema';
+import { Recorder } from '../src/recording/recorder';
+import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { ExitCode } from '../src/errors';
-import { readRecording } from '../src/recording';
+import { readRecording } from '../src/recording/recording';
 import { CLI, runCli, startBackend, startHolder, waitFor, type Holder } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-recording-'));

@@ -20,7 +20,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { ExitCode } from '../src/errors';
-import { watch } from '../src/leak-engine';
+import { watch } from '../src/watch/leak-engine';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import { CLI, ROOT, sleep, startBackend, startHolder, waitFor, type Backend, type Holder } from './helpers';
 

@@ -10,9 +10,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { checkSocketLeaks } from '../src/check-leaks';
+import { checkSocketLeaks } from '../src/run/check-leaks';
 import { ExitCode, SocketLeakError } from '../src/errors';
-import type { RunResult } from '../src/run';
+import type { RunResult } from '../src/run/run';
 import { CLI, ROOT, sleep, waitFor } from './helpers';
 
 const CLIENT = path.join(ROOT, 'test', 'fixtures', 'leaky-client.py');

@@ -1,6 +1,6 @@
 /**
  * `snapshot --json` is written straight from the scan's records
- * (src/snapshot-json.ts), not by stringifying snapshot()'s objects: the two
+ * (src/scan/snapshot-json.ts), not by stringifying snapshot()'s objects: the two
  * must give the same document. Both renderings here come from the same
  * records, of real sockets: owned once, twice (dup), by two processes (fork),
  * with keepalive, IPv6, and unowned (in a backlog, found by iter/tcp).
@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
-import { forcedRefusals } from '../src/fallbacks';
-import { decodeScan, SocketScanner } from '../src/scan';
-import { sameScan } from '../src/snapshot';
-import { snapshotJson } from '../src/snapshot-json';
+import { forcedRefusals } from '../src/kernel/fallbacks';
+import { decodeScan, SocketScanner } from '../src/scan/scan';
+import { sameScan } from '../src/scan/snapshot';
+import { snapshotJson } from '../src/scan/snapshot-json';
 import { listenNeverAccepting, runCli, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
 
 const cleanups: Array<() => void> = [];

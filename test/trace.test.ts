@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import type { CloseEvent, ConnectEvent, StateEvent, TraceEvent } from '../src/events';
-import { openTracer } from '../src/tracer';
+import { openTracer } from '../src/trace/tracer';
 import { collectUntil, sleep, startFixture } from './helpers';
 
 /** The fd libuv uses for a connected net.Socket. */

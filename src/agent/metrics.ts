@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TraceCounters } from '../events';
 import type { LeakIndex, ProcessLeaks } from './leak-index';
-import type { AgentRecord, PortsSnapshot } from './records';
+import type { AgentRecord, PortsSnapshot } from '../recording/records';
 import type { StateCount } from './state-counts';
 
 /** Distinct comm label values of sockleak_connect_failures_total before the rest become `other`. */

@@ -5,9 +5,9 @@
  * decode would churn ~100 MB of short-lived objects where counting reads two
  * fields per 112-byte record.
  */
-import type { NativeScanner } from '../addon';
+import type { NativeScanner } from '../kernel/addon';
 import { SOCK, SOCK_SIZE } from '../generated/layout';
-import { openNativeScanner, scanEachNetnsChunks } from '../native-scan';
+import { openNativeScanner, scanEachNetnsChunks } from '../scan/native-scan';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
 /** Each kernel state byte to the number of its name (unknown ones all to 0, as they share the name UNKNOWN). */

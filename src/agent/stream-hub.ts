@@ -13,7 +13,7 @@
  * without buffering (no writableNeedDrain), so Node's own buffer never holds
  * more than about one record per subscriber.
  */
-import { encodeRecord } from './schema';
+import { encodeRecord } from '../recording/schema';
 
 /** Where a subscriber's bytes go: an http.ServerResponse, or any stream.Writable. */
 export interface SubscriberSink {

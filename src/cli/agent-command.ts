@@ -1,13 +1,13 @@
 /** `sockleak agent`: runs for good, serving /metrics, /stream and /healthz, optionally recording. */
 import v8 from 'node:v8';
 import { Option } from 'commander';
-import { loadAddon } from '../addon';
+import { loadAddon } from '../kernel/addon';
 import type { AgentOptions } from '../agent/agent';
 import { ExitCode, UsageError } from '../errors';
-import { describeCapabilityGaps } from '../preflight';
+import { describeCapabilityGaps } from '../kernel/preflight';
 import { formatAge } from './format';
 import { helpFooter } from './help';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { tracefsNote, write } from './output';
 import { arg, parseCount, parseDuration, parseSize } from './parse';
 

@@ -3,14 +3,14 @@
  * (each loaded once, and cached per kernel build: kernel-probe.ts), what its
  * BTF names, and the way each command will take here.
  */
-import { probeFeatures } from '../features';
-import type { Fallback } from '../fallbacks';
-import { commandPaths } from '../kernel-paths';
-import { knownRefusals, probeKernel } from '../kernel-probe';
-import { requireBpfPrivileges } from '../preflight';
+import { probeFeatures } from '../kernel/features';
+import type { Fallback } from '../kernel/fallbacks';
+import { commandPaths } from '../kernel/kernel-paths';
+import { knownRefusals, probeKernel } from '../kernel/kernel-probe';
+import { requireBpfPrivileges } from '../kernel/preflight';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { write } from './output';
 import { newTable } from './table';
 

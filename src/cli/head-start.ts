@@ -7,8 +7,8 @@
  * `sockleak snapshot` is timed against ss; start-up is most of it.
  * This module loads nothing but the scanner's and the snapshot's own.
  */
-import { SocketScanner } from '../scan';
-import { sameScan, snapshotScan, type SnapshotOptions, type SnapshotScan } from '../snapshot';
+import { SocketScanner } from '../scan/scan';
+import { sameScan, snapshotScan, type SnapshotOptions, type SnapshotScan } from '../scan/snapshot';
 
 /** What startScanner() began: a scanner, and the default scan on it if the arguments may want it. */
 let early: { scanner: SocketScanner; scan?: Promise<SnapshotScan> } | undefined;

@@ -1,5 +1,5 @@
 /** `sockleak run --junit FILE`: the run's verdict as JUnit XML, for CI systems that display it. */
-import type { RunResult } from '../run';
+import type { RunResult } from '../run/run';
 import { formatAge } from './format';
 import { leakLine } from './run-report';
 

@@ -5,15 +5,11 @@
  */
 import type { Command } from 'commander';
 import { ExitCode, SockleakError } from '../errors';
-import { describeFallback, onFallback } from '../fallbacks';
+import { describeFallback, onFallback } from '../kernel/fallbacks';
+import type { RegisterCommand, SetResult } from './command';
 import { helpFooter } from './help';
 import { VERSION } from '../version';
 
-/** What a command's action hands back: its exit code, when it is done. */
-export type SetResult = (result: Promise<number>) => void;
-
-/** Adds one command (options, help, action) to the program. */
-export type RegisterCommand = (cli: Command, setResult: SetResult) => void;
 
 /**
  * Every command, loaded on demand: a run loads the modules of its own command

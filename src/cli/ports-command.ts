@@ -1,11 +1,11 @@
 /** `sockleak ports`: ephemeral ports per network namespace now; also how watch shows port records. */
 import { ExitCode, UsageError } from '../errors';
 import { helpFooter } from './help';
-import type { PortRecord } from '../port-watcher';
-import type { NetnsPorts } from '../port-usage';
-import { ports, validateNetns } from '../ports';
+import type { PortRecord } from '../ports/port-watcher';
+import type { NetnsPorts } from '../ports/port-usage';
+import { ports, validateNetns } from '../ports/ports';
 import { formatAge } from './format';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { write } from './output';
 import { arg, parseCount } from './parse';
 import { newTable } from './table';

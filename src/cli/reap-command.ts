@@ -1,9 +1,9 @@
 /** `sockleak reap`: close leaked sockets without restarting their owner. Dry run unless --yes. */
 import { ExitCode, UsageError } from '../errors';
-import { reap, type ReapReport, type ReapSocketResult } from '../reap';
+import { reap, type ReapReport, type ReapSocketResult } from '../reap/reap';
 import type { TcpState } from '../tcp-states';
 import { groupSockets, renderGroups, summarize } from './leak-groups';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { write } from './output';
 import { arg, parseCount, parseDuration, parsePid, parseStates } from './parse';
 import { newTable } from './table';

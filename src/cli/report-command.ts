@@ -9,12 +9,12 @@
  */
 import { DataError, ExitCode } from '../errors';
 import { helpFooter } from './help';
-import { readRecording } from '../recording';
-import { Replay, type ReplayResult, type ReplaySession } from '../recording-replay';
+import { readRecording } from '../recording/recording';
+import { Replay, type ReplayResult, type ReplaySession } from '../recording/recording-replay';
 import type { Snapshot } from '../sockets';
 import { formatAge } from './format';
 import { groupSockets, renderGroups, summarize } from './leak-groups';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { write } from './output';
 import { describePortRecord, renderNetns } from './ports-command';
 import { newTable } from './table';

@@ -1,5 +1,5 @@
 /** What `sockleak run` tells people (stderr) and machines (--json, --report): both from the same RunResult. */
-import type { LeakedSocket, RunResult } from '../run';
+import type { LeakedSocket, RunResult } from '../run/run';
 import { formatAge } from './format';
 import { newTable } from './table';
 

@@ -1,9 +1,9 @@
 /** `sockleak snapshot`: every leaked (CLOSE_WAIT by default) socket now, grouped the way an operator thinks. */
-import { snapshotJsonOf, snapshotOf } from '../snapshot';
+import { snapshotJsonOf, snapshotOf } from '../scan/snapshot';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 import { takeSnapshotScan } from './head-start';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { write } from './output';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';

@@ -1,8 +1,8 @@
 /** `sockleak trace`: every TCP state change and socket close/connect/accept, live. */
 import { monotonicToEpochMs } from '../clock';
 import { Option } from 'commander';
-import { openTracer } from '../tracer';
-import type { RegisterCommand } from './main';
+import { openTracer } from '../trace/tracer';
+import type { RegisterCommand } from './command';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
 import { arg, parseCount, parsePid } from './parse';

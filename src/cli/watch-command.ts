@@ -1,10 +1,10 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
 import type { WatchRecord } from '../watch-records';
-import { watchWithPorts } from '../port-watch';
-import type { PortRecord } from '../port-watcher';
+import { watchWithPorts } from '../watch/port-watch';
+import type { PortRecord } from '../ports/port-watcher';
 import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
 import { formatAge } from './format';
-import type { RegisterCommand } from './main';
+import type { RegisterCommand } from './command';
 import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
 import { ExitCode } from '../errors';

@@ -1,0 +1,51 @@
+/**
+ * The leak records of one leak engine's run, kept by socket: what `run` and
+ * `checkSocketLeaks` report once the watched code is done.
+ */
+import type { LeakEngine } from '../watch/leak-engine';
+import type { LeakRecord, ResolvedRecord } from '../watch-records';
+import type { SocketInfo } from '../sockets';
+
+/** A leaked socket: its facts when found, and how long it stayed in CLOSE_WAIT. */
+export interface LeakedSocket extends SocketInfo {
+  /** ms the socket spent in CLOSE_WAIT (until it was closed, or until the report). */
+  heldMs: number;
+  /** threshold: in CLOSE_WAIT longer than the threshold; outlived: still held by a descendant when the command exited. */
+  reason: 'threshold' | 'outlived';
+}
+
+/** Drains a watcher in the background: each socket's first leak record, and its resolution if it came. */
+export class LeakLog {
+  private readonly leaks = new Map<string, LeakRecord>();
+  private readonly resolved = new Map<string, ResolvedRecord>();
+  /** Settles when the watcher's iterator ends (after close()). */
+  readonly done: Promise<void>;
+
+  constructor(watcher: LeakEngine) {
+    this.done = (async () => {
+      for await (const r of watcher) {
+        if (r.type === 'leak' && !this.leaks.has(r.cookie)) this.leaks.set(r.cookie, r);
+        else if (r.type === 'resolved') this.resolved.set(r.cookie, r);
+      }
+    })();
+  }
+
+  /** True once a leak record for this socket came. */
+  has(cookie: string): boolean {
+    return this.leaks.has(cookie);
+  }
+
+  /**
+   * Every leak reported so far; `open` (watcher.current()) gives the age of
+   * those not resolved yet. A leak reported younger than `thresholdMs` came
+   * from LeakWatcher.flush(): still held when the command exited.
+   */
+  sockets(open: readonly LeakRecord[], thresholdMs: number): LeakedSocket[] {
+    const ages = new Map(open.map((l) => [l.cookie, l.stateAgeMs]));
+    return [...this.leaks.values()].map(({ type: _leak, ...info }) => ({
+      ...info,
+      heldMs: this.resolved.get(info.cookie)?.heldMs ?? ages.get(info.cookie) ?? info.stateAgeMs ?? 0,
+      reason: (info.stateAgeMs ?? thresholdMs) < thresholdMs ? ('outlived' as const) : ('threshold' as const),
+    }));
+  }
+}

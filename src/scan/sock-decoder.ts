@@ -1,0 +1,352 @@
+/**
+ * Decoding of the scan iterators' struct sl_sock records (bpf/scan.bpf.c) into
+ * SocketInfo objects, by the generated layout.
+ */
+import { formatIPv4, formatIPv6 } from '../address';
+import { monotonicNowNs } from '../clock';
+import { SOCK, SOCK_FLAGS } from '../generated/layout';
+import { encoded, type JsonBytes } from '../json-bytes';
+import type { Owner, SocketInfo } from '../sockets';
+import { tcpStateName, type TcpState } from '../tcp-states';
+
+const AF_INET = 2;
+/** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket. */
+const TIME_WAIT_MS = 60_000;
+
+/**
+ * A decoded struct sl_sock: the socket (its owners: the (pid, fd) this record
+ * was found through, if any) and its cookie as a number (NaN past 2^53).
+ */
+export type OnRecord = (info: SocketInfo, cookie: number) => void;
+
+export const TWO_32 = 4294967296;
+/** Distinct endpoints remembered per scan: peers and listeners repeat, ephemeral ends do not. */
+const ENDPOINT_CACHE = 4096;
+
+/** `buf`, or a copy of it where it is not 4-byte aligned (the addon's buffers are): what 32-bit views need. */
+export function aligned4(buf: Buffer): Buffer {
+  return buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+}
+
+/** Encodes `text` into `cache` under `key` and returns it: a cache miss of writeJson()'s segments. */
+function remember<K>(cache: Map<K, Uint8Array>, key: K, text: string): Uint8Array {
+  const bytes = encoded(text);
+  cache.set(key, bytes);
+  return bytes;
+}
+
+/** JSON text between the fields writeJson() fills in, encoded once (keepalive off: the usual leak). */
+const JSON_TEXT = {
+  open: encoded('{"cookie":"'),
+  comma: encoded(','),
+  ownerEnd: encoded('}'),
+  recvQ: encoded('],"creator":null,"recvQ":'),
+  sendQ: encoded(',"sendQ":'),
+  keepaliveOff: encoded(',"keepalive":false,"keepaliveProbeInMs":null,"keepaliveReapByMs":null,"stateAgeMs":'),
+  keepaliveOn: encoded(',"keepalive":true,"keepaliveProbeInMs":'),
+  reapBy: encoded(',"keepaliveReapByMs":'),
+  age: encoded(',"stateAgeMs":'),
+};
+
+/** ":port" strings, made once each: a unique endpoint is then one cons string over two shared ones. */
+const PORT_SUFFIXES = new Map<number, string>(); // (a sparse array would fall back to dictionary elements)
+function portSuffix(port: number): string {
+  let suffix = PORT_SUFFIXES.get(port);
+  if (suffix === undefined) PORT_SUFFIXES.set(port, (suffix = `:${port}`));
+  return suffix;
+}
+
+/** Word index of a 4-byte field in a record, and of 2-byte ones. */
+const W = (f: { offset: number }): number => f.offset >> 2;
+const H = (f: { offset: number }): number => f.offset >> 1;
+const F = {
+  cookieLo: W(SOCK.cookie),
+  lastActiveLo: W(SOCK.last_active_ns),
+  saddr: SOCK.saddr.offset,
+  daddr: SOCK.daddr.offset,
+  netns: W(SOCK.netns_ino),
+  uid: W(SOCK.uid),
+  recvQ: W(SOCK.recv_q),
+  sendQ: W(SOCK.send_q),
+  timerMs: W(SOCK.timer_ms),
+  intvlMs: W(SOCK.keepalive_intvl_ms),
+  pid: W(SOCK.pid),
+  fd: W(SOCK.fd),
+  sport: H(SOCK.sport),
+  dport: H(SOCK.dport),
+  family: H(SOCK.family),
+  state: SOCK.state.offset,
+  flags: SOCK.flags.offset,
+  probes: SOCK.keepalive_probes.offset,
+  comm: SOCK.comm.offset,
+} as const;
+
+/**
+ * Decodes struct sl_sock records into SocketInfo objects. One decoder serves one
+ * buffer: it reads through typed-array views (cheap even before the JIT warms
+ * up, which a one-shot `snapshot` never waits for) and interns what repeats
+ * across records (address text, comm per pid), so 100k sockets to a handful
+ * of peers make a handful of address strings.
+ */
+export class SockDecoder {
+  private readonly u8: Uint8Array;
+  private readonly u16: Uint16Array;
+  private readonly u32: Uint32Array;
+  private readonly i32: Int32Array;
+  private readonly addresses = new Map<string | number, string>();
+  /** Whole IPv4 endpoints by (address, port), while they repeat (many sockets to one peer, or on one listener). */
+  private readonly endpoints = new Map<number, string>();
+  private readonly comms = new Map<number, string>();
+  /** writeJson()'s text that repeats, encoded once per decoder: see each method. */
+  private readonly localJsons = new Map<string | number, Uint8Array>();
+  private readonly remoteJsons = new Map<string | number, Uint8Array>();
+  private readonly netnsJsons = new Map<number, Uint8Array>();
+  private readonly ownerJsons = new Map<number, Uint8Array>();
+  private readonly tailJsons = new Map<number, Uint8Array>();
+  private readonly nowNs = monotonicNowNs();
+
+  constructor(private readonly buf: Buffer) {
+    const aligned = aligned4(buf);
+    this.buf = aligned;
+    const { buffer, byteOffset, length } = aligned;
+    this.u8 = new Uint8Array(buffer, byteOffset, length);
+    this.u16 = new Uint16Array(buffer, byteOffset, length >> 1);
+    this.u32 = new Uint32Array(buffer, byteOffset, length >> 2);
+    this.i32 = new Int32Array(buffer, byteOffset, length >> 2);
+  }
+
+  /** Cookie of the record at byte `at` as a number; NaN when it does not fit a double exactly. */
+  cookieNumber(at: number): number {
+    const w = (at >> 2) + F.cookieLo;
+    const hi = this.u32[w + 1]!;
+    return hi < 0x200000 ? hi * TWO_32 + this.u32[w]! : NaN;
+  }
+
+  /** The same cookie as a decimal string (BigInt only past 2^53). */
+  cookie(at: number, n = this.cookieNumber(at)): string {
+    return Number.isNaN(n) ? this.buf.readBigUInt64LE(at + SOCK.cookie.offset).toString() : String(n);
+  }
+
+  private address(family: 4 | 6, at: number): string {
+    const key = family === 4 ? this.u32[at >> 2]! : this.buf.toString('latin1', at, at + 16);
+    let text = this.addresses.get(key);
+    if (text === undefined) {
+      text = family === 4 ? formatIPv4(this.u8.subarray(at, at + 4)) : `[${formatIPv6(this.u8.subarray(at, at + 16))}]`;
+      this.addresses.set(key, text);
+    }
+    return text;
+  }
+
+  private endpoint(family: 4 | 6, at: number, port: number): string {
+    if (family === 6) return this.address(6, at) + portSuffix(port);
+    const key = this.u32[at >> 2]! * 65536 + port;
+    let text = this.endpoints.get(key);
+    if (text === undefined) {
+      text = this.address(4, at) + portSuffix(port);
+      if (this.endpoints.size < ENDPOINT_CACHE) this.endpoints.set(key, text);
+    }
+    return text;
+  }
+
+  private comm(pid: number, at: number): string {
+    let text = this.comms.get(pid);
+    if (text === undefined) {
+      const bytes = this.buf.subarray(at + F.comm, at + F.comm + SOCK.comm.size);
+      const nul = bytes.indexOf(0);
+      text = bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+      this.comms.set(pid, text);
+    }
+    return text;
+  }
+
+  /** The TCP state of the record at `at`. */
+  state(at: number): TcpState {
+    return tcpStateName(this.u8[at + F.state]!);
+  }
+
+  family(at: number): 4 | 6 {
+    return this.u16[(at >> 1) + F.family] === AF_INET ? 4 : 6;
+  }
+
+  local(at: number, family = this.family(at)): string {
+    return this.endpoint(family, at + F.saddr, this.u16[(at >> 1) + F.sport]!);
+  }
+
+  remote(at: number, family = this.family(at)): string {
+    return this.endpoint(family, at + F.daddr, this.u16[(at >> 1) + F.dport]!);
+  }
+
+  netns(at: number): number {
+    return this.u32[(at >> 2) + F.netns]!;
+  }
+
+  uid(at: number): number {
+    return this.u32[(at >> 2) + F.uid]!;
+  }
+
+  recvQ(at: number): number {
+    return this.u32[(at >> 2) + F.recvQ]!;
+  }
+
+  sendQ(at: number): number {
+    return this.u32[(at >> 2) + F.sendQ]!;
+  }
+
+  keepalive(at: number): boolean {
+    return (this.u8[at + F.flags]! & SOCK_FLAGS.KEEPALIVE) !== 0;
+  }
+
+  /** ms until the record's timer fires (keepalive, or TIME_WAIT's end); null without one. */
+  private timerMs(at: number): number | null {
+    return this.u8[at + F.flags]! & SOCK_FLAGS.TIMER ? this.u32[(at >> 2) + F.timerMs]! : null;
+  }
+
+  /** ms until the next keepalive probe; null with keepalive off. */
+  keepaliveProbeInMs(at: number, state = this.state(at)): number | null {
+    return this.keepalive(at) && state !== 'TIME_WAIT' ? this.timerMs(at) : null;
+  }
+
+  /** ms after which keepalive reaps the socket even if the peer host is gone: probe + probes × interval. */
+  keepaliveReapByMs(at: number, probeInMs = this.keepaliveProbeInMs(at)): number | null {
+    return probeInMs !== null ? probeInMs + this.u8[at + F.probes]! * this.u32[(at >> 2) + F.intvlMs]! : null;
+  }
+
+  /** How long the socket has been in its state, estimated from the kernel's timestamps; null when unknown. */
+  stateAgeMs(at: number, state = this.state(at)): number | null {
+    if (state === 'TIME_WAIT') {
+      const timerMs = this.timerMs(at);
+      return timerMs !== null ? Math.max(0, TIME_WAIT_MS - timerMs) : null;
+    }
+    if (state !== 'CLOSE_WAIT') return null;
+    const w = (at >> 2) + F.lastActiveLo;
+    const lastActiveNs = this.u32[w + 1]! * TWO_32 + this.u32[w]!;
+    return lastActiveNs > 0 ? Math.max(0, Math.round((this.nowNs - lastActiveNs) / 1e6)) : null;
+  }
+
+  /** The (pid, fd) the record was found through; null for iter/tcp's records. */
+  owner(at: number): Owner | null {
+    if (!(this.u8[at + F.flags]! & SOCK_FLAGS.OWNED)) return null;
+    const pid = this.u32[(at >> 2) + F.pid]!;
+    return { pid, comm: this.comm(pid, at), fd: this.i32[(at >> 2) + F.fd]! };
+  }
+
+  /** The record as a SocketInfo, its owners the record's own (pid, fd) if any. */
+  decode(at: number, onRecord: OnRecord): void {
+    const state = this.state(at);
+    const family = this.family(at);
+    const keepaliveProbeInMs = this.keepaliveProbeInMs(at, state);
+    const stateAgeMs = this.stateAgeMs(at, state);
+    const owner = this.owner(at);
+    const cookie = this.cookieNumber(at);
+    const info: SocketInfo = {
+      cookie: this.cookie(at, cookie),
+      state,
+      family,
+      local: this.local(at, family),
+      remote: this.remote(at, family),
+      netns: this.netns(at),
+      owners: owner ? [owner] : [],
+      creator: null,
+      recvQ: this.recvQ(at),
+      sendQ: this.sendQ(at),
+      keepalive: this.keepalive(at),
+      keepaliveProbeInMs,
+      keepaliveReapByMs: this.keepaliveReapByMs(at, keepaliveProbeInMs),
+      stateAgeMs,
+      ageEstimated: stateAgeMs !== null,
+      uid: this.uid(at),
+    };
+    onRecord(info, cookie);
+  }
+
+  /**
+   * Appends the record as JSON to `out`: exactly what JSON.stringify writes
+   * for the SocketInfo decode() makes of it (same fields, same order;
+   * test/snapshot-json.test.ts holds them to it), its owners those of the
+   * records at `owners` (this buffer's offsets; the same (pid, fd) once).
+   * `snapshot --json` writes sockets this way, without making objects or
+   * strings per socket: the text between numbers that vary (cookie, ports,
+   * fd, queues, age) is encoded once per value that repeats (state and local
+   * address, remote address, netns, holder, uid). `stateAgeMs`: the record's,
+   * which the caller has.
+   */
+  writeJson(out: JsonBytes, at: number, owners: readonly number[], stateAgeMs: number | null): void {
+    const family = this.family(at);
+    const cookie = this.cookieNumber(at);
+    out.bytes(JSON_TEXT.open);
+    if (Number.isNaN(cookie)) out.bytes(encoded(this.cookie(at, cookie)));
+    else out.uint(cookie);
+    out.bytes(this.localJson(at, family));
+    out.uint(this.u16[(at >> 1) + F.sport]!);
+    out.bytes(this.remoteJson(at, family));
+    out.uint(this.u16[(at >> 1) + F.dport]!);
+    out.bytes(this.netnsJson(at));
+    for (let i = 0; i < owners.length; i++) {
+      if (this.heldBefore(owners, i)) continue;
+      if (i > 0) out.bytes(JSON_TEXT.comma);
+      out.bytes(this.ownerJson(owners[i]!));
+      out.uint(this.i32[(owners[i]! >> 2) + F.fd]!);
+      out.bytes(JSON_TEXT.ownerEnd);
+    }
+    out.bytes(JSON_TEXT.recvQ);
+    out.uint(this.recvQ(at));
+    out.bytes(JSON_TEXT.sendQ);
+    out.uint(this.sendQ(at));
+    if (this.keepalive(at)) {
+      const probeInMs = this.keepaliveProbeInMs(at);
+      out.bytes(JSON_TEXT.keepaliveOn);
+      out.uintOrNull(probeInMs);
+      out.bytes(JSON_TEXT.reapBy);
+      out.uintOrNull(this.keepaliveReapByMs(at, probeInMs));
+      out.bytes(JSON_TEXT.age);
+    } else {
+      out.bytes(JSON_TEXT.keepaliveOff);
+    }
+    out.uintOrNull(stateAgeMs);
+    out.bytes(this.tailJson(stateAgeMs !== null, this.uid(at)));
+  }
+
+  /** Whether a record before owners[i] was found through the same (pid, fd). */
+  private heldBefore(owners: readonly number[], i: number): boolean {
+    const pid = this.u32[(owners[i]! >> 2) + F.pid];
+    const fd = this.i32[(owners[i]! >> 2) + F.fd];
+    for (let j = 0; j < i; j++) {
+      if (this.u32[(owners[j]! >> 2) + F.pid] === pid && this.i32[(owners[j]! >> 2) + F.fd] === fd) return true;
+    }
+    return false;
+  }
+
+  /** `","state":"S","family":F,"local":"ADDRESS:`, per state and local address. */
+  private localJson(at: number, family: 4 | 6): Uint8Array {
+    const state = this.u8[at + F.state]!;
+    const key = family === 4 ? this.u32[(at + F.saddr) >> 2]! * 32 + state : `${state} ${this.buf.toString('latin1', at + F.saddr, at + F.saddr + 16)}`;
+    return (
+      this.localJsons.get(key) ??
+      remember(this.localJsons, key, `","state":"${tcpStateName(state)}","family":${family},"local":"${this.address(family, at + F.saddr)}:`)
+    );
+  }
+
+  /** `","remote":"ADDRESS:`, per remote address. */
+  private remoteJson(at: number, family: 4 | 6): Uint8Array {
+    const key = family === 4 ? this.u32[(at + F.daddr) >> 2]! : this.buf.toString('latin1', at + F.daddr, at + F.daddr + 16);
+    return this.remoteJsons.get(key) ?? remember(this.remoteJsons, key, `","remote":"${this.address(family, at + F.daddr)}:`);
+  }
+
+  /** `","netns":N,"owners":[`, per netns. */
+  private netnsJson(at: number): Uint8Array {
+    const netns = this.netns(at);
+    return this.netnsJsons.get(netns) ?? remember(this.netnsJsons, netns, `","netns":${netns},"owners":[`);
+  }
+
+  /** `{"pid":P,"comm":C,"fd":`, per holder (a comm is any 15 bytes: escaped here). */
+  private ownerJson(record: number): Uint8Array {
+    const pid = this.u32[(record >> 2) + F.pid]!;
+    return this.ownerJsons.get(pid) ?? remember(this.ownerJsons, pid, `{"pid":${pid},"comm":${JSON.stringify(this.comm(pid, record))},"fd":`);
+  }
+
+  /** `,"ageEstimated":B,"uid":U}`, per uid and B. */
+  private tailJson(estimated: boolean, uid: number): Uint8Array {
+    const key = uid * 2 + (estimated ? 1 : 0);
+    return this.tailJsons.get(key) ?? remember(this.tailJsons, key, `,"ageEstimated":${estimated},"uid":${uid}}`);
+  }
+}

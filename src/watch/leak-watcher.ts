@@ -1,0 +1,485 @@
+/**
+ * The CLOSE_WAIT leak engine behind `sockleak watch`, `run` and the agent.
+ *
+ * The kernel does the bookkeeping (bpf/trace.bpf.c, leak mode): every socket in
+ * CLOSE_WAIT sits in a BPF map with the time it got there and its creator, so
+ * healthy connections cost nothing in user space. Every tick this class asks
+ * the kernel for the sockets that crossed the threshold since the last tick,
+ * resolves their owners with the task_file iterator, and reports them; from
+ * then on the kernel sends their close() calls and their leaving CLOSE_WAIT.
+ *
+ * Per leak it keeps one slot of a LeakTable (leak-table.ts: typed-array
+ * columns, ~130 bytes a leak) and makes the full LeakRecord only when one is
+ * asked for: when the record is taken from the iterator, by current(), by
+ * leak(). Its scans read raw iterator records a chunk at a time
+ * (close-wait-scan.ts) and write new leaks straight into their slots.
+ */
+import { monotonicNowNs } from '../clock';
+import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey, type CookieSet, type RawSock } from '../scan/close-wait-scan';
+import { UsageError } from '../errors';
+import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from '../events';
+import { CookieMap } from '../cookie-map';
+import { EVENT, EVENT_FLAGS, EVENT_SIZE } from '../generated/layout';
+import { requireProcess } from '../kernel/preflight';
+import { ProcessTree } from './process-tree';
+import { keyOf, OpenLeaks } from './open-leaks';
+import { sameOwner, type Creator, type Owner } from '../sockets';
+import { Tracer, type TracerHooks } from '../trace/tracer';
+import type { Closer, ResolvedRecord, WatchRecord } from '../watch-records';
+
+export interface WatchOptions {
+  /** How long a socket may stay in CLOSE_WAIT before it is a leak, in ms. Default 30 s. */
+  thresholdMs?: number;
+  /** Only leaks held (or created) by this process. */
+  pid?: number;
+  /** How often the kernel is asked for new leaks, in ms. Default 250. */
+  tickMs?: number;
+  /** How often every reported leak's owners are rescanned, in ms. Default 10 s. */
+  rescanMs?: number;
+  /** Bound of the in-kernel CLOSE_WAIT and creator hashes, which hold the sockets that have no slot of the kernel's per-socket array (65536 slots besides). Default 262144. */
+  maxSockets?: number;
+  /** @internal Slots of the kernel's per-socket array (a power of two; see TracerOptions.socketSlots). */
+  socketSlots?: number;
+  btfPath?: string;
+  /** Receives every connect() that failed with EADDRNOTAVAIL and bind() with EADDRINUSE (port-watcher.ts). */
+  onPortEvent?: (ev: ConnectEvent | BindEvent) => void;
+  /**
+   * Only leaks of a process tree (`sockleak run`): held or created by a process
+   * that was in the tree while watching. addTreeRoot() adds a root; the kernel
+   * adds its descendants (forks, daemons, new sessions) and drops them on exit.
+   * Only the tree's processes are scanned (owners outside it are not listed) and
+   * sockets already in CLOSE_WAIT at start are not seeded: a tree starts new.
+   */
+  followTree?: boolean;
+}
+
+/** A union of cookie sets, as one (no copy). */
+function union(...sets: CookieSet[]): CookieSet {
+  return {
+    has: (cookie) => sets.some((s) => s.has(cookie)),
+    size: sets.reduce((n, s) => n + s.size, 0),
+    *keys() {
+      for (const s of sets) yield* s.keys();
+    },
+  };
+}
+
+/**
+ * `owners` and `owner`, in an array of exactly that size (a pushed-to or spread
+ * array keeps ~16 spare slots: 128 bytes a leak); `owners` itself when it has
+ * that holder already.
+ */
+function withOwner(owners: readonly Owner[], owner: Owner): readonly Owner[] {
+  if (owners.some((o) => sameOwner(o, owner))) return owners;
+  return owners.length === 0 ? [owner] : owners.concat([owner]);
+}
+
+/** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
+const NEW_IN_SCAN = -2;
+
+/** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
+const CREATOR_LIMIT = 4096;
+
+export function validate(o: WatchOptions): void {
+  for (const [name, v, min] of [
+    ['threshold', o.thresholdMs, 0],
+    ['tick', o.tickMs, 10],
+    ['rescan', o.rescanMs, 100],
+    ['maxSockets', o.maxSockets, 1024],
+  ] as const) {
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < min)) throw new UsageError(`${name} must be an integer >= ${min}, got ${v}`);
+  }
+}
+
+/**
+ * The ring in leak mode: it carries only reported leaks' closes and departures
+ * and port failures, not every transition, so a quarter of trace's 8 MiB. Its
+ * pages count twice in RSS (the kernel maps a ring's data twice). A burst
+ * larger than it (a process exiting with 200k leaks) is drained as it comes;
+ * what is lost is counted, and the owner rescan resolves those leaks as gone.
+ */
+const LEAK_RING_BYTES = 2 << 20;
+
+/** Live leak detection. Iterate it for records; close() to stop. */
+export class LeakWatcher extends OpenLeaks {
+  private readonly tracer: Tracer;
+  private readonly scanner: CloseWaitScanner;
+  private readonly thresholdNs: number;
+  /** Reported leaks that left CLOSE_WAIT in their owner's context; the close event names the fd. */
+  private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
+  /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
+  private readonly stale = new Map<CookieKey, Closer>();
+  /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
+  private readonly creators = new Map<string, Creator>();
+  /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
+  private readonly owned = new Map<number, readonly Owner[]>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticks = 0;
+  private scans = 0;
+  private lastRescanNs = 0;
+  /** When the last step started, and how long its collectLeaks() took: it walks the kernel's whole CLOSE_WAIT map. */
+  private lastStepNs = 0;
+  private collectCostNs = 0;
+  private busy = false;
+  private mapFullSeed = 0;
+  /** followTree: the tree and its members. */
+  private readonly tree: ProcessTree | undefined;
+  private readonly pumping: Promise<void>;
+  /**
+   * Settles once the first step is over (seeding, and at a restart the burst of
+   * every leak already there), or the watcher closed first: heavy work that can
+   * wait should, so that the two do not add up.
+   */
+  readonly firstStep: Promise<void>;
+  private firstStepOver: () => void = () => undefined;
+
+  constructor(private readonly options: WatchOptions = {}) {
+    super();
+    validate(options);
+    if (options.pid !== undefined) requireProcess(options.pid);
+    this.thresholdNs = (options.thresholdMs ?? 30_000) * 1e6;
+    this.scanner = new CloseWaitScanner(options.btfPath !== undefined ? { btfPath: options.btfPath } : {});
+    try {
+      this.tracer = new Tracer({
+        leakMode: true,
+        ringBytes: LEAK_RING_BYTES,
+        ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+        ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
+        ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
+        ...(options.followTree && { followTree: true }),
+      });
+    } catch (err) {
+      this.scanner.close();
+      throw err;
+    }
+    this.tree = options.followTree ? new ProcessTree(this.tracer) : undefined;
+    this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
+    this.pumping = this.pump();
+    this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
+    void this.tick(); // the first tick seeds sockets already in CLOSE_WAIT
+  }
+
+  /**
+   * Stops following an open leak without a record (a bounded consumer dropped it):
+   * its state goes, and the kernel forgets it, which makes room for new ones.
+   */
+  evict(cookie: CookieKey): void {
+    const key = keyOf(cookie);
+    const s = this.slotOf(key);
+    if (s < 0) return;
+    this.leaks.remove(s);
+    this.leaving.delete(key);
+    this.stale.delete(key);
+    this.tracer.forget([cookieText(key)]);
+  }
+
+  /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
+  addTreeRoot(pid: number): void {
+    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
+    this.tree.addRoot(pid);
+  }
+
+  /** followTree: processes of the tree alive now. Each call also remembers them as members. */
+  treePids(): number[] {
+    return this.tree?.alive() ?? [];
+  }
+
+  /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
+  treeMembers(): ReadonlySet<number> {
+    return this.tree?.members() ?? new Set();
+  }
+
+  /** How the tracer hooks syscalls, and whether it mounted tracefs to do so (the CLI says so). */
+  hooks(): TracerHooks {
+    return this.tracer.hooks();
+  }
+
+  /** @internal Active closes so far, raw (sl_close_key, sl_close_count) pairs: who left TIME_WAIT behind. */
+  activeCloses(): Buffer {
+    return this.tracer.activeCloses();
+  }
+
+  /** Events emitted/lost by the kernel, plus seeds refused by a full map (counted as mapFull). */
+  counters(): TraceCounters {
+    const c = this.tracer.counters();
+    return { ...c, mapFull: c.mapFull + BigInt(this.mapFullSeed) };
+  }
+
+
+
+  /** Applies what the kernel sends about reported leaks. */
+  private async pump(): Promise<void> {
+    for await (const batch of this.tracer.batches()) {
+      for (const ev of batch) this.apply(ev);
+    }
+  }
+
+  private apply(ev: TraceEvent): void {
+    if ((ev.type === 'connect' || ev.type === 'bind') && (ev.ret === -99 || ev.ret === -98)) {
+      this.options.onPortEvent?.(ev);
+      return;
+    }
+    const leak = this.slotOf(cookieKey(ev.cookie));
+    if (leak < 0) return;
+    const cookie = this.leaks.cookieKey(leak);
+    if (ev.type === 'state') {
+      const closer = this.stale.get(cookie);
+      // Before 6.6, close() dropped the last reference on its way back to user
+      // space (task_work; commit 021a160abf62 made it synchronous): its close
+      // record comes first, then the socket leaves CLOSE_WAIT in the same thread.
+      if (closer && closer.tid === ev.tid) this.resolve(leak, closer, 'close');
+      else if (ev.context === 'task') this.leaving.set(cookie, { ev, tick: this.ticks });
+      else this.resolve(leak, null, 'peer');
+    } else if (ev.type === 'close' && ev.ret === 0) {
+      this.closed(leak, ev);
+    }
+  }
+
+  private closed(leak: number, ev: CloseEvent): void {
+    const closer: Closer = { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: ev.fd };
+    const cookie = this.leaks.cookieKey(leak);
+    const leaving = this.leaving.get(cookie);
+    if (leaving && leaving.ev.tid === ev.tid) {
+      this.leaving.delete(cookie);
+      this.resolve(leak, closer, 'close');
+      return;
+    }
+    // The socket survived this close() (someone else holds it), or, before 6.6,
+    // is about to leave CLOSE_WAIT (see apply()): the next tick's scan says
+    // which, and who holds it now.
+    this.stale.set(cookie, closer);
+  }
+
+  private resolve(leak: number, closedBy: Closer | null, how: ResolvedRecord['how']): void {
+    const t = this.leaks;
+    const cookie = t.cookieKey(leak);
+    const record: ResolvedRecord = { type: 'resolved', cookie: cookieText(cookie), local: t.local(leak), remote: t.remote(leak), closedBy, how, heldMs: this.ageMs(leak) };
+    t.remove(leak);
+    this.leaving.delete(cookie);
+    this.stale.delete(cookie);
+    this.emit(record);
+  }
+
+  private matchesPid(owners: readonly Owner[], creator: Creator | null): boolean {
+    const pid = this.options.pid;
+    return pid === undefined || owners.some((o) => o.pid === pid) || creator?.pid === pid;
+  }
+
+  private matchesTree(owners: readonly Owner[], creator: Creator | null): boolean {
+    return this.tree?.holdsOrCreated(owners, creator) ?? true;
+  }
+
+  /** The creator an sl_event names, shared with the leaks of the same thread. */
+  private creatorAt(raw: Buffer, at: number): Creator {
+    const start = at + EVENT.comm.offset;
+    let end = start;
+    while (end < start + EVENT.comm.size && raw[end] !== 0) end++;
+    const pid = raw.readUInt32LE(at + EVENT.pid.offset);
+    const tid = raw.readUInt32LE(at + EVENT.tid.offset);
+    const comm = raw.toString('latin1', start, end);
+    const key = `${pid}|${tid}|${comm}`;
+    let creator = this.creators.get(key);
+    if (!creator) {
+      if (this.creators.size >= CREATOR_LIMIT) this.creators.clear();
+      creator = { pid, tid, comm: this.scanner.strings.get(comm) };
+      this.creators.set(key, creator);
+    }
+    return creator;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || this.ended) return;
+    // ~0.4 µs a socket in CLOSE_WAIT (80 ms at 200k): ask at most every 10 costs, so asking takes <= ~10% of a core.
+    if (monotonicNowNs() - this.lastStepNs < 10 * this.collectCostNs) return;
+    this.busy = true;
+    try {
+      await this.step();
+    } catch (err) {
+      this.failure = err;
+      void this.close();
+    } finally {
+      this.busy = false;
+      this.firstStepOver();
+    }
+  }
+
+  /** Reports now every matching socket in CLOSE_WAIT, whatever its age (`sockleak run`, when the command exits). */
+  async flush(): Promise<void> {
+    while (this.busy) await new Promise((resolve) => setTimeout(resolve, 5));
+    if (this.ended) return;
+    this.busy = true;
+    try {
+      await this.step(0);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async step(thresholdNs = this.thresholdNs): Promise<void> {
+    this.ticks++;
+    this.treePids();
+    const nowNs = monotonicNowNs();
+    if (this.ticks === 1 && !this.options.followTree) {
+      // Sockets already in CLOSE_WAIT: into the kernel map, with estimated entry times (a tree starts empty).
+      await this.scanner.each((raw) => (this.mapFullSeed += this.tracer.seed(raw)));
+    }
+    // A leak that left CLOSE_WAIT in its owner's context with no close() event: exit, exec, dup2, close_range.
+    for (const [cookie, { ev, tick }] of this.leaving) {
+      const leak = this.slotOf(cookie);
+      if (leak >= 0 && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
+    }
+    const askedNs = monotonicNowNs();
+    this.lastStepNs = askedNs;
+    const raw = this.tracer.collectLeaks(nowNs - thresholdNs);
+    this.collectCostNs = monotonicNowNs() - askedNs;
+    // Owners of open leaks go stale; with none open there is nothing to rescan (a scan visits every socket).
+    const rescan = this.leaks.size > 0 && nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
+    if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
+
+    // New leaks: where their sl_event is in `raw`, until the scan found them.
+    const fresh = new CookieMap(Math.floor(raw.length / EVENT_SIZE));
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
+      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
+      if (this.leaks.slotOf(cookie) < 0) fresh.set(cookie, at); // (a cookie already open is not new)
+    }
+    this.leaks.reserve(fresh.size); // a restart's burst: one growth to size, not several that copy
+    const staleOwners = await this.find(fresh, raw, rescan, nowNs);
+
+    const vanished: CookieKey[] = [];
+    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
+      // Records go out in the kernel's order (the table lists a burst in the order the scan found it).
+      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
+      if (fresh.get(cookie) !== at) continue; // open already, or a repeat
+      const leak = this.leaks.slotOf(cookie); // tentative: found by the pass
+      if (leak < 0) {
+        vanished.push(cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
+        continue;
+      }
+      const owners = this.leaks.owners(leak);
+      const creator = this.leaks.creatorOf(leak);
+      if (!this.matchesPid(owners, creator) || !this.matchesTree(owners, creator)) {
+        this.leaks.remove(leak);
+        continue;
+      }
+      this.leaks.report(leak);
+      this.emit(leak);
+    }
+    for (const [cookie, closedBy] of this.stale) {
+      const leak = this.slotOf(cookie);
+      if (leak < 0) continue;
+      const owners = staleOwners.get(cookie);
+      if (!owners) this.resolve(leak, closedBy, 'exit');
+      else {
+        this.leaks.setOwners(leak, owners);
+        this.emit({ type: 'fd-closed', cookie: cookieText(cookie), remote: this.leaks.remote(leak), closedBy, stillHeldBy: [...owners] });
+      }
+    }
+    this.stale.clear();
+    if (rescan) {
+      this.lastRescanNs = nowNs;
+      const t = this.leaks;
+      for (const leak of t.slots()) {
+        if (t.scanMark[leak] === this.scans) {
+          if (t.scanConfirmed[leak] === NEW_IN_SCAN) continue;
+          const owners = this.owned.get(leak);
+          if (owners) t.setOwners(leak, owners);
+          else t.keepOwners(leak, t.scanConfirmed[leak]!);
+          continue;
+        }
+        const cookie = t.cookieKey(leak);
+        if (!this.leaving.has(cookie) && !staleOwners.has(cookie)) {
+          vanished.push(cookie);
+          this.resolve(leak, null, 'gone');
+        }
+      }
+    }
+    this.owned.clear();
+    this.tracer.forget(vanished.map(cookieText));
+  }
+
+  /**
+   * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`, their events
+   * in `raw`) go straight into tentative slots of the table, details and
+   * owners (marked NEW_IN_SCAN); the stale ones get their owners, returned; on
+   * a rescan every tracked leak's owners are checked in place (marked on its
+   * slot; only changed lists are made anew, in `owned`), so a rescan of 200k
+   * unchanged leaks makes no objects.
+   */
+  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, readonly Owner[]>> {
+    const t = this.leaks;
+    const staleOwners = new Map<CookieKey, readonly Owner[]>();
+    const strings = this.scanner.strings;
+    const scan = ++this.scans;
+    let seen = 0;
+    const wanted = rescan ? union(fresh, t) : union(fresh, this.stale); // stale ones are tracked leaks
+    const addOwner = (leak: number, sock: RawSock): void => {
+      const owner = ownerOf(sock, strings);
+      if (!owner) return;
+      const owners = t.owners(leak);
+      const more = withOwner(owners, owner);
+      if (more !== owners) t.setOwners(leak, more);
+    };
+    const visit = (cookie: CookieKey, sock: RawSock): void => {
+      const leak = t.slotOf(cookie);
+      if (leak >= 0 && t.isTentative(leak)) {
+        if (sock.held) addOwner(leak, sock); // else iter/tcp's copy of a held socket
+        return;
+      }
+      const at = fresh.get(cookie);
+      if (at >= 0) {
+        const flags = raw.readUInt8(at + EVENT.flags.offset);
+        const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
+        const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
+        const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
+        const added = t.add(cookie, sock, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
+        t.scanMark[added] = scan;
+        t.scanConfirmed[added] = NEW_IN_SCAN;
+        seen++;
+        addOwner(added, sock);
+        return;
+      }
+      if (leak < 0) return;
+      if (this.stale.has(cookie)) {
+        let owners = staleOwners.get(cookie);
+        if (!owners) {
+          staleOwners.set(cookie, (owners = []));
+          seen++;
+        } else if (!sock.held) return;
+        const owner = ownerOf(sock, strings);
+        if (owner) staleOwners.set(cookie, withOwner(owners, owner));
+        return;
+      }
+      if (!rescan) return;
+      if (t.scanMark[leak] !== scan) {
+        t.scanMark[leak] = scan;
+        t.scanConfirmed[leak] = 0;
+        seen++;
+      }
+      const confirmed = t.scanConfirmed[leak]!;
+      if (sock.held && confirmed >= 0 && t.namesOwnerAt(leak, confirmed, sock)) {
+        t.scanConfirmed[leak] = confirmed + 1;
+        return;
+      }
+      const owner = ownerOf(sock, strings);
+      if (!owner) return;
+      const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
+      t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
+      this.owned.set(leak, withOwner(owners, owner));
+    };
+    const pids = this.tree?.alive();
+    await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
+    return staleOwners;
+  }
+
+  /** Stops: detaches, unloads; the iterator ends after the records already produced. */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.firstStepOver();
+    clearInterval(this.timer);
+    await this.tracer.close();
+    await this.pumping.catch(() => undefined);
+    this.scanner.close();
+    this.wake?.();
+  }
+}
