@@ -69,7 +69,7 @@ export function enableBpfStats(restorer: Restorer): void {
 
 /**
  * Turns run-time accounting off: it adds two clock reads to every BPF program
- * run, ~0.1 µs, which the snapshot's iterator (one run per open file) and the
+ * run (the floor in docs/benchmarks.md, Method), which the snapshot's iterator (one run per open file) and the
  * agent's programs would pay and ss would not.
  */
 export function disableBpfStats(restorer: Restorer): void {

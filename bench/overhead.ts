@@ -1,7 +1,7 @@
 /**
  * Overhead per connection (the method of shared/BENCHMARKING.md): CPU time per
  * unit of work, which repeats within a few percent here, not throughput, which
- * swings ±30% on these shared VMs.
+ * swings widely on these shared VMs (docs/benchmarks.md, Method).
  *
  * One run = start the tracer, wait until it is attached and idle (its start-up
  * done), read its programs' run_time_ns/run_cnt and its utime+stime, run the churn (a fixed number of

@@ -13,6 +13,20 @@ export interface ReportInput {
   /** Warnings about this run's figures, printed above the results. */
   caveats: string[];
   sections: Array<{ heading: string; tables: Table[] }>;
+  /** The hand-kept part of the report being replaced (keptPart()), carried over after Method. */
+  kept?: string;
+}
+
+/**
+ * Heading of the part of docs/benchmarks.md written by hand (the one-off
+ * figures the code's comments point to): a rewrite carries it over as it is.
+ */
+export const KEPT_HEADING = '## Figures behind design choices';
+
+/** The hand-kept part of a report, from KEPT_HEADING to the end; '' when it has none. */
+export function keptPart(report: string): string {
+  const at = report.search(new RegExp(`^${KEPT_HEADING}$`, 'm'));
+  return at < 0 ? '' : report.slice(at);
 }
 
 const METHOD = `## Method
@@ -128,5 +142,6 @@ export function renderReport(r: ReportInput): string {
     ...r.caveats.flatMap((c) => [`> **Caveat.** ${c}`, '']),
     ...r.sections.flatMap((s) => [`## ${s.heading}`, '', ...s.tables.map(renderMarkdown)]),
     METHOD,
+    ...(r.kept ? [r.kept.trimEnd(), ''] : []),
   ].join('\n');
 }

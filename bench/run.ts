@@ -14,7 +14,7 @@ import { killAll, sleep } from './children';
 import { background, overheadTables, runOverhead } from './overhead';
 import { ensurePeers, packageVersion } from './peers';
 import { runAgentRss } from './agent-rss';
-import { renderReport } from './report';
+import { keptPart, renderReport } from './report';
 import { runSnapshot, snapshotTable, type SnapshotSize } from './snapshot';
 import { runStartup } from './startup';
 import { ensureTracefs, machineBusyNs, machineInfo, Restorer } from './system';
@@ -198,6 +198,7 @@ async function main(argv: string[]): Promise<number> {
         backgroundCpus: busyBefore,
         caveats,
         sections,
+        kept: fs.existsSync(args.out) ? keptPart(fs.readFileSync(args.out, 'utf8')) : '',
       });
       fs.mkdirSync(path.dirname(args.out), { recursive: true });
       fs.writeFileSync(args.out, report);

@@ -230,7 +230,7 @@ interface KernelScan {
   diagCensuses: number;
 }
 
-/** In-process scans per round; their median is the round's figure (each is ~10 ms). */
+/** In-process scans per round; their median is the round's figure. */
 const KERNEL_SCANS_PER_ROUND = 5;
 
 export interface SizeResult {
@@ -264,7 +264,7 @@ async function runOnce(tool: SnapshotTool, run: ToolRun, o: SnapshotOptions, las
   const [cmd, ...args] = tool.command(o.ctx);
   const gnuTime = o.peers.get('time');
   const rssFile = path.join(os.tmpdir(), `sockleak-bench-rss.${process.pid}`);
-  // GNU time adds ~1 ms of its own: the peak RSS (wait4's ru_maxrss) is worth it.
+  // GNU time adds a little time of its own: the peak RSS (wait4's ru_maxrss) is worth it.
   const r = gnuTime ? await timed(gnuTime, ['-f', '%M', '-o', rssFile, cmd!, ...args]) : await timed(cmd!, args);
   if (r.code !== 0) {
     const why = r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`;

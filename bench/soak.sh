@@ -17,7 +17,7 @@ OVER=${OVER:-280000}         # second phase: more leaks than watch's default bou
 BOUND=262144                 # close_wait map bound (watch's default maxSockets; docs/guarantees.md)
 DESTS=${DESTS:-16}           # destinations 127.9.0.1..N (28k ephemeral ports each)
 # Peak RSS (VmHWM) allowed to watch and agent: a regression guard at the measured level
-# (docs/agent.md: ~0.76 GB peak at 100k leaks, ~1.2 GB at 200k), not the 150 MB target.
+# (docs/agent.md, docs/benchmarks.md), not the 150 MB target.
 RSS_BUDGET_KB=${RSS_BUDGET_KB:-$((500 * 1024))}   # fixed part ...
 RSS_PER_LEAK_KB=${RSS_PER_LEAK_KB:-5}             # ... plus this per open leak
 

@@ -22,8 +22,8 @@
  * hashed again) knows it, and walks the bucket again (walk_one_bucket); should
  * that keep happening, the run ends SL_WALK_UNSURE and the caller asks
  * sock_diag instead. Per socket, one read of sock_common's first two cache
- * lines: sock_diag, which builds a netlink message per socket, spends ~5 times
- * more CPU on the same census.
+ * lines: sock_diag, which builds a netlink message per socket, spends several
+ * times more CPU on the same census (docs/benchmarks.md).
  *
  * Not an iterator: user space runs it with BPF_PROG_TEST_RUN on a thread that
  * has entered the namespace, once per part of the hash. Each run starts at

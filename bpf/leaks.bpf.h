@@ -65,8 +65,8 @@ const volatile __u32 socket_slot_mask = SL_SOCKET_SLOTS - 1;
 /*
  * Leak mode. Live sockets with a known creator, direct-mapped by cookie: slot
  * cookie & socket_slot_mask, tagged with the cookie (struct sl_socket). A hash
- * insert and delete per socket (allocation, bucket lock, RCU free) cost ~4x a
- * slot's stores; cookies come in per-CPU runs, so the sockets alive at once
+ * insert and delete per socket (allocation, bucket lock, RCU free) cost
+ * several times a slot's stores (docs/benchmarks.md); cookies come in per-CPU runs, so the sockets alive at once
  * rarely share a slot.
  *   - Claimed by remember_creator: on CLOSE -> SYN_SENT (in the connect()
  *     caller's context, flagged SL_CREATOR_CONNECT) and at accept() exit (only

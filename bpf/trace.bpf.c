@@ -342,7 +342,7 @@ int tp_accept_exit(struct sl_syscall_exit *ctx)
  * picks one pair): the file pointer read from the fd table becomes a BTF
  * pointer, and the rest of the way to the cookie is plain loads (a fault
  * reads 0) instead of four probe reads, each a helper call. The accept hook
- * runs once per connection: this takes ~40% off it.
+ * runs once per connection: this makes it markedly cheaper (docs/benchmarks.md).
  */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define rdonly_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))

@@ -1,7 +1,7 @@
 // Leak mode's hand-off where the kernel refuses map-element iterators (seen on
 // a 6.18 build: EPERM before verification for every iter/bpf_map_elem): user
 // space reads the two homes of CLOSE_WAIT entries itself, the `close_wait`
-// hash by BPF_MAP_LOOKUP_BATCH (~0.5 us an entry) and the mmapped `sockets`
+// hash by BPF_MAP_LOOKUP_BATCH and the mmapped `sockets`
 // slots in place, and marks what it reports as the new_leaks and
 // new_socket_leaks iterators do (trace.bpf.c): the same records, the same marks.
 #pragma once

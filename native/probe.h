@@ -3,7 +3,7 @@
 // cannot predict a build that refuses a program type or trusts a pointer less
 // (docs/kernels.md); a load can. An object is loaded with all of its programs,
 // and again without each one the kernel refuses, so a probe costs one load per
-// object plus one per refused program (~0.1-0.3 s in all; TypeScript caches the
+// object plus one per refused program (too slow for every command; TypeScript caches the
 // result per kernel build). Nothing is attached.
 #pragma once
 

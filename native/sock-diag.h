@@ -49,7 +49,7 @@ class SockDiag {
   // whose state bit is in `state_mask` (0 = every state), in this socket's netns.
   // A family with no hashed TCP socket at Open() is not dumped when the states
   // asked are all ones the kernel's in-use count covers: each dump walks the
-  // whole established hash, TIME_WAIT included (~15 ms with 130k of them).
+  // whole established hash, TIME_WAIT included (docs/benchmarks.md).
   BpfError DumpCookies(uint32_t state_mask, ScanBuffer* out);
 
   // Every TCP socket, IPv4 and IPv6, of this socket's netns as iter/tcp sees it

@@ -1,9 +1,9 @@
 /**
  * A JSON document written as bytes into chunk-sized Buffers, for output too
- * large to build as strings first. At 10k sockets (~3 MB), `snapshot --json`
- * as template strings made ~30 short-lived strings per socket, flattened them
- * by join() and encoded them again to write: about a third of the command's
- * time, much of it scavenges. Here text that repeats is encoded once by the
+ * large to build as strings first. `snapshot --json` as template strings made
+ * dozens of short-lived strings per socket, flattened them by join() and
+ * encoded them again to write: a large part of the command's time, much of it
+ * scavenges (docs/benchmarks.md, "Figures behind design choices"). Here text that repeats is encoded once by the
  * caller and copied; numbers are written digit by digit.
  */
 

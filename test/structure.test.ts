@@ -226,3 +226,25 @@ test('every src/ folder opens with a README.md of one or two lines', () => {
   }
   assert.deepEqual(bad, []);
 });
+
+test('docs/benchmarks.md: the hand-kept figures survive `npm run bench -- --write`, and no other part is kept', async () => {
+  // Imported here: bench/ is compiled with the tests, but only this test needs it.
+  const { KEPT_HEADING, keptPart, renderReport } = await import('../bench/report');
+  const doc = readFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), 'utf8');
+  const kept = keptPart(doc);
+  assert.ok(kept.startsWith(`${KEPT_HEADING}\n`), `docs/benchmarks.md has its "${KEPT_HEADING}" section`);
+  assert.ok(!kept.includes('\n## Method'), 'the kept part is the last section: Method is rewritten by the run');
+  const rewrite = renderReport({
+    machine: { nproc: 2, kernel: 'k', cpuModel: 'cpu', memGiB: 1, os: 'Linux', node: process.version, date: 'now' },
+    versions: {},
+    command: 'npm run bench',
+    durationS: 1,
+    backgroundCpus: 0,
+    caveats: [],
+    sections: [],
+    kept,
+  });
+  assert.ok(rewrite.includes('\n## Method\n'), 'the rewrite has its own Method');
+  assert.equal(keptPart(rewrite), kept.trimEnd() + '\n', 'the kept part comes back as it was, last');
+  assert.equal(keptPart(rewrite.slice(0, rewrite.indexOf(KEPT_HEADING))), '', 'one copy of it');
+});

@@ -1,9 +1,9 @@
 /**
  * TCP sockets per (state, network namespace), counted straight from the
  * iter/tcp records (bpf/scan.bpf.c) without decoding them into SocketInfo
- * objects: the agent runs this every interval, and with 200k sockets a full
- * decode would churn ~100 MB of short-lived objects where counting reads two
- * fields per 112-byte record.
+ * objects: the agent runs this every interval, and a full decode would churn
+ * short-lived objects for every socket where counting reads two fields per
+ * 112-byte record.
  */
 import type { NativeScanner } from '../kernel/addon';
 import { SOCK, SOCK_SIZE } from '../generated/layout';

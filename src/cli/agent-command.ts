@@ -46,16 +46,16 @@ function parseStreamQueue(text: string): number {
 export async function agentCommand(options: AgentCommandOptions): Promise<number> {
   if (options.recordMaxSize !== undefined && options.record === undefined) throw new UsageError('--record-max-size needs --record FILE');
   // Scans run on the libuv pool, and glibc gives each pool thread its own malloc arena, which keeps
-  // the high-water mark of the largest scan buffer dirty: one thread, one arena (~100 MB less at
-  // 200k leaks). Read when the pool starts, at its first use: nothing before this line uses it.
+  // the high-water mark of the largest scan buffer dirty: one thread, one arena (docs/benchmarks.md,
+  // "Figures behind design choices"). Read when the pool starts, at its first use: nothing before this line uses it.
   process.env.UV_THREADPOOL_SIZE ??= '1';
   // A long-lived process whose scans make short bursts of objects: V8's default young generation
   // (up to 3 x 16 MiB) and heap growth stay mapped after them. --optimize-for-size (read by V8's
   // heuristics as they run, so it works when set here) keeps the young generation at 1 MiB and
-  // grows the heap less: ~90 MB less RSS at 200k leaks in our measurement (docs/agent.md).
+  // grows the heap less: less RSS at 200k leaks in our measurement (docs/benchmarks.md).
   v8.setFlagsFromString('--optimize-for-size');
   // Large native buffers (a restart's 19 MB leak walk, event batches) go back to the kernel when
-  // freed instead of staying in glibc's heap: ~15 MB of settled RSS at 200k leaks.
+  // freed instead of staying in glibc's heap (docs/benchmarks.md).
   loadAddon().releaseLargeAllocations();
   const config: AgentOptions = {
     ...(options.listen && { host: options.listen.host, port: options.listen.port }),
@@ -69,7 +69,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.ports === false && { ports: false }),
     ...(options['web.config.file'] !== undefined && { webConfigFile: options['web.config.file'] }),
   };
-  // Loaded on use: prom-client and protobufjs would cost every other command ~60 ms of start-up.
+  // Loaded on use: prom-client and protobufjs would slow every other command's start-up.
   const { startAgent } = await import('../agent/agent');
   const agent = await startAgent(config);
   for (const note of agent.recordingNotes()) process.stderr.write(`sockleak: --record ${note}\n`);

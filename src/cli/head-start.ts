@@ -1,9 +1,10 @@
 /**
  * Work a command starts before the CLI has loaded its argument parser and its
  * own modules, so that the two overlap. For `snapshot`: opening the scanner,
- * loading its BPF object (~6-10 ms of in-kernel relocation and verification,
- * on a pool thread) and, unless the arguments name states or a pid, the
- * default scan itself (CLOSE_WAIT, every process: ~10 ms at 10k sockets).
+ * loading its BPF object (in-kernel relocation and verification, on a pool
+ * thread) and, unless the arguments name states or a pid, the default scan
+ * itself (CLOSE_WAIT, every process); each is comparable to the CLI's own
+ * load (docs/benchmarks.md, "Figures behind design choices").
  * `sockleak snapshot` is timed against ss; start-up is most of it.
  * This module loads nothing but the scanner's and the snapshot's own.
  */

@@ -34,7 +34,7 @@ const HEAD_STARTS: Record<string, (args: readonly string[]) => void> = {
   snapshot: (args) => (require('./head-start') as typeof import('./head-start')).startScanner(args),
 };
 
-/** commander, loaded after the head start (it pulls in child_process, net and streams: ~6 ms). */
+/** commander, loaded after the head start (it pulls in child_process, net and streams). */
 const commander = (): typeof import('commander') => require('commander') as typeof import('commander');
 /* eslint-enable @typescript-eslint/no-require-imports */
 

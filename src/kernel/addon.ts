@@ -152,7 +152,8 @@ let cached: Addon | undefined;
  * Where `bindings` looks: the package root given (it would otherwise find it
  * from a stack trace) and node-gyp's outputs only, Release first. Each miss is
  * a failed require() with a stack trace of its own; with bindings' default
- * list, finding build/Release took ~8 ms of a one-shot `snapshot`.
+ * list, finding build/Release was a visible part of a one-shot `snapshot`
+ * (docs/benchmarks.md, "Figures behind design choices").
  */
 const BINDINGS_OPTIONS = {
   bindings: 'sockleak',

@@ -1,6 +1,6 @@
 /**
  * What this kernel build accepts of sockleak's BPF programs, found by loading
- * every one of them (native/probe.cc, ~0.5 s), and cached per kernel build:
+ * every one of them (native/probe.cc: too slow for every command), and cached per kernel build:
  * builds of one Linux version accept different programs (docs/kernels.md), so
  * the key is the build (release, version string, BTF) and sockleak's own
  * programs, never the version alone. Commands read the cache to skip the loads
@@ -49,7 +49,7 @@ export function cacheDir(): string {
 
 /**
  * The kernel build: `uname -r` and `uname -v`, the BTF's size and its first
- * and last 64 KiB (a full hash would cost ~10 ms of every command), and the
+ * and last 64 KiB (a full hash would slow every command's start-up), and the
  * programs this addon embeds.
  */
 export function kernelBuildKey(btfPath = DEFAULT_BTF): string {

@@ -2,11 +2,11 @@
  * The socket table as port counting needs it (port-usage.ts): every TCP socket
  * of every netns that has a process, from iter/tcp alone (it sees held sockets
  * too), with the fields the count reads. A full SocketScanner.scan() makes
- * ~0.7 KB of objects per socket and runs iter/task_file as well; this keeps
- * ~20 bytes a socket in typed-array columns, addresses as ids into strings
- * shared for the scan, and reads the records a chunk at a time, so the
- * agent's once-a-minute count of a machine with 200k sockets costs ~4 MB
- * of short-lived memory instead of ~40 MB.
+ * objects per socket and runs iter/task_file as well; this keeps ~20 bytes a
+ * socket in typed-array columns, addresses as ids into strings shared for the
+ * scan, and reads the records a chunk at a time, so the agent's once-a-minute
+ * count of a machine with 200k sockets makes a tenth of the short-lived memory
+ * (docs/benchmarks.md, "Figures behind design choices").
  */
 import { formatIPv4, formatIPv6, joinHostPort } from '../address';
 import type { NativeScanner } from '../kernel/addon';

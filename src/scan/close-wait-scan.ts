@@ -2,10 +2,11 @@
  * The leak engine's iterator passes (bpf/scan.bpf.c), read straight from the
  * raw struct sl_sock records: objects are made only for the sockets asked for.
  *
- * SocketScanner.scan() decodes every socket into a SocketInfo (~0.7 KB of
- * short-lived heap each); the engine asks for a few cookies per tick and, on a
- * rescan, only for the owners of the leaks it tracks. With 200k leaks a decode
- * of everything on every such pass is what drove the agent's RSS past 1 GB.
+ * SocketScanner.scan() decodes every socket into a SocketInfo (short-lived
+ * heap for each); the engine asks for a few cookies per tick and, on a rescan,
+ * only for the owners of the leaks it tracks. With 200k leaks a decode of
+ * everything on every such pass is what drove the agent's RSS up
+ * (docs/benchmarks.md, "Figures behind design choices").
  */
 import type { NativeScanner } from '../kernel/addon';
 import { NotFoundError } from '../errors';

@@ -84,8 +84,8 @@ export class SocketScanner {
   /**
    * Starts loading the iterators on a pool thread now, instead of with the
    * first scan: a caller that loads modules or parses arguments meanwhile
-   * (the CLI) hides the load (~6-10 ms: the kernel relocates and verifies the
-   * light skeleton) behind it.
+   * (the CLI) hides the load (the kernel relocates and verifies the light
+   * skeleton) behind it.
    * A load failure is reported by that first scan.
    */
   preload(): void {
@@ -119,8 +119,8 @@ export class SocketScanner {
     } catch {
       return undefined; // iter/tcp will say what is wrong, or find the process gone
     }
-    // Through a typed-array view: readUInt32LE per word was ~2 ms of interpreted
-    // calls at 10k sockets, then a TurboFan compile.
+    // Through a typed-array view: readUInt32LE per word was an interpreted call
+    // per word until TurboFan compiled it.
     const aligned = aligned4(buf);
     const words = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length >> 2);
     const cookies = new Float64Array(words.length >> 1);
@@ -150,7 +150,7 @@ export class SocketScanner {
     // Started first: the pool thread loads the BPF object meanwhile.
     const files = this.raw({ kind: 'files', stateMask: mask, ...(options.pid !== undefined && { pid: options.pid }) });
     const own = ownNetns();
-    // Our namespace's census starts before the walk of /proc for the others (~1 ms at 60 processes).
+    // Our namespace's census starts before the walk of /proc for the others.
     const ownCensus = options.pid === undefined ? this.socketCensus(mask, undefined, stats) : undefined;
     const namespaces = options.pid === undefined ? [...networkNamespaces()] : [];
     const [owned, ...censuses] = await Promise.all([

@@ -2,7 +2,8 @@
  * The leak engine's per-leak state (leak-watcher.ts) as columns of typed
  * arrays, one slot per open leak, with a cookie → slot hash index: ~130 bytes
  * a leak, where one object per leak with its strings, owner objects and Map
- * entries took ~350, and nothing in it for the garbage collector to trace.
+ * entries took more than twice that (docs/benchmarks.md), and nothing in it
+ * for the garbage collector to trace.
  * 200k of these are the first incident.
  *
  * Addresses are kept as bytes and formatted only when a record is made;

@@ -289,7 +289,7 @@ export class LeakWatcher extends OpenLeaks {
 
   private async tick(): Promise<void> {
     if (this.busy || this.ended) return;
-    // ~0.4 µs a socket in CLOSE_WAIT (80 ms at 200k): ask at most every 10 costs, so asking takes <= ~10% of a core.
+    // Collecting costs time per socket in CLOSE_WAIT: ask at most once per 10 of its costs, so asking takes <= ~10% of a core.
     if (monotonicNowNs() - this.lastStepNs < 10 * this.collectCostNs) return;
     this.busy = true;
     try {
