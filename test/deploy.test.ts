@@ -146,12 +146,13 @@ test("the unit's capabilities and file system are enough for a user that is not 
 
   const agent = await runAsUnit([], true);
   try {
-    const want = new RegExp(`^sockleak_close_wait_leaked_by_process\\{pid="${holder.pid}",comm="python3"\\} 1$`, 'm');
+    const want = new RegExp(`^sockleak_process_close_wait_leaked_sockets\\{pid="${holder.pid}"\\} 1$`, 'm');
     let metrics = '';
     for (const deadline = Date.now() + 20_000; !want.test(metrics) && Date.now() < deadline; await sleep(250)) {
       metrics = await fetchText(`${agent.base}/metrics`);
     }
     assert.match(metrics, want, `the leak and its holder in /metrics; stderr: ${agent.stderr()}`);
+    assert.match(metrics, new RegExp(`^sockleak_process_info\\{pid="${holder.pid}",comm="python3",cgroup="[^"]*"\\} 1$`, 'm'), 'the holder named');
     const lines = agent.stderr().split('\n').filter((l) => /without CAP_/.test(l));
     assert.deepEqual(lines, [
       'sockleak: without CAP_SYS_ADMIN and CAP_SYS_PTRACE: sockets of other network namespaces are not counted (sockleak_sockets, TIME_WAIT and free ports per destination: this namespace only; leaks in every namespace are still found)',

@@ -145,7 +145,7 @@ test('a file that is not a recording is refused (exit 64) and left as it was', (
   assert.equal(statSync(file).mode & 0o777, 0o644);
   const bad = runCli(['agent', '--record', path.join(dir, 'x.rec'), '--record-max-size', '64k']);
   assert.equal(bad.code, ExitCode.USAGE);
-  assert.match(bad.stderr, /--record-max-size must be at least 1MiB/);
+  assert.match(bad.stderr, /--record-max-size: '64k' is 65536 bytes; use at least 1MiB/);
 });
 
 test('--record-max-size: the file rotates to FILE.1 within the bound; FILE.1 + FILE replay as one run, no record lost', () => {
