@@ -4,13 +4,12 @@
  * the published proto/sockleak/v1/sockleak.proto; recordings are replayed without root.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/recording/schema';
@@ -22,7 +21,7 @@ import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/watch-records';
 import { ExitCode } from '../src/errors';
 import type { SocketInfo } from '../src/sockets';
-import { CLI, ROOT, runCli, sleep, startBackend, startFixture, startHolder, waitFor, type Backend, type Holder } from './helpers';
+import { CLI, ROOT, httpRequest, runCli, sleep, startAgentProcess, startFixture, startLeakyHolder, waitFor, type AgentProcess, type Backend, type Holder } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-agent-'));
 chmodSync(dir, 0o755); // report runs as nobody
@@ -80,42 +79,14 @@ function recordOffsets(buf: Buffer): number[] {
   return offsets;
 }
 
-interface AgentProcess {
-  child: ChildProcessByStdio<null, null, Readable>;
-  base: string;
-  stderr: () => string;
-  exited: Promise<number | null>;
+interface AgentCli extends AgentProcess {
   rssKb(): number;
 }
 
-async function startAgentCli(args: string[]): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => /agent on http:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
-  const m = /agent on (http:\/\/[^ ]+) /.exec(stderr);
-  assert.ok(m, `agent did not start: ${stderr}`);
-  return {
-    child,
-    base: m[1]!,
-    stderr: () => stderr,
-    exited,
-    rssKb: () => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]),
-  };
-}
-
-function request(url: string, method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+async function startAgentCli(args: string[]): Promise<AgentCli> {
+  const agent = await startAgentProcess(args);
+  const status = `/proc/${agent.child.pid}/status`;
+  return { ...agent, rssKb: () => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(status, 'utf8'))?.[1]) };
 }
 
 /** `name{labels} value` lines of /metrics whose labels include every `want` pair. */
@@ -147,13 +118,9 @@ function subscribe(base: string): { records: Decoded[]; close(): void; contentTy
 
 /** `count` leaked (CLOSE_WAIT) sockets held by one new process: connected, then the backend goes away. */
 async function leakyProcess(host: string, count: number): Promise<{ holder: Holder; backend: Backend }> {
-  const backend = await startBackend(host);
-  const holder = await startHolder();
-  cleanups.push(() => holder.kill());
-  await holder.request({ op: 'threads', count: 1, targets: Array.from({ length: count }, () => [backend.host, backend.port]) });
-  await waitFor(() => backend.accepted.length === count, 5000, 'accepts');
-  await backend.remove();
-  return { holder, backend };
+  const leaky = await startLeakyHolder(host, count);
+  cleanups.push(() => leaky.holder.kill());
+  return leaky;
 }
 
 const leakCookies = (records: Decoded[], pid: number): Set<string> => {
@@ -383,7 +350,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   let text = '';
   const until = Date.now() + 15_000;
   for (;;) {
-    text = (await request(`${agent.base}/metrics`)).body;
+    text = (await httpRequest(`${agent.base}/metrics`)).body;
     const a = metric(text, 'sockleak_process_close_wait_leaked_sockets', { pid: String(before.holder.pid) });
     const b = metric(text, 'sockleak_process_close_wait_leaked_sockets', { pid: String(later.holder.pid) });
     if (a === 5 && b === 7) break;
@@ -404,9 +371,9 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   assert.equal(leak.socket.state, 'TCP_STATE_CLOSE_WAIT');
   assert.equal(leak.socket.remote, later.backend.remote);
 
-  assert.equal((await request(`${agent.base}/metrics`, 'POST')).status, 405);
-  assert.equal((await request(`${agent.base}/stream`, 'DELETE')).status, 405);
-  const health = await request(`${agent.base}/healthz`);
+  assert.equal((await httpRequest(`${agent.base}/metrics`, 'POST')).status, 405);
+  assert.equal((await httpRequest(`${agent.base}/stream`, 'DELETE')).status, 405);
+  const health = await httpRequest(`${agent.base}/healthz`);
   assert.equal(health.status, 200);
 
   const live = runCli(['snapshot', '--json']);
@@ -472,7 +439,7 @@ test('agent: metrics per leaking pid, decoded stream, 405, recording = live snap
   // Its /metrics and its recording (replayed) show them all again.
   const until2 = Date.now() + 15_000;
   for (;;) {
-    const m = (await request(`${again.base}/metrics`)).body;
+    const m = (await httpRequest(`${again.base}/metrics`)).body;
     const a = metric(m, 'sockleak_process_close_wait_leaked_sockets', { pid: String(before.holder.pid) });
     const b = metric(m, 'sockleak_process_close_wait_leaked_sockets', { pid: String(later.holder.pid) });
     if (a === 5 && b === 7) break;
@@ -539,7 +506,7 @@ test('agent: slow /stream subscribers lose old records (counted) and do not grow
     return s;
   });
   await churn('127.0.9.3', port, 2000, 10);
-  const text = (await request(`${agent.base}/metrics`)).body;
+  const text = (await httpRequest(`${agent.base}/metrics`)).body;
   const rssAfter = agent.rssKb();
   const produced = metric(text, 'sockleak_records_total', { type: 'leak' }) ?? 0;
   const pushed = metric(text, 'sockleak_recording_bytes_total') ?? 0;
@@ -571,7 +538,7 @@ test('agent: --max-sockets bounds the leaks it tracks; the oldest reported are e
   const agent = await startAgentCli(['--listen', '127.0.0.1:0', '--threshold', '200ms', '--max-sockets', String(max), '--top', '1000']);
   let text = '';
   const read = async (): Promise<{ tracked: number; evicted: number; leaks: number }> => {
-    text = (await request(`${agent.base}/metrics`)).body;
+    text = (await httpRequest(`${agent.base}/metrics`)).body;
     return {
       tracked: metric(text, 'sockleak_close_wait_leaked_sockets') ?? -1,
       evicted: metric(text, 'sockleak_evictions_total') ?? 0,

@@ -15,7 +15,7 @@ import { after, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { Namespace, ServiceAccount } from 'kubernetes-models/v1';
-import { CLI, ROOT, sleep, startBackend, startHolder, waitFor } from './helpers';
+import { CLI, ROOT, httpRequest, sleep, startAgentProcess, startBackend, startHolder, waitFor, type AgentProcess } from './helpers';
 
 const UNIT = path.join(ROOT, 'deploy', 'systemd', 'sockleak-agent.service');
 const MANIFEST = path.join(ROOT, 'deploy', 'kubernetes', 'daemonset.yaml');
@@ -76,17 +76,7 @@ test('the systemd unit passes systemd-analyze verify without a warning; a wrong 
 });
 
 /** GET a local URL's body. */
-function fetchText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
+const fetchText = async (url: string): Promise<string> => (await httpRequest(url)).body;
 
 /**
  * What ProtectSystem=strict, ProtectHome=yes, PrivateTmp=yes, ProtectKernelTunables=yes and
@@ -106,7 +96,7 @@ if touch /var/lib/.sockleak-rw-check 2>/dev/null; then echo "sandbox: / is writa
 exec "$@"`;
 
 /** The agent as the unit runs it: ExecStart's flags, the unit's ambient capabilities, a user that is not root, the unit's file system (sandbox). */
-async function runAsUnit(extraCaps: string[], sandbox: boolean): Promise<{ base: string; stderr: () => string; stop: () => Promise<number | null> }> {
+async function runAsUnit(extraCaps: string[], sandbox: boolean): Promise<AgentProcess> {
   const unit = readFileSync(UNIT, 'utf8');
   const caps = [...setting(unit, 'AmbientCapabilities').split(/\s+/), ...extraCaps].map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
   const flags = setting(unit, 'ExecStart').split(/\s+/).slice(1).join(' ').replace('127.0.0.1:9466', '127.0.0.1:0').split(' ');
@@ -118,22 +108,7 @@ async function runAsUnit(extraCaps: string[], sandbox: boolean): Promise<{ base:
     process.execPath, CLI, ...flags, '--threshold', '1s',
   ];
   const argv = sandbox ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', SANDBOX, 'sandbox', ...agent] : agent;
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } });
-  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => /agent on http:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
-  const m = /agent on (http:\/\/[^ ]+) /.exec(stderr);
-  assert.ok(m, `agent did not start with the unit's capabilities: ${stderr}`);
-  return {
-    base: m[1]!,
-    stderr: () => stderr,
-    stop: () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
+  return startAgentProcess([], { argv, env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } });
 }
 
 test("the unit's capabilities and file system are enough for a user that is not root: a root process's leak is found with its holder; what is lost is one line", async () => {
@@ -146,12 +121,13 @@ test("the unit's capabilities and file system are enough for a user that is not 
 
   const agent = await runAsUnit([], true);
   try {
-    const want = new RegExp(`^sockleak_close_wait_leaked_by_process\\{pid="${holder.pid}",comm="python3"\\} 1$`, 'm');
+    const want = new RegExp(`^sockleak_process_close_wait_leaked_sockets\\{pid="${holder.pid}"\\} 1$`, 'm');
     let metrics = '';
     for (const deadline = Date.now() + 20_000; !want.test(metrics) && Date.now() < deadline; await sleep(250)) {
       metrics = await fetchText(`${agent.base}/metrics`);
     }
     assert.match(metrics, want, `the leak and its holder in /metrics; stderr: ${agent.stderr()}`);
+    assert.match(metrics, new RegExp(`^sockleak_process_info\\{pid="${holder.pid}",comm="python3",cgroup="[^"]*"\\} 1$`, 'm'), 'the holder named');
     const lines = agent.stderr().split('\n').filter((l) => /without CAP_/.test(l));
     assert.deepEqual(lines, [
       'sockleak: without CAP_SYS_ADMIN and CAP_SYS_PTRACE: sockets of other network namespaces are not counted (sockleak_sockets, TIME_WAIT and free ports per destination: this namespace only; leaks in every namespace are still found)',

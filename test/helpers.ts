@@ -1,6 +1,7 @@
 /** Shared plumbing for the real-BPF tests: child processes, CLI runs, event collection. */
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
+import http from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import net from 'node:net';
 import path from 'node:path';
@@ -176,3 +177,78 @@ export async function collectUntil(
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `count` CLOSE_WAIT sockets held by a new process: it connects to a new backend, which then goes away. */
+export async function startLeakyHolder(host: string, count: number): Promise<{ holder: Holder; backend: Backend }> {
+  const backend = await startBackend(host);
+  const holder = await startHolder();
+  await holder.request({ op: 'threads', count: 1, targets: Array.from({ length: count }, () => [backend.host, backend.port]) });
+  await waitFor(() => backend.accepted.length === count, 5000, 'accepts');
+  await backend.remove();
+  return { holder, backend };
+}
+
+/** `sockleak agent` as a child process, as operators run it, from its start-up line on. */
+export interface AgentProcess {
+  child: ChildProcessByStdio<null, null, Readable>;
+  pid: number;
+  /** `http://host:port` (or https) from its start-up line. */
+  base: string;
+  /** `host:port`, for a scrape config. */
+  target: string;
+  port: number;
+  stderr(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM (if still running), then its exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** Agents still running when the test process ends are killed then. */
+const agents = new Set<ChildProcessByStdio<null, null, Readable>>();
+process.once('exit', () => agents.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+
+/**
+ * Starts `sockleak agent ARGS`, or `argv` (a command that ends by running it: setpriv, unshare),
+ * and waits for its start-up line; a start that fails throws with its stderr.
+ */
+export async function startAgentProcess(args: string[], options: { argv?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<AgentProcess> {
+  const argv = options.argv ?? [process.execPath, CLI, 'agent', ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], ...(options.env && { env: options.env }) });
+  agents.add(child);
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  exited.finally(() => agents.delete(child)).catch(() => undefined);
+  await waitFor(() => / agent on https?:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
+  const m = / agent on (https?):\/\/(\S+:(\d+)) /.exec(stderr);
+  if (!m) {
+    child.kill('SIGKILL');
+    throw new Error(`agent did not start: ${stderr}`);
+  }
+  return {
+    child,
+    pid: child.pid!,
+    base: `${m[1]}://${m[2]}`,
+    target: m[2]!,
+    port: Number(m[3]),
+    stderr: () => stderr,
+    exited,
+    stop: () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/** One HTTP request's reply, body as text. */
+export function httpRequest(url: string, method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

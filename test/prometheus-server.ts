@@ -11,7 +11,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI, ROOT, sleep } from './helpers';
+import { CLI, ROOT, sleep, startAgentProcess, type AgentProcess } from './helpers';
 
 export const PROMETHEUS_DIR = path.join(ROOT, 'deploy', 'prometheus');
 export const RULES = path.join(PROMETHEUS_DIR, 'sockleak.rules.yml');
@@ -210,38 +210,9 @@ function server(base: string, dir: string, child: ChildProcess): PrometheusServe
   return api;
 }
 
-/** `sockleak agent` as a child process (as operators run it). */
-export interface AgentCli {
-  base: string;
-  /** host:port, for a scrape config. */
-  target: string;
-  stderr(): string;
-  /** SIGTERM, then its exit code. */
-  stop(): Promise<number | null>;
-}
-
-export async function startAgentCli(args: string[]): Promise<AgentCli> {
-  const child = spawn(process.execPath, [CLI, 'agent', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  for (const until = Date.now() + 30_000; !/agent on http:\/\//.test(stderr) && child.exitCode === null; await sleep(50)) {
-    if (Date.now() > until) break;
-  }
-  const m = /agent on http:\/\/([^ /]+)/.exec(stderr);
-  if (!m) {
-    child.kill('SIGKILL');
-    throw new Error(`agent did not start: ${stderr}`);
-  }
-  return {
-    base: `http://${m[1]}`,
-    target: m[1]!,
-    stderr: () => stderr,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
+/** `sockleak agent` on an ephemeral loopback port, as operators run it. */
+export function startAgentCli(args: string[]): Promise<AgentProcess> {
+  return startAgentProcess(['--listen', '127.0.0.1:0', ...args]);
 }
 
 /**

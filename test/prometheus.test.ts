@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { startBackend, startHolder, sleep, type Backend, type Holder } from './helpers';
+import { startBackend, startHolder, sleep, type AgentProcess, type Backend, type Holder } from './helpers';
 import {
   DASHBOARD,
   RULES,
@@ -22,7 +22,7 @@ import {
   shortenedRules,
   startAgentCli,
   startPrometheus,
-  type AgentCli,
+
   type PrometheusServer,
   type Sample,
 } from './prometheus-server';
@@ -62,7 +62,7 @@ test('Prometheus scrapes the agent: leaks per process equal the truth, the CLOSE
   const W = 12;
   const started = Date.now();
   // --top 1000: other leaks on a shared machine must not push the test's process into "other".
-  const agent: AgentCli = await startAgentCli(['--threshold', '1s', '--interval', '1s', '--top', '1000']);
+  const agent: AgentProcess = await startAgentCli(['--threshold', '1s', '--interval', '1s', '--top', '1000']);
   cleanups.push(() => agent.stop());
   const prometheus: PrometheusServer = await startPrometheus(deriveConfig(agent.target, 'sockleak.rules.yml', 1), { 'sockleak.rules.yml': shortenedRules(2) });
   cleanups.push(() => prometheus.stop());

@@ -6,7 +6,6 @@
  * Recorder on real files) keeps FILE.1 + FILE readable as one run.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +14,7 @@ import { Recorder } from '../src/recording/recorder';
 import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { ExitCode } from '../src/errors';
 import { readRecording } from '../src/recording/recording';
-import { CLI, runCli, startBackend, startHolder, waitFor, type Holder } from './helpers';
+import { CLI, runCli, startAgentProcess, startLeakyHolder, waitFor, type AgentProcess, type Holder } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-recording-'));
 const cleanups: Array<() => void> = [];
@@ -24,41 +23,15 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  pid: number;
-  stderr: () => string;
-  stop(): Promise<number | null>;
-}
-
 /** `sockleak agent --record file` until stop() (SIGTERM). */
-async function startAgent(file: string, extra: string[] = []): Promise<Run> {
-  const child = spawn(process.execPath, [CLI, 'agent', '--record', file, '--listen', '127.0.0.1:0', '--threshold', '1s', '--interval', '1s', ...extra], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => /agent on http:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
-  assert.match(stderr, /agent on http:\/\//, stderr);
-  return {
-    pid: child.pid!,
-    stderr: () => stderr,
-    stop: () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
+function startAgent(file: string, extra: string[] = []): Promise<AgentProcess> {
+  return startAgentProcess(['--record', file, '--listen', '127.0.0.1:0', '--threshold', '1s', '--interval', '1s', ...extra]);
 }
 
 /** `count` CLOSE_WAIT sockets held by a new process. */
 async function leak(host: string, count: number): Promise<Holder> {
-  const backend = await startBackend(host);
-  const holder = await startHolder();
+  const { holder } = await startLeakyHolder(host, count);
   cleanups.push(() => holder.kill());
-  await holder.request({ op: 'threads', count: 1, targets: Array.from({ length: count }, () => [backend.host, backend.port]) });
-  await waitFor(() => backend.accepted.length === count, 5000, 'accepts');
-  await backend.remove();
   return holder;
 }
 
@@ -145,7 +118,7 @@ test('a file that is not a recording is refused (exit 64) and left as it was', (
   assert.equal(statSync(file).mode & 0o777, 0o644);
   const bad = runCli(['agent', '--record', path.join(dir, 'x.rec'), '--record-max-size', '64k']);
   assert.equal(bad.code, ExitCode.USAGE);
-  assert.match(bad.stderr, /--record-max-size must be at least 1MiB/);
+  assert.match(bad.stderr, /--record-max-size: '64k' is 65536 bytes; use at least 1MiB/);
 });
 
 test('--record-max-size: the file rotates to FILE.1 within the bound; FILE.1 + FILE replay as one run, no record lost', () => {

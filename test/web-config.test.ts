@@ -5,7 +5,7 @@
  * none, plain HTTP, a client that does not trust the CA, client certificates.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -15,7 +15,7 @@ import { after, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { ExitCode } from '../src/errors';
 import { exposure } from '../src/agent/web-config';
-import { CLI, runCli, waitFor } from './helpers';
+import { CLI, runCli, startAgentProcess } from './helpers';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-web-'));
 const cleanups: Array<() => void> = [];
@@ -44,31 +44,6 @@ makeCertificates();
 const PASSWORD = 'correct horse battery staple';
 // htpasswd writes $2y$ hashes; the algorithm is the one of $2b$.
 const HASH = bcrypt.hashSync(PASSWORD, 10).replace(/^\$2b\$/, '$2y$');
-
-interface Started {
-  port: number;
-  stderr: () => string;
-  stop(): Promise<number | null>;
-}
-
-async function startAgent(args: string[]): Promise<Started> {
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => / agent on https?:\/\//.test(stderr) || child.exitCode !== null, 30_000, 'agent start');
-  const m = /agent on https?:\/\/[^ ]+:(\d+) /.exec(stderr);
-  assert.ok(m, `agent did not start: ${stderr}`);
-  return {
-    port: Number(m[1]),
-    stderr: () => stderr,
-    stop: () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 interface Reply {
   status: number;
@@ -103,7 +78,7 @@ test('TLS and basic auth: right password 200, wrong or none 401, plain HTTP and 
     file('web.yml'),
     `# as an exporter's file would be\ntls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: ${HASH}\n`,
   );
-  const agent = await startAgent(['--listen', '0.0.0.0:0', '--web.config.file', file('web.yml')]);
+  const agent = await startAgentProcess(['--listen', '0.0.0.0:0', '--web.config.file', file('web.yml')]);
   try {
     assert.match(agent.stderr(), /agent on https:\/\/0\.0\.0\.0:\d+ /);
     assert.doesNotMatch(agent.stderr(), /without TLS|without authentication/, 'TLS and auth: no warning');
@@ -149,7 +124,7 @@ test('client certificates: RequireAndVerifyClientCert takes the CA-signed one, r
   );
   const client = { cert: readFileSync(file('client.crt')), key: readFileSync(file('client.key')) };
   const stranger = { cert: readFileSync(file('stranger.crt')), key: readFileSync(file('stranger.key')) };
-  const agent = await startAgent(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
+  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
   try {
     assert.equal((await get(agent.port, '/metrics', client)).status, 200);
     await assert.rejects(get(agent.port, '/metrics'), 'no client certificate');
@@ -160,7 +135,7 @@ test('client certificates: RequireAndVerifyClientCert takes the CA-signed one, r
 
   // VerifyClientCertIfGiven: none is fine, a given one must verify.
   writeFileSync(file('mtls.yml'), readFileSync(file('mtls.yml'), 'utf8').replace('RequireAndVerifyClientCert', 'VerifyClientCertIfGiven'));
-  const lenient = await startAgent(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
+  const lenient = await startAgentProcess(['--listen', '127.0.0.1:0', '--web.config.file', file('mtls.yml')]);
   try {
     assert.equal((await get(lenient.port, '/metrics')).status, 200);
     assert.equal((await get(lenient.port, '/metrics', client)).status, 200);
@@ -171,7 +146,7 @@ test('client certificates: RequireAndVerifyClientCert takes the CA-signed one, r
 });
 
 test('listening beyond loopback without a web config: one start-up line says so', async () => {
-  const agent = await startAgent(['--listen', '0.0.0.0:0']);
+  const agent = await startAgentProcess(['--listen', '0.0.0.0:0']);
   try {
     const lines = agent.stderr().split('\n').filter((l) => /without TLS/.test(l));
     assert.deepEqual(lines, [`sockleak: serving /metrics and /stream without TLS or authentication on 0.0.0.0:${agent.port}; see --web.config.file`]);
