@@ -1,5 +1,6 @@
 // Conversions shared by the N-API glue files (*-wrap.cc): native errors to JS
-// errors with a stable code, and optional numeric options.
+// errors with a stable code, and options (optional ones, and required ones
+// whose defaults the TypeScript side owns).
 #pragma once
 
 #include <napi.h>
@@ -29,6 +30,28 @@ inline Napi::Error ToJsError(Napi::Env env, const BpfError& e) {
 inline uint32_t OptUint(const Napi::Object& o, const char* key, uint32_t fallback) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+// Options whose defaults TypeScript owns: a missing one is a bug on the JS
+// side, thrown as a TypeError naming it rather than filled in a second time here.
+inline bool RequireUint(const Napi::Object& o, const char* what, const char* key, uint32_t* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsNumber()) {
+    *out = v.As<Napi::Number>().Uint32Value();
+    return true;
+  }
+  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + " must be a number").ThrowAsJavaScriptException();
+  return false;
+}
+
+inline bool RequireBool(const Napi::Object& o, const char* what, const char* key, bool* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsBoolean()) {
+    *out = v.As<Napi::Boolean>().Value();
+    return true;
+  }
+  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + " must be a boolean").ThrowAsJavaScriptException();
+  return false;
 }
 
 // An array of strings; anything else is empty.

@@ -58,7 +58,7 @@ BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
     last_cutoff_ns_ = cutoff_ns;
     return BpfError{};
   }
-  if (stopping_.load(std::memory_order_acquire)) return BpfError{};  // the poll thread is detaching
+  if (ring_ && ring_->Stopping()) return BpfError{};  // the poll thread is detaching
   BpfError followed = FollowCloses();
   if (!followed.ok()) return followed;
   BpfError walked = WalkNewLeaks(cutoff_ns, out);

@@ -1,4 +1,4 @@
-// N-API glue for Tracer (tracer.cc): options in, batches of records out through
+// N-API glue for Tracer (tracer.h): options in, batches of records out through
 // one thread-safe function, close() resolving after the last batch.
 #include <napi.h>
 
@@ -44,18 +44,25 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
       return;
     }
     Napi::Object o = info[0].As<Napi::Object>();
+    // Every tunable is required: src/trace/tracer.ts owns the defaults.
     TracerOptions options;
+    constexpr const char* kWhat = "Tracer options";
+    uint32_t wakeup_bytes = 0, poll_ms = 0, fault_inject = 0;
+    if (!RequireUint(o, kWhat, "ringBytes", &options.ring_bytes) ||
+        !RequireUint(o, kWhat, "wakeupBytes", &wakeup_bytes) || !RequireUint(o, kWhat, "pollMs", &poll_ms) ||
+        !RequireBool(o, kWhat, "leakMode", &options.leak_mode) ||
+        !RequireUint(o, kWhat, "maxSockets", &options.max_sockets) ||
+        !RequireBool(o, kWhat, "followTree", &options.follow_tree) ||
+        !RequireBool(o, kWhat, "trackCreators", &options.track_creators) ||
+        !RequireUint(o, kWhat, "faultInject", &fault_inject)) {
+      return;
+    }
+    options.wakeup_min_bytes = wakeup_bytes;
+    options.poll_interval_ms = static_cast<int>(poll_ms);
+    options.fault_inject = static_cast<uint8_t>(fault_inject);
+    // Absent means none: every process, the BPF object's own slot count, the running kernel's BTF.
     options.target_tgid = OptUint(o, "pid", 0);
-    options.ring_bytes = OptUint(o, "ringBytes", options.ring_bytes);
-    options.wakeup_min_bytes = OptUint(o, "wakeupBytes", options.ring_bytes / 4);
-    options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
-    options.leak_mode = o.Get("leakMode").ToBoolean().Value();
-    options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
-    options.socket_slots = OptUint(o, "socketSlots", options.socket_slots);
-    options.follow_tree = o.Get("followTree").ToBoolean().Value();
-    Napi::Value creators = o.Get("trackCreators");
-    if (creators.IsBoolean()) options.track_creators = creators.As<Napi::Boolean>().Value();
-    options.fault_inject = static_cast<uint8_t>(OptUint(o, "faultInject", 0));
+    options.socket_slots = OptUint(o, "socketSlots", 0);
     Napi::Value btf = o.Get("btfPath");
     if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
     options.refused = StringList(o.Get("refused"));
