@@ -32,6 +32,12 @@ inline uint32_t OptUint(const Napi::Object& o, const char* key, uint32_t fallbac
   return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
 }
 
+// A string option; "" when absent.
+inline std::string OptString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
 // Options whose defaults TypeScript owns: a missing one is a bug on the JS
 // side, thrown as a TypeError naming it rather than filled in a second time here.
 inline bool RequireUint(const Napi::Object& o, const char* what, const char* key, uint32_t* out) {

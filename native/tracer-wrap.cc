@@ -63,8 +63,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     // Absent means none: every process, the BPF object's own slot count, the running kernel's BTF.
     options.target_tgid = OptUint(o, "pid", 0);
     options.socket_slots = OptUint(o, "socketSlots", 0);
-    Napi::Value btf = o.Get("btfPath");
-    if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+    options.btf_path = OptString(o, "btfPath");
     options.refused = StringList(o.Get("refused"));
 
     BpfError error;
@@ -191,19 +190,17 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   }
 
   // seed(buffer of sl_sock records from a scan) -> number refused by a full map.
-  Napi::Value Seed(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
-    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    return Napi::Number::New(env, static_cast<double>(tracer_->Seed(buf.Data(), buf.Length())));
-  }
+  Napi::Value Seed(const Napi::CallbackInfo& info) { return WithRecords(info, &Tracer::Seed); }
 
   // follow(buffer of sl_sock records of the target pid) -> number refused by a full map.
-  Napi::Value Follow(const Napi::CallbackInfo& info) {
+  Napi::Value Follow(const Napi::CallbackInfo& info) { return WithRecords(info, &Tracer::Follow); }
+
+  // Hands a Buffer of records to `op`; its count of refused records back to JS.
+  Napi::Value WithRecords(const Napi::CallbackInfo& info, size_t (Tracer::*op)(const uint8_t*, size_t)) {
     Napi::Env env = info.Env();
     if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
     auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    return Napi::Number::New(env, static_cast<double>(tracer_->Follow(buf.Data(), buf.Length())));
+    return Napi::Number::New(env, static_cast<double>(((*tracer_).*op)(buf.Data(), buf.Length())));
   }
 
   // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean,

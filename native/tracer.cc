@@ -16,6 +16,21 @@
 // clang-format on
 
 namespace sockleak {
+namespace {
+
+// Calls `each(program, info)` for every loaded program of `obj`.
+template <typename Each>
+void ForEachProgramInfo(bpf_object* obj, Each each) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0) each(prog, info);
+  }
+}
+
+}  // namespace
 
 Tracer::Tracer(const TracerOptions& options) : options_(options) {}
 
@@ -56,26 +71,16 @@ Counters Tracer::ReadCounters() const {
   }
   // Runs the kernel skipped because the same program was already running on
   // that CPU (a state change nested in an interrupt): events never seen.
-  bpf_program* prog;
-  bpf_object__for_each_program(prog, skel_->obj) {
-    bpf_prog_info info{};
-    uint32_t len = sizeof(info);
-    int fd = bpf_program__fd(prog);
-    if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0) total.missed += info.recursion_misses;
-  }
+  ForEachProgramInfo(skel_->obj, [&total](bpf_program*, const bpf_prog_info& info) { total.missed += info.recursion_misses; });
   return total;
 }
 
 std::vector<ProgramStats> Tracer::ReadProgramStats() const {
   std::vector<ProgramStats> stats;
   if (!skel_) return stats;
-  bpf_program* prog;
-  bpf_object__for_each_program(prog, skel_->obj) {
-    bpf_prog_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len)) continue;
+  ForEachProgramInfo(skel_->obj, [&stats](bpf_program* prog, const bpf_prog_info& info) {
     stats.push_back({bpf_program__name(prog), info.id, info.run_time_ns, info.run_cnt});
-  }
+  });
   return stats;
 }
 
