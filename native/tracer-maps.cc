@@ -1,8 +1,8 @@
 // Tracer's leak-mode map operations (tracer.h): handing over the leaks that
 // crossed the threshold (CollectLeaks), seeding the kernel with CLOSE_WAIT
 // sockets a scan found (Seed), following a pid's sockets (Follow), forgetting
-// leaks (Forget), the active-close counts and the process tree. Loading,
-// attaching and the ring thread are in tracer.cc.
+// leaks (Forget), the active-close counts and the process tree. Loading and
+// attaching are in tracer-load.cc, the ring thread in ring-poller.cc.
 #include "tracer.h"
 
 #include <bpf/bpf.h>
