@@ -39,25 +39,28 @@ inline std::string OptString(const Napi::Object& o, const char* key) {
 }
 
 // Options whose defaults TypeScript owns: a missing one is a bug on the JS
-// side, thrown as a TypeError naming it rather than filled in a second time here.
-inline bool RequireUint(const Napi::Object& o, const char* what, const char* key, uint32_t* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsNumber()) {
-    *out = v.As<Napi::Number>().Uint32Value();
-    return true;
-  }
-  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + " must be a number").ThrowAsJavaScriptException();
+// side, thrown as a TypeError naming it (false returned) rather than filled in
+// a second time here.
+inline bool Require(const Napi::Object& o, const char* what, const char* key, napi_valuetype type, Napi::Value* out) {
+  *out = o.Get(key);
+  if (out->Type() == type) return true;
+  const char* expected = type == napi_number ? " must be a number" : " must be a boolean";
+  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + expected).ThrowAsJavaScriptException();
   return false;
 }
 
+inline bool RequireUint(const Napi::Object& o, const char* what, const char* key, uint32_t* out) {
+  Napi::Value v;
+  if (!Require(o, what, key, napi_number, &v)) return false;
+  *out = v.As<Napi::Number>().Uint32Value();
+  return true;
+}
+
 inline bool RequireBool(const Napi::Object& o, const char* what, const char* key, bool* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsBoolean()) {
-    *out = v.As<Napi::Boolean>().Value();
-    return true;
-  }
-  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + " must be a boolean").ThrowAsJavaScriptException();
-  return false;
+  Napi::Value v;
+  if (!Require(o, what, key, napi_boolean, &v)) return false;
+  *out = v.As<Napi::Boolean>().Value();
+  return true;
 }
 
 // An array of strings; anything else is empty.
