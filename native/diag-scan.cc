@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,13 +46,6 @@ uint64_t InodeIn(const char* link, size_t len, const char* prefix, size_t prefix
     ino = ino * 10 + static_cast<uint64_t>(link[i] - '0');
   }
   return ino;
-}
-
-// Inode of the netns at `path` ("" = the calling thread's); 0 if it cannot be read.
-uint32_t NetnsInode(const std::string& path) {
-  struct stat st {};
-  if (stat(path.empty() ? "/proc/thread-self/ns/net" : path.c_str(), &st)) return 0;
-  return static_cast<uint32_t>(st.st_ino);
 }
 
 // A small number from a file of /proc/sys; `fallback` when unreadable.

@@ -1,5 +1,6 @@
 // Conversions shared by the N-API glue files (*-wrap.cc): native errors to JS
-// errors with a stable code, and optional numeric options.
+// errors with a stable code, and options (optional ones, and required ones
+// whose defaults the TypeScript side owns).
 #pragma once
 
 #include <napi.h>
@@ -29,6 +30,37 @@ inline Napi::Error ToJsError(Napi::Env env, const BpfError& e) {
 inline uint32_t OptUint(const Napi::Object& o, const char* key, uint32_t fallback) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+// A string option; "" when absent.
+inline std::string OptString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
+// Options whose defaults TypeScript owns: a missing one is a bug on the JS
+// side, thrown as a TypeError naming it (false returned) rather than filled in
+// a second time here.
+inline bool Require(const Napi::Object& o, const char* what, const char* key, napi_valuetype type, Napi::Value* out) {
+  *out = o.Get(key);
+  if (out->Type() == type) return true;
+  const char* expected = type == napi_number ? " must be a number" : " must be a boolean";
+  Napi::TypeError::New(o.Env(), std::string(what) + ": " + key + expected).ThrowAsJavaScriptException();
+  return false;
+}
+
+inline bool RequireUint(const Napi::Object& o, const char* what, const char* key, uint32_t* out) {
+  Napi::Value v;
+  if (!Require(o, what, key, napi_number, &v)) return false;
+  *out = v.As<Napi::Number>().Uint32Value();
+  return true;
+}
+
+inline bool RequireBool(const Napi::Object& o, const char* what, const char* key, bool* out) {
+  Napi::Value v;
+  if (!Require(o, what, key, napi_boolean, &v)) return false;
+  *out = v.As<Napi::Boolean>().Value();
+  return true;
 }
 
 // An array of strings; anything else is empty.

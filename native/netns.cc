@@ -2,11 +2,18 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
 namespace sockleak {
+
+uint32_t NetnsInode(const std::string& path) {
+  struct stat st {};
+  if (stat(path.empty() ? "/proc/thread-self/ns/net" : path.c_str(), &st)) return 0;
+  return static_cast<uint32_t>(st.st_ino);
+}
 
 BpfError ScopedNetns::Enter(const std::string& path) {
   if (path.empty()) return BpfError{};

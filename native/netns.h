@@ -3,11 +3,16 @@
 // and a sock_diag socket talks to the netns it was created in.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "bpf-error.h"
 
 namespace sockleak {
+
+// Inode of the netns at `path` ("" = the calling thread's): what names a netns
+// in records; 0 when it cannot be read (the process that held it is gone).
+uint32_t NetnsInode(const std::string& path);
 
 // Owned by one thread for its lifetime (setns affects only the calling thread).
 class ScopedNetns {

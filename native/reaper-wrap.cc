@@ -65,8 +65,7 @@ class ReaperWrap : public Napi::ObjectWrap<ReaperWrap> {
     ReapMethod method = ReapMethod::kAuto;
     if (info.Length() > 0 && info[0].IsObject()) {
       Napi::Object o = info[0].As<Napi::Object>();
-      Napi::Value btf = o.Get("btfPath");
-      if (btf.IsString()) btf_path = btf.As<Napi::String>().Utf8Value();
+      btf_path = OptString(o, "btfPath");
       Napi::Value m = o.Get("method");
       std::string name = m.IsString() ? m.As<Napi::String>().Utf8Value() : "auto";
       if (name == "bpf") method = ReapMethod::kBpf;

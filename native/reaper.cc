@@ -3,7 +3,6 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -16,16 +15,11 @@
 
 #include "features.h"
 #include "netns.h"
+#include "scoped-fd.h"
 #include "sock-diag.h"
 
 namespace sockleak {
 namespace {
-
-// Inode of a namespace file, 0 if it is gone.
-uint32_t NetnsInode(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino) : 0;
-}
 
 sl_reap_result NotFound(const sl_reap_request& request) {
   sl_reap_result result{};
@@ -34,14 +28,6 @@ sl_reap_result NotFound(const sl_reap_request& request) {
   result.outcome = SL_REAP_SKIP_NOT_FOUND;
   return result;
 }
-
-// Closes an fd on scope exit.
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
 
 }  // namespace
 
@@ -102,7 +88,7 @@ BpfError Reaper::RunIterator(const std::string& netns_path, std::vector<sl_reap_
   if (!entered.ok()) return entered;
   bpf_link* link = bpf_program__attach_iter(skel_->progs.reap_tcp, nullptr);
   int link_err = link ? 0 : errno;
-  Fd iter;
+  ScopedFd iter;
   iter.fd = link ? bpf_iter_create(bpf_link__fd(link)) : -1;
   int create_err = errno;
   netns.Leave();

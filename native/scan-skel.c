@@ -71,28 +71,26 @@ static void Loaded(struct sl_scan_handle* skel, struct sl_scan_handle** out) {
     skel_out = ret ? NULL : s;                              \
   } while (0)
 
+// A light skeleton's .bss and program fds; the two differ only in their scan_files.
+#define LIGHT_LOADED(skel, light, files_prog, files)                            \
+  do {                                                                        \
+    (skel)->bss = (scan_bss*)(light)->bss;                                    \
+    (skel)->fds[files_prog] = (light)->progs.files.prog_fd;                   \
+    (skel)->fds[SL_SCAN_TCP] = (light)->progs.scan_tcp.prog_fd;               \
+    (skel)->fds[SL_CENSUS_TCP] = (light)->progs.census_tcp.prog_fd;           \
+    (skel)->fds[SL_CENSUS_EHASH] = (light)->progs.census_ehash.prog_fd;       \
+  } while (0)
+
 int sl_scan_load_light(int cast, char* log, size_t log_size, struct sl_scan_handle** out) {
   struct sl_scan_handle* skel = NewHandle();
   int ret = 0;
   if (!skel) return ENOMEM;
   if (cast) {
     LOAD_LIGHT(sl_scan_light_cast, skel->light_cast, log, log_size, ret);
-    if (!ret) {
-      skel->bss = (scan_bss*)skel->light_cast->bss;
-      skel->fds[SL_SCAN_FILES_CAST] = skel->light_cast->progs.scan_files_cast.prog_fd;
-      skel->fds[SL_SCAN_TCP] = skel->light_cast->progs.scan_tcp.prog_fd;
-      skel->fds[SL_CENSUS_TCP] = skel->light_cast->progs.census_tcp.prog_fd;
-      skel->fds[SL_CENSUS_EHASH] = skel->light_cast->progs.census_ehash.prog_fd;
-    }
+    if (!ret) LIGHT_LOADED(skel, skel->light_cast, SL_SCAN_FILES_CAST, scan_files_cast);
   } else {
     LOAD_LIGHT(sl_scan_light, skel->light, log, log_size, ret);
-    if (!ret) {
-      skel->bss = skel->light->bss;
-      skel->fds[SL_SCAN_FILES] = skel->light->progs.scan_files.prog_fd;
-      skel->fds[SL_SCAN_TCP] = skel->light->progs.scan_tcp.prog_fd;
-      skel->fds[SL_CENSUS_TCP] = skel->light->progs.census_tcp.prog_fd;
-      skel->fds[SL_CENSUS_EHASH] = skel->light->progs.census_ehash.prog_fd;
-    }
+    if (!ret) LIGHT_LOADED(skel, skel->light, SL_SCAN_FILES, scan_files);
   }
   if (ret) {
     free(skel);

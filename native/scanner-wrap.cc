@@ -24,8 +24,7 @@ ScanRequest ParseScanRequest(const Napi::Object& o) {
                                           : ScanKind::kFiles;
   request.target_tgid = OptUint(o, "pid", 0);
   request.state_mask = OptUint(o, "stateMask", 0);
-  Napi::Value netns = o.Get("netnsPath");
-  if (netns.IsString()) request.netns_path = netns.As<Napi::String>().Utf8Value();
+  request.netns_path = OptString(o, "netnsPath");
   return request;
 }
 
@@ -98,8 +97,7 @@ class ScannerWrap : public Napi::ObjectWrap<ScannerWrap> {
     if (info.Length() < 1 || !info[0].IsObject()) return options;
     Napi::Object o = info[0].As<Napi::Object>();
     options.refused = StringList(o.Get("refused"));
-    Napi::Value btf = o.Get("btfPath");
-    if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+    options.btf_path = OptString(o, "btfPath");
     return options;
   }
 

@@ -17,20 +17,10 @@
 #include "diag-scan.h"
 #include "netns.h"
 #include "scan-skel.h"
+#include "scoped-fd.h"
 #include "sock-diag.h"
 
 namespace sockleak {
-namespace {
-
-// Closes an fd on scope exit.
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
-
-}  // namespace
 
 Scanner::Scanner(ScannerOptions options) : options_(std::move(options)) {}
 
@@ -247,7 +237,7 @@ BpfError Scanner::WalkEhash(const ScanRequest& request, ScanBuffer* out) {
 BpfError Scanner::Census(const ScanRequest& request, ScanBuffer* out) {
   if (!HasIterator(ScanKind::kCensus)) return RunWithoutBpf(request, out);
   std::lock_guard<std::mutex> lock(mutex_);
-  Fd iter;
+  ScopedFd iter;
   BpfError error = CreateIterator(request, &iter.fd);  // loads the object first
   if (!error.ok()) return error;
   sl_scan_reset_census(skel_);
@@ -324,7 +314,7 @@ BpfError Scanner::Run(const ScanRequest& request, ScanBuffer* out) {
   if (request.kind == ScanKind::kEhash) return WalkEhash(request, out);
   if (request.kind == ScanKind::kCensus) return Census(request, out);
   if (!HasIterator(request.kind)) return RunWithoutBpf(request, out);
-  Fd iter;
+  ScopedFd iter;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     BpfError error = CreateIterator(request, &iter.fd);

@@ -22,6 +22,44 @@ struct DiagRequest {
   inet_diag_req_v2 body;
 };
 
+// Sends one inet_diag request to the kernel.
+BpfError Send(int fd, uint32_t seq, uint16_t type, uint16_t flags, const inet_diag_req_v2& body) {
+  DiagRequest msg{};
+  msg.header.nlmsg_len = sizeof(msg);
+  msg.header.nlmsg_type = type;
+  msg.header.nlmsg_flags = flags;
+  msg.header.nlmsg_seq = seq;
+  msg.body = body;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+    return BpfError::From(errno, "sock_diag");
+  }
+  return BpfError{};
+}
+
+// Reads the answers to request `seq` (skipping late ones to earlier requests)
+// into `buf`, handing each message to `visit` until it says the answer is
+// over (true); `visit` may set the error returned.
+template <size_t N, typename Visit>
+BpfError ReadAnswers(int fd, uint32_t seq, char (&buf)[N], Visit visit) {
+  for (;;) {
+    ssize_t n = recv(fd, buf, N, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return BpfError::From(errno, "sock_diag");
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<const nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq) continue;
+      BpfError error;
+      if (visit(h, &error)) return error;
+    }
+  }
+}
+
+uint64_t CookieIn(const inet_diag_msg* msg) {
+  return msg->id.idiag_cookie[0] | static_cast<uint64_t>(msg->id.idiag_cookie[1]) << 32;
+}
+
 uint64_t MonotonicNs() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -102,49 +140,34 @@ BpfError SockDiag::Open() {
 
 BpfError SockDiag::Exchange(uint16_t type, const sl_reap_request& request, int* reply_err, uint8_t* state,
                             uint64_t* idle_ms, uint64_t* cookie) {
-  DiagRequest msg{};
-  msg.header.nlmsg_len = sizeof(msg);
-  msg.header.nlmsg_type = type;
-  msg.header.nlmsg_flags = NLM_F_REQUEST | (type == SOCK_DESTROY ? NLM_F_ACK : 0);
-  msg.header.nlmsg_seq = ++seq_;
-  msg.body.sdiag_family = static_cast<uint8_t>(request.family);
-  msg.body.sdiag_protocol = IPPROTO_TCP;
-  msg.body.idiag_states = ~0u;
-  msg.body.idiag_ext = 1 << (INET_DIAG_INFO - 1);
-  msg.body.id.idiag_sport = htons(request.sport);
-  msg.body.id.idiag_dport = htons(request.dport);
-  memcpy(msg.body.id.idiag_src, request.saddr, sizeof(msg.body.id.idiag_src));
-  memcpy(msg.body.id.idiag_dst, request.daddr, sizeof(msg.body.id.idiag_dst));
-  msg.body.id.idiag_cookie[0] = static_cast<uint32_t>(request.cookie);
-  msg.body.id.idiag_cookie[1] = static_cast<uint32_t>(request.cookie >> 32);
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
-    return BpfError::From(errno, "sock_diag");
-  }
+  inet_diag_req_v2 body{};
+  body.sdiag_family = static_cast<uint8_t>(request.family);
+  body.sdiag_protocol = IPPROTO_TCP;
+  body.idiag_states = ~0u;
+  body.idiag_ext = 1 << (INET_DIAG_INFO - 1);
+  body.id.idiag_sport = htons(request.sport);
+  body.id.idiag_dport = htons(request.dport);
+  memcpy(body.id.idiag_src, request.saddr, sizeof(body.id.idiag_src));
+  memcpy(body.id.idiag_dst, request.daddr, sizeof(body.id.idiag_dst));
+  body.id.idiag_cookie[0] = static_cast<uint32_t>(request.cookie);
+  body.id.idiag_cookie[1] = static_cast<uint32_t>(request.cookie >> 32);
+  BpfError error = Send(fd_, ++seq_, type, NLM_F_REQUEST | (type == SOCK_DESTROY ? NLM_F_ACK : 0), body);
+  if (!error.ok()) return error;
   alignas(nlmsghdr) char buf[8192];
-  for (;;) {
-    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return BpfError::From(errno, "sock_diag");
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != seq_) continue;  // a late answer to an earlier request
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        *reply_err = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
-        return BpfError{};
-      }
-      if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
-        auto* found = reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h));
-        *reply_err = 0;
-        *state = found->idiag_state;
-        if (cookie) *cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
-        tcp_info info;
-        *idle_ms = InfoOf(found, h->nlmsg_len - NLMSG_HDRLEN, &info) ? IdleMs(info) : 0;
-        return BpfError{};
-      }
+  return ReadAnswers(fd_, seq_, buf, [&](const nlmsghdr* h, BpfError*) {
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      *reply_err = reinterpret_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+      return true;
     }
-  }
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return false;
+    auto* found = reinterpret_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+    *reply_err = 0;
+    *state = found->idiag_state;
+    if (cookie) *cookie = CookieIn(found);
+    tcp_info info;
+    *idle_ms = InfoOf(found, h->nlmsg_len - NLMSG_HDRLEN, &info) ? IdleMs(info) : 0;
+    return true;
+  });
 }
 
 BpfError SockDiag::ProbeDestroy() {
@@ -248,41 +271,28 @@ BpfError SockDiag::CookieOf(const sl_sock& sock, uint64_t* cookie) {
 }
 
 BpfError SockDiag::Dump(uint8_t family, uint32_t kernel_states, uint8_t ext, const MsgVisitor& each) {
-  DiagRequest msg{};
-  msg.header.nlmsg_len = sizeof(msg);
-  msg.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.header.nlmsg_seq = ++seq_;
-  msg.body.sdiag_family = family;
-  msg.body.sdiag_protocol = IPPROTO_TCP;
-  msg.body.idiag_states = kernel_states;
-  msg.body.idiag_ext = ext;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (sendto(fd_, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
-    return BpfError::From(errno, "sock_diag");
-  }
-  // A dump answers in multipart datagrams of up to ~32 KB each.
+  inet_diag_req_v2 body{};
+  body.sdiag_family = family;
+  body.sdiag_protocol = IPPROTO_TCP;
+  body.idiag_states = kernel_states;
+  body.idiag_ext = ext;
+  BpfError error = Send(fd_, ++seq_, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, body);
+  if (!error.ok()) return error;
+  // A dump answers in multipart datagrams of up to ~32 KB each. Late answers
+  // skipped are the rest of a dump given up on (no memory).
   alignas(nlmsghdr) static thread_local char buf[64 << 10];
-  for (;;) {
-    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return BpfError::From(errno, "sock_diag");
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != seq_) continue;  // the rest of a dump given up on (no memory)
-      if (h->nlmsg_type == NLMSG_DONE) return BpfError{};
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        int err = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
-        if (family == AF_INET6 && err == ENOENT) return BpfError{};  // a kernel without IPv6
-        return BpfError::From(err, "sock_diag", "dump");
-      }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-      if (!each(reinterpret_cast<inet_diag_msg*>(NLMSG_DATA(h)), h->nlmsg_len - NLMSG_HDRLEN)) {
-        return BpfError::From(ENOMEM, "sock_diag");
-      }
+  return ReadAnswers(fd_, seq_, buf, [&](const nlmsghdr* h, BpfError* failed) {
+    if (h->nlmsg_type == NLMSG_DONE) return true;
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      int err = -reinterpret_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+      if (!(family == AF_INET6 && err == ENOENT)) *failed = BpfError::From(err, "sock_diag", "dump");  // else a kernel without IPv6
+      return true;
     }
-  }
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return false;
+    if (each(reinterpret_cast<const inet_diag_msg*>(NLMSG_DATA(h)), h->nlmsg_len - NLMSG_HDRLEN)) return false;
+    *failed = BpfError::From(ENOMEM, "sock_diag");
+    return true;
+  });
 }
 
 BpfError SockDiag::DumpCookies(uint32_t state_mask, ScanBuffer* out) {
@@ -291,7 +301,7 @@ BpfError SockDiag::DumpCookies(uint32_t state_mask, ScanBuffer* out) {
     if (counted && !(family == AF_INET ? has_ipv4_ : has_ipv6_)) continue;
     BpfError error = Dump(family, state_mask ? state_mask : ~0u, 0, [out](const inet_diag_msg* found, size_t) {
       if (!out->Reserve(sizeof(uint64_t))) return false;
-      uint64_t cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
+      uint64_t cookie = CookieIn(found);
       memcpy(out->end(), &cookie, sizeof(cookie));
       out->Commit(sizeof(cookie));
       return true;
@@ -322,7 +332,7 @@ BpfError SockDiag::DumpSocks(uint32_t state_mask, uint32_t netns_ino, const Keep
     if (state == kSynRecv && !full) state = kNewSynRecv;
     if (!(wanted & (1u << state))) return true;
     sl_sock sock{};
-    sock.cookie = found->id.idiag_cookie[0] | static_cast<uint64_t>(found->id.idiag_cookie[1]) << 32;
+    sock.cookie = CookieIn(found);
     sock.family = found->idiag_family;
     sock.state = state;
     sock.sport = ntohs(found->id.idiag_sport);

@@ -1,8 +1,8 @@
 // Tracer's leak-mode map operations (tracer.h): handing over the leaks that
 // crossed the threshold (CollectLeaks), seeding the kernel with CLOSE_WAIT
 // sockets a scan found (Seed), following a pid's sockets (Follow), forgetting
-// leaks (Forget), the active-close counts and the process tree. Loading,
-// attaching and the ring thread are in tracer.cc.
+// leaks (Forget), the active-close counts and the process tree. Loading and
+// attaching are in tracer-load.cc, the ring thread in ring-poller.cc.
 #include "tracer.h"
 
 #include <bpf/bpf.h>
@@ -58,7 +58,7 @@ BpfError Tracer::CollectLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out) {
     last_cutoff_ns_ = cutoff_ns;
     return BpfError{};
   }
-  if (stopping_.load(std::memory_order_acquire)) return BpfError{};  // the poll thread is detaching
+  if (ring_ && ring_->Stopping()) return BpfError{};  // the poll thread is detaching
   BpfError followed = FollowCloses();
   if (!followed.ok()) return followed;
   BpfError walked = WalkNewLeaks(cutoff_ns, out);

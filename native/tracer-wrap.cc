@@ -1,4 +1,4 @@
-// N-API glue for Tracer (tracer.cc): options in, batches of records out through
+// N-API glue for Tracer (tracer.h): options in, batches of records out through
 // one thread-safe function, close() resolving after the last batch.
 #include <napi.h>
 
@@ -44,20 +44,26 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
       return;
     }
     Napi::Object o = info[0].As<Napi::Object>();
+    // Every tunable is required: src/trace/tracer.ts owns the defaults.
     TracerOptions options;
+    constexpr const char* kWhat = "Tracer options";
+    uint32_t wakeup_bytes = 0, poll_ms = 0, fault_inject = 0;
+    if (!RequireUint(o, kWhat, "ringBytes", &options.ring_bytes) ||
+        !RequireUint(o, kWhat, "wakeupBytes", &wakeup_bytes) || !RequireUint(o, kWhat, "pollMs", &poll_ms) ||
+        !RequireBool(o, kWhat, "leakMode", &options.leak_mode) ||
+        !RequireUint(o, kWhat, "maxSockets", &options.max_sockets) ||
+        !RequireBool(o, kWhat, "followTree", &options.follow_tree) ||
+        !RequireBool(o, kWhat, "trackCreators", &options.track_creators) ||
+        !RequireUint(o, kWhat, "faultInject", &fault_inject)) {
+      return;
+    }
+    options.wakeup_min_bytes = wakeup_bytes;
+    options.poll_interval_ms = static_cast<int>(poll_ms);
+    options.fault_inject = static_cast<uint8_t>(fault_inject);
+    // Absent means none: every process, the BPF object's own slot count, the running kernel's BTF.
     options.target_tgid = OptUint(o, "pid", 0);
-    options.ring_bytes = OptUint(o, "ringBytes", options.ring_bytes);
-    options.wakeup_min_bytes = OptUint(o, "wakeupBytes", options.ring_bytes / 4);
-    options.poll_interval_ms = static_cast<int>(OptUint(o, "pollMs", options.poll_interval_ms));
-    options.leak_mode = o.Get("leakMode").ToBoolean().Value();
-    options.max_sockets = OptUint(o, "maxSockets", options.max_sockets);
-    options.socket_slots = OptUint(o, "socketSlots", options.socket_slots);
-    options.follow_tree = o.Get("followTree").ToBoolean().Value();
-    Napi::Value creators = o.Get("trackCreators");
-    if (creators.IsBoolean()) options.track_creators = creators.As<Napi::Boolean>().Value();
-    options.fault_inject = static_cast<uint8_t>(OptUint(o, "faultInject", 0));
-    Napi::Value btf = o.Get("btfPath");
-    if (btf.IsString()) options.btf_path = btf.As<Napi::String>().Utf8Value();
+    options.socket_slots = OptUint(o, "socketSlots", 0);
+    options.btf_path = OptString(o, "btfPath");
     options.refused = StringList(o.Get("refused"));
 
     BpfError error;
@@ -184,19 +190,17 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   }
 
   // seed(buffer of sl_sock records from a scan) -> number refused by a full map.
-  Napi::Value Seed(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
-    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    return Napi::Number::New(env, static_cast<double>(tracer_->Seed(buf.Data(), buf.Length())));
-  }
+  Napi::Value Seed(const Napi::CallbackInfo& info) { return WithRecords(info, &Tracer::Seed); }
 
   // follow(buffer of sl_sock records of the target pid) -> number refused by a full map.
-  Napi::Value Follow(const Napi::CallbackInfo& info) {
+  Napi::Value Follow(const Napi::CallbackInfo& info) { return WithRecords(info, &Tracer::Follow); }
+
+  // Hands a Buffer of records to `op`; its count of refused records back to JS.
+  Napi::Value WithRecords(const Napi::CallbackInfo& info, size_t (Tracer::*op)(const uint8_t*, size_t)) {
     Napi::Env env = info.Env();
     if (!tracer_ || info.Length() < 1 || !info[0].IsBuffer()) return Napi::Number::New(env, 0);
     auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    return Napi::Number::New(env, static_cast<double>(tracer_->Follow(buf.Data(), buf.Length())));
+    return Napi::Number::New(env, static_cast<double>(((*tracer_).*op)(buf.Data(), buf.Length())));
   }
 
   // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean,

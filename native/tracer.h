@@ -1,43 +1,46 @@
 // The live tracer: loads bpf/trace.bpf.c (embedded as a skeleton), attaches it,
 // and drains its ring buffer on a thread of its own, handing raw sl_event
-// records to a callback in batches. Knows nothing of N-API.
+// records to a callback in batches. Knows nothing of N-API. One class, three
+// files by concern: loading and attaching (tracer-load.cc), the lifetime, the
+// poll thread (ring-poller.h) and the counters (tracer.cc), and the leak-mode
+// map operations (tracer-maps.cc).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bpf-error.h"
 #include "refusal.h"
+#include "ring-poller.h"
 
 struct sl_trace;
 struct sl_socket;
-struct ring_buffer;
 struct bpf_program;
 struct bpf_map;
 
 namespace sockleak {
 
+// No defaults here: src/trace/tracer.ts owns them and validates every value,
+// tracer-wrap.cc refuses an options object that lacks one. Zero-initialised
+// only so that no field is ever read uninitialised.
 struct TracerOptions {
-  uint32_t target_tgid = 0;        // 0 = all processes
-  uint32_t ring_bytes = 8u << 20;  // power of two, multiple of the page size
-  uint64_t wakeup_min_bytes = 0;   // kernel wakes the reader only past this much data
-  int poll_interval_ms = 100;      // the reader also drains on this timer
-  size_t max_batch_bytes = 1u << 20;
-  bool leak_mode = false;          // SL_MODE_LEAKS: CLOSE_WAIT bookkeeping in maps
-  uint32_t max_sockets = 262144;   // leak mode: bound of the close_wait and creators maps
-  bool follow_tree = false;        // leak mode: follow a process tree (sockleak run)
-  bool track_creators = true;      // leak mode: record who connect()ed / accept()ed each socket
-  uint32_t socket_slots = 0;       // leak mode: slots of the `sockets` array, a power of two; 0 = SL_SOCKET_SLOTS
-  uint8_t fault_inject = 0;        // tests only: 1 = a program the verifier rejects
-  std::string btf_path;            // "" = the running kernel's /sys/kernel/btf/vmlinux
+  uint32_t target_tgid = 0;       // 0 = all processes
+  uint32_t ring_bytes = 0;        // power of two, multiple of the page size
+  uint64_t wakeup_min_bytes = 0;  // kernel wakes the reader only past this much data
+  int poll_interval_ms = 0;       // the reader also drains on this timer
+  bool leak_mode = false;         // SL_MODE_LEAKS: CLOSE_WAIT bookkeeping in maps
+  uint32_t max_sockets = 0;       // leak mode: bound of the close_wait and creators maps
+  bool follow_tree = false;       // leak mode: follow a process tree (sockleak run)
+  bool track_creators = false;    // leak mode: record who connect()ed / accept()ed each socket
+  uint32_t socket_slots = 0;      // leak mode: slots of the `sockets` array, a power of two; 0 = SL_SOCKET_SLOTS
+  uint8_t fault_inject = 0;       // tests only: 1 = a program the verifier rejects
+  std::string btf_path;           // "" = the running kernel's /sys/kernel/btf/vmlinux
   // Programs not to load (the probe's cache, SOCKLEAK_REFUSE); each has another
-  // way (tracer.cc kDroppable). Open() adds those the kernel refuses.
+  // way (tracer-load.cc kDroppable). Open() adds those the kernel refuses.
   std::vector<std::string> refused;
 };
 
@@ -58,7 +61,7 @@ struct ProgramStats {
 class Tracer {
  public:
   // Receives a batch of whole sl_event records; called on the poll thread.
-  using BatchSink = std::function<void(std::vector<uint8_t>&& batch)>;
+  using BatchSink = RingPoller::BatchSink;
 
   // Opens, loads and attaches; on failure nothing stays loaded or attached.
   static std::unique_ptr<Tracer> Open(const TracerOptions& options, BpfError* error);
@@ -123,27 +126,17 @@ class Tracer {
   BpfError LoadWithout(const std::set<std::string>& refused);
   // Attaches the loaded programs, maps the slots, sets up the ring buffer.
   BpfError Attach();
-  static int OnRecord(void* self, void* data, size_t size);
   bool MayHaveNewLeaks(uint64_t cutoff_ns) const;
   BpfError FollowCloses();
   BpfError WalkNewLeaks(uint64_t cutoff_ns, std::vector<uint8_t>* out);
   BpfError WalkMap(bpf_program* prog, bpf_map* map, std::vector<uint8_t>* out);
   // The slot of `cookie` in the mmaped `sockets` array, or nullptr.
   sl_socket* SlotOf(uint64_t cookie) const;
-  void PollLoop();
-  void Flush();
 
   const TracerOptions options_;
-  sl_trace* skel_ = nullptr;        // owned; freed by Stop() on the caller's thread
-  ring_buffer* ring_ = nullptr;     // owned; used only by the poll thread once started
-  int epoll_fd_ = -1;
-  int stop_fd_ = -1;                // eventfd that wakes the poll thread for Stop()
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
-  BatchSink sink_;                  // set before the thread starts, then read-only
-  std::function<void()> on_done_;   // likewise
-  std::vector<uint8_t> batch_;      // poll thread only
-  Counters final_counters_;         // written by Stop()
+  sl_trace* skel_ = nullptr;          // owned; freed by Stop() on the caller's thread
+  std::unique_ptr<RingPoller> ring_;  // made by Attach(); its thread detaches skel_ before its last drain
+  Counters final_counters_;           // written by Stop()
   bool syscall_tracepoints_ = false;
   // CollectLeaks/Seed/Forget (main thread): the last cut-off walked or skipped
   // (load time at first: earlier entries are only seeds), seeded entries not

@@ -1,5 +1,5 @@
 // The classes the addon exports, one glue file each (N-API only: the work is in
-// tracer.cc, scanner.cc and reaper.cc); addon.cc puts them on the exports.
+// tracer*.cc, scanner.cc and reaper.cc); addon.cc puts them on the exports.
 #pragma once
 
 #include <napi.h>

@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import type { CloseEvent, ConnectEvent, StateEvent, TraceEvent } from '../src/events';
-import { openTracer } from '../src/trace/tracer';
+import { loadAddon, type NativeTracerOptions } from '../src/kernel/addon';
+import { openTracer, TRACER_DEFAULTS } from '../src/trace/tracer';
 import { collectUntil, sleep, startFixture } from './helpers';
 
 /** The fd libuv uses for a connected net.Socket. */
@@ -191,4 +192,31 @@ test('--pid follows sockets the process had before tracing, and connections acce
   } finally {
     server.kill('SIGKILL');
   }
+});
+
+test('the addon has no tracer defaults of its own: each missing option is a TypeError naming it', async () => {
+  const { Tracer } = loadAddon();
+  const full: NativeTracerOptions = {
+    ringBytes: TRACER_DEFAULTS.ringBytes,
+    wakeupBytes: TRACER_DEFAULTS.ringBytes / 4,
+    pollMs: TRACER_DEFAULTS.pollMs,
+    leakMode: false,
+    maxSockets: TRACER_DEFAULTS.maxSockets,
+    followTree: false,
+    trackCreators: TRACER_DEFAULTS.trackCreators,
+    faultInject: 0,
+    refused: [],
+  };
+  const required = ['ringBytes', 'wakeupBytes', 'pollMs', 'leakMode', 'maxSockets', 'followTree', 'trackCreators', 'faultInject'] as const;
+  for (const key of required) {
+    const partial: Partial<NativeTracerOptions> = { ...full };
+    delete partial[key];
+    assert.throws(() => new Tracer(partial as NativeTracerOptions, () => {}), (err: unknown) => {
+      assert.ok(err instanceof TypeError, `${key}: ${String(err)}`);
+      assert.match(err.message, new RegExp(`^Tracer options: ${key} must be a `));
+      return true;
+    });
+  }
+  // The same object whole loads and attaches: the list above is all the addon requires.
+  await new Tracer(full, () => {}).close();
 });

@@ -23,7 +23,7 @@ import os from 'node:os';
 import { capabilityGaps, type CapabilityGap } from '../kernel/preflight';
 import { watchWithPorts, type PortAwareWatcher } from '../watch/port-watch';
 import type { TraceCounters } from '../events';
-import type { TracerHooks } from '../trace/tracer';
+import { TRACER_DEFAULTS, type TracerHooks } from '../trace/tracer';
 import type { PortSocket } from '../ports/port-usage';
 import { ports } from '../ports/ports';
 import type { SocketInfo } from '../sockets';
@@ -157,7 +157,7 @@ export class Agent {
     // Rescans read every CLOSE_WAIT socket, port scans every socket: less often than watch does, for good.
     this.watcher = watchWithPorts({
       thresholdMs: this.thresholdMs,
-      maxSockets: Math.max(o.maxSockets ?? 0, 262_144),
+      maxSockets: Math.max(o.maxSockets ?? 0, TRACER_DEFAULTS.maxSockets),
       rescanMs: RESCAN_MS,
       ports: { scanMs: PORT_SCAN_MS },
       ...((o.ports ?? true) && { onPortScan: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => this.countPorts(scanned) }),

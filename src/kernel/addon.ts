@@ -9,21 +9,26 @@ import bindings from 'bindings';
 import { MissingLibraryError, SockleakError, ExitCode } from '../errors';
 import { CENSUS_SOCK_SIZE, CLOSE_COUNT_SIZE, CLOSE_KEY_SIZE, COUNTERS_SIZE, EVENT_SIZE, PORT_CENSUS_SIZE, REAP_REQUEST_SIZE, REAP_RESULT_SIZE, SOCK_SIZE } from '../generated/layout';
 
-/** Options as the addon takes them; validated by src/trace/tracer.ts first. */
+/**
+ * Options as the addon takes them; validated, and defaulted, by
+ * src/trace/tracer.ts first. The addon throws a TypeError for a missing
+ * required one: it has no defaults of its own.
+ */
 export interface NativeTracerOptions {
   pid?: number;
-  ringBytes?: number;
-  wakeupBytes?: number;
-  pollMs?: number;
+  ringBytes: number;
+  wakeupBytes: number;
+  pollMs: number;
   btfPath?: string;
   /** Programs not to load (kernel-probe.ts knownRefusals()). */
-  refused?: string[];
-  leakMode?: boolean;
-  maxSockets?: number;
-  followTree?: boolean;
-  trackCreators?: boolean;
+  refused: string[];
+  leakMode: boolean;
+  maxSockets: number;
+  followTree: boolean;
+  trackCreators: boolean;
+  /** Absent: the BPF object's own count (SL_SOCKET_SLOTS in bpf/sockleak.h). */
   socketSlots?: number;
-  faultInject?: number;
+  faultInject: number;
 }
 
 export interface NativeCounters {

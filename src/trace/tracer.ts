@@ -60,7 +60,18 @@ export interface TracerHooks {
   mountedTracefs: boolean;
 }
 
-const DEFAULT_RING_BYTES = 8 << 20;
+/**
+ * The tracer's defaults, written here only: the addon takes every value
+ * explicitly and has none of its own (native/tracer-wrap.cc).
+ */
+export const TRACER_DEFAULTS = {
+  ringBytes: 8 << 20,
+  pollMs: 100,
+  maxQueuedBatches: 64,
+  /** Bound of the in-kernel CLOSE_WAIT and creator hashes (leak mode). */
+  maxSockets: 262_144,
+  trackCreators: true,
+} as const;
 
 function validate(options: TracerOptions): void {
   const { pid, ringBytes, pollMs, maxQueuedBatches, wakeupBytes, socketSlots } = options;
@@ -103,8 +114,8 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     requireBpfPrivileges();
     const btfPath = requireBtf(options.btfPath);
     if (options.pid !== undefined) requireProcess(options.pid);
-    this.maxQueued = options.maxQueuedBatches ?? 64;
-    const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
+    this.maxQueued = options.maxQueuedBatches ?? TRACER_DEFAULTS.maxQueuedBatches;
+    const ringBytes = options.ringBytes ?? TRACER_DEFAULTS.ringBytes;
     const addon = loadAddon();
     const known = knownRefusals(btfPath);
     const mode = { leakMode: options.leakMode ?? false, followTree: options.followTree ?? false };
@@ -116,13 +127,13 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           ...(options.pid !== undefined && { pid: options.pid }),
           ringBytes,
           wakeupBytes: options.wakeupBytes ?? ringBytes / 4,
-          pollMs: options.pollMs ?? 100,
+          pollMs: options.pollMs ?? TRACER_DEFAULTS.pollMs,
           leakMode: mode.leakMode,
           followTree: mode.followTree,
-          trackCreators: options.trackCreators ?? true,
+          trackCreators: options.trackCreators ?? TRACER_DEFAULTS.trackCreators,
           // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
           faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
-          ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+          maxSockets: options.maxSockets ?? TRACER_DEFAULTS.maxSockets,
           ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
           ...(btfPath !== undefined && { btfPath }),
           refused: [...known.keys()],
