@@ -17,8 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "sockleak.h"
-
-#define AF_INET 2
+#include "uapi.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
