@@ -116,5 +116,6 @@ int reap_tcp(struct bpf_iter__tcp *ctx)
 
 /* Keep the shared types in BTF for the layout generator. */
 const enum sl_reap_outcome *sl_unused_reap_outcome __attribute__((unused));
+const enum sl_reap_limits *sl_unused_reap_limits __attribute__((unused));
 const struct sl_reap_request *sl_unused_reap_request __attribute__((unused));
 const struct sl_reap_result *sl_unused_reap_result __attribute__((unused));

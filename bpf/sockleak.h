@@ -262,7 +262,9 @@ struct sl_counters {
  * `sockleak reap`: bpf/reap.bpf.c destroys the sockets user space asked for,
  * re-checking each one under its socket lock at the moment of destroy.
  */
-#define SL_REAP_MAX 65536  /* bound of the request map: the most sockets one reap run may name */
+enum sl_reap_limits {
+	SL_REAP_MAX = 65536, /* bound of the request map: the most sockets one reap run may name */
+};
 
 /* What happened to one requested socket. */
 enum sl_reap_outcome {
