@@ -404,7 +404,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	case TCP_ESTABLISHED:
 		/* The cookie is assigned now, so accept() exit can key the creator. Up
 		 * to at least 6.12, LISTEN -> SYN_RECV runs before the child has its
-		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
+		 * own cookie (see early_children in early-child.bpf.h): SYN_RECV ->
 		 * ESTABLISHED assigns it there. */
 		if (track_creators && (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV))
 			cookie_of(sk);
