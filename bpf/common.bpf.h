@@ -1,23 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * What every tracing program shares: the ring buffer and its counters, the
- * softirq flag, and reading a socket's endpoints and the current task.
- * Included once, by trace.bpf.c.
+ * softirq flag, the mode, and reading a socket's endpoints and the current task.
  */
 #ifndef SOCKLEAK_COMMON_BPF_H
 #define SOCKLEAK_COMMON_BPF_H
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define SOCK_STREAM 1
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define PF_EXITING 0x00000004
-#define PF_KTHREAD 0x00200000
-#define EADDRINUSE 98
-#define EADDRNOTAVAIL 99
-#define EINPROGRESS 115
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "sockleak.h"
+#include "uapi.bpf.h"
+
 #define SL_NOT_OWNER (SL_F_SOFTIRQ | SL_F_KERNEL_THREAD)
 
 /* Shared values another CPU may write meanwhile: read and written exactly once, in program order. */
@@ -26,6 +21,7 @@
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 /* Set by the loader before load. */
+const volatile __u8 mode = SL_MODE_TRACE;    /* enum sl_mode */
 const volatile __u64 wakeup_min_bytes = 0;   /* wake the reader only past this much data */
 
 /* Written by every program here, read (and never written) by the addon's poll thread. */

@@ -2,10 +2,13 @@
 /*
  * Trace mode, kernels up to at least 6.12: an accepted connection's first
  * transition, held until the child has its own cookie and endpoints
- * (docs/kernels.md). Included once, by trace.bpf.c, after follow-pid.bpf.h.
+ * (docs/kernels.md).
  */
 #ifndef SOCKLEAK_EARLY_CHILD_BPF_H
 #define SOCKLEAK_EARLY_CHILD_BPF_H
+
+#include "common.bpf.h"
+#include "follow-pid.bpf.h"
 
 /*
  * Trace mode. A connection a listener just accepted, announced too early: up

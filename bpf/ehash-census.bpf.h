@@ -8,6 +8,12 @@
 #ifndef SOCKLEAK_EHASH_CENSUS_BPF_H
 #define SOCKLEAK_EHASH_CENSUS_BPF_H
 
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "sockleak.h"
+#include "uapi.bpf.h"
+
 /*
  * census_ehash: the sockets of the caller's network namespace in the states
  * asked (walk_state_mask), found by walking the kernel's established hash, the

@@ -2,10 +2,12 @@
 /*
  * Trace mode with a target pid (`sockleak trace --pid`): which sockets belong
  * to the target, including state changes that run in softirq context on
- * behalf of nobody. Included once, by trace.bpf.c.
+ * behalf of nobody.
  */
 #ifndef SOCKLEAK_FOLLOW_PID_BPF_H
 #define SOCKLEAK_FOLLOW_PID_BPF_H
+
+#include "common.bpf.h"
 
 /* Set by the loader before load. */
 const volatile __u32 target_tgid = 0;        /* 0: every process */

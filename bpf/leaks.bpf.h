@@ -2,11 +2,17 @@
 /*
  * Leak mode (`watch`, `run`, `agent`): CLOSE_WAIT bookkeeping in maps, so a
  * healthy connection costs a few map operations and nothing in user space.
- * Only sockets user space has reported as leaks reach the ring buffer.
- * Included once, by trace.bpf.c.
+ * Only sockets user space has reported as leaks reach the ring buffer. The
+ * helpers the state-change and close() paths call; the programs only leak mode
+ * loads are in leaks-progs.bpf.h.
  */
 #ifndef SOCKLEAK_LEAKS_BPF_H
 #define SOCKLEAK_LEAKS_BPF_H
+
+#include "common.bpf.h"
+#include "closing.bpf.h"
+#include "ports.bpf.h"
+#include "tree.bpf.h"
 
 /* Set by the loader before each run of the new_leaks iterator. */
 volatile __u64 leak_cutoff_ns = 0;           /* report CLOSE_WAIT entered at or before this */
@@ -398,7 +404,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	case TCP_ESTABLISHED:
 		/* The cookie is assigned now, so accept() exit can key the creator. Up
 		 * to at least 6.12, LISTEN -> SYN_RECV runs before the child has its
-		 * own cookie (see early_children in trace.bpf.c): SYN_RECV ->
+		 * own cookie (see early_children in early-child.bpf.h): SYN_RECV ->
 		 * ESTABLISHED assigns it there. */
 		if (track_creators && (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV))
 			cookie_of(sk);
@@ -428,6 +434,34 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 		if (oldstate == TCP_CLOSE_WAIT)
 			leave_close_wait(sk, cookie_of(sk), newstate);
 	}
+}
+
+/*
+ * Leak mode, close(fd): the socket behind fd if it is a reported leak, else
+ * NULL. Every close() on the machine pays this once a leak has been reported,
+ * and almost none closes one: so the cookie is read first, down the path a
+ * socket's file takes (for another file, reads of whatever its private_data
+ * points to, which fail or give a cookie no leak has), and the file is checked
+ * to be a TCP socket only when that cookie names a reported leak.
+ */
+static __always_inline struct sock *reported_leak_of_fd(int fd)
+{
+	struct file *file = own_file_of_fd(fd);
+	struct socket *sock = file ? BPF_CORE_READ(file, private_data) : NULL;
+	struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+
+	if (!sk || !is_reported_leak(read_cookie(sk)))
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK || BPF_CORE_READ(sock, type) != SOCK_STREAM ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+/* The socket a close(fd) is about to close, if this mode reports it: any TCP socket (trace), a reported leak (leaks). */
+static __always_inline struct sock *closing_sock_of_fd(int fd)
+{
+	return mode == SL_MODE_LEAKS ? reported_leak_of_fd(fd) : tcp_sock_of_fd(fd);
 }
 
 /* Leak mode, accept() returned the socket with this cookie: remember who took it, for the day it leaks. */

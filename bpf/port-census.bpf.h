@@ -8,6 +8,12 @@
 #ifndef SOCKLEAK_PORT_CENSUS_BPF_H
 #define SOCKLEAK_PORT_CENSUS_BPF_H
 
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "sockleak.h"
+#include "uapi.bpf.h"
+
 /*
  * census_tcp: zeroed by the loader before each run, written per socket, read
  * by the loader after it (runs are serialised). A bit per port: seen already.

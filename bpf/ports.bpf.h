@@ -4,10 +4,11 @@
  * first to each destination (and so leaves TIME_WAIT behind), counted in a
  * map; and every connect() that fails with EADDRNOTAVAIL or bind() with
  * EADDRINUSE, sent to the ring buffer with the address the caller asked for.
- * Included once, by trace.bpf.c.
  */
 #ifndef SOCKLEAK_PORTS_BPF_H
 #define SOCKLEAK_PORTS_BPF_H
+
+#include "common.bpf.h"
 
 /*
  * Active closes per (process, netns, destination): incremented here on

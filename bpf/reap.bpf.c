@@ -17,8 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "sockleak.h"
-
-#define AF_INET 2
+#include "uapi.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -117,5 +116,6 @@ int reap_tcp(struct bpf_iter__tcp *ctx)
 
 /* Keep the shared types in BTF for the layout generator. */
 const enum sl_reap_outcome *sl_unused_reap_outcome __attribute__((unused));
+const enum sl_reap_limits *sl_unused_reap_limits __attribute__((unused));
 const struct sl_reap_request *sl_unused_reap_request __attribute__((unused));
 const struct sl_reap_result *sl_unused_reap_result __attribute__((unused));

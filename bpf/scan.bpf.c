@@ -25,12 +25,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "sockleak.h"
-
-#define AF_INET 2
-#define IPPROTO_TCP 6
-#define SOCK_STREAM 1
-#define TCP_NEW_SYN_RECV 12
-
+#include "uapi.bpf.h"
 #include "ehash-census.bpf.h"
 #include "port-census.bpf.h"
 

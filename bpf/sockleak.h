@@ -13,8 +13,38 @@
 #ifndef SOCKLEAK_H
 #define SOCKLEAK_H
 
+#ifndef __VMLINUX_H__
+#include <linux/types.h> /* the addon; BPF programs have the __u* types from vmlinux.h */
+#endif
+
 #define SL_COMM_LEN 16
 #define SL_ADDR_LEN 16
+
+/*
+ * The kernel's TCP states (include/net/tcp_states.h; ABI: the tracepoint and
+ * sock_diag report them as is), as every record's state fields carry them.
+ * bpf/uapi.bpf.h checks each against the kernel's own at build.
+ */
+enum sl_tcp_state {
+	SL_TCP_ESTABLISHED = 1,
+	SL_TCP_SYN_SENT = 2,
+	SL_TCP_SYN_RECV = 3,
+	SL_TCP_FIN_WAIT1 = 4,
+	SL_TCP_FIN_WAIT2 = 5,
+	SL_TCP_TIME_WAIT = 6,
+	SL_TCP_CLOSE = 7,
+	SL_TCP_CLOSE_WAIT = 8,
+	SL_TCP_LAST_ACK = 9,
+	SL_TCP_LISTEN = 10,
+	SL_TCP_CLOSING = 11,
+	SL_TCP_NEW_SYN_RECV = 12,
+};
+
+/* The records' `family` fields: the kernel's AF_INET and AF_INET6 (ABI). */
+enum sl_family {
+	SL_AF_INET = 2,
+	SL_AF_INET6 = 10,
+};
 
 /* What one ring-buffer record describes. */
 enum sl_event_type {
@@ -232,7 +262,9 @@ struct sl_counters {
  * `sockleak reap`: bpf/reap.bpf.c destroys the sockets user space asked for,
  * re-checking each one under its socket lock at the moment of destroy.
  */
-#define SL_REAP_MAX 65536  /* bound of the request map: the most sockets one reap run may name */
+enum sl_reap_limits {
+	SL_REAP_MAX = 65536, /* bound of the request map: the most sockets one reap run may name */
+};
 
 /* What happened to one requested socket. */
 enum sl_reap_outcome {

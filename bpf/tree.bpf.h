@@ -2,10 +2,12 @@
 /*
  * `sockleak run`: the process tree of the command under test, followed in the
  * kernel so that nothing escapes it (double forks, setsid, daemons, short
- * lived children). Included once, by trace.bpf.c.
+ * lived children).
  */
 #ifndef SOCKLEAK_TREE_BPF_H
 #define SOCKLEAK_TREE_BPF_H
+
+#include "common.bpf.h"
 
 /* Set by the loader before load: attach and maintain the tree. */
 const volatile bool follow_tree = false;

@@ -12,7 +12,7 @@
 namespace sockleak {
 namespace {
 
-constexpr uint8_t kCloseWait = 8;  // TCP_CLOSE_WAIT
+constexpr uint8_t kCloseWait = SL_TCP_CLOSE_WAIT;
 
 // What is_reported_leak() (leaks.bpf.h) reads first, then close() follows the socket.
 void MarkReported(const LeakMaps& maps, uint64_t cookie) {

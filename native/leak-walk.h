@@ -3,7 +3,7 @@
 // space reads the two homes of CLOSE_WAIT entries itself, the `close_wait`
 // hash by BPF_MAP_LOOKUP_BATCH and the mmapped `sockets`
 // slots in place, and marks what it reports as the new_leaks and
-// new_socket_leaks iterators do (trace.bpf.c): the same records, the same marks.
+// new_socket_leaks iterators do (leaks-progs.bpf.h): the same records, the same marks.
 #pragma once
 
 #include <linux/types.h>

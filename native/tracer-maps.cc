@@ -122,7 +122,7 @@ size_t Tracer::Seed(const uint8_t* socks, size_t bytes) {
   for (size_t at = 0; at + sizeof(sl_sock) <= bytes; at += sizeof(sl_sock)) {
     sl_sock sock;
     memcpy(&sock, socks + at, sizeof(sock));
-    if (sock.state != 8 /* TCP_CLOSE_WAIT */) continue;
+    if (sock.state != SL_TCP_CLOSE_WAIT) continue;
     sl_event ev{};
     ev.ts_ns = sock.last_active_ns;  // last packet: the FIN, for an idle CLOSE_WAIT socket
     ev.cookie = sock.cookie;

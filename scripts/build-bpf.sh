@@ -2,6 +2,7 @@
 # Builds the BPF objects, their libbpf skeletons (the addon embeds them) and the
 # TypeScript event layout generated from the objects' BTF.
 # Outputs: bpf/.output/{vmlinux.h,*.bpf.o,*.skel.h,scan.lskel.h}, src/generated/layout.ts.
+# Fails (exit 65) when a bpf/ header does not compile on its own.
 # One build runs on every kernel with BTF (CO-RE); vmlinux.h only supplies types.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,28 @@ if [ ! -s "$out/vmlinux.h" ]; then
   bpftool btf dump file "$btf" format c > "$out/vmlinux.h.tmp"
   mv "$out/vmlinux.h.tmp" "$out/vmlinux.h"
 fi
+
+# Every header stands alone: it compiles with nothing included before it, so
+# none works only in one include order. BPF headers with the objects' flags
+# (unused static functions are expected of a header compiled alone);
+# sockleak.h also as the addon's C++ includes it.
+check_headers() {
+  local stamp="$out/headers.checked" h stale=0
+  for h in bpf/*.h; do [ "$stamp" -nt "$h" ] || stale=1; done
+  [ "$stale" = 0 ] && return 0
+  for h in bpf/*.bpf.h bpf/sockleak.h; do
+    if [ "$h" = bpf/sockleak.h ]; then
+      "${CXX:-c++}" -Wall -Werror -fsyntax-only -x c++ "$h" \
+        || { echo "build-bpf: $h does not compile alone (as C++); include what it uses" >&2; exit 65; }
+    else
+      clang -g -O2 -Wall -Werror -Wno-unused-function -target bpf -D__TARGET_ARCH_x86 \
+        -I "$out" -I bpf -fsyntax-only -x c "$h" \
+        || { echo "build-bpf: $h does not compile alone; include what it uses" >&2; exit 65; }
+    fi
+  done
+  touch "$stamp"
+}
+check_headers
 
 # build NAME SRC SKELETON_FLAGS [CFLAGS...]: bpf/.output/NAME.bpf.o and its skeleton
 # (NAME.skel.h, or NAME.lskel.h for a light one), unless newer than SRC and every header.

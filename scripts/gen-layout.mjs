@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Generates src/generated/layout.ts from the BTF of a compiled BPF object, so the
 // TypeScript decoder reads exactly the offsets the compiler laid out for the
-// structs and enums of bpf/sockleak.h. Usage: gen-layout.mjs OBJECT > layout.ts
+// structs of bpf/sockleak.h, and gives TypeScript its enums: the constants both
+// sides share (TCP states, families, flags, bounds) have one definition. Usage: gen-layout.mjs OBJECT > layout.ts
 import { execFileSync } from 'node:child_process';
 
 const STRUCTS = ['sl_event', 'sl_counters', 'sl_sock', 'sl_close_key', 'sl_close_count', 'sl_port_census', 'sl_census_sock', 'sl_reap_request', 'sl_reap_result'];
-const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags', 'sl_reap_outcome'];
+const ENUMS = ['sl_event_type', 'sl_event_flags', 'sl_sock_flags', 'sl_reap_outcome', 'sl_reap_limits', 'sl_tcp_state', 'sl_family'];
 
 const objects = process.argv.slice(2);
 const object = objects.join(' ');
@@ -76,7 +77,7 @@ for (const name of ENUMS) {
   const e = named('ENUM', name);
   const upper = name.toUpperCase().replace(/^SL_/, '');
   out += `\n/** enum ${name} */\nexport const ${upper} = {\n`;
-  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F|SK|REAP)_/, '')}: ${v.val},\n`;
+  for (const v of e.values) out += `  ${v.name.replace(/^SL_(EV|F|SK|REAP|TCP|AF)_/, '')}: ${v.val},\n`;
   out += `} as const;\n`;
 }
 

@@ -1,24 +1,18 @@
+import { TCP_STATE } from './generated/layout';
+
+/** A kernel TCP state's name; 'UNKNOWN' for a number that is none. */
+export type TcpState = 'UNKNOWN' | keyof typeof TCP_STATE;
+
 /**
- * Kernel TCP state numbers (include/net/tcp_states.h). They are ABI: the
+ * Kernel TCP state names indexed by number (include/net/tcp_states.h, via
+ * enum sl_tcp_state of bpf/sockleak.h). They are ABI: the
  * sock/inet_sock_set_state tracepoint and sock_diag report them as is.
  */
-export const TCP_STATES = [
-  'UNKNOWN',
-  'ESTABLISHED',
-  'SYN_SENT',
-  'SYN_RECV',
-  'FIN_WAIT1',
-  'FIN_WAIT2',
-  'TIME_WAIT',
-  'CLOSE',
-  'CLOSE_WAIT',
-  'LAST_ACK',
-  'LISTEN',
-  'CLOSING',
-  'NEW_SYN_RECV',
-] as const;
-
-export type TcpState = (typeof TCP_STATES)[number];
+export const TCP_STATES: readonly TcpState[] = (() => {
+  const names: TcpState[] = ['UNKNOWN'];
+  for (const [name, n] of Object.entries(TCP_STATE) as [keyof typeof TCP_STATE, number][]) names[n] = name;
+  return names;
+})();
 
 /** The name of a kernel state number; 'UNKNOWN' outside the table. */
 export function tcpStateName(n: number): TcpState {

@@ -4,9 +4,9 @@
  * leaves a TIME_WAIT socket on that process's side.
  */
 import { formatEndpoint } from '../address';
-import { CLOSE_COUNT, CLOSE_COUNT_SIZE, CLOSE_KEY, CLOSE_KEY_SIZE } from '../generated/layout';
+import { CLOSE_COUNT, CLOSE_COUNT_SIZE, CLOSE_KEY, CLOSE_KEY_SIZE, FAMILY } from '../generated/layout';
 
-const AF_INET = 2;
+const AF_INET = FAMILY.INET;
 const PAIR_SIZE = CLOSE_KEY_SIZE + CLOSE_COUNT_SIZE;
 
 /** One (process, netns, destination) entry: active closes since the tracer loaded. */

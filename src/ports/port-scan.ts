@@ -10,12 +10,12 @@
  */
 import { formatIPv4, formatIPv6, joinHostPort } from '../address';
 import type { NativeScanner } from '../kernel/addon';
-import { SOCK, SOCK_FLAGS, SOCK_SIZE } from '../generated/layout';
+import { FAMILY, SOCK, SOCK_FLAGS, SOCK_SIZE } from '../generated/layout';
 import { openNativeScanner, scanEachNetnsChunks } from '../scan/native-scan';
 import { TIME_WAIT_MS, type PortSocket } from './port-usage';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
-const AF_INET = 2;
+const AF_INET = FAMILY.INET;
 const TIME_WAIT = tcpStateNumber('TIME_WAIT');
 
 /** Strings of one scan by id; IPv4 ones found by number, so repeats make no string. */

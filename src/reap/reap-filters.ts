@@ -3,6 +3,7 @@
  * that keep one careless command from tearing down a service's live traffic.
  */
 import { UsageError } from '../errors';
+import { REAP_LIMITS } from '../generated/layout';
 import { parseRemotePattern, type RemotePattern } from '../remote-pattern';
 import type { TcpState } from '../tcp-states';
 
@@ -46,7 +47,7 @@ export interface AppliedReapFilters {
 /** Default for `max`. */
 export const REAP_DEFAULT_MAX = 1000;
 /** Most sockets one run may name: SL_REAP_MAX in bpf/sockleak.h, the bound of the request map. */
-export const REAP_MAX = 65536;
+export const REAP_MAX = REAP_LIMITS.MAX;
 
 const NEVER: Partial<Record<TcpState, string>> = {
   TIME_WAIT: 'TIME_WAIT sockets have no owner to fix and leave by themselves within 60 s',

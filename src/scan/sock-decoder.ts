@@ -4,12 +4,12 @@
  */
 import { formatIPv4, formatIPv6 } from '../address';
 import { monotonicNowNs } from '../clock';
-import { SOCK, SOCK_FLAGS } from '../generated/layout';
+import { FAMILY, SOCK, SOCK_FLAGS } from '../generated/layout';
 import { encoded, type JsonBytes } from '../json-bytes';
 import type { Owner, SocketInfo } from '../sockets';
 import { tcpStateName, type TcpState } from '../tcp-states';
 
-const AF_INET = 2;
+const AF_INET = FAMILY.INET;
 /** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket. */
 const TIME_WAIT_MS = 60_000;
 

@@ -1,10 +1,10 @@
 /** Decoding of ring-buffer batches into typed events, by the generated layout. */
 import { formatEndpoint } from '../address';
 import type { EventContext, TraceEvent } from '../events';
-import { EVENT, EVENT_FLAGS, EVENT_SIZE, EVENT_TYPE } from '../generated/layout';
+import { EVENT, EVENT_FLAGS, EVENT_SIZE, EVENT_TYPE, FAMILY } from '../generated/layout';
 import { tcpStateName } from '../tcp-states';
 
-const AF_INET = 2;
+const AF_INET = FAMILY.INET;
 
 function contextOf(flags: number): EventContext {
   if (flags & EVENT_FLAGS.SOFTIRQ) return 'softirq';
