@@ -23,8 +23,8 @@
 namespace sockleak {
 namespace {
 
-constexpr uint8_t kListen = 10;
-constexpr uint8_t kNewSynRecv = 12;
+constexpr uint8_t kListen = SL_TCP_LISTEN;
+constexpr uint8_t kNewSynRecv = SL_TCP_NEW_SYN_RECV;
 
 // Closes a directory on scope exit.
 struct Dir {

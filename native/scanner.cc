@@ -205,7 +205,7 @@ BpfError Scanner::DumpCookies(const ScanRequest& request, ScanBuffer* out) {
 
 BpfError Scanner::WalkEhash(const ScanRequest& request, ScanBuffer* out) {
   // Listeners and unconnected sockets are not in the established hash.
-  constexpr uint32_t kUnhashed = (1u << TCP_LISTEN) | (1u << TCP_CLOSE);
+  constexpr uint32_t kUnhashed = (1u << SL_TCP_LISTEN) | (1u << SL_TCP_CLOSE);
   if (request.state_mask == 0 || (request.state_mask & kUnhashed)) return BpfError::From(EINVAL, "census_ehash");
   std::lock_guard<std::mutex> walking(walk_mutex_);
   {

@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "sockleak.h"
+
 namespace sockleak {
 namespace {
 
@@ -82,20 +84,20 @@ long InUse(const char* path, const char* prefix) {
   return count;
 }
 
-// The kernel's TCP states (bit = 1 << state in the masks).
+// The kernel's TCP states (bit = 1 << state in the masks), from bpf/sockleak.h.
 enum : uint32_t {
-  kEstablished = 1,
-  kSynSent = 2,
-  kSynRecv = 3,
-  kFinWait1 = 4,
-  kFinWait2 = 5,
-  kTimeWait = 6,
-  kClose = 7,
-  kCloseWait = 8,
-  kLastAck = 9,
-  kListen = 10,
-  kClosing = 11,
-  kNewSynRecv = 12,
+  kEstablished = SL_TCP_ESTABLISHED,
+  kSynSent = SL_TCP_SYN_SENT,
+  kSynRecv = SL_TCP_SYN_RECV,
+  kFinWait1 = SL_TCP_FIN_WAIT1,
+  kFinWait2 = SL_TCP_FIN_WAIT2,
+  kTimeWait = SL_TCP_TIME_WAIT,
+  kClose = SL_TCP_CLOSE,
+  kCloseWait = SL_TCP_CLOSE_WAIT,
+  kLastAck = SL_TCP_LAST_ACK,
+  kListen = SL_TCP_LISTEN,
+  kClosing = SL_TCP_CLOSING,
+  kNewSynRecv = SL_TCP_NEW_SYN_RECV,
 };
 // States whose sockets the in-use count covers: a dump for only these finds
 // nothing in a family whose count is 0. Not TIME_WAIT nor FIN_WAIT2 (a timewait

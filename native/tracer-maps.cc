@@ -160,7 +160,7 @@ size_t Tracer::Follow(const uint8_t* socks, size_t bytes) {
     sl_sock sock;
     memcpy(&sock, socks + at, sizeof(sock));
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tracked), &sock.cookie, &one, BPF_ANY)) refused++;
-    if (sock.state == 10 /* TCP_LISTEN */) {
+    if (sock.state == SL_TCP_LISTEN) {
       sl_listen_key key = {sock.netns_ino, sock.sport};
       if (bpf_map_update_elem(bpf_map__fd(skel_->maps.listening), &key, &one, BPF_ANY)) refused++;
     }
