@@ -7,7 +7,7 @@
  * leak is evicted (counted) from the engine, whose kernel map then forgets it.
  * Resolved leaks leave the engine at once.
  */
-import type { CookieKey } from '../scan/close-wait-scan';
+import type { CookieKey } from '../cookie-map';
 import { monotonicNowNs } from '../clock';
 import type { LeakRecord, WatchRecord } from '../watch-records';
 import type { SocketInfo } from '../sockets';

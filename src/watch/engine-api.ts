@@ -1,6 +1,6 @@
 /** The API both leak engines give (LeakWatcher's: see there for each member), apart from how they are made. */
 import type { TraceCounters } from '../events';
-import type { CookieKey } from '../scan/close-wait-scan';
+import type { CookieKey } from '../cookie-map';
 import type { Owner } from '../sockets';
 import type { TracerHooks } from '../trace/tracer';
 import type { LeakRecord, WatchRecord } from '../watch-records';

@@ -16,9 +16,9 @@
  * owners, nothing else.
  */
 import { formatEndpoint } from '../address';
-import { cookieText, namesOwner, type CookieKey, type RawSock } from '../scan/close-wait-scan';
-import { cookieHash } from '../cookie-map';
-import { SOCK } from '../generated/layout';
+import { namesOwner, type RawSock } from '../scan/close-wait-scan';
+import { cookieHash, cookieText, type CookieKey } from '../cookie-map';
+import { sockAddress, sockLocalPort, sockRemotePort } from '../scan/sock-decoder';
 import type { LeakRecord } from '../watch-records';
 import type { Creator, Owner } from '../sockets';
 
@@ -199,10 +199,10 @@ export class LeakTable {
     const probeInMs = decoder.keepaliveProbeInMs(at);
     this.bits[s] = (decoder.family(at) === 6 ? V6 : 0) | (keepalive ? KEEPALIVE : 0) | (estimated ? ESTIMATED : 0) | TENTATIVE;
     // Addresses and ports as the record has them: formatted only when a record goes out.
-    buf.copy(this.addr, s * 32, at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
-    buf.copy(this.addr, s * 32 + 16, at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
-    this.port[2 * s] = buf.readUInt16LE(at + SOCK.sport.offset);
-    this.port[2 * s + 1] = buf.readUInt16LE(at + SOCK.dport.offset);
+    this.addr.set(sockAddress(buf, at, 'local'), s * 32);
+    this.addr.set(sockAddress(buf, at, 'remote'), s * 32 + 16);
+    this.port[2 * s] = sockLocalPort(buf, at);
+    this.port[2 * s + 1] = sockRemotePort(buf, at);
     this.netns[s] = decoder.netns(at);
     this.uid[s] = decoder.uid(at);
     this.recvQ[s] = decoder.recvQ(at);

@@ -5,7 +5,7 @@
  * the same async iterator; only how they get there differs.
  */
 import { monotonicNowNs } from '../clock';
-import { cookieKey, type CookieKey } from '../scan/close-wait-scan';
+import { cookieKey, type CookieKey } from '../cookie-map';
 import { Fifo } from '../fifo';
 import { LeakTable } from './leak-table';
 import type { Owner } from '../sockets';

@@ -10,7 +10,8 @@
  * Records and table are the tracer's engine's (watch-records.ts, leak-table.ts).
  */
 import { monotonicNowNs } from '../clock';
-import { CloseWaitScanner, cookieKey, cookieText, ownerOf, type CookieKey } from '../scan/close-wait-scan';
+import { CloseWaitScanner, ownerOf } from '../scan/close-wait-scan';
+import { cookieKey, cookieText, type CookieKey } from '../cookie-map';
 import { UsageError } from '../errors';
 import type { TraceCounters } from '../events';
 import { noteFallback } from '../kernel/fallbacks';
