@@ -25,7 +25,7 @@ import { keyOf, OpenLeaks } from './open-leaks';
 import { LeakReconciler } from './leak-reconcile';
 import type { Creator, Owner } from '../sockets';
 import { Tracer, type TracerHooks } from '../trace/tracer';
-import type { Closer, ResolvedRecord, WatchRecord } from '../watch-records';
+import type { Closer, ResolvedRecord } from '../watch-records';
 
 export interface WatchOptions {
   /** How long a socket may stay in CLOSE_WAIT before it is a leak, in ms. Default 30 s. */
@@ -91,8 +91,6 @@ export class LeakWatcher extends OpenLeaks {
   private collectCostNs = 0;
   private busy = false;
   private mapFullSeed = 0;
-  /** followTree: the tree and its members. */
-  private readonly tree: ProcessTree | undefined;
   private readonly pumping: Promise<void>;
   /**
    * Settles once the first step is over (seeding, and at a restart the burst of
@@ -141,22 +139,6 @@ export class LeakWatcher extends OpenLeaks {
     this.leaving.delete(key);
     this.stale.delete(key);
     this.tracer.forget([cookieText(key)]);
-  }
-
-  /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
-  addTreeRoot(pid: number): void {
-    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
-    this.tree.addRoot(pid);
-  }
-
-  /** followTree: processes of the tree alive now. Each call also remembers them as members. */
-  treePids(): number[] {
-    return this.tree?.alive() ?? [];
-  }
-
-  /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
-  treeMembers(): ReadonlySet<number> {
-    return this.tree?.members() ?? new Set();
   }
 
   /** How the tracer hooks syscalls, and whether it mounted tracefs to do so (the CLI says so). */
