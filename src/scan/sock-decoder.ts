@@ -69,6 +69,12 @@ export function sockAddress(buf: Buffer, at: number, end: 'local' | 'remote'): B
   return buf.subarray(at + field.offset, at + field.offset + 16);
 }
 
+/** Copies the record's local then remote address (16 bytes each) into `to` at `toAt`. */
+export function sockCopyAddresses(buf: Buffer, at: number, to: Uint8Array, toAt: number): void {
+  buf.copy(to, toAt, at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
+  buf.copy(to, toAt + 16, at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
+}
+
 export function sockLocalPort(buf: Buffer, at: number): number {
   return buf.readUInt16LE(at + SOCK.sport.offset);
 }

@@ -20,7 +20,7 @@
 import { formatEndpoint } from '../address';
 import { namesOwner, type RawSock } from '../scan/close-wait-scan';
 import { CookieIndex, cookieText, type CookieKey } from '../cookie-map';
-import { sockAddress, sockLocalPort, sockRemotePort } from '../scan/sock-decoder';
+import { sockCopyAddresses, sockLocalPort, sockRemotePort } from '../scan/sock-decoder';
 import type { LeakRecord } from '../watch-records';
 import type { Creator, Owner } from '../sockets';
 
@@ -164,8 +164,7 @@ export class LeakTable {
     const probeInMs = decoder.keepaliveProbeInMs(at);
     this.bits[s] = (decoder.family(at) === 6 ? V6 : 0) | (keepalive ? KEEPALIVE : 0) | (estimated ? ESTIMATED : 0) | TENTATIVE;
     // Addresses and ports as the record has them: formatted only when a record goes out.
-    this.addr.set(sockAddress(buf, at, 'local'), s * 32);
-    this.addr.set(sockAddress(buf, at, 'remote'), s * 32 + 16);
+    sockCopyAddresses(buf, at, this.addr, s * 32);
     this.port[2 * s] = sockLocalPort(buf, at);
     this.port[2 * s + 1] = sockRemotePort(buf, at);
     this.netns[s] = decoder.netns(at);
