@@ -24,3 +24,6 @@ export function tcpStateNumber(name: string): number | undefined {
   const i = (TCP_STATES as readonly string[]).indexOf(name);
   return i > 0 ? i : undefined;
 }
+
+/** How long a TIME_WAIT socket lives (the kernel's TCP_TIMEWAIT_LEN, 60 s): its timer counts down from it. */
+export const TIME_WAIT_MS = 60_000;

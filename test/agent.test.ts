@@ -15,7 +15,7 @@ import protobuf from 'protobufjs';
 import { encodeRecord, decodeRecordBytes } from '../src/recording/schema';
 import { LeakIndex, type LeakSource } from '../src/agent/leak-index';
 import { monotonicNowNs } from '../src/clock';
-import { cookieKey, cookieText } from '../src/scan/close-wait-scan';
+import { cookieKey, cookieText } from '../src/cookie-map';
 import { fromSocket, toSocket } from '../src/recording/mapping';
 import { StreamHub, type SubscriberSink } from '../src/agent/stream-hub';
 import type { LeakRecord } from '../src/watch-records';

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey } from '../src/scan/close-wait-scan';
+import { CloseWaitScanner, ownerOf } from '../src/scan/close-wait-scan';
+import { cookieKey, cookieKeyAt, cookieText, type CookieKey } from '../src/cookie-map';
 import { SOCK, SOCK_SIZE } from '../src/generated/layout';
 import { CHUNK_BYTES } from '../src/scan/native-scan';
 import { ports } from '../src/ports/ports';

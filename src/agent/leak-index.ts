@@ -7,30 +7,13 @@
  * leak is evicted (counted) from the engine, whose kernel map then forgets it.
  * Resolved leaks leave the engine at once.
  */
-import type { CookieKey } from '../scan/close-wait-scan';
 import { monotonicNowNs } from '../clock';
-import type { LeakRecord, WatchRecord } from '../watch-records';
+import type { WatchRecord } from '../watch-records';
 import type { SocketInfo } from '../sockets';
+import type { LeakEngine } from '../watch/engine-api';
 
 /** Where the index reads leaks: the engine (LeakWatcher, PortAwareWatcher). */
-export interface LeakSource {
-  /** Open leaks now. */
-  readonly size: number;
-  /** The open leak as a full record; undefined when the engine no longer has it. */
-  leak(cookie: CookieKey): LeakRecord | undefined;
-  /** Open leaks' cookies, oldest reported first, listed when the iteration starts; pulled lazily. */
-  openCookies(): Iterable<CookieKey>;
-  /** The oldest-reported open leak; undefined when none is open. */
-  oldestReported(): CookieKey | undefined;
-  /** Every holder of every open leak (`first`: a leak's first holder), pid -1 for a leak without one. */
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void;
-  /** Open leaks per remote endpoint. */
-  countByRemote(): Map<string, number>;
-  /** Earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */
-  oldestEnteredNs(): number | undefined;
-  /** The index dropped it: the engine stops following it. */
-  evict(cookie: CookieKey): void;
-}
+export type LeakSource = Pick<LeakEngine, 'size' | 'leak' | 'openCookies' | 'oldestReported' | 'forEachHolder' | 'countByRemote' | 'oldestEnteredNs' | 'evict'>;
 
 /** Leaked sockets held by one process (a socket held by two processes counts for each). */
 export interface ProcessLeaks {

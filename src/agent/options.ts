@@ -1,5 +1,6 @@
 /** What `startAgent()` takes, the bounds it checks, and what the agent reports when it stops. */
 import { UsageError } from '../errors';
+import type { AgentCounters } from '../recording/mapping';
 
 export interface AgentOptions {
   /** Address to listen on. Default 127.0.0.1: the metrics name processes and peers, keep them local. */
@@ -59,16 +60,9 @@ export function validate(o: AgentOptions): void {
 }
 
 /** What the agent did, for the CLI's last line. */
-export interface AgentStatus {
+export interface AgentStatus extends AgentCounters {
   leaksOpen: number;
   records: number;
-  emitted: bigint;
-  lost: bigint;
-  mapFull: bigint;
-  /** Program runs the kernel skipped (recursion misses): events never seen. */
-  missed: bigint;
-  evictions: number;
-  streamDropped: number;
   recordingBytes: number;
   /** Times the recording was rotated to FILE.1. */
   recordingRotations: number;

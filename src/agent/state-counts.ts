@@ -6,7 +6,8 @@
  * 112-byte record.
  */
 import type { NativeScanner } from '../kernel/addon';
-import { SOCK, SOCK_SIZE } from '../generated/layout';
+import { SOCK_SIZE } from '../generated/layout';
+import { sockNetns, sockStateNumber } from '../scan/sock-decoder';
 import { openNativeScanner, scanEachNetnsChunks } from '../scan/native-scan';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
@@ -33,8 +34,8 @@ export class StateCounter {
     const counts = new Map<number, StateCount>(); // netns inode * 256 + kernel state number: no string per socket
     for await (const { buf } of scanEachNetnsChunks(this.native, { kind: 'tcp', stateMask: 0 })) {
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
-        const netns = buf.readUInt32LE(at + SOCK.netns_ino.offset);
-        const stateNumber = CANONICAL_STATE[buf.readUInt8(at + SOCK.state.offset)]!;
+        const netns = sockNetns(buf, at);
+        const stateNumber = CANONICAL_STATE[sockStateNumber(buf, at)]!;
         const key = netns * 256 + stateNumber;
         const c = counts.get(key);
         if (c) c.count++;

@@ -4,6 +4,7 @@
  * leaves a TIME_WAIT socket on that process's side.
  */
 import { formatEndpoint } from '../address';
+import { cString } from '../c-string';
 import { CLOSE_COUNT, CLOSE_COUNT_SIZE, CLOSE_KEY, CLOSE_KEY_SIZE, FAMILY } from '../generated/layout';
 
 const AF_INET = FAMILY.INET;
@@ -26,12 +27,10 @@ export function decodeActiveCloses(buf: Buffer): ActiveCloseCount[] {
   for (let at = 0; at + PAIR_SIZE <= buf.length; at += PAIR_SIZE) {
     const family = buf.readUInt16LE(at + CLOSE_KEY.family.offset) === AF_INET ? 4 : 6;
     const value = at + CLOSE_KEY_SIZE;
-    const comm = buf.subarray(value + CLOSE_COUNT.comm.offset, value + CLOSE_COUNT.comm.offset + CLOSE_COUNT.comm.size);
-    const nul = comm.indexOf(0);
     entries.push({
       netns: buf.readUInt32LE(at + CLOSE_KEY.netns_ino.offset),
       pid: buf.readUInt32LE(at + CLOSE_KEY.pid.offset),
-      comm: comm.toString('latin1', 0, nul < 0 ? comm.length : nul),
+      comm: cString(buf, value + CLOSE_COUNT.comm.offset, CLOSE_COUNT.comm.size),
       remote: formatEndpoint(
         family,
         buf.subarray(at + CLOSE_KEY.daddr.offset, at + CLOSE_KEY.daddr.offset + CLOSE_KEY.daddr.size),

@@ -4,7 +4,8 @@
  * feeds it the counts (port-usage.ts) and the close rates (port-closes.ts).
  */
 import type { PortSysctls } from './port-sysctls';
-import { splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts, type RemotePorts } from './port-usage';
+import { splitEndpoint, twReuseApplies, type NetnsPorts, type RemotePorts } from './port-usage';
+import { TIME_WAIT_MS } from '../tcp-states';
 
 /** A process that closes connections to the destination first, leaving TIME_WAIT behind. */
 export interface PortCloser {

@@ -10,12 +10,12 @@
  */
 import { formatIPv4, formatIPv6, joinHostPort } from '../address';
 import type { NativeScanner } from '../kernel/addon';
-import { FAMILY, SOCK, SOCK_FLAGS, SOCK_SIZE } from '../generated/layout';
+import { SOCK_SIZE } from '../generated/layout';
 import { openNativeScanner, scanEachNetnsChunks } from '../scan/native-scan';
-import { TIME_WAIT_MS, type PortSocket } from './port-usage';
+import { sockAddress, sockFamily, sockLocalPort, sockRemotePort, sockStateNumber, sockTimerMs, timeWaitAgeMs } from '../scan/sock-decoder';
+import type { PortSocket } from './port-usage';
 import { tcpStateName, tcpStateNumber, type TcpState } from '../tcp-states';
 
-const AF_INET = FAMILY.INET;
 const TIME_WAIT = tcpStateNumber('TIME_WAIT');
 
 /** Strings of one scan by id; IPv4 ones found by number, so repeats make no string. */
@@ -102,11 +102,11 @@ export class PortSockets implements Iterable<PortSocket> {
       this.age = grow(this.age);
     }
     const i = this.n++;
-    const family = buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
-    const state = buf.readUInt8(at + SOCK.state.offset);
-    const saddr = buf.subarray(at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
-    const daddr = buf.subarray(at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
-    const dport = buf.readUInt16LE(at + SOCK.dport.offset);
+    const family = sockFamily(buf, at);
+    const state = sockStateNumber(buf, at);
+    const saddr = sockAddress(buf, at, 'local');
+    const daddr = sockAddress(buf, at, 'remote');
+    const dport = sockRemotePort(buf, at);
     if (family === 4) {
       this.localHost[i] = this.hosts.id(saddr.readUInt32LE(0), () => formatIPv4(saddr));
       this.remote[i] = this.peers.id(daddr.readUInt32LE(0) * 65536 + dport, () => joinHostPort(4, formatIPv4(daddr), dport));
@@ -118,10 +118,10 @@ export class PortSockets implements Iterable<PortSocket> {
     }
     this.state[i] = state;
     this.v6[i] = family === 6 ? 1 : 0;
-    this.localPort[i] = buf.readUInt16LE(at + SOCK.sport.offset);
-    const timed = (buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.TIMER) !== 0;
+    this.localPort[i] = sockLocalPort(buf, at);
     // The age port counting reads: a TIME_WAIT's, from its timer (as SocketScanner decodes it).
-    this.age[i] = state === TIME_WAIT && timed ? Math.max(0, TIME_WAIT_MS - buf.readUInt32LE(at + SOCK.timer_ms.offset)) : NaN;
+    const timerMs = state === TIME_WAIT ? sockTimerMs(buf, at) : null;
+    this.age[i] = timerMs !== null ? timeWaitAgeMs(timerMs) : NaN;
   }
 
   stateAt(i: number): number {

@@ -20,6 +20,7 @@
  */
 import type { PortSysctls } from './port-sysctls';
 import type { SocketInfo } from '../sockets';
+import { TIME_WAIT_MS } from '../tcp-states';
 
 /**
  * What port counting reads of a socket (a SocketInfo has it; port-scan.ts makes just this, with
@@ -35,8 +36,6 @@ function localOf(s: PortSocket): { host: string; port: number } {
   return s.localHost !== undefined && s.localPort !== undefined ? { host: s.localHost, port: s.localPort } : splitEndpoint(s.local);
 }
 
-/** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket (fixed, not a sysctl). */
-export const TIME_WAIT_MS = 60_000;
 
 /** Outgoing connections to one destination (remote ip:port). */
 export interface RemotePorts {

@@ -18,7 +18,8 @@ import type { BindEvent, ConnectEvent } from '../events';
 import { decodeActiveCloses } from './port-closes';
 import { pressureRecord, type PortCloser, type PortPressureRecord } from './port-pressure';
 import { readPortSysctls, type PortSysctls } from './port-sysctls';
-import { portUsage, splitEndpoint, TIME_WAIT_MS, twReuseApplies, type NetnsPorts } from './port-usage';
+import { portUsage, splitEndpoint, twReuseApplies, type NetnsPorts } from './port-usage';
+import { TIME_WAIT_MS } from '../tcp-states';
 import { networkNamespaces, SocketScanner } from '../scan/scan';
 import type { SocketInfo } from '../sockets';
 

@@ -24,6 +24,7 @@ import { explainNativeError, requireBtf } from '../kernel/preflight';
 import { currentActor, openAuditor, type AuditRecord, type AuditTarget } from './reap-audit';
 import { applyReapFilters, type AppliedReapFilters, type ReapFilters } from './reap-filters';
 import { networkNamespaces, SocketScanner } from '../scan/scan';
+import { sockCookieText, sockLastActiveNs } from '../scan/sock-decoder';
 import type { Owner, SocketInfo } from '../sockets';
 import { tcpStateName, type TcpState } from '../tcp-states';
 
@@ -136,11 +137,11 @@ export async function planReap(filters: ReapFilters, options: { btfPath?: string
       ...(applied.pid !== null && { pid: applied.pid }),
       onRaw: (records) => {
         for (let at = 0; at + SOCK_SIZE <= records.length; at += SOCK_SIZE) {
-          const cookie = records.readBigUInt64LE(at + SOCK.cookie.offset).toString();
+          const cookie = sockCookieText(records, at);
           if (raw.has(cookie)) continue;
           raw.set(cookie, {
             request: requestFromRecord(records, at),
-            lastActiveNs: records.readBigUInt64LE(at + SOCK.last_active_ns.offset),
+            lastActiveNs: sockLastActiveNs(records, at),
           });
         }
       },

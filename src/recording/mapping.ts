@@ -35,6 +35,7 @@ export interface AgentCounters {
   emitted: bigint;
   lost: bigint;
   mapFull: bigint;
+  /** Program runs the kernel skipped (recursion misses): events never seen. */
   missed: bigint;
   evictions: number;
   streamDropped: number;

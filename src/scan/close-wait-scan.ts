@@ -10,10 +10,11 @@
  */
 import type { NativeScanner } from '../kernel/addon';
 import { NotFoundError } from '../errors';
-import { SOCK, SOCK_FLAGS, SOCK_SIZE } from '../generated/layout';
+import { type CookieKey, type CookieSet } from '../cookie-map';
+import { SOCK_SIZE } from '../generated/layout';
 import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from './native-scan';
 import { requireProcess } from '../kernel/preflight';
-import { SockDecoder } from './sock-decoder';
+import { SockDecoder, sockCookieKey, sockCookieLow, sockNamesOwner, sockOwner } from './sock-decoder';
 import type { Owner } from '../sockets';
 
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
@@ -47,37 +48,6 @@ export class Interner {
   }
 }
 
-/**
- * A socket cookie as a Map key: the number while it is exact (below 2^53, which
- * a kernel counter does not reach in practice), else its decimal text. A number
- * costs no string per socket kept or per record read.
- */
-export type CookieKey = number | string;
-
-/** The key of a cookie in its decimal text form (as records carry it). */
-export function cookieKey(cookie: string): CookieKey {
-  const n = Number(cookie);
-  return Number.isSafeInteger(n) ? n : cookie;
-}
-
-/** The decimal text of a cookie key. */
-export function cookieText(key: CookieKey): string {
-  return typeof key === 'number' ? String(key) : key;
-}
-
-/** The key of the u64 cookie at `offset`. */
-export function cookieKeyAt(buf: Buffer, offset: number): CookieKey {
-  const hi = buf.readUInt32LE(offset + 4);
-  return hi < 0x200000 ? hi * 0x100000000 + buf.readUInt32LE(offset) : buf.readBigUInt64LE(offset).toString();
-}
-
-/** Cookies a pass looks for (a Set, a Map, or a union of them). */
-export interface CookieSet {
-  has(cookie: CookieKey): boolean;
-  readonly size: number;
-  keys(): Iterable<CookieKey>;
-}
-
 /** One struct sl_sock of a pass; valid only during the visit. */
 export interface RawSock {
   buf: Buffer;
@@ -88,28 +58,14 @@ export interface RawSock {
   held: boolean;
 }
 
-function commAt(buf: Buffer, at: number): string {
-  const start = at + SOCK.comm.offset;
-  let end = start;
-  while (end < start + SOCK.comm.size && buf[end] !== 0) end++;
-  return buf.toString('latin1', start, end);
-}
-
 /** The holder a held record names; undefined when it names none. */
 export function ownerOf({ buf, at, held }: RawSock, strings: Interner): Owner | undefined {
-  if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return undefined;
-  return { pid: buf.readUInt32LE(at + SOCK.pid.offset), comm: strings.get(commAt(buf, at)), fd: buf.readInt32LE(at + SOCK.fd.offset) };
+  return held ? sockOwner(buf, at, (comm) => strings.get(comm)) : undefined;
 }
 
 /** Whether the record names the holder (pid, fd, comm) (compared in place: no string made). */
 export function namesOwner({ buf, at, held }: RawSock, pid: number, fd: number, comm: string): boolean {
-  if (!held || !(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return false;
-  if (buf.readUInt32LE(at + SOCK.pid.offset) !== pid || buf.readInt32LE(at + SOCK.fd.offset) !== fd) return false;
-  const start = at + SOCK.comm.offset;
-  const n = comm.length;
-  if (n > SOCK.comm.size || (n < SOCK.comm.size && buf[start + n] !== 0)) return false;
-  for (let i = 0; i < n; i++) if (buf[start + i] !== comm.charCodeAt(i)) return false;
-  return true;
+  return held && sockNamesOwner(buf, at, pid, fd, comm);
 }
 
 /**
@@ -179,8 +135,8 @@ export class CloseWaitScanner {
       sock.decoder = new SockDecoder(buf);
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
-        if (filter && !filter.has(buf.readUInt32LE(at + SOCK.cookie.offset))) continue;
-        const cookie = cookieKeyAt(buf, at + SOCK.cookie.offset);
+        if (filter && !filter.has(sockCookieLow(buf, at))) continue;
+        const cookie = sockCookieKey(buf, at);
         if (!wanted.has(cookie)) continue;
         sock.at = at;
         visit(cookie, sock);
@@ -201,7 +157,7 @@ export class CloseWaitScanner {
       sock.held = held;
       for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
         sock.at = at;
-        visit(cookieKeyAt(buf, at + SOCK.cookie.offset), sock);
+        visit(sockCookieKey(buf, at), sock);
       }
     }
   }

@@ -8,7 +8,7 @@ import type { NativeScanner, NativeScanRequest } from '../kernel/addon';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, PORT_CENSUS, PORT_CENSUS_SIZE, SOCK, SOCK_SIZE } from '../generated/layout';
 import { isVanishedNetns, netnsTarget, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from '../kernel/preflight';
-import { aligned4, SockDecoder, TWO_32, type OnRecord } from './sock-decoder';
+import { aligned4, SockDecoder, sockNetns, TWO_32, type OnRecord } from './sock-decoder';
 import { sameOwner, type SocketInfo } from '../sockets';
 import type { TcpState } from '../tcp-states';
 
@@ -290,7 +290,7 @@ export function allHeld(census: SocketCensus | undefined, ino: number, ownedCook
   if (census.uncookied.length === 0) return true;
   const held = new Set<string>();
   for (let at = 0; at + SOCK_SIZE <= owned.length; at += SOCK_SIZE) {
-    if (owned.readUInt32LE(at + SOCK.netns_ino.offset) === ino) held.add(endpointKey(owned, at, SOCK));
+    if (sockNetns(owned, at) === ino) held.add(endpointKey(owned, at, SOCK));
   }
   return census.uncookied.every((key) => held.has(key));
 }

@@ -1,17 +1,23 @@
 /**
- * Decoding of the scan iterators' struct sl_sock records (bpf/scan.bpf.c) into
- * SocketInfo objects, by the generated layout.
+ * The one reader of the scan iterators' struct sl_sock records (bpf/scan.bpf.c),
+ * by the generated layout: field readers for callers that read a few fields of
+ * many records (ports, state counts, the leak engine's passes), and SockDecoder,
+ * which makes SocketInfo objects or their JSON (snapshot).
+ *
+ * Longer than ~400 lines because both readers of one record belong together:
+ * a change to struct sl_sock is then a change to this file alone.
  */
 import { formatIPv4, formatIPv6 } from '../address';
+import { cString, cStringEquals } from '../c-string';
 import { monotonicNowNs } from '../clock';
+import { cookieKeyAt, type CookieKey } from '../cookie-map';
 import { FAMILY, SOCK, SOCK_FLAGS } from '../generated/layout';
 import { encoded, type JsonBytes } from '../json-bytes';
 import type { Owner, SocketInfo } from '../sockets';
-import { tcpStateName, type TcpState } from '../tcp-states';
+import { TIME_WAIT_MS, tcpStateName, type TcpState } from '../tcp-states';
 
 const AF_INET = FAMILY.INET;
 /** TCP_TIMEWAIT_LEN: how long the kernel keeps a TIME_WAIT socket. */
-const TIME_WAIT_MS = 60_000;
 
 /**
  * A decoded struct sl_sock: the socket (its owners: the (pid, fd) this record
@@ -22,6 +28,83 @@ export type OnRecord = (info: SocketInfo, cookie: number) => void;
 export const TWO_32 = 4294967296;
 /** Distinct endpoints remembered per scan: peers and listeners repeat, ephemeral ends do not. */
 const ENDPOINT_CACHE = 4096;
+
+/** Cookie of the record at `at` as a key. */
+export function sockCookieKey(buf: Buffer, at: number): CookieKey {
+  return cookieKeyAt(buf, at + SOCK.cookie.offset);
+}
+
+/** Low 32 bits of the record's cookie: enough to skip most records cheaply. */
+export function sockCookieLow(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at + SOCK.cookie.offset);
+}
+
+/** The record's cookie as decimal text. */
+export function sockCookieText(buf: Buffer, at: number): string {
+  return buf.readBigUInt64LE(at + SOCK.cookie.offset).toString();
+}
+
+/** When the socket was last active (CLOSE_WAIT: when it entered it), kernel monotonic ns. */
+export function sockLastActiveNs(buf: Buffer, at: number): bigint {
+  return buf.readBigUInt64LE(at + SOCK.last_active_ns.offset);
+}
+
+export function sockNetns(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at + SOCK.netns_ino.offset);
+}
+
+/** The kernel's TCP state number (tcp-states.ts names it). */
+export function sockStateNumber(buf: Buffer, at: number): number {
+  return buf.readUInt8(at + SOCK.state.offset);
+}
+
+export function sockFamily(buf: Buffer, at: number): 4 | 6 {
+  return buf.readUInt16LE(at + SOCK.family.offset) === AF_INET ? 4 : 6;
+}
+
+/** The record's local (or remote) address: 16 bytes, IPv4 in the first 4 (a view, no copy). */
+export function sockAddress(buf: Buffer, at: number, end: 'local' | 'remote'): Buffer {
+  const field = end === 'local' ? SOCK.saddr : SOCK.daddr;
+  return buf.subarray(at + field.offset, at + field.offset + 16);
+}
+
+/** Copies the record's local then remote address (16 bytes each) into `to` at `toAt`. */
+export function sockCopyAddresses(buf: Buffer, at: number, to: Uint8Array, toAt: number): void {
+  buf.copy(to, toAt, at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
+  buf.copy(to, toAt + 16, at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
+}
+
+export function sockLocalPort(buf: Buffer, at: number): number {
+  return buf.readUInt16LE(at + SOCK.sport.offset);
+}
+
+export function sockRemotePort(buf: Buffer, at: number): number {
+  return buf.readUInt16LE(at + SOCK.dport.offset);
+}
+
+/** ms until the record's timer fires (keepalive, or TIME_WAIT's end); null without one. */
+export function sockTimerMs(buf: Buffer, at: number): number | null {
+  return buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.TIMER ? buf.readUInt32LE(at + SOCK.timer_ms.offset) : null;
+}
+
+/** A TIME_WAIT socket's age from its timer (which counts down from TIME_WAIT_MS). */
+export function timeWaitAgeMs(timerMs: number): number {
+  return Math.max(0, TIME_WAIT_MS - timerMs);
+}
+
+/** The (pid, fd) the record was found through, its comm through `intern`; undefined for iter/tcp's records. */
+export function sockOwner(buf: Buffer, at: number, intern: (comm: string) => string): Owner | undefined {
+  if (!(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return undefined;
+  const comm = intern(cString(buf, at + SOCK.comm.offset, SOCK.comm.size));
+  return { pid: buf.readUInt32LE(at + SOCK.pid.offset), comm, fd: buf.readInt32LE(at + SOCK.fd.offset) };
+}
+
+/** Whether the record was found through holder (pid, fd, comm) (compared in place: no string made). */
+export function sockNamesOwner(buf: Buffer, at: number, pid: number, fd: number, comm: string): boolean {
+  if (!(buf.readUInt8(at + SOCK.flags.offset) & SOCK_FLAGS.OWNED)) return false;
+  if (buf.readUInt32LE(at + SOCK.pid.offset) !== pid || buf.readInt32LE(at + SOCK.fd.offset) !== fd) return false;
+  return cStringEquals(buf, at + SOCK.comm.offset, SOCK.comm.size, comm);
+}
 
 /** `buf`, or a copy of it where it is not 4-byte aligned (the addon's buffers are): what 32-bit views need. */
 export function aligned4(buf: Buffer): Buffer {
@@ -151,9 +234,7 @@ export class SockDecoder {
   private comm(pid: number, at: number): string {
     let text = this.comms.get(pid);
     if (text === undefined) {
-      const bytes = this.buf.subarray(at + F.comm, at + F.comm + SOCK.comm.size);
-      const nul = bytes.indexOf(0);
-      text = bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+      text = cString(this.buf, at + F.comm, SOCK.comm.size);
       this.comms.set(pid, text);
     }
     return text;
@@ -215,7 +296,7 @@ export class SockDecoder {
   stateAgeMs(at: number, state = this.state(at)): number | null {
     if (state === 'TIME_WAIT') {
       const timerMs = this.timerMs(at);
-      return timerMs !== null ? Math.max(0, TIME_WAIT_MS - timerMs) : null;
+      return timerMs !== null ? timeWaitAgeMs(timerMs) : null;
     }
     if (state !== 'CLOSE_WAIT') return null;
     const w = (at >> 2) + F.lastActiveLo;

@@ -1,5 +1,11 @@
-/** Decoding of ring-buffer batches into typed events, by the generated layout. */
+/**
+ * The one reader of struct sl_event (bpf/trace.bpf.c), by the generated layout:
+ * the ring buffer's batches (trace) and the leak map's records (collectLeaks(),
+ * which the leak engine reads a few fields of per record).
+ */
 import { formatEndpoint } from '../address';
+import { cString } from '../c-string';
+import { cookieKeyAt, type CookieKey } from '../cookie-map';
 import type { EventContext, TraceEvent } from '../events';
 import { EVENT, EVENT_FLAGS, EVENT_SIZE, EVENT_TYPE, FAMILY } from '../generated/layout';
 import { tcpStateName } from '../tcp-states';
@@ -12,10 +18,47 @@ function contextOf(flags: number): EventContext {
   return 'task';
 }
 
-function comm(buf: Buffer, offset: number): string {
-  const bytes = buf.subarray(offset, offset + EVENT.comm.size);
-  const nul = bytes.indexOf(0);
-  return bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+/** The command name of the task the record at `at` names. */
+export function eventComm(buf: Buffer, at: number): string {
+  return cString(buf, at + EVENT.comm.offset, EVENT.comm.size);
+}
+
+export function eventPid(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at + EVENT.pid.offset);
+}
+
+export function eventTid(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at + EVENT.tid.offset);
+}
+
+/** The cookie of the record at `at`, as a key. */
+export function eventCookieKey(buf: Buffer, at: number): CookieKey {
+  return cookieKeyAt(buf, at + EVENT.cookie.offset);
+}
+
+/** Kernel monotonic ns; in the leak map, when the socket entered CLOSE_WAIT (0: unknown). */
+export function eventTsNs(buf: Buffer, at: number): number {
+  return Number(buf.readBigUInt64LE(at + EVENT.ts_ns.offset));
+}
+
+/** Leak map: whether the record names the socket's creator (pid, tid, comm). */
+export function eventHasCreator(buf: Buffer, at: number): boolean {
+  return (buf.readUInt8(at + EVENT.flags.offset) & EVENT_FLAGS.CREATOR) !== 0;
+}
+
+/** Leak map: whether the entry time was estimated (a socket in CLOSE_WAIT before sockleak started). */
+export function eventAgeEstimated(buf: Buffer, at: number): boolean {
+  return (buf.readUInt8(at + EVENT.flags.offset) & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
+}
+
+/** Calls `visit` with the offset of each whole record in `buf`, in order. */
+export function forEachEvent(buf: Buffer, visit: (at: number) => void): void {
+  for (let at = 0; at + EVENT_SIZE <= buf.length; at += EVENT_SIZE) visit(at);
+}
+
+/** How many whole records `buf` holds. */
+export function eventCount(buf: Buffer): number {
+  return Math.floor(buf.length / EVENT_SIZE);
 }
 
 /** Decodes one struct sl_event at `offset`; undefined for an unknown type. */
@@ -35,10 +78,10 @@ export function decodeEvent(buf: Buffer, offset: number): TraceEvent | undefined
       buf.readUInt16LE(offset + EVENT.dport.offset),
     ),
     netns: buf.readUInt32LE(offset + EVENT.netns_ino.offset),
-    pid: buf.readUInt32LE(offset + EVENT.pid.offset),
-    tid: buf.readUInt32LE(offset + EVENT.tid.offset),
-    comm: comm(buf, offset + EVENT.comm.offset),
-    tsNs: Number(buf.readBigUInt64LE(offset + EVENT.ts_ns.offset)),
+    pid: eventPid(buf, offset),
+    tid: eventTid(buf, offset),
+    comm: eventComm(buf, offset),
+    tsNs: eventTsNs(buf, offset),
   } as const;
   const newState = tcpStateName(buf.readUInt8(offset + EVENT.new_state.offset));
   const fd = buf.readInt32LE(offset + EVENT.fd.offset);

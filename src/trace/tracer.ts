@@ -5,11 +5,10 @@
  * and every record it could not take is counted as lost.
  */
 import { loadAddon, type NativeProgramStats, type NativeTracer } from '../kernel/addon';
-import { decodeBatch } from './decode';
+import { decodeBatch, eventCount } from './decode';
 import { KernelUnsupportedError, UsageError } from '../errors';
 import type { TraceCounters, TraceEvent } from '../events';
 import { noteFallback } from '../kernel/fallbacks';
-import { EVENT_SIZE } from '../generated/layout';
 import { mergeRefusals, TRACER_CORE, traceFallbacks, TREE_PROGRAMS } from '../kernel/kernel-paths';
 import { knownRefusals } from '../kernel/kernel-probe';
 import { explainNativeError, requireBpfPrivileges, requireBtf, requireProcess } from '../kernel/preflight';
@@ -167,7 +166,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
 
   private onBatch(batch: Buffer): void {
     if (this.queue.length >= this.maxQueued) {
-      this.droppedInProcess += BigInt(batch.length / EVENT_SIZE);
+      this.droppedInProcess += BigInt(eventCount(batch));
       return;
     }
     this.queue.push(batch);

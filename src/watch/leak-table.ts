@@ -11,15 +11,17 @@
  * keeps its list in a side map (most have one). Slots also form a list in
  * report order, which the agent's bound evicts from the front of.
  *
- * Reads of the iterator record (struct sl_sock) for a leak's details happen
- * here, in add(), through the record's SockDecoder (addresses and ports are
- * kept as bytes until a record goes out): close-wait-scan.ts reads cookies and
- * owners, nothing else.
+ * A leak's details are taken from its iterator record (struct sl_sock) in
+ * add(), through sock-decoder.ts (addresses and ports are kept as bytes until
+ * a record goes out).
+ *
+ * Longer than ~400 lines: the columns, their growth and every reader of them
+ * stay in one class, so that a column added is a change to this file alone.
  */
 import { formatEndpoint } from '../address';
-import { cookieText, namesOwner, type CookieKey, type RawSock } from '../scan/close-wait-scan';
-import { cookieHash } from '../cookie-map';
-import { SOCK } from '../generated/layout';
+import { namesOwner, type RawSock } from '../scan/close-wait-scan';
+import { CookieIndex, cookieText, type CookieKey } from '../cookie-map';
+import { sockCopyAddresses, sockLocalPort, sockRemotePort } from '../scan/sock-decoder';
 import type { LeakRecord } from '../watch-records';
 import type { Creator, Owner } from '../sockets';
 
@@ -83,9 +85,8 @@ export class LeakTable {
   private readonly several = new Map<number, readonly Owner[]>();
   private readonly bigCookie = new Map<number, string>();
   private readonly bigSlot = new Map<string, number>();
-  /** Open addressing, linear probing: slot + 1, 0 = empty; at most 70% full. */
-  private index = new Int32Array(0);
-  private shift = 32;
+  /** Cookie → slot, over the `cookie` column (cookies past 2^53 are in bigSlot). */
+  private readonly index = new CookieIndex();
   private comms: string[] = [];
   private commIds = new Map<string, number>();
   private commLimit = COMM_LIMIT;
@@ -105,50 +106,14 @@ export class LeakTable {
     for (const s of this.slots()) yield this.cookieKey(s);
   }
 
-  private home(c: number): number {
-    return cookieHash(c, this.shift);
-  }
-
   /** The slot of an open leak; -1 when there is none. */
   slotOf(key: CookieKey): number {
-    if (typeof key === 'string') return this.bigSlot.get(key) ?? -1;
-    const mask = this.index.length - 1;
-    if (mask < 0) return -1;
-    for (let i = this.home(key); ; i = (i + 1) & mask) {
-      const v = this.index[i]!;
-      if (v === 0) return -1;
-      if (this.cookie[v - 1] === key) return v - 1;
-    }
-  }
-
-  private indexAdd(slot: number): void {
-    const mask = this.index.length - 1;
-    let i = this.home(this.cookie[slot]!);
-    while (this.index[i] !== 0) i = (i + 1) & mask;
-    this.index[i] = slot + 1;
-  }
-
-  private indexRemove(slot: number): void {
-    const mask = this.index.length - 1;
-    let i = this.home(this.cookie[slot]!);
-    while (this.index[i] !== slot + 1) i = (i + 1) & mask;
-    // Backward-shift deletion: no tombstones, so lookups stay short under churn.
-    for (let j = (i + 1) & mask; this.index[j] !== 0; j = (j + 1) & mask) {
-      const h = this.home(this.cookie[this.index[j]! - 1]!);
-      if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
-        this.index[i] = this.index[j]!;
-        i = j;
-      }
-    }
-    this.index[i] = 0;
+    return typeof key === 'string' ? (this.bigSlot.get(key) ?? -1) : this.index.find(key);
   }
 
   private reindex(): void {
-    let bits = 10;
-    while ((1 << bits) * 0.7 < this.cap) bits++; // at most 70% full
-    this.index = new Int32Array(1 << bits);
-    this.shift = 32 - bits;
-    for (let s = this.head; s >= 0; s = this.next[s]!) if (!Number.isNaN(this.cookie[s]!)) this.indexAdd(s);
+    this.index.reset(this.cookie, this.cap, 10);
+    for (let s = this.head; s >= 0; s = this.next[s]!) if (!Number.isNaN(this.cookie[s]!)) this.index.add(s);
   }
 
   /** Room for `more` leaks beyond those open (or being reported) now, in at most one growth. */
@@ -200,10 +165,9 @@ export class LeakTable {
     const probeInMs = decoder.keepaliveProbeInMs(at);
     this.bits[s] = (decoder.family(at) === 6 ? V6 : 0) | (keepalive ? KEEPALIVE : 0) | (estimated ? ESTIMATED : 0) | TENTATIVE;
     // Addresses and ports as the record has them: formatted only when a record goes out.
-    buf.copy(this.addr, s * 32, at + SOCK.saddr.offset, at + SOCK.saddr.offset + 16);
-    buf.copy(this.addr, s * 32 + 16, at + SOCK.daddr.offset, at + SOCK.daddr.offset + 16);
-    this.port[2 * s] = buf.readUInt16LE(at + SOCK.sport.offset);
-    this.port[2 * s + 1] = buf.readUInt16LE(at + SOCK.dport.offset);
+    sockCopyAddresses(buf, at, this.addr, s * 32);
+    this.port[2 * s] = sockLocalPort(buf, at);
+    this.port[2 * s + 1] = sockRemotePort(buf, at);
     this.netns[s] = decoder.netns(at);
     this.uid[s] = decoder.uid(at);
     this.recvQ[s] = decoder.recvQ(at);
@@ -220,7 +184,7 @@ export class LeakTable {
       this.bigSlot.set(cookie, s);
     } else {
       this.cookie[s] = cookie;
-      this.indexAdd(s);
+      this.index.add(s);
     }
     this.prev[s] = this.tail;
     this.next[s] = -1;
@@ -244,7 +208,7 @@ export class LeakTable {
   remove(s: number): void {
     const c = this.cookie[s]!;
     if (Number.isNaN(c)) this.bigSlot.delete(this.bigCookie.get(s)!);
-    else this.indexRemove(s);
+    else this.index.remove(s);
     const p = this.prev[s]!;
     const n = this.next[s]!;
     if (p >= 0) this.next[p] = n;

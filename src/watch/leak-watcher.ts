@@ -11,21 +11,21 @@
  * Per leak it keeps one slot of a LeakTable (leak-table.ts: typed-array
  * columns, ~130 bytes a leak) and makes the full LeakRecord only when one is
  * asked for: when the record is taken from the iterator, by current(), by
- * leak(). Its scans read raw iterator records a chunk at a time
- * (close-wait-scan.ts) and write new leaks straight into their slots.
+ * leak(). Each step's iterator pass and what it finds are reconciled with
+ * the table in leak-reconcile.ts, which writes new leaks straight into their slots.
  */
 import { monotonicNowNs } from '../clock';
-import { CloseWaitScanner, cookieKey, cookieKeyAt, cookieText, ownerOf, type CookieKey, type CookieSet, type RawSock } from '../scan/close-wait-scan';
+import { CloseWaitScanner } from '../scan/close-wait-scan';
 import { UsageError } from '../errors';
 import type { BindEvent, CloseEvent, ConnectEvent, StateEvent, TraceCounters, TraceEvent } from '../events';
-import { CookieMap } from '../cookie-map';
-import { EVENT, EVENT_FLAGS, EVENT_SIZE } from '../generated/layout';
+import { cookieKey, cookieText, type CookieKey, type CookieMap } from '../cookie-map';
 import { requireProcess } from '../kernel/preflight';
 import { ProcessTree } from './process-tree';
 import { keyOf, OpenLeaks } from './open-leaks';
-import { sameOwner, type Creator, type Owner } from '../sockets';
+import { LeakReconciler } from './leak-reconcile';
+import type { Creator, Owner } from '../sockets';
 import { Tracer, type TracerHooks } from '../trace/tracer';
-import type { Closer, ResolvedRecord, WatchRecord } from '../watch-records';
+import type { Closer, ResolvedRecord } from '../watch-records';
 
 export interface WatchOptions {
   /** How long a socket may stay in CLOSE_WAIT before it is a leak, in ms. Default 30 s. */
@@ -52,33 +52,6 @@ export interface WatchOptions {
    */
   followTree?: boolean;
 }
-
-/** A union of cookie sets, as one (no copy). */
-function union(...sets: CookieSet[]): CookieSet {
-  return {
-    has: (cookie) => sets.some((s) => s.has(cookie)),
-    size: sets.reduce((n, s) => n + s.size, 0),
-    *keys() {
-      for (const s of sets) yield* s.keys();
-    },
-  };
-}
-
-/**
- * `owners` and `owner`, in an array of exactly that size (a pushed-to or spread
- * array keeps ~16 spare slots: 128 bytes a leak); `owners` itself when it has
- * that holder already.
- */
-function withOwner(owners: readonly Owner[], owner: Owner): readonly Owner[] {
-  if (owners.some((o) => sameOwner(o, owner))) return owners;
-  return owners.length === 0 ? [owner] : owners.concat([owner]);
-}
-
-/** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
-const NEW_IN_SCAN = -2;
-
-/** Distinct creators kept for sharing before starting over (live leaks keep theirs). */
-const CREATOR_LIMIT = 4096;
 
 export function validate(o: WatchOptions): void {
   for (const [name, v, min] of [
@@ -109,21 +82,15 @@ export class LeakWatcher extends OpenLeaks {
   private readonly leaving = new Map<CookieKey, { ev: StateEvent; tick: number }>();
   /** Reported leaks whose owners changed under us: rescan and report at the next tick. */
   private readonly stale = new Map<CookieKey, Closer>();
-  /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
-  private readonly creators = new Map<string, Creator>();
-  /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
-  private readonly owned = new Map<number, readonly Owner[]>();
+  private readonly reconciler: LeakReconciler;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
-  private scans = 0;
   private lastRescanNs = 0;
   /** When the last step started, and how long its collectLeaks() took: it walks the kernel's whole CLOSE_WAIT map. */
   private lastStepNs = 0;
   private collectCostNs = 0;
   private busy = false;
   private mapFullSeed = 0;
-  /** followTree: the tree and its members. */
-  private readonly tree: ProcessTree | undefined;
   private readonly pumping: Promise<void>;
   /**
    * Settles once the first step is over (seeding, and at a restart the burst of
@@ -153,6 +120,7 @@ export class LeakWatcher extends OpenLeaks {
       throw err;
     }
     this.tree = options.followTree ? new ProcessTree(this.tracer) : undefined;
+    this.reconciler = new LeakReconciler(this.leaks, this.scanner);
     this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
@@ -171,22 +139,6 @@ export class LeakWatcher extends OpenLeaks {
     this.leaving.delete(key);
     this.stale.delete(key);
     this.tracer.forget([cookieText(key)]);
-  }
-
-  /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
-  addTreeRoot(pid: number): void {
-    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
-    this.tree.addRoot(pid);
-  }
-
-  /** followTree: processes of the tree alive now. Each call also remembers them as members. */
-  treePids(): number[] {
-    return this.tree?.alive() ?? [];
-  }
-
-  /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
-  treeMembers(): ReadonlySet<number> {
-    return this.tree?.members() ?? new Set();
   }
 
   /** How the tracer hooks syscalls, and whether it mounted tracefs to do so (the CLI says so). */
@@ -269,24 +221,6 @@ export class LeakWatcher extends OpenLeaks {
     return this.tree?.holdsOrCreated(owners, creator) ?? true;
   }
 
-  /** The creator an sl_event names, shared with the leaks of the same thread. */
-  private creatorAt(raw: Buffer, at: number): Creator {
-    const start = at + EVENT.comm.offset;
-    let end = start;
-    while (end < start + EVENT.comm.size && raw[end] !== 0) end++;
-    const pid = raw.readUInt32LE(at + EVENT.pid.offset);
-    const tid = raw.readUInt32LE(at + EVENT.tid.offset);
-    const comm = raw.toString('latin1', start, end);
-    const key = `${pid}|${tid}|${comm}`;
-    let creator = this.creators.get(key);
-    if (!creator) {
-      if (this.creators.size >= CREATOR_LIMIT) this.creators.clear();
-      creator = { pid, tid, comm: this.scanner.strings.get(comm) };
-      this.creators.set(key, creator);
-    }
-    return creator;
-  }
-
   private async tick(): Promise<void> {
     if (this.busy || this.ended) return;
     // Collecting costs time per socket in CLOSE_WAIT: ask at most once per 10 of its costs, so asking takes <= ~10% of a core.
@@ -315,6 +249,12 @@ export class LeakWatcher extends OpenLeaks {
     }
   }
 
+  /**
+   * One step: the kernel's leak map is asked for the sockets that crossed the
+   * threshold, one iterator pass reconciles them and the open leaks with what
+   * holds them (leak-reconcile.ts), and the records go out; the kernel then
+   * forgets the sockets that left CLOSE_WAIT unseen.
+   */
   private async step(thresholdNs = this.thresholdNs): Promise<void> {
     this.ticks++;
     this.treePids();
@@ -323,47 +263,69 @@ export class LeakWatcher extends OpenLeaks {
       // Sockets already in CLOSE_WAIT: into the kernel map, with estimated entry times (a tree starts empty).
       await this.scanner.each((raw) => (this.mapFullSeed += this.tracer.seed(raw)));
     }
-    // A leak that left CLOSE_WAIT in its owner's context with no close() event: exit, exec, dup2, close_range.
-    for (const [cookie, { ev, tick }] of this.leaving) {
-      const leak = this.slotOf(cookie);
-      if (leak >= 0 && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
-    }
-    const askedNs = monotonicNowNs();
-    this.lastStepNs = askedNs;
-    const raw = this.tracer.collectLeaks(nowNs - thresholdNs);
-    this.collectCostNs = monotonicNowNs() - askedNs;
+    this.resolveExited();
+    const raw = this.collectLeaks(nowNs - thresholdNs);
     // Owners of open leaks go stale; with none open there is nothing to rescan (a scan visits every socket).
     const rescan = this.leaks.size > 0 && nowNs - this.lastRescanNs >= (this.options.rescanMs ?? 10_000) * 1e6;
     if (raw.length === 0 && this.stale.size === 0 && !rescan) return;
 
-    // New leaks: where their sl_event is in `raw`, until the scan found them.
-    const fresh = new CookieMap(Math.floor(raw.length / EVENT_SIZE));
-    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
-      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
-      if (this.leaks.slotOf(cookie) < 0) fresh.set(cookie, at); // (a cookie already open is not new)
-    }
+    const fresh = this.reconciler.newLeaks(raw);
     this.leaks.reserve(fresh.size); // a restart's burst: one growth to size, not several that copy
-    const staleOwners = await this.find(fresh, raw, rescan, nowNs);
+    const staleOwners = await this.reconciler.pass(raw, fresh, this.stale, rescan, nowNs, this.tree?.alive());
+    const vanished = this.reportNew(raw, fresh);
+    this.settleStale(staleOwners);
+    if (rescan) this.lastRescanNs = nowNs;
+    for (const leak of this.reconciler.settle(rescan, (cookie) => this.leaving.has(cookie) || staleOwners.has(cookie))) {
+      vanished.push(this.leaks.cookieKey(leak));
+      this.resolve(leak, null, 'gone');
+    }
+    this.tracer.forget(vanished.map(cookieText));
+  }
 
+  /** A leak that left CLOSE_WAIT in its owner's context with no close() event since the last step: exit, exec, dup2, close_range. */
+  private resolveExited(): void {
+    for (const [cookie, { ev, tick }] of this.leaving) {
+      const leak = this.slotOf(cookie);
+      if (leak >= 0 && tick < this.ticks - 1) this.resolve(leak, { pid: ev.pid, tid: ev.tid, comm: ev.comm, fd: null }, 'exit');
+    }
+  }
+
+  /** The kernel's leaks past `sinceNs` (sl_event records), timing the walk: tick() spaces steps by its cost. */
+  private collectLeaks(sinceNs: number): Buffer {
+    const askedNs = monotonicNowNs();
+    this.lastStepNs = askedNs;
+    const raw = this.tracer.collectLeaks(sinceNs);
+    this.collectCostNs = monotonicNowNs() - askedNs;
+    return raw;
+  }
+
+  /**
+   * Reports the new leaks the pass found (tentative slots) that match the
+   * filters, in the kernel's order; returns those it did not find: they left
+   * CLOSE_WAIT between the map and the scan, and the kernel missed nothing.
+   */
+  private reportNew(raw: Buffer, fresh: CookieMap): CookieKey[] {
     const vanished: CookieKey[] = [];
-    for (let at = 0; at + EVENT_SIZE <= raw.length; at += EVENT_SIZE) {
-      // Records go out in the kernel's order (the table lists a burst in the order the scan found it).
-      const cookie = cookieKeyAt(raw, at + EVENT.cookie.offset);
-      if (fresh.get(cookie) !== at) continue; // open already, or a repeat
+    // Records go out in the kernel's order (the table lists a burst in the order the scan found it).
+    this.reconciler.eachNew(raw, fresh, (cookie) => {
       const leak = this.leaks.slotOf(cookie); // tentative: found by the pass
       if (leak < 0) {
-        vanished.push(cookie); // left CLOSE_WAIT between the map and the scan: the kernel missed nothing
-        continue;
+        vanished.push(cookie);
+        return;
       }
       const owners = this.leaks.owners(leak);
       const creator = this.leaks.creatorOf(leak);
-      if (!this.matchesPid(owners, creator) || !this.matchesTree(owners, creator)) {
-        this.leaks.remove(leak);
-        continue;
+      if (!this.matchesPid(owners, creator) || !this.matchesTree(owners, creator)) this.leaks.remove(leak);
+      else {
+        this.leaks.report(leak);
+        this.emit(leak);
       }
-      this.leaks.report(leak);
-      this.emit(leak);
-    }
+    });
+    return vanished;
+  }
+
+  /** Stale leaks (a close() they survived): resolved when no one holds them now, else their new holders reported. */
+  private settleStale(staleOwners: ReadonlyMap<CookieKey, readonly Owner[]>): void {
     for (const [cookie, closedBy] of this.stale) {
       const leak = this.slotOf(cookie);
       if (leak < 0) continue;
@@ -375,100 +337,6 @@ export class LeakWatcher extends OpenLeaks {
       }
     }
     this.stale.clear();
-    if (rescan) {
-      this.lastRescanNs = nowNs;
-      const t = this.leaks;
-      for (const leak of t.slots()) {
-        if (t.scanMark[leak] === this.scans) {
-          if (t.scanConfirmed[leak] === NEW_IN_SCAN) continue;
-          const owners = this.owned.get(leak);
-          if (owners) t.setOwners(leak, owners);
-          else t.keepOwners(leak, t.scanConfirmed[leak]!);
-          continue;
-        }
-        const cookie = t.cookieKey(leak);
-        if (!this.leaving.has(cookie) && !staleOwners.has(cookie)) {
-          vanished.push(cookie);
-          this.resolve(leak, null, 'gone');
-        }
-      }
-    }
-    this.owned.clear();
-    this.tracer.forget(vanished.map(cookieText));
-  }
-
-  /**
-   * One pass over the CLOSE_WAIT sockets: the new leaks (`fresh`, their events
-   * in `raw`) go straight into tentative slots of the table, details and
-   * owners (marked NEW_IN_SCAN); the stale ones get their owners, returned; on
-   * a rescan every tracked leak's owners are checked in place (marked on its
-   * slot; only changed lists are made anew, in `owned`), so a rescan of 200k
-   * unchanged leaks makes no objects.
-   */
-  private async find(fresh: CookieMap, raw: Buffer, rescan: boolean, nowNs: number): Promise<Map<CookieKey, readonly Owner[]>> {
-    const t = this.leaks;
-    const staleOwners = new Map<CookieKey, readonly Owner[]>();
-    const strings = this.scanner.strings;
-    const scan = ++this.scans;
-    let seen = 0;
-    const wanted = rescan ? union(fresh, t) : union(fresh, this.stale); // stale ones are tracked leaks
-    const addOwner = (leak: number, sock: RawSock): void => {
-      const owner = ownerOf(sock, strings);
-      if (!owner) return;
-      const owners = t.owners(leak);
-      const more = withOwner(owners, owner);
-      if (more !== owners) t.setOwners(leak, more);
-    };
-    const visit = (cookie: CookieKey, sock: RawSock): void => {
-      const leak = t.slotOf(cookie);
-      if (leak >= 0 && t.isTentative(leak)) {
-        if (sock.held) addOwner(leak, sock); // else iter/tcp's copy of a held socket
-        return;
-      }
-      const at = fresh.get(cookie);
-      if (at >= 0) {
-        const flags = raw.readUInt8(at + EVENT.flags.offset);
-        const creator = flags & EVENT_FLAGS.CREATOR ? this.creatorAt(raw, at) : null;
-        const estimated = (flags & EVENT_FLAGS.AGE_ESTIMATED) !== 0;
-        const tsNs = Number(raw.readBigUInt64LE(at + EVENT.ts_ns.offset));
-        const added = t.add(cookie, sock, creator, estimated, estimated && tsNs === 0 ? nowNs : tsNs);
-        t.scanMark[added] = scan;
-        t.scanConfirmed[added] = NEW_IN_SCAN;
-        seen++;
-        addOwner(added, sock);
-        return;
-      }
-      if (leak < 0) return;
-      if (this.stale.has(cookie)) {
-        let owners = staleOwners.get(cookie);
-        if (!owners) {
-          staleOwners.set(cookie, (owners = []));
-          seen++;
-        } else if (!sock.held) return;
-        const owner = ownerOf(sock, strings);
-        if (owner) staleOwners.set(cookie, withOwner(owners, owner));
-        return;
-      }
-      if (!rescan) return;
-      if (t.scanMark[leak] !== scan) {
-        t.scanMark[leak] = scan;
-        t.scanConfirmed[leak] = 0;
-        seen++;
-      }
-      const confirmed = t.scanConfirmed[leak]!;
-      if (sock.held && confirmed >= 0 && t.namesOwnerAt(leak, confirmed, sock)) {
-        t.scanConfirmed[leak] = confirmed + 1;
-        return;
-      }
-      const owner = ownerOf(sock, strings);
-      if (!owner) return;
-      const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
-      t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
-      this.owned.set(leak, withOwner(owners, owner));
-    };
-    const pids = this.tree?.alive();
-    await this.scanner.pass(wanted, visit, () => seen < wanted.size, pids);
-    return staleOwners;
   }
 
   /** Stops: detaches, unloads; the iterator ends after the records already produced. */

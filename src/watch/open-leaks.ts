@@ -5,9 +5,11 @@
  * the same async iterator; only how they get there differs.
  */
 import { monotonicNowNs } from '../clock';
-import { cookieKey, type CookieKey } from '../scan/close-wait-scan';
+import { cookieKey, type CookieKey } from '../cookie-map';
 import { Fifo } from '../fifo';
+import { UsageError } from '../errors';
 import { LeakTable } from './leak-table';
+import type { ProcessTree } from './process-tree';
 import type { Owner } from '../sockets';
 import type { LeakRecord, WatchRecord } from '../watch-records';
 
@@ -25,6 +27,24 @@ export abstract class OpenLeaks implements AsyncIterable<WatchRecord> {
   protected failure: unknown;
   /** Wakes the iterator waiting for a record (set while it waits). */
   protected wake: (() => void) | undefined;
+  /** followTree: the tree and its members (set by the engine's constructor). */
+  protected tree: ProcessTree | undefined;
+
+  /** followTree: adds `pid` to the tree; add it before it forks, or its children escape. */
+  addTreeRoot(pid: number): void {
+    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
+    this.tree.addRoot(pid);
+  }
+
+  /** followTree: processes of the tree alive now. Each call also remembers them as members. */
+  treePids(): number[] {
+    return this.tree?.alive() ?? [];
+  }
+
+  /** followTree: every process seen in the tree since the start (alive or not), as far as polling saw. */
+  treeMembers(): ReadonlySet<number> {
+    return this.tree?.members() ?? new Set();
+  }
 
   /** Records to hand out, in order: a leak as its slot (its record is made when taken), the rest made. */
   protected readonly out = new Fifo<WatchRecord | number>();

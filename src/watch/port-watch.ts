@@ -5,7 +5,7 @@
  * lean scan of the whole socket table (port-scan.ts) is handed over once per
  * `ports.scanMs`, for a caller that counts ports per destination (the agent).
  */
-import type { CookieKey } from '../scan/close-wait-scan';
+import type { CookieKey } from '../cookie-map';
 import type { TraceCounters } from '../events';
 import type { TracerHooks } from '../trace/tracer';
 import { Fifo } from '../fifo';

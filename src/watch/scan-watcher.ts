@@ -10,8 +10,8 @@
  * Records and table are the tracer's engine's (watch-records.ts, leak-table.ts).
  */
 import { monotonicNowNs } from '../clock';
-import { CloseWaitScanner, cookieKey, cookieText, ownerOf, type CookieKey } from '../scan/close-wait-scan';
-import { UsageError } from '../errors';
+import { CloseWaitScanner, ownerOf } from '../scan/close-wait-scan';
+import { cookieKey, cookieText, type CookieKey } from '../cookie-map';
 import type { TraceCounters } from '../events';
 import { noteFallback } from '../kernel/fallbacks';
 import type { LeakEngine } from './engine-api';
@@ -47,7 +47,6 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
   private readonly pollMs: number;
   private readonly waiting = new Map<CookieKey, Waiting>();
   /** Records not yet taken by the iterator; leaks (slots) become records when taken. */
-  private readonly tree: ProcessTree | undefined;
   private polls = 0;
   /** When the last poll started (CLOCK_MONOTONIC ns): a socket it did not see in CLOSE_WAIT entered it since. */
   private lastPollNs = monotonicNowNs();
@@ -86,19 +85,6 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
     if (s < 0) return;
     this.waiting.set(key, { enteredNs: this.leaks.enteredNs(s), estimated: false, poll: this.polls, ignored: true });
     this.leaks.remove(s);
-  }
-
-  addTreeRoot(pid: number): void {
-    if (!this.tree) throw new UsageError('addTreeRoot() needs the followTree option');
-    this.tree.addRoot(pid);
-  }
-
-  treePids(): number[] {
-    return this.tree?.alive() ?? [];
-  }
-
-  treeMembers(): ReadonlySet<number> {
-    return this.tree?.members() ?? new Set();
   }
 
   hooks(): undefined {
