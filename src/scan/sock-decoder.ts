@@ -4,7 +4,7 @@
  * many records (ports, state counts, the leak engine's passes), and SockDecoder,
  * which makes SocketInfo objects or their JSON (snapshot).
  *
- * Longer than ~400 lines because both readers of one record belong together:
+ * Longer than 400 lines because both readers of one record belong together:
  * a change to struct sl_sock is then a change to this file alone.
  */
 import { formatIPv4, formatIPv6 } from '../address';

@@ -15,7 +15,7 @@
  * add(), through sock-decoder.ts (addresses and ports are kept as bytes until
  * a record goes out).
  *
- * Longer than ~400 lines: the columns, their growth and every reader of them
+ * Longer than 400 lines because the columns, their growth and every reader of them
  * stay in one class, so that a column added is a change to this file alone.
  */
 import { formatEndpoint } from '../address';
