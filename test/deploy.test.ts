@@ -87,7 +87,10 @@ const fetchText = async (url: string): Promise<string> => (await httpRequest(url
 const SANDBOX = `set -e
 mkdir -p /var/cache/sockleak
 mount -t tmpfs -o uid=65534,gid=65534,mode=0700 tmpfs /var/cache/sockleak
+# PrivateTmp: a /tmp of its own. A checkout under /tmp stays where it was (moved over the new one).
+case "$SANDBOX_CHECKOUT" in /tmp/*) hold=$(mktemp -d /run/sockleak-root.XXXXXX); mount --bind "$SANDBOX_CHECKOUT" "$hold";; *) hold=;; esac
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+if [ -n "$hold" ]; then mkdir -p "$SANDBOX_CHECKOUT"; mount --move "$hold" "$SANDBOX_CHECKOUT"; rmdir "$hold"; fi
 mount -o remount,bind,ro /
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
@@ -108,7 +111,7 @@ async function runAsUnit(extraCaps: string[], sandbox: boolean): Promise<AgentPr
     process.execPath, CLI, ...flags, '--threshold', '1s',
   ];
   const argv = sandbox ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', SANDBOX, 'sandbox', ...agent] : agent;
-  return startAgentProcess([], { argv, env: { ...process.env, SOCKLEAK_CACHE_DIR: cache } });
+  return startAgentProcess([], { argv, env: { ...process.env, SOCKLEAK_CACHE_DIR: cache, SANDBOX_CHECKOUT: ROOT } });
 }
 
 test("the unit's capabilities and file system are enough for a user that is not root: a root process's leak is found with its holder; what is lost is one line", async () => {
