@@ -1,0 +1,89 @@
+/**
+ * When a leaking process runs out of file descriptors: the rate estimator and
+ * the ETA (pure), /proc's limits, and the forecast of a real leaker under a
+ * small RLIMIT_NOFILE against the moment its socket() really fails with EMFILE.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
+import { parseFdLimit, readFdUsage } from '../src/forecast/fd-usage';
+import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
+import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
+import { startFixture, waitFor } from './helpers';
+
+test('leakRate: a steady leak, one that stopped, a burst, too few', () => {
+  const every10s = Array.from({ length: 10 }, (_, i) => 1_000_000 + i * 10_000);
+  assert.equal(leakRate(every10s, 1_000_000 + 95_000), 360, 'one per 10 s = 360/h');
+  // Nothing for 10 minutes after the last one: the span runs to the horizon and the rate falls.
+  const stopped = leakRate(every10s, 1_000_000 + 90_000 + 600_000)!;
+  assert.ok(stopped < 60 && stopped > 40, `stopped: ${stopped}`);
+  const burst = Array.from({ length: 360 }, (_, i) => 5_000 + i / 10); // 360 at once: a backend went away
+  assert.equal(leakRate(burst, 10_000), null, 'one burst is not a rate');
+  assert.equal(leakRate(every10s.slice(0, 4), 1_040_000), null, 'fewer than 5 leaks');
+  assert.equal(leakRate(every10s.slice(0, 4), 1_040_000, 3), 1200 / 1 * 0.3, 'minimum of 3: 3 intervals in 30 s');
+});
+
+test('fdExhaustInSec: at the limit, a rate, no rate, no limit', () => {
+  assert.equal(fdExhaustInSec(1024, 1024, 100), 0);
+  assert.equal(fdExhaustInSec(412, 1024, 115), Math.ceil((612 / 115) * 3600));
+  assert.equal(approxDuration(Math.ceil((612 / 115) * 3600)), '5h19m');
+  assert.equal(fdExhaustInSec(412, 1024, null), null);
+  assert.equal(fdExhaustInSec(412, null, 115), null);
+});
+
+test('/proc/PID/limits: the soft limit of this process, unlimited, a gone process', () => {
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]);
+  assert.equal(readFdUsage(process.pid)?.fdLimit, soft);
+  assert.ok(readFdUsage(process.pid)!.openFds > 3);
+  assert.equal(parseFdLimit('Max open files            unlimited            unlimited            files\n'), null);
+  assert.equal(readFdUsage(2 ** 22 + 1), undefined, 'no such pid');
+});
+
+test('a leaker at a fixed rate under a 200-fd limit: the forecast made after a few leaks is within 20% of its real EMFILE', { timeout: 90_000 }, async (t) => {
+  // The backend goes away at once: every client socket reaches CLOSE_WAIT and holds an fd.
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const watcher = watchWithPorts({ thresholdMs: 1000, forecast: { intervalMs: 250 } });
+  const records: WatchStreamRecord[] = [];
+  const collecting = (async () => {
+    for await (const r of watcher) records.push(r);
+  })();
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(async () => {
+    leaker.kill();
+    await watcher.close();
+    await collecting;
+    backend.close();
+  });
+  const start = await leaker.next<{ pid: number; openFds: number; limit: number; startMs: number }>();
+  const mine = (): ProcessForecastRecord[] => records.filter((r): r is ProcessForecastRecord => r.type === 'forecast' && r.pid === start.pid);
+  await waitFor(() => mine().some((f) => f.exhaustInSec !== null), 20_000, 'a forecast with an ETA');
+  const early = mine().find((f) => f.exhaustInSec !== null)!;
+  const madeAt = Date.now(); // within a poll of the record
+  const { emfileAtMs } = await leaker.next<{ emfileAtMs: number; held: number }>();
+  const predicted = madeAt + early.exhaustInSec! * 1000;
+  const remaining = emfileAtMs - madeAt;
+  const error = Math.abs(predicted - emfileAtMs) / remaining;
+  t.diagnostic(
+    `forecast after ${early.leaksInWindow} leaks (${early.openFds} of ${early.fdLimit} fds, ${early.leaksPerHour}/h): EMFILE in ${early.exhaustInSec}s; ` +
+      `real EMFILE ${(remaining / 1000).toFixed(1)}s after it; error ${(error * 100).toFixed(1)}%`,
+  );
+  assert.ok(early.leaksInWindow < 40, `made early: after ${early.leaksInWindow} leaks`);
+  assert.equal(early.fdLimit, 200);
+  assert.ok(error <= 0.2, `forecast off by ${(error * 100).toFixed(1)}% of the time left`);
+  assert.match(early.forecast, new RegExp(`^pid ${start.pid} \\(python3\\): \\d+ leaks/h; EMFILE in ~\\d+s \\(\\d+ of 200 fds\\); first leak \\d\\d:\\d\\d:\\d\\d UTC$`));
+  assert.ok(Math.abs(Date.parse(early.firstLeakAt) - start.startMs) < 1500, `first leak ${early.firstLeakAt} right after the start`);
+  assert.equal(early.firstLeakEstimated, false);
+  // At the limit, the forecast says so.
+  await waitFor(() => mine().some((f) => f.exhaustInSec === 0), 15_000, 'a forecast at the limit');
+  assert.match(mine().find((f) => f.exhaustInSec === 0)!.forecast, /is at its fd limit \(200 of 200 fds\): socket\(\), accept\(\) and open\(\) fail with EMFILE/);
+  // Records go out when the forecast moves by a bucket, not at every evaluation.
+  assert.ok(mine().length < 30, `${mine().length} forecast records`);
+  assert.deepEqual(
+    watcher.forecasts().find((f) => f.pid === start.pid)?.fdLimit,
+    200,
+  );
+});
