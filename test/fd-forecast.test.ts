@@ -4,14 +4,19 @@
  * small RLIMIT_NOFILE against the moment its socket() really fails with EMFILE.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
 import { parseFdLimit, readFdUsage } from '../src/forecast/fd-usage';
 import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
-import { startFixture, waitFor } from './helpers';
+import type { RunResult } from '../src/run/run';
+import { renderRunSummary } from '../src/cli/run-report';
+import { CLI, ROOT, startFixture, waitFor } from './helpers';
 
 test('leakRate: a steady leak, one that stopped, a burst, too few', () => {
   const every10s = Array.from({ length: 10 }, (_, i) => 1_000_000 + i * 10_000);
@@ -86,4 +91,38 @@ test('a leaker at a fixed rate under a 200-fd limit: the forecast made after a f
     watcher.forecasts().find((f) => f.pid === start.pid)?.fdLimit,
     200,
   );
+});
+
+test('sockleak run: the report names the leaking process with its rate, fds, limit and first leak', { timeout: 60_000 }, async () => {
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  try {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--threshold', '300ms', '--json', '--', 'python3', path.join(ROOT, 'test', 'fixtures', 'fd-leaker.py'), '--port', String(port), '--every-ms', '40', '--nofile', '64', '--hold-s', '0.5'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 3, stderr);
+    const lines = stdout.trim().split('\n');
+    const start = JSON.parse(lines[0]!) as { pid: number; startMs: number };
+    const report = JSON.parse(lines[lines.length - 1]!) as RunResult;
+    assert.equal(report.forecasts.length, 1, JSON.stringify(report.forecasts));
+    const f = report.forecasts[0]!;
+    assert.equal(f.pid, start.pid);
+    assert.equal(f.fdLimit, 64);
+    assert.ok(f.openFds !== null && f.openFds >= 60, `fds ${f.openFds} at the limit`);
+    assert.equal(f.exhaustInSec, 0);
+    assert.ok(f.leaksPerHour !== null && Math.abs(f.leaksPerHour - 90_000) / 90_000 < 0.25, `one per 40 ms = 90000/h, got ${f.leaksPerHour}`);
+    assert.ok(Math.abs(Date.parse(f.firstLeakAt) - start.startMs) < 1500, `first leak ${f.firstLeakAt}`);
+    // The human summary (without --json) comes from the same result.
+    assert.match(renderRunSummary(report, 3), new RegExp(`sockleak: pid ${start.pid} \\(python3\\) is at its fd limit \\(\\d+ of 64 fds when last seen running\\)`));
+  } finally {
+    backend.close();
+  }
 });

@@ -6,7 +6,7 @@
  * the ETA (fdExhaustInSec()) are pure. docs/forecast.md explains the choices.
  */
 import type { LeakRecord } from '../watch-records';
-import { readFdUsage, type FdUsage } from './fd-usage';
+import { readFdUsage } from './fd-usage';
 
 /** A process holding leaked sockets: how fast it leaks and when it runs out of fds. */
 export interface ProcessForecastRecord {
@@ -53,7 +53,7 @@ export const FD_FORECAST_DEFAULTS = { windowMs: 3_600_000, minLeaks: 5, maxProce
 const MAX_TIMES = 1024;
 
 /** Leaks this close together are one burst (a backend going away closes all its connections at once). */
-const BURST_MS = 50;
+const BURST_MS = 10;
 
 const HOUR_MS = 3_600_000;
 
@@ -116,8 +116,9 @@ export function clockText(atMs: number, nowMs: number, estimated: boolean): stri
 
 function sentence(r: Omit<ProcessForecastRecord, 'forecast'>, nowMs: number): string {
   const who = `pid ${r.pid} (${r.comm})`;
-  const fds =
+  let fds =
     r.openFds === null ? 'fds unknown: the process was gone' : r.fdLimit === null ? `${r.openFds} fds, no limit` : `${r.openFds} of ${r.fdLimit} fds`;
+  if (!r.running && r.openFds !== null) fds += ' when last seen running';
   const first = `first leak ${clockText(Date.parse(r.firstLeakAt), nowMs, r.firstLeakEstimated)}`;
   if (r.exhaustInSec === 0) return `${who} is at its fd limit (${fds}): socket(), accept() and open() fail with EMFILE; ${first}`;
   const window = approxDuration(r.windowMs / 1000);
@@ -137,17 +138,32 @@ interface ProcessState {
   firstLeakMs: number;
   firstLeakEstimated: boolean;
   lastLeakMs: number;
-  usage: FdUsage | undefined;
   running: boolean;
   latest: ProcessForecastRecord | undefined;
-  /** What the last emitted record said, in buckets: a new record goes out when it changes. */
-  emitted: string | undefined;
+  /** The last record emitted and when: the next goes out when the forecast moves materially from it. */
+  emitted: { record: ProcessForecastRecord; atMs: number } | undefined;
 }
 
-/** log2 steps of a quarter (about 19%): small drifts of a rate or an ETA are not news. */
-function bucket(v: number | null): string {
-  if (v === null) return '-';
-  return v <= 0 ? '0' : String(Math.round(Math.log2(v) * 4));
+/** A change of a fifth or more, of the rate or of the time left, is news; less is the estimator's noise. */
+const MATERIAL = 0.2;
+
+/**
+ * Whether `now` says something `last` did not: the first record, a rate or an
+ * ETA appearing or going, the fd limit changing, reaching the limit, the rate
+ * moving by MATERIAL, or the moment of exhaustion moving by MATERIAL of the
+ * time that was left (an ETA that only counts down is not news).
+ */
+function material(last: { record: ProcessForecastRecord; atMs: number } | undefined, now: ProcessForecastRecord, nowMs: number): boolean {
+  if (!last) return true;
+  const r = last.record;
+  if ((r.leaksPerHour === null) !== (now.leaksPerHour === null) || (r.exhaustInSec === null) !== (now.exhaustInSec === null)) return true;
+  if (r.fdLimit !== now.fdLimit || (r.exhaustInSec === 0) !== (now.exhaustInSec === 0)) return true;
+  if (r.leaksPerHour !== null && now.leaksPerHour !== null && Math.abs(now.leaksPerHour - r.leaksPerHour) > MATERIAL * r.leaksPerHour) return true;
+  if (r.exhaustInSec !== null && now.exhaustInSec !== null && r.exhaustInSec > 0) {
+    const moved = Math.abs(nowMs + now.exhaustInSec * 1000 - (last.atMs + r.exhaustInSec * 1000));
+    if (moved > MATERIAL * r.exhaustInSec * 1000) return true;
+  }
+  return false;
 }
 
 /** Per process: the leaks' times, the fds, the forecast. Fed leak records; evaluate() makes the records. */
@@ -180,7 +196,6 @@ export class FdForecaster {
           firstLeakMs: enteredMs,
           firstLeakEstimated: record.ageEstimated,
           lastLeakMs: nowMs,
-          usage: undefined,
           running: true,
           latest: undefined,
           emitted: undefined,
@@ -207,8 +222,9 @@ export class FdForecaster {
 
   /**
    * Reads /proc for every followed process still running and recomputes its
-   * forecast; returns the records whose rate or ETA moved by a bucket (or that
-   * are new). A process gone with no leak left in the window is forgotten.
+   * forecast; returns the records that say something new (see material()), and
+   * one with running false for a process found gone. A process gone with no
+   * leak left in the window is forgotten.
    */
   evaluate(nowMs = Date.now()): ProcessForecastRecord[] {
     const horizonMs = nowMs - this.options.thresholdMs;
@@ -217,18 +233,23 @@ export class FdForecaster {
       let drop = 0;
       while (drop < p.times.length && p.times[drop]! < horizonMs - this.windowMs) drop++;
       if (drop) p.times.splice(0, drop);
-      if (p.running) {
-        const usage = readFdUsage(p.pid);
-        if (usage) p.usage = usage;
-        else p.running = false;
+      if (!p.running) {
+        // Gone: the figures stay those of its last evaluation while it ran.
+        if (p.times.length === 0) this.processes.delete(p.pid);
+        continue;
       }
-      if (!p.running && p.times.length === 0) {
-        this.processes.delete(p.pid);
+      const usage = readFdUsage(p.pid);
+      if (!usage) {
+        p.running = false;
+        if (p.latest) {
+          const fields = { ...p.latest, running: false };
+          p.latest = { ...fields, forecast: sentence(fields, nowMs) };
+          out.push(p.latest);
+        }
         continue;
       }
       const leaksPerHour = leakRate(p.times, horizonMs, this.minLeaks);
-      const openFds = p.usage?.openFds ?? null;
-      const fdLimit = p.usage?.fdLimit ?? null;
+      const exhaustInSec = fdExhaustInSec(usage.openFds, usage.fdLimit, leaksPerHour);
       const fields = {
         type: 'forecast' as const,
         pid: p.pid,
@@ -236,17 +257,16 @@ export class FdForecaster {
         leaksPerHour: leaksPerHour === null ? null : Math.round(leaksPerHour * 10) / 10,
         leaksInWindow: p.times.length,
         windowMs: this.windowMs,
-        openFds,
-        fdLimit,
-        exhaustInSec: openFds === null ? null : fdExhaustInSec(openFds, fdLimit, leaksPerHour),
+        openFds: usage.openFds,
+        fdLimit: usage.fdLimit,
+        exhaustInSec,
         firstLeakAt: new Date(p.firstLeakMs).toISOString(),
         firstLeakEstimated: p.firstLeakEstimated,
-        running: p.running,
+        running: true,
       };
       p.latest = { ...fields, forecast: sentence(fields, nowMs) };
-      const key = `${bucket(fields.leaksPerHour)}|${bucket(fields.exhaustInSec)}|${fdLimit}|${p.running}`;
-      if (key !== p.emitted) {
-        p.emitted = key;
+      if (material(p.emitted, p.latest, nowMs)) {
+        p.emitted = { record: p.latest, atMs: nowMs };
         out.push(p.latest);
       }
     }
