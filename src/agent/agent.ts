@@ -118,6 +118,7 @@ export class Agent {
       stateCounts: () => this.counts,
       ports: () => this.lastPorts,
       kernel: () => this.watcher?.counters() ?? NO_COUNTERS,
+      forecasts: () => this.watcher?.forecasts() ?? [],
       streamDropped: () => this.hub.dropped,
       subscribers: () => this.hub.size,
       streamQueuedBytes: () => this.hub.queuedBytes,
