@@ -8,7 +8,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import { test } from 'node:test';
 import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
 import { parseFdLimit, readFdUsage } from '../src/forecast/fd-usage';
@@ -16,7 +17,7 @@ import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
 import type { RunResult } from '../src/run/run';
 import { renderRunSummary } from '../src/cli/run-report';
-import { CLI, ROOT, startFixture, waitFor } from './helpers';
+import { CLI, ROOT, httpRequest, runCli, sleep, startAgentProcess, startFixture, waitFor } from './helpers';
 
 test('leakRate: a steady leak, one that stopped, a burst, too few', () => {
   const every10s = Array.from({ length: 10 }, (_, i) => 1_000_000 + i * 10_000);
@@ -125,4 +126,48 @@ test('sockleak run: the report names the leaking process with its rate, fds, lim
   } finally {
     backend.close();
   }
+});
+
+test('agent: the leaker\'s fds, limit, rate and ETA on /metrics; its ProcessForecast records in the recording, replayed by report', { timeout: 90_000 }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-forecast-'));
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const record = path.join(dir, 'agent.rec');
+  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--threshold', '500ms', '--interval', '1s', '--record', record]);
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(async () => {
+    leaker.kill();
+    await agent.stop();
+    backend.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const { pid } = await leaker.next<{ pid: number }>();
+  let body = '';
+  const value = (name: string): number | undefined => {
+    const m = new RegExp(`^${name}\\{pid="${pid}"\\} (\\S+)$`, 'm').exec(body);
+    return m ? Number(m[1]) : undefined;
+  };
+  const until = Date.now() + 20_000;
+  while (value('sockleak_process_fd_exhaustion_seconds') === undefined) {
+    assert.ok(Date.now() < until, `no fd forecast for pid ${pid} on /metrics:\n${body.split('\n').filter((l) => l.startsWith('sockleak_process')).join('\n')}`);
+    await sleep(500);
+    body = (await httpRequest(`${agent.base}/metrics`)).body;
+  }
+  assert.equal(value('sockleak_process_fd_limit'), 200);
+  assert.ok(value('sockleak_process_open_fds')! > 10);
+  const perSec = value('sockleak_process_close_wait_leaks_per_second')!;
+  assert.ok(Math.abs(perSec - 10) < 2.5, `one leak per 100 ms: ${perSec}/s`);
+  const eta = value('sockleak_process_fd_exhaustion_seconds')!;
+  assert.ok(eta > 0 && eta < 25, `ETA ${eta}s`);
+  assert.match(body, /^sockleak_records_total\{type="forecast"\} [1-9]/m);
+  assert.equal(await agent.stop(), 0);
+  const replay = runCli(['report', '--json', record]);
+  assert.equal(replay.code, 0, replay.stderr);
+  const forecasts = (JSON.parse(replay.stdout) as { forecasts?: ProcessForecastRecord[] }).forecasts ?? [];
+  const f = forecasts.find((x) => x.pid === pid);
+  assert.ok(f, `a forecast for ${pid} in the recording: ${JSON.stringify(forecasts)}`);
+  assert.equal(f.fdLimit, 200);
+  assert.equal(f.comm, 'python3');
+  assert.ok(f.leaksPerHour !== null && f.leaksPerHour > 20_000, `rate ${f.leaksPerHour}/h`);
 });
