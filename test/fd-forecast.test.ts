@@ -17,6 +17,8 @@ import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
 import type { RunResult } from '../src/run/run';
 import { renderRunSummary } from '../src/cli/run-report';
+import { forecastLines, groupSockets } from '../src/cli/leak-groups';
+import type { LeakRecord } from '../src/watch-records';
 import { CLI, ROOT, httpRequest, runCli, sleep, startAgentProcess, startFixture, waitFor } from './helpers';
 
 test('leakRate: a steady leak, one that stopped, a burst, too few', () => {
@@ -170,4 +172,47 @@ test('agent: the leaker\'s fds, limit, rate and ETA on /metrics; its ProcessFore
   assert.equal(f.fdLimit, 200);
   assert.equal(f.comm, 'python3');
   assert.ok(f.leaksPerHour !== null && f.leaksPerHour > 20_000, `rate ${f.leaksPerHour}/h`);
+});
+
+test('sockleak watch --json: forecast records for the leaker; the table\'s line under its groups', { timeout: 60_000 }, async (t) => {
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const watch = spawn(process.execPath, [CLI, 'watch', '--json', '--threshold', '500ms'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  watch.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let err = '';
+  watch.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(() => {
+    leaker.kill();
+    watch.kill('SIGKILL');
+    backend.close();
+  });
+  await waitFor(() => /watching for CLOSE_WAIT/.test(err), 20_000, 'watch start');
+  const { pid } = await leaker.next<{ pid: number }>();
+  const forecasts = (): ProcessForecastRecord[] =>
+    out
+      .split('\n')
+      .filter((l) => l.includes('"type":"forecast"'))
+      .map((l) => JSON.parse(l) as ProcessForecastRecord)
+      .filter((f) => f.pid === pid);
+  await waitFor(() => forecasts().some((f) => f.exhaustInSec !== null), 20_000, `a forecast record for ${pid}`);
+  const f = forecasts().find((x) => x.exhaustInSec !== null)!;
+  assert.equal(f.fdLimit, 200);
+  assert.equal(f.running, true);
+  assert.match(f.forecast, /leaks\/h; EMFILE in ~\d+s \(\d+ of 200 fds\); first leak/);
+  watch.kill('SIGINT');
+  assert.deepEqual(await once(watch, 'exit'), [0, null]);
+
+  // The live screen's line under the table, from the same record and the groups of the same leaks.
+  const leaks = out
+    .split('\n')
+    .filter((l) => l.includes('"type":"leak"'))
+    .map((l) => JSON.parse(l) as LeakRecord)
+    .filter((l) => l.owners.some((o) => o.pid === pid));
+  const now = Date.now();
+  const lines = forecastLines(groupSockets(leaks, now), [f], now);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, new RegExp(`^pid ${pid} \\(python3\\): \\d+ leaks/h; EMFILE in ~\\d+s \\(\\d+ of 200 fds\\); first leak \\d\\d:\\d\\d:\\d\\d UTC to 127\\.0\\.0\\.1:${port}$`));
 });
