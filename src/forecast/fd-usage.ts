@@ -1,5 +1,5 @@
 /** A process's file descriptors as /proc shows them: how many are open, and its RLIMIT_NOFILE soft limit. */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 
 /** Open fds and the soft limit of one process. */
 export interface FdUsage {
@@ -16,11 +16,20 @@ export function parseFdLimit(limits: string): number | null {
   return Number.isSafeInteger(n) ? n : null;
 }
 
+/**
+ * Open fds of a process: since Linux 6.2 the size stat() gives /proc/PID/fd is the count, a
+ * constant-time answer where listing the directory takes time in proportion to the fds; before
+ * 6.2 the size is 0 and the entries are counted.
+ */
+function countFds(dir: string): number {
+  return statSync(dir).size || readdirSync(dir).length;
+}
+
 /** Reads /proc/PID/fd and /proc/PID/limits; undefined when the process is gone (or not ours to read). */
 export function readFdUsage(pid: number, proc = '/proc'): FdUsage | undefined {
   try {
     const fdLimit = parseFdLimit(readFileSync(`${proc}/${pid}/limits`, 'latin1'));
-    return { openFds: readdirSync(`${proc}/${pid}/fd`).length, fdLimit };
+    return { openFds: countFds(`${proc}/${pid}/fd`), fdLimit };
   } catch {
     return undefined;
   }
