@@ -58,14 +58,26 @@ const BURST_MS = 10;
 const HOUR_MS = 3_600_000;
 
 /**
+ * How late a leak past the threshold may reach the forecaster (the engine's tick, a rescan, the
+ * evaluation's own period): silence shorter than this after the mean gap is not yet silence.
+ */
+export const REPORT_GRACE_MS = 1000;
+
+/**
  * Leaks per hour from the CLOSE_WAIT entry times in the window (ascending, ms),
  * `horizonMs` being the latest entry time that could be known (now − threshold).
  * (n − 1) intervals over the span from the first to the last leak, or, when no
- * leak came for longer than the mean interval, to the horizon: a process that
- * stopped leaking sees its rate fall. Null with fewer than `minLeaks` leaks or
- * distinct bursts: one burst is an event, not a rate.
+ * leak came for longer than the mean interval plus `graceMs` (leaks past the
+ * threshold not reported yet), to the horizon: a process that stopped leaking
+ * sees its rate fall. Null with fewer than `minLeaks` leaks or distinct bursts:
+ * one burst is an event, not a rate.
  */
-export function leakRate(times: readonly number[], horizonMs: number, minLeaks: number = FD_FORECAST_DEFAULTS.minLeaks): number | null {
+export function leakRate(
+  times: readonly number[],
+  horizonMs: number,
+  minLeaks: number = FD_FORECAST_DEFAULTS.minLeaks,
+  graceMs = REPORT_GRACE_MS,
+): number | null {
   const n = times.length;
   if (n < Math.max(2, minLeaks)) return null;
   let bursts = 1;
@@ -74,7 +86,7 @@ export function leakRate(times: readonly number[], horizonMs: number, minLeaks: 
   const first = times[0]!;
   const last = times[n - 1]!;
   const meanGap = (last - first) / (n - 1);
-  const span = Math.max(last - first, horizonMs - first - meanGap);
+  const span = Math.max(last - first, horizonMs - first - meanGap - graceMs);
   return span > 0 ? ((n - 1) / span) * HOUR_MS : null;
 }
 
