@@ -3,7 +3,7 @@
  * kept bounded, exposed as Prometheus metrics, a protobuf record stream and an
  * optional recording.
  *
- * Data flow: watchWithPorts() records (leaks, connect failures, port pressure)
+ * Data flow: watchWithPorts() records (leaks, connect failures, port pressure, fd forecasts)
  * → LeakIndex (state) → Record messages (mapping.ts) → every /stream
  * subscriber (StreamHub) and the recording (Recorder). A timer every
  * `intervalMs` counts sockets per state (StateCounter) and sends a Counters
