@@ -153,10 +153,14 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
   return lines;
 }
 
+/** Forecast lines under the table: the processes of the biggest groups first; --json has every one. */
+export const MAX_FORECAST_LINES = 10;
+
 /**
  * One line per process of `groups` that has a forecast: its leak rate and fd
  * forecast, then when each of its groups began (`first leak 02:14:07 UTC to
- * 10.0.3.7:9000`), the incident's date; at most `max` groups named per line.
+ * 10.0.3.7:9000`), the incident's date; at most `max` groups named per line,
+ * at most MAX_FORECAST_LINES lines.
  */
 export function forecastLines(groups: readonly LeakGroup[], forecasts: readonly ProcessForecastRecord[], nowMs = Date.now(), max = 3): string[] {
   const byPid = new Map(forecasts.map((f) => [f.pid, f]));
@@ -167,6 +171,10 @@ export function forecastLines(groups: readonly LeakGroup[], forecasts: readonly 
     seen.add(g.pid);
     const f = byPid.get(g.pid);
     if (!f) continue;
+    if (lines.length === MAX_FORECAST_LINES) {
+      lines.push('… more processes have forecasts: --json has every one');
+      break;
+    }
     const mine = groups
       .filter((x) => x.pid === g.pid && x.firstLeakAt !== null)
       .sort((a, b) => Date.parse(a.firstLeakAt!) - Date.parse(b.firstLeakAt!));
