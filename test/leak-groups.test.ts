@@ -1,7 +1,8 @@
 /** The grouped table people read: the biggest groups first, at most MAX_TABLE_ROWS of them. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { groupSockets, MAX_TABLE_ROWS, renderGroups, summarize } from '../src/cli/leak-groups';
+import { forecastLines, groupSockets, MAX_FORECAST_LINES, MAX_TABLE_ROWS, renderGroups, summarize } from '../src/cli/leak-groups';
+import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import type { SocketInfo } from '../src/sockets';
 
 function socket(i: number, remote: string, pid: number): SocketInfo {
@@ -41,4 +42,20 @@ test('a few groups: every one shown, no summing line', () => {
   const text = renderGroups(groups);
   assert.equal(text.split('\n').filter((l) => l.startsWith('│')).length, 3);
   assert.doesNotMatch(text, /more groups/);
+});
+
+test('forecast lines: one per process of the groups, its groups\' first leaks oldest first, at most MAX_FORECAST_LINES', () => {
+  const now = Date.parse('2026-12-07T04:00:00.000Z');
+  const aged = (i: number, remote: string, pid: number, ageMs: number, estimated: boolean): SocketInfo => ({ ...socket(i, remote, pid), stateAgeMs: ageMs, ageEstimated: estimated });
+  const sockets = [aged(1, '10.0.3.9:9000', 7, 3_600_000, false), aged(2, '10.0.3.7:9000', 7, 6_313_000, true), aged(3, '10.0.0.1:80', 8, 1000, false)];
+  for (let pid = 100; pid < 120; pid++) sockets.push(aged(pid, '10.1.1.1:80', pid, 1000, false));
+  const forecast = (pid: number): ProcessForecastRecord => ({
+    type: 'forecast', pid, comm: 'svc', leaksPerHour: 115, leaksInWindow: 115, windowMs: 3_600_000, openFds: 412, fdLimit: 1024,
+    exhaustInSec: 19_158, firstLeakAt: '2026-12-07T02:14:47.000Z', firstLeakEstimated: true, running: true,
+    forecast: `pid ${pid} (svc): 115 leaks/h; EMFILE in ~5h19m (412 of 1024 fds); first leak ~02:14:47 UTC`,
+  });
+  const lines = forecastLines(groupSockets(sockets, now), [7, ...Array.from({ length: 20 }, (_, i) => 100 + i)].map(forecast), now);
+  assert.equal(lines[0], 'pid 7 (svc): 115 leaks/h; EMFILE in ~5h19m (412 of 1024 fds); first leak ~02:14:47 UTC to 10.0.3.7:9000, 03:00:00 UTC to 10.0.3.9:9000');
+  assert.equal(lines.length, MAX_FORECAST_LINES + 1, 'pid 8 has no forecast; the rest cut');
+  assert.match(lines[MAX_FORECAST_LINES]!, /more processes have forecasts: --json has every one/);
 });

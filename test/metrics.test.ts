@@ -93,6 +93,23 @@ test('metrics: every label bounded (top K + other) on a big machine, pids replac
     stateCounts: () => counts,
     ports: () => ({ takenAt: new Date().toISOString(), netns: Array.from({ length: NETNS }, (_, n) => netnsPorts(4026531840 + n, 20)) }),
     kernel: () => ({ emitted: 10n, lost: 1n, mapFull: 2n, missed: 3n }),
+    // A forecast for every one of the 300 processes: only the top K's pids may appear.
+    forecasts: () =>
+      Array.from({ length: 300 }, (_, i) => ({
+        type: 'forecast' as const,
+        pid: firstPid + i,
+        comm: `svc-${(firstPid + i) % 7}`,
+        leaksPerHour: 360,
+        leaksInWindow: 360,
+        windowMs: 3_600_000,
+        openFds: 412,
+        fdLimit: 1024,
+        exhaustInSec: 6120,
+        firstLeakAt: '2026-12-07T02:14:00.000Z',
+        firstLeakEstimated: false,
+        running: true,
+        forecast: '',
+      })),
     streamDropped: () => 0,
     subscribers: () => 0,
     streamQueuedBytes: () => 0,
@@ -125,6 +142,14 @@ test('metrics: every label bounded (top K + other) on a big machine, pids replac
     assert.deepEqual(info.map((s) => s.pid).sort(), [...pids].sort(), 'an info series for exactly those pids');
     assert.ok(info.every((s) => s.comm !== undefined && s.cgroup !== undefined));
     assert.equal(body.match(/^sockleak_process_close_wait_leaked_sockets\{[^}]*comm=/m), null, 'comm only on the info series');
+
+    const numeric = pids.filter((p) => p !== 'other' && p !== 'none').sort();
+    for (const name of ['sockleak_process_open_fds', 'sockleak_process_fd_limit', 'sockleak_process_close_wait_leaks_per_second', 'sockleak_process_fd_exhaustion_seconds', 'sockleak_process_first_leak_timestamp_seconds']) {
+      assert.deepEqual(series(body, name).map((s) => s.pid).sort(), numeric, `${name}: the top K pids only`);
+    }
+    assert.match(body, new RegExp(`^sockleak_process_fd_exhaustion_seconds\\{pid="${numeric[0]}"\\} 6120$`, 'm'));
+    assert.match(body, new RegExp(`^sockleak_process_close_wait_leaks_per_second\\{pid="${numeric[0]}"\\} 0\\.1$`, 'm'));
+    assert.match(body, new RegExp(`^sockleak_process_first_leak_timestamp_seconds\\{pid="${numeric[0]}"\\} 1796609640$`, 'm'));
 
     const remotes = series(body, 'sockleak_remote_close_wait_leaked_sockets').map((s) => s.remote);
     assert.equal(remotes.length, K + 1);

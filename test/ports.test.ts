@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { ExitCode, NotFoundError, UsageError } from '../src/errors';
 import type { PortFailureRecord, PortRecord } from '../src/ports/port-watcher';
 import type { PortPressureRecord } from '../src/ports/port-pressure';
-import { watchWithPorts } from '../src/watch/port-watch';
+import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
 import { ports, type PortsSnapshot } from '../src/ports/ports';
 import { SocketScanner } from '../src/scan/scan';
 import type { WatchRecord } from '../src/watch-records';
@@ -80,7 +80,7 @@ interface Truth {
   other: number;
 }
 
-function isFailure(r: WatchRecord | PortRecord, pid: number): r is PortFailureRecord {
+function isFailure(r: WatchStreamRecord, pid: number): r is PortFailureRecord {
   return r.type === 'connect-failure' && r.pid === pid;
 }
 
@@ -101,7 +101,7 @@ test('the second incident in miniature: a 200-port range fills with TIME_WAIT, c
 
   // The watcher runs before the first connection.
   watcher = watchWithPorts({ thresholdMs: 60_000, ports: { intervalMs: 250 } });
-  const records: Array<WatchRecord | PortRecord> = [];
+  const records: Array<WatchStreamRecord> = [];
   const collecting = (async () => {
     for await (const r of watcher) records.push(r);
   })();

@@ -48,6 +48,7 @@ test('promtool test rules fails when a rule changes: a longer `for`, a wrong thr
     ['for: 15m', 'for: 30m'],
     ['* 3600 > 10', '* 3600 > 1000'],
     ['{pid!="other"}', '{pid!="4242"}'],
+    ['< 3600', '< 36000'],
   ];
   for (const [from, to] of mutants) {
     assert.ok(rules.includes(from), `the rules still contain ${from}`);

@@ -3,7 +3,7 @@
  * kept bounded, exposed as Prometheus metrics, a protobuf record stream and an
  * optional recording.
  *
- * Data flow: watchWithPorts() records (leaks, connect failures, port pressure)
+ * Data flow: watchWithPorts() records (leaks, connect failures, port pressure, fd forecasts)
  * → LeakIndex (state) → Record messages (mapping.ts) → every /stream
  * subscriber (StreamHub) and the recording (Recorder). A timer every
  * `intervalMs` counts sockets per state (StateCounter) and sends a Counters
@@ -118,6 +118,7 @@ export class Agent {
       stateCounts: () => this.counts,
       ports: () => this.lastPorts,
       kernel: () => this.watcher?.counters() ?? NO_COUNTERS,
+      forecasts: () => this.watcher?.forecasts() ?? [],
       streamDropped: () => this.hub.dropped,
       subscribers: () => this.hub.size,
       streamQueuedBytes: () => this.hub.queuedBytes,

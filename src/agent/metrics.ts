@@ -13,6 +13,7 @@ import type { TraceCounters } from '../events';
 import type { LeakIndex, ProcessLeaks } from './leak-index';
 import type { AgentRecord, PortsSnapshot } from '../recording/records';
 import type { StateCount } from './state-counts';
+import type { ProcessForecastRecord } from '../forecast/fd-forecast';
 
 /** Distinct comm label values of sockleak_connect_failures_total before the rest become `other`. */
 export const MAX_COMMS = 64;
@@ -39,6 +40,8 @@ export interface MetricsSource {
   ports(): PortsSnapshot | undefined;
   /** The kernel side's totals. */
   kernel(): TraceCounters;
+  /** The latest fd forecast of each process holding leaks (src/forecast/). */
+  forecasts(): readonly ProcessForecastRecord[];
   streamDropped(): number;
   subscribers(): number;
   /** Bytes waiting in subscriber queues now. */
@@ -162,6 +165,35 @@ export class AgentMetrics {
         for (const p of byProcess()) this.set({ pid: p.pid, comm: p.comm, cgroup: cgroupOf(p.pid) }, 1);
       },
     });
+    // The fd forecasts of the same top-K pids: a pid label here is one the per-process leak series names.
+    const forecasts = (): ProcessForecastRecord[] => {
+      const shown = new Set(byProcess().map((p) => p.pid));
+      return source.forecasts().filter((f) => f.running && shown.has(String(f.pid)));
+    };
+    const perProcess = (name: string, help: string, value: (f: ProcessForecastRecord) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['pid'] as const,
+        registers,
+        collect() {
+          this.reset();
+          for (const f of forecasts()) {
+            const v = value(f);
+            if (v !== null) this.set({ pid: String(f.pid) }, v);
+          }
+        },
+      });
+    };
+    perProcess('sockleak_process_open_fds', 'Open file descriptors of each pid of sockleak_process_close_wait_leaked_sockets (/proc/PID/fd, read every few seconds)', (f) => f.openFds);
+    perProcess('sockleak_process_fd_limit', 'RLIMIT_NOFILE soft limit of each pid of sockleak_process_close_wait_leaked_sockets (absent when unlimited): open() and socket() fail with EMFILE at it', (f) => f.fdLimit);
+    perProcess('sockleak_process_close_wait_leaks_per_second', 'CLOSE_WAIT leak rate of each pid of sockleak_process_close_wait_leaked_sockets over the last hour (absent with too few leaks to tell)', (f) =>
+      f.leaksPerHour === null ? null : f.leaksPerHour / 3600,
+    );
+    perProcess('sockleak_process_fd_exhaustion_seconds', 'Seconds until the pid runs out of file descriptors at its leak rate (0: at its limit now; absent when no forecast: too few leaks, or no limit)', (f) => f.exhaustInSec);
+    perProcess('sockleak_process_first_leak_timestamp_seconds', 'When the first leaked socket of the pid (since the agent started) entered CLOSE_WAIT, Unix seconds: the start of the incident', (f) =>
+      Date.parse(f.firstLeakAt) / 1000,
+    );
     new Gauge({
       name: 'sockleak_remote_close_wait_leaked_sockets',
       help: 'Leaked CLOSE_WAIT sockets per remote endpoint: the top K remotes, the rest summed as remote="other"',
@@ -228,7 +260,7 @@ export class AgentMetrics {
     });
     this.records = new Counter({
       name: 'sockleak_records_total',
-      help: 'Records produced by the agent, by type (leak, resolved, fd-closed, connect-failure, bind-failure, port-pressure)',
+      help: 'Records produced by the agent, by type (leak, resolved, fd-closed, connect-failure, bind-failure, port-pressure, forecast)',
       labelNames: ['type'] as const,
       registers,
     });

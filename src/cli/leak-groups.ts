@@ -3,6 +3,7 @@
  * the `ss | awk | sort | uniq -c` of the first incident in one table.
  */
 import type { SocketInfo } from '../sockets';
+import { clockText, type ProcessForecastRecord } from '../forecast/fd-forecast';
 import { formatAge } from './format';
 import { newTable } from './table';
 
@@ -17,13 +18,15 @@ export interface LeakGroup {
   fds: number[];
   oldestMs: number | null;
   oldestEstimated: boolean;
+  /** When the group's oldest socket entered CLOSE_WAIT (ISO 8601): the time it began; estimated when oldestEstimated. */
+  firstLeakAt: string | null;
   keepaliveOn: number;
   /** Soonest keepalive probe among them (ms), null if none has keepalive. */
   probeInMs: number | null;
 }
 
-/** Groups sockets by holding process (one socket counts once per holding process) and remote. */
-export function groupSockets(sockets: readonly SocketInfo[]): LeakGroup[] {
+/** Groups sockets by holding process (one socket counts once per holding process) and remote; their ages are as of `nowMs`. */
+export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now()): LeakGroup[] {
   const groups = new Map<string, LeakGroup & { tids: Set<number> }>();
   for (const s of sockets) {
     const holders = s.owners.length ? [...new Map(s.owners.map((o) => [o.pid, o])).values()] : [null];
@@ -42,6 +45,7 @@ export function groupSockets(sockets: readonly SocketInfo[]): LeakGroup[] {
           fds: [],
           oldestMs: null,
           oldestEstimated: false,
+          firstLeakAt: null,
           keepaliveOn: 0,
           probeInMs: null,
         };
@@ -61,7 +65,12 @@ export function groupSockets(sockets: readonly SocketInfo[]): LeakGroup[] {
     }
   }
   return [...groups.values()]
-    .map(({ tids, ...g }) => ({ ...g, threads: tids.size, fds: g.fds.sort((a, b) => a - b) }))
+    .map(({ tids, ...g }) => ({
+      ...g,
+      threads: tids.size,
+      fds: g.fds.sort((a, b) => a - b),
+      firstLeakAt: g.oldestMs === null ? null : new Date(nowMs - g.oldestMs).toISOString(),
+    }))
     .sort((a, b) => b.count - a.count || (b.oldestMs ?? 0) - (a.oldestMs ?? 0));
 }
 
@@ -140,6 +149,40 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
     lines.push(
       `${who}${threads ? `, ${threads} threads,` : ''} holds ${total} ${first.state} socket${total === 1 ? '' : 's'} to ${shown}${perThread}, oldest ${formatAge(oldest)}, ${keepalive}.`,
     );
+  }
+  return lines;
+}
+
+/** Forecast lines under the table: the processes of the biggest groups first; --json has every one. */
+export const MAX_FORECAST_LINES = 10;
+
+/**
+ * One line per process of `groups` that has a forecast: its leak rate and fd
+ * forecast, then when each of its groups began (`first leak 02:14:07 UTC to
+ * 10.0.3.7:9000`), the incident's date; at most `max` groups named per line,
+ * at most MAX_FORECAST_LINES lines.
+ */
+export function forecastLines(groups: readonly LeakGroup[], forecasts: readonly ProcessForecastRecord[], nowMs = Date.now(), max = 3): string[] {
+  const byPid = new Map(forecasts.map((f) => [f.pid, f]));
+  const lines: string[] = [];
+  const seen = new Set<number>();
+  for (const g of groups) {
+    if (g.pid === null || seen.has(g.pid)) continue;
+    seen.add(g.pid);
+    const f = byPid.get(g.pid);
+    if (!f) continue;
+    if (lines.length === MAX_FORECAST_LINES) {
+      lines.push('… more processes have forecasts: --json has every one');
+      break;
+    }
+    const mine = groups
+      .filter((x) => x.pid === g.pid && x.firstLeakAt !== null)
+      .sort((a, b) => Date.parse(a.firstLeakAt!) - Date.parse(b.firstLeakAt!));
+    const began = mine.slice(0, max).map((x) => `${clockText(Date.parse(x.firstLeakAt!), nowMs, x.oldestEstimated)} to ${x.remote}`);
+    const more = mine.length > max ? `, and ${mine.length - max} more` : '';
+    // The sentence ends with the process's first leak; the groups say which remote began when.
+    const sentence = f.forecast.replace(/; first leak [^;]*$/, '');
+    lines.push(`${sentence}${began.length ? `; first leak ${began.join(', ')}${more}` : ''}`);
   }
   return lines;
 }

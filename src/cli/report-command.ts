@@ -40,6 +40,7 @@ export function reportJson(r: ReplayResult): Snapshot & Record<string, unknown> 
     ...(r.ports && { ports: r.ports }),
     ...(r.connectFailures.length > 0 && { connectFailures: r.connectFailures }),
     ...(r.portPressure.length > 0 && { portPressure: r.portPressure }),
+    ...(r.forecasts.length > 0 && { forecasts: r.forecasts }),
     ...(r.sessions.some((x) => x.startedMs !== null) && { sessions: r.sessions.map(sessionJson) }),
   };
 }
@@ -75,6 +76,7 @@ function portsText(r: ReplayResult): string[] {
   const out: string[] = [];
   if (r.ports) out.push(`ports at ${r.ports.takenAt}:`, ...r.ports.netns.map((ns) => renderNetns(ns)));
   out.push(...r.portPressure.map(describePortRecord));
+  out.push(...r.forecasts.map((f) => f.forecast));
   if (r.connectFailures.length) {
     out.push('connect()/bind() failures during the recording:');
     const rows = r.connectFailures.map((f) => [String(f.pid), f.comm, f.type === 'bind-failure' ? 'bind' : 'connect', f.remote, f.errno, String(f.netns), String(f.count)]);

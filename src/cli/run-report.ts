@@ -51,6 +51,7 @@ export function renderRunSummary(result: RunResult, exitCode: number): string {
     );
     lines.push(leakTable(result.leaks));
   }
+  for (const f of result.forecasts) lines.push(`sockleak: ${f.forecast}`);
   if (result.allowed) lines.push(`sockleak: ${result.allowed} more matched --allow and do not count`);
   if (result.outlivingPids.length) lines.push(`sockleak: processes still running after the command exited: ${result.outlivingPids.join(', ')}`);
   const tw = result.timeWait;

@@ -1,8 +1,6 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
-import type { WatchRecord } from '../watch-records';
-import { watchWithPorts } from '../watch/port-watch';
-import type { PortRecord } from '../ports/port-watcher';
-import { groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
+import { watchWithPorts, type WatchStreamRecord } from '../watch/port-watch';
+import { forecastLines, groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
 import { formatAge } from './format';
 import type { RegisterCommand } from './command';
 import { describePortRecord } from './ports-command';
@@ -17,7 +15,7 @@ export interface WatchCommandOptions {
   json?: boolean;
 }
 
-function describe(r: WatchRecord | PortRecord): string {
+function describe(r: WatchStreamRecord): string {
   switch (r.type) {
     case 'leak':
       return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
@@ -25,6 +23,8 @@ function describe(r: WatchRecord | PortRecord): string {
       return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
     case 'fd-closed':
       return `fd closed: ${r.closedBy.comm}[${r.closedBy.pid}] closed fd ${r.closedBy.fd} of ${r.remote}, still held by ${r.stillHeldBy.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'nobody known'}`;
+    case 'forecast':
+      return `forecast: ${r.forecast}`;
     default:
       return describePortRecord(r);
   }
@@ -43,10 +43,12 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
   let render: NodeJS.Timeout | undefined;
   if (!json) {
     render = setInterval(() => {
-      const groups = groupSockets(watcher.current());
+      const now = Date.now();
+      const groups = groupSockets(watcher.current(), now);
       const hours = Math.max((Date.now() - started) / 3_600_000, 1 / 60);
       const growth = (g: LeakGroup): string => `${Math.round((firstSeen.get(`${g.pid}|${g.remote}`) ?? 0) / hours)}/h`;
-      const table = groups.length ? `${renderGroups(groups, { head: 'GROWTH', cell: growth })}\n${summarize(groups).join('\n')}` : 'no leaks';
+      const lines = [...summarize(groups), ...forecastLines(groups, watcher.forecasts(), now)];
+      const table = groups.length ? `${renderGroups(groups, { head: 'GROWTH', cell: growth })}\n${lines.join('\n')}` : 'no leaks';
       void write(`\x1b[H\x1b[2J${new Date().toISOString()}  CLOSE_WAIT longer than ${formatAge(thresholdMs)}\n${table}\n\n${recent.slice(-10).join('\n')}\n`);
     }, 1000);
   }
@@ -83,7 +85,7 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
-    .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records instead of the live screen')
+    .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure / forecast records instead of the live screen')
     .addHelpText(
       'after',
       helpFooter(

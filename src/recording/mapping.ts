@@ -20,6 +20,7 @@ import type {
   OwnerMessage,
   PortPressureMessage,
   PortsMessage,
+  ProcessForecastMessage,
   RecordBody,
   RemotePortsMessage,
   ResolvedHow,
@@ -28,7 +29,7 @@ import type {
   TcpStateWire,
   U64,
 } from './messages';
-import type { AgentRecord, NetnsPorts, PortFailureRecord, PortPressureRecord, PortsSnapshot, RemotePorts } from './records';
+import type { AgentRecord, NetnsPorts, PortFailureRecord, PortPressureRecord, PortsSnapshot, ProcessForecastRecord, RemotePorts } from './records';
 
 /** Totals carried by a Counters record. */
 export interface AgentCounters {
@@ -188,7 +189,24 @@ function toPortPressure(r: PortPressureRecord): PortPressureMessage {
   };
 }
 
-/** A record from the leak engine or the port tracker → the Record body that carries it. */
+function toProcessForecast(r: ProcessForecastRecord): ProcessForecastMessage {
+  return {
+    pid: r.pid,
+    comm: r.comm,
+    leaksPerHour: opt(r.leaksPerHour),
+    leaksInWindow: r.leaksInWindow,
+    windowMs: r.windowMs,
+    openFds: opt(r.openFds),
+    fdLimit: opt(r.fdLimit),
+    exhaustInSec: opt(r.exhaustInSec),
+    firstLeakUnixMs: Date.parse(r.firstLeakAt),
+    firstLeakEstimated: r.firstLeakEstimated,
+    running: r.running,
+    forecast: r.forecast,
+  };
+}
+
+/** A record from the leak engine, the port tracker or the fd forecaster → the Record body that carries it. */
 export function toBody(record: AgentRecord): RecordBody {
   switch (record.type) {
     case 'leak':
@@ -218,6 +236,8 @@ export function toBody(record: AgentRecord): RecordBody {
       return { connectFailure: toPortFailure(record) };
     case 'port-pressure':
       return { portPressure: toPortPressure(record) };
+    case 'forecast':
+      return { processForecast: toProcessForecast(record) };
   }
 }
 
@@ -319,6 +339,25 @@ export function fromPortPressure(m: PortPressureMessage): PortPressureRecord {
     nextFreeInMs: num(m.nextFreeInMs),
     forecast: m.forecast,
     remedies: [...m.remedies],
+  };
+}
+
+/** Wire → fd forecast record. */
+export function fromProcessForecast(m: ProcessForecastMessage): ProcessForecastRecord {
+  return {
+    type: 'forecast',
+    pid: m.pid,
+    comm: m.comm,
+    leaksPerHour: m.leaksPerHour ?? null,
+    leaksInWindow: m.leaksInWindow,
+    windowMs: Number(m.windowMs),
+    openFds: m.openFds ?? null,
+    fdLimit: num(m.fdLimit),
+    exhaustInSec: m.exhaustInSec ?? null,
+    firstLeakAt: new Date(num(m.firstLeakUnixMs) ?? 0).toISOString(),
+    firstLeakEstimated: m.firstLeakEstimated,
+    running: m.running,
+    forecast: m.forecast,
   };
 }
 

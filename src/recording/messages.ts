@@ -19,6 +19,7 @@ export type {
   PortCloserMessage,
   PortPressureMessage,
   PortsMessage,
+  ProcessForecastMessage,
   RecordBody,
   RecordMessage,
   RemotePortsMessage,

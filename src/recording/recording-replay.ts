@@ -11,9 +11,9 @@
  * started) are summed over the runs. A Session with `rotated` set continues
  * the run before it when that run is the same (FILE.1 read before FILE).
  */
-import { fromPortFailure, fromFdClosed, fromPortPressure, fromPorts, fromResolved, fromSocket } from './mapping';
+import { fromPortFailure, fromFdClosed, fromPortPressure, fromPorts, fromProcessForecast, fromResolved, fromSocket } from './mapping';
 import type { CountersMessage, RecordMessage, SessionMessage } from './messages';
-import type { PortFailureRecord, PortPressureRecord, PortsSnapshot } from './records';
+import type { PortFailureRecord, PortPressureRecord, PortsSnapshot, ProcessForecastRecord } from './records';
 import { DataError } from '../errors';
 import type { SocketInfo } from '../sockets';
 
@@ -82,6 +82,8 @@ export interface ReplayResult {
   connectFailures: FailureTotal[];
   /** The last port-pressure record per (netns, remote). */
   portPressure: PortPressureRecord[];
+  /** The last fd forecast per pid. */
+  forecasts: ProcessForecastRecord[];
   ports: PortsSnapshot | null;
   counters: ReplayCounters | null;
   /** Records lost by the subscriber that saved a /stream (Gap records). */
@@ -117,6 +119,7 @@ export class Replay {
   private pending: Map<string, Open> | undefined;
   private readonly failures = new Map<string, FailureTotal>();
   private readonly pressure = new Map<string, PortPressureRecord>();
+  private readonly forecasts = new Map<number, ProcessForecastRecord>();
   private ports: PortsSnapshot | null = null;
   /** The current run's last Counters, and the sum of the runs before it. */
   private counters: ReplayCounters | null = null;
@@ -201,6 +204,10 @@ export class Replay {
     } else if ('portPressure' in r && r.portPressure) {
       const p = fromPortPressure(r.portPressure);
       this.pressure.set(`${p.netns}|${p.remote}`, p);
+    } else if ('processForecast' in r && r.processForecast) {
+      const f = fromProcessForecast(r.processForecast);
+      this.forecasts.delete(f.pid);
+      this.forecasts.set(f.pid, f);
     } else if ('ports' in r && r.ports) {
       this.ports = fromPorts(r.ports);
     } else if ('counters' in r && r.counters) {
@@ -238,6 +245,7 @@ export class Replay {
       leaks,
       connectFailures: [...this.failures.values()].sort((a, b) => b.count - a.count),
       portPressure: [...this.pressure.values()],
+      forecasts: [...this.forecasts.values()],
       ports: this.ports,
       counters: addCounters(this.countersBefore, this.counters),
       gapRecords: this.gapRecords,

@@ -21,9 +21,11 @@ export class LeakLog {
   /** Settles when the watcher's iterator ends (after close()). */
   readonly done: Promise<void>;
 
-  constructor(watcher: LeakEngine) {
+  /** `onLeak` sees every leak record as it comes (the fd forecaster of `run`). */
+  constructor(watcher: LeakEngine, onLeak?: (record: LeakRecord) => void) {
     this.done = (async () => {
       for await (const r of watcher) {
+        if (r.type === 'leak') onLeak?.(r);
         if (r.type === 'leak' && !this.leaks.has(r.cookie)) this.leaks.set(r.cookie, r);
         else if (r.type === 'resolved') this.resolved.set(r.cookie, r);
       }

@@ -21,6 +21,7 @@ import { startLeakEngine } from '../watch/leak-engine';
 import { decodeActiveCloses } from '../ports/port-closes';
 import { matchesAnyRemote, parseRemotePattern, type RemotePattern } from '../remote-pattern';
 import { timeWaitReport, type TimeWaitReport } from './time-wait-budget';
+import { FdForecaster, type ProcessForecastRecord } from '../forecast/fd-forecast';
 
 export type { LeakedSocket } from './leak-log';
 
@@ -60,7 +61,12 @@ export interface RunResult {
   outlivingPids: number[];
   /** Present when a TIME_WAIT budget was given. */
   timeWait?: TimeWaitReport;
+  /** Per process holding a reported leak: its leak rate, fds, fd limit, the EMFILE forecast and its first leak (fds as last read while it ran). */
+  forecasts: ProcessForecastRecord[];
 }
+
+/** How often `run` reads /proc for the processes holding leaks: their fds are gone once they exit. */
+const FORECAST_MS = 250;
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 /** Waits on fd 3 before exec: the pid joins the tree before the command can fork. */
@@ -169,7 +175,13 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
     followTree: true,
     ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
   });
-  const log = new LeakLog(watcher);
+  const forecaster = new FdForecaster({ thresholdMs });
+  const log = new LeakLog(watcher, (r) => {
+    const known = r.owners.every((o) => forecaster.get(o.pid));
+    forecaster.observe(r);
+    if (!known) forecaster.evaluate(); // a new holder's fds, read before it can exit
+  });
+  const forecasting = setInterval(() => forecaster.evaluate(), FORECAST_MS);
   // Short-lived processes leave TIME_WAIT too: poll membership faster than the leak ticks.
   const poll = options.timeWaitBudget !== undefined ? setInterval(() => watcher.treePids(), 10) : undefined;
   let rootPid = 0;
@@ -195,6 +207,8 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
     const open = watcher.current();
     await watcher.close();
     await log.done;
+    clearInterval(forecasting);
+    forecaster.evaluate();
 
     const found = log.sockets(open, thresholdMs);
     const leaks = found.filter((l) => !matchesAnyRemote(allow, l.remote));
@@ -210,9 +224,11 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
       allowed: found.length - leaks.length,
       outlivingPids,
       ...(timeWait && { timeWait }),
+      forecasts: forecaster.current().filter((f) => leaks.some((l) => l.owners.some((o) => o.pid === f.pid))),
     };
   } finally {
     clearInterval(poll);
+    clearInterval(forecasting);
     await watcher.close();
     await log.done.catch(() => undefined);
   }

@@ -16,6 +16,19 @@ import type { LeakRecord, WatchRecord } from '../watch-records';
 import { PortSocketScanner } from '../ports/port-scan';
 import type { PortSocket } from '../ports/port-usage';
 import { PortWatcher, type PortRecord, type PortWatchOptions } from '../ports/port-watcher';
+import { FdForecaster, type FdForecastOptions, type ProcessForecastRecord } from '../forecast/fd-forecast';
+
+/** Every record of the stream: leaks, ports, fd forecasts. */
+export type WatchStreamRecord = WatchRecord | PortRecord | ProcessForecastRecord;
+
+/** Fd-exhaustion forecast settings of watchWithPorts(); the threshold is the leak watcher's. */
+export interface ForecastWatchOptions extends Omit<FdForecastOptions, 'thresholdMs'> {
+  /** How often /proc is read for the leaking processes and the forecasts are redone, ms. Default 5000. */
+  intervalMs?: number;
+}
+
+/** How often the forecasts are redone when `forecast.intervalMs` is not set. */
+const FORECAST_MS = 5000;
 
 /** Options of watchWithPorts(): the leak watcher's, plus the port watcher's under `ports`. */
 export interface PortAwareWatchOptions extends WatchOptions {
@@ -23,19 +36,23 @@ export interface PortAwareWatchOptions extends WatchOptions {
   ports?: PortWatchOptions;
   /** Receives a scan of the whole socket table, by netns inode, every `ports.scanMs` (default one a minute), the first once the leak engine's first step is over. */
   onPortScan?: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => void;
+  /** Per-process fd-exhaustion forecasts (`forecast` records); false: none. */
+  forecast?: ForecastWatchOptions | false;
 }
 
 /** How often onPortScan gets a scan when `ports.scanMs` is not set. */
 const PORT_SCAN_MS = 60_000;
 
 /** Leak and port records, in the order they were produced. Iterate it; close() to stop. */
-export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord> {
+export class PortAwareWatcher implements AsyncIterable<WatchStreamRecord> {
   private readonly leaks: LeakEngine;
   private readonly ports: PortWatcher;
   private readonly portScanner: PortSocketScanner | undefined;
   private portTimer: NodeJS.Timeout | undefined;
+  private readonly forecaster: FdForecaster | undefined;
+  private forecastTimer: NodeJS.Timeout | undefined;
   private portScanning: Promise<void> | undefined;
-  private readonly out = new Fifo<WatchRecord | PortRecord>();
+  private readonly out = new Fifo<WatchStreamRecord>();
   private wake: (() => void) | undefined;
   private ended = false;
   /** The engine ended: no new port scan starts. */
@@ -44,7 +61,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
   private readonly pumping: Promise<void>;
 
   constructor(options: PortAwareWatchOptions = {}) {
-    const { ports: portOptions, onPortScan, ...leakOptions } = options;
+    const { ports: portOptions, onPortScan, forecast: forecastOptions, ...leakOptions } = options;
     let ports: PortWatcher | undefined;
     // Events arrive on later turns of the event loop, after `ports` is set below.
     this.leaks = startLeakEngine({ ...leakOptions, onPortEvent: (ev) => ports?.onPortEvent(ev) });
@@ -89,6 +106,14 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     }
     this.ports = ports;
     this.portScanner = scanner;
+    if (forecastOptions !== false) {
+      const { intervalMs, ...rest } = forecastOptions ?? {};
+      const forecaster = new FdForecaster({ thresholdMs: leakOptions.thresholdMs ?? 30_000, ...rest });
+      this.forecaster = forecaster;
+      this.forecastTimer = setInterval(() => {
+        for (const record of forecaster.evaluate()) this.emit(record);
+      }, intervalMs ?? FORECAST_MS);
+    }
     this.pumping = this.pump();
   }
 
@@ -147,6 +172,11 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     this.leaks.evict(cookie);
   }
 
+  /** The latest fd-exhaustion forecast of each process holding leaks (empty with `forecast: false`). */
+  forecasts(): ProcessForecastRecord[] {
+    return this.forecaster?.current() ?? [];
+  }
+
   /** How the tracer hooks syscalls (see LeakWatcher.hooks()). */
   hooks(): TracerHooks | undefined {
     return this.leaks.hooks();
@@ -163,18 +193,22 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     void this.leaks.close();
   }
 
-  private emit(record: WatchRecord | PortRecord): void {
+  private emit(record: WatchStreamRecord): void {
     this.out.push(record);
     this.wake?.();
   }
 
   private async pump(): Promise<void> {
     try {
-      for await (const record of this.leaks) this.emit(record);
+      for await (const record of this.leaks) {
+        if (record.type === 'leak') this.forecaster?.observe(record);
+        this.emit(record);
+      }
     } catch (err) {
       this.failure ??= err;
     } finally {
       this.stopping = true;
+      clearInterval(this.forecastTimer);
       await this.ports.close(); // after the tracer's last events: the final failure counts
       clearInterval(this.portTimer);
       await this.portScanning;
@@ -190,7 +224,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchRecord | PortRecord>
     await this.pumping;
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<WatchRecord | PortRecord> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchStreamRecord> {
     try {
       for (;;) {
         const next = this.out.shift();

@@ -1,0 +1,36 @@
+/** A process's file descriptors as /proc shows them: how many are open, and its RLIMIT_NOFILE soft limit. */
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+
+/** Open fds and the soft limit of one process. */
+export interface FdUsage {
+  openFds: number;
+  /** RLIMIT_NOFILE soft limit: open() gets EMFILE once no fd below it is free; null when unlimited. */
+  fdLimit: number | null;
+}
+
+/** The soft `Max open files` of a /proc/PID/limits text; null when unlimited or absent. */
+export function parseFdLimit(limits: string): number | null {
+  const m = /^Max open files\s+(\S+)/m.exec(limits);
+  if (!m || m[1] === 'unlimited') return null;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/**
+ * Open fds of a process: since Linux 6.2 the size stat() gives /proc/PID/fd is the count, a
+ * constant-time answer where listing the directory takes time in proportion to the fds; before
+ * 6.2 the size is 0 and the entries are counted.
+ */
+function countFds(dir: string): number {
+  return statSync(dir).size || readdirSync(dir).length;
+}
+
+/** Reads /proc/PID/fd and /proc/PID/limits; undefined when the process is gone (or not ours to read). */
+export function readFdUsage(pid: number, proc = '/proc'): FdUsage | undefined {
+  try {
+    const fdLimit = parseFdLimit(readFileSync(`${proc}/${pid}/limits`, 'latin1'));
+    return { openFds: countFds(`${proc}/${pid}/fd`), fdLimit };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * When a leaking process runs out of file descriptors: the rate estimator and
+ * the ETA (pure), /proc's limits, and the forecast of a real leaker under a
+ * small RLIMIT_NOFILE against the moment its socket() really fails with EMFILE.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { test } from 'node:test';
+import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
+import { parseFdLimit, readFdUsage } from '../src/forecast/fd-usage';
+import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
+import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
+import type { RunResult } from '../src/run/run';
+import { renderRunSummary } from '../src/cli/run-report';
+import { forecastLines, groupSockets } from '../src/cli/leak-groups';
+import type { LeakRecord } from '../src/watch-records';
+import { CLI, ROOT, httpRequest, runCli, sleep, startAgentProcess, startFixture, waitFor } from './helpers';
+
+test('leakRate: a steady leak, one that stopped, a burst, too few', () => {
+  const every10s = Array.from({ length: 10 }, (_, i) => 1_000_000 + i * 10_000);
+  assert.equal(leakRate(every10s, 1_000_000 + 95_000), 360, 'one per 10 s = 360/h');
+  // Nothing for 10 minutes after the last one: the span runs to the horizon and the rate falls.
+  const stopped = leakRate(every10s, 1_000_000 + 90_000 + 600_000)!;
+  assert.ok(stopped < 60 && stopped > 40, `stopped: ${stopped}`);
+  // Leaks past the threshold but not yet reported (the engine's tick) do not lower it.
+  assert.equal(leakRate(every10s, 1_000_000 + 90_000 + 10_000 + 900), 360);
+  const burst = Array.from({ length: 360 }, (_, i) => 5_000 + i / 10); // 360 at once: a backend went away
+  assert.equal(leakRate(burst, 10_000), null, 'one burst is not a rate');
+  assert.equal(leakRate(every10s.slice(0, 4), 1_040_000), null, 'fewer than 5 leaks');
+  assert.equal(leakRate(every10s.slice(0, 4), 1_040_000, 3), 1200 / 1 * 0.3, 'minimum of 3: 3 intervals in 30 s');
+});
+
+test('fdExhaustInSec: at the limit, a rate, no rate, no limit', () => {
+  assert.equal(fdExhaustInSec(1024, 1024, 100), 0);
+  assert.equal(fdExhaustInSec(412, 1024, 115), Math.ceil((612 / 115) * 3600));
+  assert.equal(approxDuration(Math.ceil((612 / 115) * 3600)), '5h19m');
+  assert.equal(fdExhaustInSec(412, 1024, null), null);
+  assert.equal(fdExhaustInSec(412, null, 115), null);
+});
+
+test('/proc/PID/limits: the soft limit of this process, unlimited, a gone process', () => {
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]);
+  assert.equal(readFdUsage(process.pid)?.fdLimit, soft);
+  assert.ok(readFdUsage(process.pid)!.openFds > 3);
+  assert.equal(parseFdLimit('Max open files            unlimited            unlimited            files\n'), null);
+  assert.equal(readFdUsage(2 ** 22 + 1), undefined, 'no such pid');
+});
+
+test('a leaker at a fixed rate under a 200-fd limit: the forecast made after a few leaks is within 20% of its real EMFILE', { timeout: 90_000 }, async (t) => {
+  // The backend goes away at once: every client socket reaches CLOSE_WAIT and holds an fd.
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const watcher = watchWithPorts({ thresholdMs: 1000, forecast: { intervalMs: 250 } });
+  const records: WatchStreamRecord[] = [];
+  const collecting = (async () => {
+    for await (const r of watcher) records.push(r);
+  })();
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(async () => {
+    leaker.kill();
+    await watcher.close();
+    await collecting;
+    backend.close();
+  });
+  const start = await leaker.next<{ pid: number; openFds: number; limit: number; startMs: number }>();
+  const mine = (): ProcessForecastRecord[] => records.filter((r): r is ProcessForecastRecord => r.type === 'forecast' && r.pid === start.pid);
+  await waitFor(() => mine().some((f) => f.exhaustInSec !== null), 20_000, 'a forecast with an ETA');
+  const early = mine().find((f) => f.exhaustInSec !== null)!;
+  const madeAt = Date.now(); // within a poll of the record
+  const { emfileAtMs } = await leaker.next<{ emfileAtMs: number; held: number }>();
+  const predicted = madeAt + early.exhaustInSec! * 1000;
+  const remaining = emfileAtMs - madeAt;
+  const error = Math.abs(predicted - emfileAtMs) / remaining;
+  t.diagnostic(
+    `forecast after ${early.leaksInWindow} leaks (${early.openFds} of ${early.fdLimit} fds, ${early.leaksPerHour}/h): EMFILE in ${early.exhaustInSec}s; ` +
+      `real EMFILE ${(remaining / 1000).toFixed(1)}s after it; error ${(error * 100).toFixed(1)}%`,
+  );
+  assert.ok(early.leaksInWindow < 40, `made early: after ${early.leaksInWindow} leaks`);
+  assert.equal(early.fdLimit, 200);
+  assert.ok(error <= 0.2, `forecast off by ${(error * 100).toFixed(1)}% of the time left`);
+  assert.match(early.forecast, new RegExp(`^pid ${start.pid} \\(python3\\): \\d+ leaks/h; EMFILE in ~\\d+s \\(\\d+ of 200 fds\\); first leak ~?\\d\\d:\\d\\d:\\d\\d UTC$`));
+  assert.ok(Math.abs(Date.parse(early.firstLeakAt) - start.startMs) < 1500, `first leak ${early.firstLeakAt} right after the start`);
+  // (Estimated, `~`, when the engine's first tick found it already in CLOSE_WAIT: the leaker starts at once.)
+  // At the limit, the forecast says so.
+  await waitFor(() => mine().some((f) => f.exhaustInSec === 0), 15_000, 'a forecast at the limit');
+  assert.match(mine().find((f) => f.exhaustInSec === 0)!.forecast, /is at its fd limit \(\d+ of 200 fds\): socket\(\), accept\(\) and open\(\) fail with EMFILE/);
+  // Records go out when the forecast moves by a bucket, not at every evaluation.
+  assert.ok(mine().length < 30, `${mine().length} forecast records`);
+  assert.deepEqual(
+    watcher.forecasts().find((f) => f.pid === start.pid)?.fdLimit,
+    200,
+  );
+});
+
+test('sockleak run: the report names the leaking process with its rate, fds, limit and first leak', { timeout: 60_000 }, async () => {
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  try {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--threshold', '300ms', '--json', '--', 'python3', path.join(ROOT, 'test', 'fixtures', 'fd-leaker.py'), '--port', String(port), '--every-ms', '40', '--nofile', '64', '--hold-s', '0.5'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 3, stderr);
+    const lines = stdout.trim().split('\n');
+    const start = JSON.parse(lines[0]!) as { pid: number; startMs: number };
+    const report = JSON.parse(lines[lines.length - 1]!) as RunResult;
+    assert.equal(report.forecasts.length, 1, JSON.stringify(report.forecasts));
+    const f = report.forecasts[0]!;
+    assert.equal(f.pid, start.pid);
+    assert.equal(f.fdLimit, 64);
+    assert.ok(f.openFds !== null && f.openFds >= 60, `fds ${f.openFds} at the limit`);
+    assert.equal(f.exhaustInSec, 0);
+    assert.ok(f.leaksPerHour !== null && Math.abs(f.leaksPerHour - 90_000) / 90_000 < 0.25, `one per 40 ms = 90000/h, got ${f.leaksPerHour}`);
+    assert.ok(Math.abs(Date.parse(f.firstLeakAt) - start.startMs) < 1500, `first leak ${f.firstLeakAt}`);
+    // The human summary (without --json) comes from the same result.
+    assert.match(renderRunSummary(report, 3), new RegExp(`sockleak: pid ${start.pid} \\(python3\\) is at its fd limit \\(\\d+ of 64 fds when last seen running\\)`));
+  } finally {
+    backend.close();
+  }
+});
+
+test('agent: the leaker\'s fds, limit, rate and ETA on /metrics; its ProcessForecast records in the recording, replayed by report', { timeout: 90_000 }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sockleak-forecast-'));
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const record = path.join(dir, 'agent.rec');
+  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--threshold', '500ms', '--interval', '1s', '--record', record]);
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(async () => {
+    leaker.kill();
+    await agent.stop();
+    backend.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const { pid } = await leaker.next<{ pid: number }>();
+  let body = '';
+  const value = (name: string): number | undefined => {
+    const m = new RegExp(`^${name}\\{pid="${pid}"\\} (\\S+)$`, 'm').exec(body);
+    return m ? Number(m[1]) : undefined;
+  };
+  const until = Date.now() + 20_000;
+  while (value('sockleak_process_fd_exhaustion_seconds') === undefined) {
+    assert.ok(Date.now() < until, `no fd forecast for pid ${pid} on /metrics:\n${body.split('\n').filter((l) => l.startsWith('sockleak_process')).join('\n')}`);
+    await sleep(500);
+    body = (await httpRequest(`${agent.base}/metrics`)).body;
+  }
+  assert.equal(value('sockleak_process_fd_limit'), 200);
+  assert.ok(value('sockleak_process_open_fds')! > 10);
+  const perSec = value('sockleak_process_close_wait_leaks_per_second')!;
+  assert.ok(Math.abs(perSec - 10) < 2.5, `one leak per 100 ms: ${perSec}/s`);
+  const eta = value('sockleak_process_fd_exhaustion_seconds')!;
+  assert.ok(eta > 0 && eta < 25, `ETA ${eta}s`);
+  assert.match(body, /^sockleak_records_total\{type="forecast"\} [1-9]/m);
+  assert.equal(await agent.stop(), 0);
+  const replay = runCli(['report', '--json', record]);
+  assert.equal(replay.code, 0, replay.stderr);
+  const forecasts = (JSON.parse(replay.stdout) as { forecasts?: ProcessForecastRecord[] }).forecasts ?? [];
+  const f = forecasts.find((x) => x.pid === pid);
+  assert.ok(f, `a forecast for ${pid} in the recording: ${JSON.stringify(forecasts)}`);
+  assert.equal(f.fdLimit, 200);
+  assert.equal(f.comm, 'python3');
+  assert.ok(f.leaksPerHour !== null && f.leaksPerHour > 20_000, `rate ${f.leaksPerHour}/h`);
+});
+
+test('sockleak watch --json: forecast records for the leaker; the table\'s line under its groups', { timeout: 60_000 }, async (t) => {
+  const backend = net.createServer((s) => s.destroy());
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const { port } = backend.address() as net.AddressInfo;
+  const watch = spawn(process.execPath, [CLI, 'watch', '--json', '--threshold', '500ms'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  watch.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let err = '';
+  watch.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const leaker = startFixture('fd-leaker.py', ['--port', String(port), '--every-ms', '100', '--nofile', '200']);
+  t.after(() => {
+    leaker.kill();
+    watch.kill('SIGKILL');
+    backend.close();
+  });
+  await waitFor(() => /watching for CLOSE_WAIT/.test(err), 20_000, 'watch start');
+  const { pid } = await leaker.next<{ pid: number }>();
+  const forecasts = (): ProcessForecastRecord[] =>
+    out
+      .split('\n')
+      .filter((l) => l.includes('"type":"forecast"'))
+      .map((l) => JSON.parse(l) as ProcessForecastRecord)
+      .filter((f) => f.pid === pid);
+  await waitFor(() => forecasts().some((f) => f.exhaustInSec !== null), 20_000, `a forecast record for ${pid}`);
+  const f = forecasts().find((x) => x.exhaustInSec !== null)!;
+  assert.equal(f.fdLimit, 200);
+  assert.equal(f.running, true);
+  assert.match(f.forecast, /leaks\/h; EMFILE in ~\d+s \(\d+ of 200 fds\); first leak/);
+  watch.kill('SIGINT');
+  assert.deepEqual(await once(watch, 'exit'), [0, null]);
+
+  // The live screen's line under the table, from the same record and the groups of the same leaks.
+  const leaks = out
+    .split('\n')
+    .filter((l) => l.includes('"type":"leak"'))
+    .map((l) => JSON.parse(l) as LeakRecord)
+    .filter((l) => l.owners.some((o) => o.pid === pid));
+  const now = Date.now();
+  const lines = forecastLines(groupSockets(leaks, now), [f], now);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, new RegExp(`^pid ${pid} \\(python3\\): \\d+ leaks/h; EMFILE in ~\\d+s \\(\\d+ of 200 fds\\); first leak ~?\\d\\d:\\d\\d:\\d\\d UTC to 127\\.0\\.0\\.1:${port}$`));
+});
