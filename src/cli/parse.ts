@@ -113,3 +113,19 @@ export function parseStates(text: string): TcpState[] | 'all' {
     return name as TcpState;
   });
 }
+
+/** `--cgroup`: an absolute cgroup v2 path, as /proc/PID/cgroup shows it; a trailing `/` is dropped. */
+export function parseCgroupPrefix(text: string): string {
+  if (!/^\/[\x21-\x7e]*$/.test(text) || /\/\.\.?(\/|$)|\/\//.test(text)) {
+    throw new UsageError(`--cgroup: '${text}' is not a cgroup path; use an absolute path such as /system.slice or /kubepods.slice/kubepods-besteffort.slice`);
+  }
+  return text.length > 1 ? text.replace(/\/$/, '') : text;
+}
+
+/** `--container`: the start of a container ID, hex digits (`docker ps` shows 12). */
+export function parseContainerPrefix(text: string): string {
+  if (!/^[0-9a-fA-F]{1,64}$/.test(text)) {
+    throw new UsageError(`--container: '${text}' is not a container ID; use its first hex digits (e.g. 4f2a9c1b0d3e) or all 64`);
+  }
+  return text.toLowerCase();
+}

@@ -1,11 +1,12 @@
 /** `snapshot()`: every TCP socket now (CLOSE_WAIT by default), with owners, ages and keepalive. */
+import { filtersCgroup, inCgroup, type CgroupFilter } from '../cgroup-path';
 import { UsageError } from '../errors';
 import { decodeScan, SocketScanner, type RawScan } from './scan';
 import { snapshotJson } from './snapshot-json';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 
-export interface SnapshotOptions {
+export interface SnapshotOptions extends CgroupFilter {
   /** States to include; default ['CLOSE_WAIT']; 'all' for every state. */
   states?: readonly TcpState[] | 'all';
   /** Only sockets this process holds. */
@@ -61,6 +62,7 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
   const { olderThanMs } = options;
   let sockets = [...decodeScan(raw).values()];
   if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
+  if (filtersCgroup(options)) sockets = sockets.filter((s) => s.owners.some((o) => inCgroup(options, o)));
   return { takenAt, sockets, lost: 0 };
 }
 
@@ -71,7 +73,7 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
  */
 export function snapshotJsonOf({ takenAt, raw }: SnapshotScan, options: SnapshotOptions): Iterable<Buffer> {
   checkOptions(options);
-  return snapshotJson(raw, takenAt, options.olderThanMs);
+  return snapshotJson(raw, takenAt, options.olderThanMs, options);
 }
 
 /** The states a snapshot scans; undefined for all. */
