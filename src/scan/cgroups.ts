@@ -36,20 +36,23 @@ export function processCgroupPath(pid: number): string | null {
   return line === undefined ? null : line.slice(3).replace(/ \(deleted\)$/, '');
 }
 
+/** This process's cgroup2 mount point, read once: mounts do not move under a running sockleak. */
+let ownMount: string | null | undefined;
+
 /** Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems); null without one. */
-export function cgroup2Mount(mountinfo = '/proc/self/mountinfo'): string | null {
-  let text: string;
+export function cgroup2Mount(): string | null {
+  if (ownMount !== undefined) return ownMount;
+  ownMount = null;
   try {
-    text = readFileSync(mountinfo, 'latin1');
+    for (const line of readFileSync('/proc/self/mountinfo', 'latin1').split('\n')) {
+      // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
+      const [left, right] = line.split(' - ');
+      if (right?.startsWith('cgroup2 ')) return (ownMount = left!.split(' ')[4]!.replace(/\\040/g, ' '));
+    }
   } catch {
-    return null;
+    // No /proc: no cgroups to name.
   }
-  for (const line of text.split('\n')) {
-    // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
-    const [left, right] = line.split(' - ');
-    if (right?.startsWith('cgroup2 ')) return left!.split(' ')[4]!.replace(/\\040/g, ' ');
-  }
-  return null;
+  return ownMount;
 }
 
 /** Re-walks of the cgroup tree on a missing id, at most one this often: a gone cgroup stays gone. */

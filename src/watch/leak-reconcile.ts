@@ -93,7 +93,7 @@ export class LeakReconciler {
     let seen = 0;
     const wanted = rescan ? union(fresh, t) : union(fresh, stale); // stale ones are tracked leaks
     const addOwner = (leak: number, sock: RawSock): void => {
-      const owner = ownerOf(sock, strings);
+      const owner = ownerOf(sock, strings, this.scanner.cgroups);
       if (!owner) return;
       const owners = t.owners(leak);
       const more = withOwner(owners, owner);
@@ -124,7 +124,7 @@ export class LeakReconciler {
           staleOwners.set(cookie, (owners = []));
           seen++;
         } else if (!sock.held) return;
-        const owner = ownerOf(sock, strings);
+        const owner = ownerOf(sock, strings, this.scanner.cgroups);
         if (owner) staleOwners.set(cookie, withOwner(owners, owner));
         return;
       }
@@ -139,7 +139,7 @@ export class LeakReconciler {
         t.scanConfirmed[leak] = confirmed + 1;
         return;
       }
-      const owner = ownerOf(sock, strings);
+      const owner = ownerOf(sock, strings, this.scanner.cgroups);
       if (!owner) return;
       const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
       t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s

@@ -181,7 +181,7 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
       }
       let owners = found.get(s);
       if (!owners) found.set(s, (owners = []));
-      const owner = ownerOf(sock, this.scanner.strings);
+      const owner = ownerOf(sock, this.scanner.strings, this.scanner.cgroups);
       if (owner && !owners.some((o) => sameOwner(o, owner))) owners.push(owner);
     }, pids);
     if (this.ended) return;
