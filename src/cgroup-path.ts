@@ -86,6 +86,11 @@ export function inCgroup(filter: CgroupFilter, who: CgroupCarrier | null | undef
   return true;
 }
 
+/** Whether a socket with these holders and creator passes the filter (no filter: every one). */
+export function matchesWhere(filter: CgroupFilter | undefined, owners: readonly CgroupCarrier[], creator: CgroupCarrier | null): boolean {
+  return !filter || !filtersCgroup(filter) || owners.some((o) => inCgroup(filter, o)) || inCgroup(filter, creator);
+}
+
 /** Whether a filter is set at all. */
 export function filtersCgroup(filter: CgroupFilter): boolean {
   return filter.cgroup !== undefined || filter.container !== undefined;

@@ -1,4 +1,5 @@
 /** Parsers for command-line values. Each throws UsageError with a one-line reason. */
+import type { CgroupFilter } from '../cgroup-path';
 import { UsageError } from '../errors';
 import { tcpStateNumber, type TcpState } from '../tcp-states';
 
@@ -128,4 +129,9 @@ export function parseContainerPrefix(text: string): string {
     throw new UsageError(`--container: '${text}' is not a container ID; use its first hex digits (e.g. 4f2a9c1b0d3e) or all 64`);
   }
   return text.toLowerCase();
+}
+
+/** The `--cgroup` / `--container` filter of a command's options. */
+export function whereOf(options: { cgroup?: string; container?: string }): CgroupFilter {
+  return { ...(options.cgroup !== undefined && { cgroup: options.cgroup }), ...(options.container !== undefined && { container: options.container }) };
 }

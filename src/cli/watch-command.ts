@@ -9,11 +9,13 @@ import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
-import { arg, parseDuration, parsePid } from './parse';
+import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, whereOf } from './parse';
 
 export interface WatchCommandOptions {
   threshold?: number;
   pid?: number;
+  cgroup?: string;
+  container?: string;
   json?: boolean;
 }
 
@@ -32,7 +34,7 @@ function describe(r: WatchRecord | PortRecord): string {
 
 export async function watchCommand(options: WatchCommandOptions): Promise<number> {
   const thresholdMs = options.threshold ?? 30_000;
-  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
+  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }), where: whereOf(options) });
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -83,6 +85,8 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
+    .option('--cgroup <path>', 'only leaks held or created in this cgroup v2 path or under it', arg(parseCgroupPrefix))
+    .option('--container <id>', 'only leaks held or created in a container whose ID starts so', arg(parseContainerPrefix))
     .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records instead of the live screen')
     .addHelpText(
       'after',

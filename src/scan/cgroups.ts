@@ -18,6 +18,9 @@ export interface CgroupFields {
   podUid?: string;
 }
 
+/** A creator's `cgroup` when its cgroup was removed before sockleak named it. */
+export const CGROUP_GONE = '(gone)';
+
 /** The fields for a cgroup path: the container and pod only where the path names them. */
 export function cgroupFields(path: string): CgroupFields {
   const { containerId, podUid } = cgroupPlace(path);
