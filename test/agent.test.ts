@@ -202,8 +202,8 @@ function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evic
     },
     forEachHolder: (each) => {
       for (const r of open.values()) {
-        if (r.owners.length === 0) each(-1, '', true);
-        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0));
+        if (r.owners.length === 0) each(-1, '', true, undefined);
+        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0, o.cgroup === undefined ? undefined : { ...o, cgroup: o.cgroup }));
       }
     },
     countByRemote: () => {

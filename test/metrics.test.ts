@@ -16,6 +16,8 @@ import { promtool } from './prometheus-server';
 interface Leak {
   pids: number[];
   remote: string;
+  /** The holders' container ID, if they run in one. */
+  container?: string;
 }
 
 /** LeakIndex over a plain list of leaks: what byProcess and byRemote read. */
@@ -29,8 +31,8 @@ function leakIndex(leaks: () => Leak[]): LeakIndex {
     oldestReported: () => undefined,
     forEachHolder: (each) => {
       for (const l of leaks()) {
-        if (l.pids.length === 0) each(-1, '', true);
-        l.pids.forEach((pid, i) => each(pid, `svc-${pid % 7}`, i === 0));
+        if (l.pids.length === 0) each(-1, '', true, undefined);
+        l.pids.forEach((pid, i) => each(pid, `svc-${pid % 7}`, i === 0, l.container === undefined ? undefined : { cgroup: `/docker/${l.container}`, containerId: l.container }));
       }
     },
     countByRemote: () => {

@@ -362,6 +362,13 @@ export class LeakTable {
     return list ? list[i]!.pid : this.ownerPid[s]!;
   }
 
+  /** The cgroup of holder `i` (shared, not copied); undefined when unknown. */
+  ownerPlaceAt(s: number, i: number): CgroupFields | undefined {
+    const list = this.several.get(s);
+    if (list) return list[i]!.cgroup === undefined ? undefined : (list[i] as CgroupFields);
+    return this.ownerCgroup[s]! > 0 ? this.places[this.ownerCgroup[s]! - 1] : undefined;
+  }
+
   ownerCommAt(s: number, i: number): string {
     const list = this.several.get(s);
     return list ? list[i]!.comm : this.comms[this.ownerComm[s]!]!;
