@@ -80,7 +80,8 @@ export function inCgroup(filter: CgroupFilter, who: CgroupCarrier | null | undef
   if (!who) return false;
   if (filter.cgroup !== undefined) {
     if (who.cgroup === undefined) return false;
-    if (filter.cgroup !== '/' && who.cgroup !== filter.cgroup && !who.cgroup.startsWith(`${filter.cgroup}/`)) return false;
+    const under = filter.cgroup === '/' ? who.cgroup.startsWith('/') : who.cgroup === filter.cgroup || who.cgroup.startsWith(`${filter.cgroup}/`);
+    if (!under) return false;
   }
   if (filter.container !== undefined && !who.containerId?.startsWith(filter.container)) return false;
   return true;
