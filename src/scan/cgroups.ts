@@ -100,8 +100,18 @@ export class CgroupNames {
   ofId(id: number): CgroupFields | 'gone' | null {
     if (this.root === null) return null;
     let path = this.walked().get(id);
+    // A path walked earlier may have been removed (or made again: another id) since.
+    if (path !== undefined && !this.stillIs(path, id)) path = undefined;
     if (path === undefined && Date.now() - this.walkedAt >= REWALK_MS) path = this.walked(true).get(id);
     return path === undefined ? 'gone' : this.ofPath(path);
+  }
+
+  private stillIs(path: string, id: number): boolean {
+    try {
+      return statSync(join(this.root!, path)).ino === id;
+    } catch {
+      return false;
+    }
   }
 
   /** id → path of every cgroup under the root, walked once and again on demand. */
