@@ -4,7 +4,7 @@
  * cgroup's directory in the cgroup2 mount), with the container and pod it
  * names (cgroup-path.ts).
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroupPlace } from '../cgroup-path';
 
@@ -30,14 +30,24 @@ export function cgroupFields(path: string): CgroupFields {
 /** The cgroup v2 path of process `pid`; null when it is gone or has no cgroup v2 line. */
 export function processCgroupPath(pid: number): string | null {
   let text: string;
+  let fd = -1;
   try {
-    text = readFileSync(`/proc/${pid}/cgroup`, 'latin1');
+    // open, read, close into one buffer: a snapshot reads this for every holding process (readFileSync adds an fstat and a buffer each).
+    fd = openSync(`/proc/${pid}/cgroup`, 'r');
+    text = CGROUP_BUF.toString('latin1', 0, readSync(fd, CGROUP_BUF, 0, CGROUP_BUF.length, 0));
   } catch {
     return null;
+  } finally {
+    if (fd >= 0) closeSync(fd);
   }
-  const line = text.split('\n').find((l) => l.startsWith('0::'));
-  return line === undefined ? null : line.slice(3).replace(/ \(deleted\)$/, '');
+  const at = text.startsWith('0::') ? 0 : text.indexOf('\n0::') + 1;
+  if (at === 0 && !text.startsWith('0::')) return null;
+  const end = text.indexOf('\n', at);
+  return text.slice(at + 3, end < 0 ? undefined : end).replace(/ \(deleted\)$/, '');
 }
+
+/** /proc/PID/cgroup is a line per hierarchy (a dozen on v1 hybrids): PATH_MAX covers the paths. */
+const CGROUP_BUF = Buffer.alloc(16384);
 
 /** This process's cgroup2 mount point, read once: mounts do not move under a running sockleak. */
 let ownMount: string | null | undefined;
