@@ -7,7 +7,7 @@ import type { RegisterCommand } from './command';
 import { write } from './output';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
-import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, parseStates } from './parse';
+import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, parseStates, whereOf } from './parse';
 
 export interface SnapshotCommandOptions {
   state?: TcpState[] | 'all';
@@ -23,8 +23,7 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
     states: options.state ?? ['CLOSE_WAIT'],
     ...(options.pid !== undefined && { pid: options.pid }),
     ...(options.olderThan !== undefined && { olderThanMs: options.olderThan }),
-    ...(options.cgroup !== undefined && { cgroup: options.cgroup }),
-    ...(options.container !== undefined && { container: options.container }),
+    where: whereOf(options),
   };
   const scan = await takeSnapshotScan(request);
   if (options.json) {

@@ -6,11 +6,13 @@ import { snapshotJson } from './snapshot-json';
 import type { Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 
-export interface SnapshotOptions extends CgroupFilter {
+export interface SnapshotOptions {
   /** States to include; default ['CLOSE_WAIT']; 'all' for every state. */
   states?: readonly TcpState[] | 'all';
   /** Only sockets this process holds. */
   pid?: number;
+  /** Only sockets held from this cgroup (or under it) and container (`--cgroup`, `--container`). */
+  where?: CgroupFilter;
   /** Only sockets known to have been in their state at least this long (ms). */
   olderThanMs?: number;
   btfPath?: string;
@@ -62,7 +64,8 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
   const { olderThanMs } = options;
   let sockets = [...decodeScan(raw).values()];
   if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
-  if (filtersCgroup(options)) sockets = sockets.filter((s) => s.owners.some((o) => inCgroup(options, o)));
+  const { where } = options;
+  if (where && filtersCgroup(where)) sockets = sockets.filter((s) => s.owners.some((o) => inCgroup(where, o)));
   return { takenAt, sockets, lost: 0 };
 }
 
@@ -73,7 +76,7 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
  */
 export function snapshotJsonOf({ takenAt, raw }: SnapshotScan, options: SnapshotOptions): Iterable<Buffer> {
   checkOptions(options);
-  return snapshotJson(raw, takenAt, options.olderThanMs, options);
+  return snapshotJson(raw, takenAt, options.olderThanMs, options.where);
 }
 
 /** The states a snapshot scans; undefined for all. */
