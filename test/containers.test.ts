@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { after, before, test } from 'node:test';
+import { readRecording } from '../src/recording/recording';
 import { cgroup2Mount, processCgroupPath } from '../src/scan/cgroups';
 import type { RunResult } from '../src/run/run';
 import type { SocketInfo, Snapshot } from '../src/sockets';
@@ -203,8 +204,9 @@ test('run: the report names the container of each leak; --container of another c
   assert.equal(miss.report.leaks.length, 0);
 });
 
-test('agent: sockleak_container_close_wait_leaked_sockets counts the container\'s leaks', { skip }, async () => {
-  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--threshold', '1s', '--interval', '1s']);
+test("agent: sockleak_container_close_wait_leaked_sockets counts the container's leaks; the stream's owners and creators name it", { skip }, async () => {
+  const record = path.join(dir, 'agent.rec');
+  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--threshold', '1s', '--interval', '1s', '--record', record]);
   cleanups.push(() => agent.child.kill('SIGKILL'));
   // A container of its own: the earlier tests' leakers still hold theirs in CG.
   const id = randomBytes(32).toString('hex');
@@ -220,5 +222,13 @@ test('agent: sockleak_container_close_wait_leaked_sockets counts the container\'
     last = (await httpRequest(`${agent.base}/metrics`)).body;
   }
   assert.equal(count(), 3, last.split('\n').filter((l) => l.startsWith('sockleak_container')).join('\n'));
-  await agent.stop();
+  assert.equal(await agent.stop(), 0);
+  // The recording holds what /stream sends: the same Record messages.
+  const mine = [...readRecording(record)].flatMap(({ record: r }) => ('leak' in r && r.leak.socket ? [r.leak.socket] : [])).filter((s) => s.owners[0]?.containerId === id);
+  assert.equal(mine.length, 3, 'three leak records in the container');
+  for (const s of mine) {
+    assert.equal(s.owners[0]!.cgroup, `/${TOP}/docker-${id}.scope`);
+    assert.equal(s.creator?.containerId, id, 'the creator, from the kernel');
+    assert.equal(s.owners[0]!.podUid, undefined, 'no pod: absent');
+  }
 });
