@@ -68,6 +68,19 @@ export function cgroup2Mount(): string | null {
   return ownMount;
 }
 
+const ofScan = new WeakMap<object, CgroupNames>();
+
+/**
+ * The holders' cgroups of one scan (its raw records), read once: every view
+ * made from the same scan (snapshot's JSON and its objects) names the same
+ * cgroup for a process, even one that moved or exited in between.
+ */
+export function scanCgroups(scan: object): CgroupNames {
+  let names = ofScan.get(scan);
+  if (!names) ofScan.set(scan, (names = new CgroupNames()));
+  return names;
+}
+
 /** Re-walks of the cgroup tree on a missing id, at most one this often: a gone cgroup stays gone. */
 const REWALK_MS = 1000;
 

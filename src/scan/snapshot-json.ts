@@ -9,7 +9,7 @@ import { SOCK_SIZE } from '../generated/layout';
 import { encoded, JsonBytes } from '../json-bytes';
 import type { RawScan } from './scan';
 import { filtersCgroup, type CgroupFilter } from '../cgroup-path';
-import { CgroupNames } from './cgroups';
+import { scanCgroups } from './cgroups';
 import { SockDecoder } from './sock-decoder';
 
 const END = encoded('],"lost":0}\n');
@@ -35,7 +35,7 @@ export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: numbe
     decoder.writeJson(out, at, owners, age);
   };
 
-  const cgroups = new CgroupNames();
+  const cgroups = scanCgroups(raw);
   const filtered = filtersCgroup(filter);
   const owned = new SockDecoder(raw.owned, cgroups);
   const records = raw.owned.length / SOCK_SIZE;
