@@ -185,13 +185,15 @@ test('run: the report names the container of each leak; --container of another c
   const client = path.join(ROOT, 'test', 'fixtures', 'leaky-client.py');
   const procs = path.join(mount!, CG, 'cgroup.procs');
   const command = ['sh', '-c', `echo $$ > ${procs} && exec python3 ${client} --leak 2 --hold 3`];
-  const run = (filter: string): { code: number | null; report: RunResult } => {
+  const run = (filter: string): { code: number | null; stderr: string; report: RunResult } => {
     const report = path.join(dir, `${filter}.json`);
     const r = runCli(['run', '--threshold', '1s', '--container', filter, '--report', report, '--', ...command]);
-    return { code: r.code, report: JSON.parse(readFileSync(report, 'utf8')) as RunResult };
+    return { code: r.code, stderr: r.stderr, report: JSON.parse(readFileSync(report, 'utf8')) as RunResult };
   };
   const hit = run(SHORT);
-  assert.equal(hit.code, 3, 'leaked');
+  assert.equal(hit.code, 3, `leaked: ${hit.stderr}`);
+  assert.match(hit.stderr, /CONTAINER/, 'the human table has the column');
+  assert.match(hit.stderr, new RegExp(`│ ${SHORT} `));
   assert.equal(hit.report.leaks.length, 2, JSON.stringify(hit.report.leaks));
   for (const l of hit.report.leaks) {
     assert.equal(l.owners[0]?.containerId, ID);
