@@ -1,4 +1,5 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
+import { shortContainerId } from '../cgroup-path';
 import type { WatchRecord } from '../watch-records';
 import { watchWithPorts } from '../watch/port-watch';
 import type { PortRecord } from '../ports/port-watcher';
@@ -22,7 +23,7 @@ export interface WatchCommandOptions {
 function describe(r: WatchRecord | PortRecord): string {
   switch (r.type) {
     case 'leak':
-      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
+      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${o.containerId === undefined ? '' : ` in container ${shortContainerId(o.containerId)}`}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
     case 'resolved':
       return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
     case 'fd-closed':
