@@ -114,6 +114,7 @@ static __always_inline void fill_state_change(struct sl_event *ev, __u64 ts_ns, 
 {
 	ev->ts_ns = ts_ns;
 	ev->cookie = cookie;
+	ev->cgroup_id = 0;
 	ev->type = SL_EV_STATE;
 	ev->old_state = oldstate;
 	ev->new_state = newstate;
@@ -223,6 +224,7 @@ static __always_inline void fill_from_fd_socket(struct sl_event *ev, struct sock
 {
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->cookie = read_cookie(sk);
+	ev->cgroup_id = 0;
 	ev->type = type;
 	ev->fd = fd;
 	ev->old_state = 0;

@@ -192,6 +192,7 @@ int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	if (!cookie || !ts_ns || ts_ns > leak_cutoff_ns || (s->event_flags & SL_F_REPORTED))
 		return 0;
 	fill_state_change(&ev, ts_ns, cookie, s->old_state, TCP_CLOSE_WAIT, SL_F_CREATOR);
+	ev.cgroup_id = s->cgroup_id;
 	ev.pid = s->pid;
 	ev.tid = s->tid;
 	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));

@@ -127,6 +127,7 @@ static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 	fill_state_change(&fresh, ts_ns, cookie, oldstate, TCP_CLOSE_WAIT, 0);
 	fill_endpoints(&fresh, sk);
 	if (track_creators && creator_of(cookie, &creator)) {
+		fresh.cgroup_id = creator.cgroup_id;
 		fresh.pid = creator.pid;
 		fresh.tid = creator.tid;
 		__builtin_memcpy(fresh.comm, creator.comm, sizeof(fresh.comm));

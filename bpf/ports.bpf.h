@@ -104,6 +104,7 @@ static __always_inline void report_connect_no_port(const struct sock *sk)
 		return;
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->cookie = bpf_get_socket_cookie((void *)sk);
+	ev->cgroup_id = 0;
 	ev->type = SL_EV_CONNECT;
 	ev->old_state = TCP_SYN_SENT;
 	ev->new_state = TCP_CLOSE;

@@ -57,7 +57,7 @@ const volatile __u32 socket_slot_mask = SL_SOCKET_SLOTS - 1;
  * another tag, or a changed one, takes the hashes' path. The two owners of a
  * CLOSE_WAIT entry (the socket leaving it, a claim moving it) take it with a
  * compare-and-swap of close_wait_ns, so exactly one of them uncounts it.
- * Bound: socket_slot_mask + 1 slots, preallocated (48 bytes each).
+ * Bound: socket_slot_mask + 1 slots, preallocated (56 bytes each).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -125,7 +125,7 @@ static __always_inline struct sl_socket *own_slot(__u64 cookie)
  */
 static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 {
-	struct sl_creator creator = { .pid = s->pid, .tid = s->tid, .flags = s->creator_flags };
+	struct sl_creator creator = { .cgroup_id = s->cgroup_id, .pid = s->pid, .tid = s->tid, .flags = s->creator_flags };
 	__u64 ts_ns = READ_ONCE(s->close_wait_ns);
 	bool moved_close_wait = false;
 
@@ -135,6 +135,7 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 
 		fill_state_change(&entry, ts_ns, held, s->old_state, TCP_CLOSE_WAIT,
 				  SL_F_CREATOR | (s->event_flags & SL_F_REPORTED));
+		entry.cgroup_id = creator.cgroup_id;
 		entry.pid = creator.pid;
 		entry.tid = creator.tid;
 		__builtin_memcpy(entry.comm, creator.comm, sizeof(entry.comm));
@@ -167,7 +168,8 @@ static __always_inline void remember_creator(__u64 cookie, __u32 flags)
 		evict_socket(s, held);
 	WRITE_ONCE(s->cookie, 0); /* readers miss while it is rewritten */
 	barrier();
-	/* Loads through the task's BTF pointer: no helper calls. */
+	/* Loads through the task's BTF pointer: no helper calls, but for the cgroup id (which container made it). */
+	s->cgroup_id = bpf_get_current_cgroup_id();
 	s->pid = task->tgid;
 	s->tid = task->pid;
 	__builtin_memcpy(s->comm, task->comm, sizeof(s->comm));

@@ -98,6 +98,7 @@ enum sl_creator_flags {
 
 /* Who created a socket: kept in the `creators` map from connect()/accept() until TCP_CLOSE. */
 struct sl_creator {
+	__u64 cgroup_id;        /* bpf_get_current_cgroup_id() of the creating task (cgroup v2 directory inode) */
 	__u32 pid;
 	__u32 tid;
 	char comm[SL_COMM_LEN];
@@ -117,6 +118,7 @@ struct sl_creator {
 struct sl_socket {
 	__u64 cookie;           /* tag: the socket this slot describes; 0 = free. Written last (a seqlock) */
 	__u64 close_wait_ns;    /* CLOCK_MONOTONIC ns it entered CLOSE_WAIT; 0 = not in CLOSE_WAIT */
+	__u64 cgroup_id;        /* creator: cgroup v2 id at creation */
 	__u32 pid;              /* creator: tgid */
 	__u32 tid;              /* creator: thread */
 	char comm[SL_COMM_LEN]; /* creator: comm */
@@ -129,6 +131,7 @@ struct sl_socket {
 struct sl_event {
 	__u64 ts_ns;                /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 cookie;               /* socket cookie, sockleak's socket identity; 0 = unknown */
+	__u64 cgroup_id;            /* leak mode, SL_F_CREATOR: the creator's cgroup v2 id at creation; else 0 */
 	__u8 saddr[SL_ADDR_LEN];    /* local address; IPv4 in the first 4 bytes */
 	__u8 daddr[SL_ADDR_LEN];    /* remote address; IPv4 in the first 4 bytes */
 	__u32 netns_ino;            /* inode of the socket's network namespace */

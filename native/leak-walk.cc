@@ -74,6 +74,7 @@ void WalkSlots(const LeakMaps& maps, uint64_t cutoff_ns, std::vector<uint8_t>* o
     ev.new_state = kCloseWait;
     ev.flags = SL_F_CREATOR;
     ev.fd = -1;
+    ev.cgroup_id = s->cgroup_id;
     ev.pid = s->pid;
     ev.tid = s->tid;
     memcpy(ev.comm, s->comm, sizeof(ev.comm));

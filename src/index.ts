@@ -12,6 +12,7 @@ export { LeakWatcher, type WatchOptions } from './watch/leak-watcher';
 export { watch, type LeakEngine } from './watch/leak-engine';
 export type { WatchRecord, LeakRecord, ResolvedRecord, FdClosedRecord, Closer } from './watch-records';
 export type { SocketInfo, Owner, Creator, Snapshot } from './sockets';
+export { cgroupPlace, type CgroupFilter, type CgroupPlace } from './cgroup-path';
 export type {
   TraceEvent,
   StateEvent,

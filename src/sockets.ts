@@ -6,6 +6,12 @@ export interface Owner {
   pid: number;
   comm: string;
   fd: number;
+  /** The process's cgroup v2 path (/proc/PID/cgroup), when it could be read. */
+  cgroup?: string;
+  /** The container ID its cgroup path names (64 hex digits; src/cgroup-path.ts). */
+  containerId?: string;
+  /** The Kubernetes pod UID its cgroup path names. */
+  podUid?: string;
 }
 
 /** Whether two owners are the same holder: the same fd of the same process. */
@@ -18,6 +24,12 @@ export interface Creator {
   pid: number;
   tid: number;
   comm: string;
+  /** The creating task's cgroup v2 path at creation time, when known; `(gone)` when that cgroup was removed since. */
+  cgroup?: string;
+  /** The container ID its cgroup path names. */
+  containerId?: string;
+  /** The Kubernetes pod UID its cgroup path names. */
+  podUid?: string;
 }
 
 /** One TCP socket. `--json` output of snapshot and the leak records of watch carry exactly these fields. */

@@ -163,6 +163,13 @@ test('mapping: a socket survives TypeScript -> protobuf -> TypeScript unchanged 
   const body2 = decodeRecordBytes(unframe(again));
   assert.ok('leak' in body2 && body2.leak.socket);
   assert.deepEqual(fromSocket(body2.leak.socket), withCreator);
+  // cgroup, container and pod (Owner and Creator fields 4-6): present where known, absent (not '') where not.
+  const id = 'ab'.repeat(32);
+  const inPod = { cgroup: `/kubepods/pod0d5b8a3c-1f2e-4b6a-9c1d-2e3f4a5b6c7d/${id}`, containerId: id, podUid: '0d5b8a3c-1f2e-4b6a-9c1d-2e3f4a5b6c7d' };
+  const placed = { ...socket, owners: [{ pid: 7, comm: 'svc', fd: 3, ...inPod }, { pid: 8, comm: 'svc', fd: 4, cgroup: '/' }], creator: { pid: 7, tid: 9, comm: 'w', cgroup: '(gone)' } };
+  const body3 = decodeRecordBytes(unframe(encodeRecord({ timeUnixMs: 1, seq: 3, leak: { socket: toSocket(placed) } })));
+  assert.ok('leak' in body3 && body3.leak.socket);
+  assert.deepEqual(fromSocket(body3.leak.socket), placed);
 });
 
 const leakRecord = (cookie: string, pid: number, ageMs: number): LeakRecord => ({
@@ -202,8 +209,8 @@ function fakeEngine(): { source: LeakSource; open: Map<string, LeakRecord>; evic
     },
     forEachHolder: (each) => {
       for (const r of open.values()) {
-        if (r.owners.length === 0) each(-1, '', true);
-        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0));
+        if (r.owners.length === 0) each(-1, '', true, undefined);
+        r.owners.forEach((o, i) => each(o.pid, o.comm, i === 0, o.cgroup === undefined ? undefined : { ...o, cgroup: o.cgroup }));
       }
     },
     countByRemote: () => {

@@ -13,7 +13,11 @@ import { watch } from '../src/watch/leak-engine';
 import type { FdClosedRecord, LeakRecord, ResolvedRecord, WatchRecord } from '../src/watch-records';
 import { snapshot } from '../src/scan/snapshot';
 import type { SocketInfo } from '../src/sockets';
+import { cgroupFields, processCgroupPath } from '../src/scan/cgroups';
 import { listenNeverAccepting, sleep, startBackend, startHolder, waitFor, type Holder } from './helpers';
+
+/** The cgroup fields of this test's children's owners: they stay in the test's cgroup. */
+const HERE = ((path) => (path === null ? {} : cgroupFields(path)))(processCgroupPath(process.pid));
 
 /**
  * Whether leaks come from the tracer. scripts/test-fallbacks.sh runs this file
@@ -162,7 +166,7 @@ test('a server that never closes what it accepted: each leak names the thread th
   await waitFor(() => held().length >= N, 8000, `${N} leak records`);
   const fdOf = new Map(conns.map((c) => [c.remote, c.fd]));
   for (const leak of held()) {
-    assert.deepEqual(leak.owners, [{ pid: server.pid, comm: 'python3', fd: fdOf.get(leak.remote) }]);
+    assert.deepEqual(leak.owners, [{ pid: server.pid, comm: 'python3', fd: fdOf.get(leak.remote), ...HERE }]);
     if (!traced) continue;
     assert.ok(leak.creator, 'creator observed at accept()');
     assert.equal(leak.creator.pid, server.pid);
@@ -236,7 +240,7 @@ test('a leak created before sockleak starts: snapshot finds owner and fd, with a
   const s = snap.sockets[0]!;
   assert.equal(s.state, 'CLOSE_WAIT');
   assert.equal(s.remote, backend.remote);
-  assert.deepEqual(s.owners, [{ pid: h.pid, comm: 'python3', fd }]);
+  assert.deepEqual(s.owners, [{ pid: h.pid, comm: 'python3', fd, ...HERE }]);
   assert.equal(s.creator, null, 'not observed');
   assert.equal(s.ageEstimated, true);
   assert.ok(s.stateAgeMs! >= 1400 && s.stateAgeMs! < 5000, `estimated age ${s.stateAgeMs}`);
@@ -272,7 +276,7 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
     const closed = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
     assert.deepEqual(closed.closedBy.pid, h.pid);
     assert.equal(closed.closedBy.fd, fd);
-    assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd }]);
+    assert.deepEqual(closed.stillHeldBy, [{ pid: child, comm: 'python3', fd, ...HERE }]);
   } else {
     await sleep(1000); // a few polls: none may resolve it
   }
@@ -283,7 +287,7 @@ test('fork: the parent closes its copy, the child keeps it -> the child is the o
   // Seen once on a loaded CI machine (owners []), never reproduced: if it comes back, say what a
   // second look finds, to tell a missed fd in iter/task_file from a lost merge.
   const second = mine.owners.length === 1 ? '' : JSON.stringify((await snapshot({ pid: child })).sockets.map((s) => [s.cookie, s.owners]));
-  assert.deepEqual(mine.owners, [{ pid: child, comm: 'python3', fd }], `owner is the child only (a second look, pid ${child}: ${second})`);
+  assert.deepEqual(mine.owners, [{ pid: child, comm: 'python3', fd, ...HERE }], `owner is the child only (a second look, pid ${child}: ${second})`);
   await w.stop();
   killQuietly(child);
   h.kill();
@@ -336,7 +340,7 @@ test('dup: closing one of two fds does not free the socket; closing the second d
     const first = w.records.find((r): r is FdClosedRecord => r.type === 'fd-closed' && r.cookie === leak.cookie)!;
     assert.equal(first.cookie, leak.cookie);
     assert.equal(first.closedBy.fd, fd);
-    assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2 }]);
+    assert.deepEqual(first.stillHeldBy, [{ pid: h.pid, comm: 'python3', fd: fd2, ...HERE }]);
   } else {
     await sleep(1000); // a few polls: the socket is still held, no resolution
   }

@@ -16,6 +16,8 @@ import { promtool } from './prometheus-server';
 interface Leak {
   pids: number[];
   remote: string;
+  /** The holders' container ID, if they run in one. */
+  container?: string;
 }
 
 /** LeakIndex over a plain list of leaks: what byProcess and byRemote read. */
@@ -29,8 +31,8 @@ function leakIndex(leaks: () => Leak[]): LeakIndex {
     oldestReported: () => undefined,
     forEachHolder: (each) => {
       for (const l of leaks()) {
-        if (l.pids.length === 0) each(-1, '', true);
-        l.pids.forEach((pid, i) => each(pid, `svc-${pid % 7}`, i === 0));
+        if (l.pids.length === 0) each(-1, '', true, undefined);
+        l.pids.forEach((pid, i) => each(pid, `svc-${pid % 7}`, i === 0, l.container === undefined ? undefined : { cgroup: `/kubepods/pod${l.container.slice(-8)}-0000-4000-8000-000000000000/${l.container}`, containerId: l.container, podUid: `${l.container.slice(-8)}-0000-4000-8000-000000000000` }));
       }
     },
     countByRemote: () => {
@@ -82,6 +84,7 @@ test('metrics: every label bounded (top K + other) on a big machine, pids replac
     Array.from({ length: 3000 }, (_, i) => ({
       pids: i % 50 === 0 ? [] : i % 11 === 0 ? [firstPid + (i % 300), firstPid + ((i + 1) % 300)] : [firstPid + (i % 300)],
       remote: `10.0.${i % 40}.1:9000`,
+      ...(i % 3 !== 0 && { container: (firstPid + (i % 30)).toString(16).padStart(64, '0') }),
     }));
   const counts: StateCount[] = [];
   for (let n = 0; n < NETNS; n++) for (const state of ['ESTABLISHED', 'TIME_WAIT', 'CLOSE_WAIT'] as const) counts.push({ netns: 4026531840 + n, state, count: n + 1 });
@@ -150,6 +153,13 @@ test('metrics: every label bounded (top K + other) on a big machine, pids replac
     assert.match(body, new RegExp(`^sockleak_process_fd_exhaustion_seconds\\{pid="${numeric[0]}"\\} 6120$`, 'm'));
     assert.match(body, new RegExp(`^sockleak_process_close_wait_leaks_per_second\\{pid="${numeric[0]}"\\} 0\\.1$`, 'm'));
     assert.match(body, new RegExp(`^sockleak_process_first_leak_timestamp_seconds\\{pid="${numeric[0]}"\\} 1796609640$`, 'm'));
+    const containers = series(body, 'sockleak_container_close_wait_leaked_sockets').map((s) => s.container!);
+    assert.equal(containers.length, K + 1, `top ${K} containers (holders in none among them) + other: ${containers.join(' ')}`);
+    assert.ok(containers.includes('other') && containers.includes('none'));
+    assert.ok(containers.every((c) => c === 'other' || c === 'none' || Number.parseInt(c, 16) >= firstPid), "this scrape's containers only");
+    const pods = series(body, 'sockleak_container_info');
+    assert.deepEqual(pods.map((s) => s.container).sort(), containers.filter((c) => c !== 'other' && c !== 'none').sort(), 'a pod series for exactly the shown containers in pods');
+    assert.ok(pods.every((s) => /^[0-9a-f]{8}-0000-4000-8000-000000000000$/.test(s.pod_uid!)));
 
     const remotes = series(body, 'sockleak_remote_close_wait_leaked_sockets').map((s) => s.remote);
     assert.equal(remotes.length, K + 1);

@@ -80,7 +80,7 @@ test('CloseWaitScanner: owners and details of the cookies asked for, as SocketSc
       wanted,
       (cookie, sock) => {
         const entry = seen.get(cookie) ?? { owners: [], slot: table.add(cookie, sock, null, false, 0) };
-        const owner = ownerOf(sock, lean.strings);
+        const owner = ownerOf(sock, lean.strings, lean.cgroups);
         if (owner) entry.owners.push(owner);
         seen.set(cookie, entry);
       },

@@ -23,6 +23,15 @@ export interface ProcessLeaks {
   count: number;
 }
 
+/** Leaked sockets held in one container (a socket held from two containers counts for each). */
+export interface ContainerLeaks {
+  /** Container ID (64 hex digits) as a label value; `other` for the sum beyond the top K, `none` for holders in no container (or no holder). */
+  container: string;
+  /** The pod UID its cgroup names; '' when none (and for `other`, `none`). */
+  podUid: string;
+  count: number;
+}
+
 /** Leaked sockets to one remote endpoint. */
 export interface RemoteLeaks {
   /** `a.b.c.d:port`, `[v6]:port`; `other` for the sum beyond the top K. */
@@ -95,6 +104,28 @@ export class LeakIndex {
     const shown = sorted.slice(0, top);
     const rest = sorted.slice(top).reduce((n, p) => n + p.count, 0);
     if (sorted.length > top) shown.push({ pid: 'other', comm: 'other', count: rest });
+    return shown;
+  }
+
+  /**
+   * Leaks per container of their holders (from the cgroups the leak engine
+   * read), the `top` largest, then `other` summing the rest: bounded label sets.
+   */
+  byContainer(top: number): ContainerLeaks[] {
+    const counts = new Map<string, ContainerLeaks>();
+    const leakContainers: string[] = []; // this leak's containers so far: a container holding it twice counts once
+    this.source.forEachHolder((_pid, _comm, first, place) => {
+      if (first) leakContainers.length = 0;
+      const container = place?.containerId ?? 'none';
+      if (leakContainers.includes(container)) return;
+      leakContainers.push(container);
+      const c = counts.get(container);
+      if (c) c.count++;
+      else counts.set(container, { container, podUid: place?.podUid ?? '', count: 1 });
+    });
+    const sorted = [...counts.values()].sort((a, b) => b.count - a.count || (a.container < b.container ? -1 : 1));
+    const shown = sorted.slice(0, top);
+    if (sorted.length > top) shown.push({ container: 'other', podUid: '', count: sorted.slice(top).reduce((n, c) => n + c.count, 0) });
     return shown;
   }
 

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TraceCounters } from '../events';
-import type { LeakIndex, ProcessLeaks } from './leak-index';
+import type { ContainerLeaks, LeakIndex, ProcessLeaks } from './leak-index';
 import type { AgentRecord, PortsSnapshot } from '../recording/records';
 import type { StateCount } from './state-counts';
 import type { ProcessForecastRecord } from '../forecast/fd-forecast';
@@ -99,6 +99,7 @@ export class AgentMetrics {
   private readonly comms = new Set<string>();
   /** The per-process leak counts of the scrape under way. */
   private processes: readonly ProcessLeaks[] = [];
+  private containers: readonly ContainerLeaks[] = [];
 
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
@@ -194,6 +195,28 @@ export class AgentMetrics {
     perProcess('sockleak_process_first_leak_timestamp_seconds', 'When the first leaked socket of the pid (since the agent started) entered CLOSE_WAIT, Unix seconds: the start of the incident', (f) =>
       Date.parse(f.firstLeakAt) / 1000,
     );
+    // Both per-container metrics read one list made per scrape, like the per-process ones.
+    const byContainer = (): readonly ContainerLeaks[] => this.containers;
+    new Gauge({
+      name: 'sockleak_container_close_wait_leaked_sockets',
+      help: 'Leaked CLOSE_WAIT sockets per container of the holding process (its cgroup path names it): the top K containers, the rest summed as container="other", holders in no container (and sockets without a holder) as container="none"; the pod is in sockleak_container_info',
+      labelNames: ['container'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const c of byContainer()) this.set({ container: c.container }, c.count);
+      },
+    });
+    new Gauge({
+      name: 'sockleak_container_info',
+      help: 'Always 1: the Kubernetes pod UID of each container of sockleak_container_close_wait_leaked_sockets that runs in a pod (join on container)',
+      labelNames: ['container', 'pod_uid'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const c of byContainer()) if (c.podUid !== '') this.set({ container: c.container, pod_uid: c.podUid }, 1);
+      },
+    });
     new Gauge({
       name: 'sockleak_remote_close_wait_leaked_sockets',
       help: 'Leaked CLOSE_WAIT sockets per remote endpoint: the top K remotes, the rest summed as remote="other"',
@@ -303,6 +326,7 @@ export class AgentMetrics {
   /** The text exposition format. */
   async text(): Promise<{ contentType: string; body: string }> {
     this.processes = this.source.leaks.byProcess(this.source.top);
+    this.containers = this.source.leaks.byContainer(this.source.top);
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }

@@ -2,6 +2,7 @@
  * The operator's view of many sockets: grouped per process and remote endpoint,
  * the `ss | awk | sort | uniq -c` of the first incident in one table.
  */
+import { shortContainerId } from '../cgroup-path';
 import type { SocketInfo } from '../sockets';
 import { clockText, type ProcessForecastRecord } from '../forecast/fd-forecast';
 import { formatAge } from './format';
@@ -10,6 +11,8 @@ import { newTable } from './table';
 export interface LeakGroup {
   pid: number | null;
   comm: string;
+  /** The holding process's container ID (else the creator's, for sockets no process holds), when its cgroup names one. */
+  containerId: string | null;
   remote: string;
   state: string;
   count: number;
@@ -37,6 +40,7 @@ export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now())
         g = {
           pid: owner?.pid ?? null,
           comm: owner?.comm ?? '(no process)',
+          containerId: (owner ?? s.creator)?.containerId ?? null,
           remote: s.remote,
           state: s.state,
           count: 0,
@@ -100,13 +104,16 @@ export const MAX_TABLE_ROWS = 100;
 
 /** The grouped table, with `extra` columns (e.g. growth per hour) appended. */
 export function renderGroups(groups: readonly LeakGroup[], extra?: { head: string; cell: (g: LeakGroup) => string }): string {
-  const head = ['PID', 'COMM', 'STATE', 'REMOTE', 'COUNT', 'THREADS', 'FDS', 'OLDEST', 'KEEPALIVE'];
+  // Only where some group is in a container: a host without containers keeps its 100 columns.
+  const containers = groups.some((g) => g.containerId !== null);
+  const head = ['PID', 'COMM', ...(containers ? ['CONTAINER'] : []), 'STATE', 'REMOTE', 'COUNT', 'THREADS', 'FDS', 'OLDEST', 'KEEPALIVE'];
   if (extra) head.push(extra.head);
   const table = newTable(head);
   for (const g of groups.slice(0, MAX_TABLE_ROWS)) {
     const row = [
       g.pid === null ? '-' : String(g.pid),
       g.comm,
+      ...(containers ? [g.containerId === null ? '-' : shortContainerId(g.containerId)] : []),
       g.state,
       g.remote,
       String(g.count),
@@ -145,7 +152,8 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
     const keepalive = list.every((g) => g.keepaliveOn === 0)
       ? 'keepalive off: the kernel will never reap them'
       : 'keepalive on for some: reaped after the keepalive probes';
-    const who = first.pid === null ? 'no process' : `pid ${first.pid} (${first.comm})`;
+    const where = first.containerId === null ? '' : ` in container ${shortContainerId(first.containerId)}`;
+    const who = first.pid === null ? 'no process' : `pid ${first.pid} (${first.comm})${where}`;
     lines.push(
       `${who}${threads ? `, ${threads} threads,` : ''} holds ${total} ${first.state} socket${total === 1 ? '' : 's'} to ${shown}${perThread}, oldest ${formatAge(oldest)}, ${keepalive}.`,
     );

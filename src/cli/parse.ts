@@ -1,4 +1,5 @@
 /** Parsers for command-line values. Each throws UsageError with a one-line reason. */
+import type { CgroupFilter } from '../cgroup-path';
 import { UsageError } from '../errors';
 import { tcpStateNumber, type TcpState } from '../tcp-states';
 
@@ -112,4 +113,25 @@ export function parseStates(text: string): TcpState[] | 'all' {
     }
     return name as TcpState;
   });
+}
+
+/** `--cgroup`: an absolute cgroup v2 path, as /proc/PID/cgroup shows it; a trailing `/` is dropped. */
+export function parseCgroupPrefix(text: string): string {
+  if (!/^\/[\x21-\x7e]*$/.test(text) || /\/\.\.?(\/|$)|\/\//.test(text)) {
+    throw new UsageError(`--cgroup: '${text}' is not a cgroup path; use an absolute path such as /system.slice or /kubepods.slice/kubepods-besteffort.slice`);
+  }
+  return text.length > 1 ? text.replace(/\/$/, '') : text;
+}
+
+/** `--container`: the start of a container ID, hex digits (`docker ps` shows 12). */
+export function parseContainerPrefix(text: string): string {
+  if (!/^[0-9a-fA-F]{1,64}$/.test(text)) {
+    throw new UsageError(`--container: '${text}' is not a container ID; use its first hex digits (e.g. 4f2a9c1b0d3e) or all 64`);
+  }
+  return text.toLowerCase();
+}
+
+/** The `--cgroup` / `--container` filter of a command's options. */
+export function whereOf(options: { cgroup?: string; container?: string }): CgroupFilter {
+  return { ...(options.cgroup !== undefined && { cgroup: options.cgroup }), ...(options.container !== undefined && { container: options.container }) };
 }

@@ -9,7 +9,7 @@ import { helpFooter } from './help';
 import { renderJunit } from './junit';
 import type { RegisterCommand } from './command';
 import { write } from './output';
-import { arg, parseDuration } from './parse';
+import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, whereOf } from './parse';
 import { renderRunSummary, runJson } from './run-report';
 
 /** The parsed flags of `sockleak run`. */
@@ -17,6 +17,8 @@ export interface RunCommandOptions {
   threshold?: number;
   allow?: string[];
   timeWaitBudget?: number;
+  cgroup?: string;
+  container?: string;
   /** The summary as one JSON document on stdout instead of the human one on stderr. */
   json?: boolean;
   /** Where to write the JSON report (the document --json prints). */
@@ -47,6 +49,7 @@ export async function runCommand(command: string[], options: RunCommandOptions):
     ...(options.threshold !== undefined && { thresholdMs: options.threshold }),
     allow: options.allow ?? [],
     ...(options.timeWaitBudget !== undefined && { timeWaitBudget: options.timeWaitBudget }),
+    where: whereOf(options),
   });
   const exitCode = gateExitCode(result);
   // The command's own output (stdout, inherited) has ended with its exit: the document comes after it, whole.
@@ -93,6 +96,8 @@ export const registerRun: RegisterCommand = (cli, setResult) => {
     .argument('<command...>', 'the command to run, and its arguments')
     .passThroughOptions()
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 5s)', arg((t) => parseDuration(t, '--threshold')))
+    .option('--cgroup <path>', "only the tree's leaks held or created in this cgroup v2 path or under it", arg(parseCgroupPrefix))
+    .option('--container <id>', "only the tree's leaks held or created in a container whose ID starts so", arg(parseContainerPrefix))
     .addOption(
       new Option('--allow <pattern>', 'expected leaks, by remote, as reap --remote takes them: 10.0.0.*:80, *:5432, 10.0.0.0/8, [::1]:* (repeatable)')
         .argParser(collectPattern),

@@ -1,4 +1,5 @@
 /** What `sockleak run` tells people (stderr) and machines (--json, --report): both from the same RunResult. */
+import { shortContainerId } from '../cgroup-path';
 import type { LeakedSocket, RunResult } from '../run/run';
 import { formatAge } from './format';
 import { newTable } from './table';
@@ -14,7 +15,8 @@ export function runJson(result: RunResult, indent?: number): string {
 
 /** One line per leak, for logs and JUnit details. */
 export function leakLine(l: LeakedSocket): string {
-  const holders = l.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process';
+  const where = (id: string | undefined): string => (id === undefined ? '' : ` in container ${shortContainerId(id)}`);
+  const holders = l.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${where(o.containerId)}`).join(', ') || 'no process';
   const creator = l.creator ? `created by ${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]` : 'creator not seen';
   const why = l.reason === 'outlived' ? 'still held after the command exited' : `in CLOSE_WAIT ${formatAge(l.heldMs)}`;
   return `${holders}: ${l.local} -> ${l.remote} ${why}, ${creator}`;
@@ -26,13 +28,16 @@ function commandText(result: RunResult): string {
 }
 
 function leakTable(leaks: readonly LeakedSocket[]): string {
-  const table = newTable(['PID', 'COMM', 'FD', 'LOCAL', 'REMOTE', 'CLOSE_WAIT', 'CREATOR (pid/tid)', 'WHY']);
+  // Only when some leak is held from a container: a run on a host keeps its columns.
+  const containers = leaks.some((l) => l.owners.some((o) => o.containerId !== undefined));
+  const table = newTable(['PID', 'COMM', ...(containers ? ['CONTAINER'] : []), 'FD', 'LOCAL', 'REMOTE', 'CLOSE_WAIT', 'CREATOR (pid/tid)', 'WHY']);
   for (const l of leaks) {
     const creator = l.creator ? `${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]` : '?';
     const why = l.reason === 'outlived' ? 'outlived the command' : 'over threshold';
     const owners = l.owners.length ? l.owners : [null];
     for (const o of owners) {
-      table.push([o ? String(o.pid) : '-', o?.comm ?? '(closed)', o ? String(o.fd) : '-', l.local, l.remote, formatAge(l.heldMs), creator, why]);
+      const container = o?.containerId === undefined ? '-' : shortContainerId(o.containerId);
+      table.push([o ? String(o.pid) : '-', o?.comm ?? '(closed)', ...(containers ? [container] : []), o ? String(o.fd) : '-', l.local, l.remote, formatAge(l.heldMs), creator, why]);
     }
   }
   return table.toString();

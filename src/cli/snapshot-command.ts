@@ -7,12 +7,14 @@ import type { RegisterCommand } from './command';
 import { write } from './output';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
-import { arg, parseDuration, parsePid, parseStates } from './parse';
+import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, parseStates, whereOf } from './parse';
 
 export interface SnapshotCommandOptions {
   state?: TcpState[] | 'all';
   pid?: number;
   olderThan?: number;
+  cgroup?: string;
+  container?: string;
   json?: boolean;
 }
 
@@ -21,6 +23,7 @@ export async function snapshotCommand(options: SnapshotCommandOptions): Promise<
     states: options.state ?? ['CLOSE_WAIT'],
     ...(options.pid !== undefined && { pid: options.pid }),
     ...(options.olderThan !== undefined && { olderThanMs: options.olderThan }),
+    where: whereOf(options),
   };
   const scan = await takeSnapshotScan(request);
   if (options.json) {
@@ -47,6 +50,8 @@ export const registerSnapshot: RegisterCommand = (cli, setResult) => {
     .option('--state <states>', 'close-wait (default), time-wait, established, ..., a comma list, or all', arg(parseStates))
     .option('--pid <pid>', 'only sockets held by this process', arg(parsePid))
     .option('--older-than <duration>', 'only sockets in their state at least this long (e.g. 5m)', arg((t) => parseDuration(t, '--older-than')))
+    .option('--cgroup <path>', 'only sockets held by processes in this cgroup v2 path or under it', arg(parseCgroupPrefix))
+    .option('--container <id>', 'only sockets held by processes in containers whose ID starts so', arg(parseContainerPrefix))
     .option('--json', 'print {"takenAt","sockets":[...],"lost"} as one JSON document')
     .addHelpText(
       'after',

@@ -1,4 +1,5 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
+import { shortContainerId } from '../cgroup-path';
 import { watchWithPorts, type WatchStreamRecord } from '../watch/port-watch';
 import { forecastLines, groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
 import { formatAge } from './format';
@@ -7,18 +8,20 @@ import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
 import { ExitCode } from '../errors';
 import { helpFooter } from './help';
-import { arg, parseDuration, parsePid } from './parse';
+import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, whereOf } from './parse';
 
 export interface WatchCommandOptions {
   threshold?: number;
   pid?: number;
+  cgroup?: string;
+  container?: string;
   json?: boolean;
 }
 
 function describe(r: WatchStreamRecord): string {
   switch (r.type) {
     case 'leak':
-      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
+      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${o.containerId === undefined ? '' : ` in container ${shortContainerId(o.containerId)}`}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
     case 'resolved':
       return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
     case 'fd-closed':
@@ -32,7 +35,7 @@ function describe(r: WatchStreamRecord): string {
 
 export async function watchCommand(options: WatchCommandOptions): Promise<number> {
   const thresholdMs = options.threshold ?? 30_000;
-  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
+  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }), where: whereOf(options) });
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -85,6 +88,8 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
+    .option('--cgroup <path>', 'only leaks held or created in this cgroup v2 path or under it', arg(parseCgroupPrefix))
+    .option('--container <id>', 'only leaks held or created in a container whose ID starts so', arg(parseContainerPrefix))
     .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure / forecast records instead of the live screen')
     .addHelpText(
       'after',

@@ -68,7 +68,16 @@ const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 const num = (v: U64 | null | undefined): number | null => (v === undefined || v === null ? null : Number(v));
 
 function toOwner(o: Owner): OwnerMessage {
-  return { pid: o.pid, comm: o.comm, fd: o.fd };
+  return { pid: o.pid, comm: o.comm, fd: o.fd, ...toPlace(o) };
+}
+
+/** An owner's or creator's cgroup fields, set only where known (they round-trip as absent). */
+function toPlace(p: { cgroup?: string; containerId?: string; podUid?: string }): { cgroup?: string; containerId?: string; podUid?: string } {
+  return {
+    ...(p.cgroup !== undefined && { cgroup: p.cgroup }),
+    ...(p.containerId !== undefined && { containerId: p.containerId }),
+    ...(p.podUid !== undefined && { podUid: p.podUid }),
+  };
 }
 
 function toCloser(c: Closer): CloserMessage {
@@ -85,7 +94,7 @@ export function toSocket(s: SocketInfo): SocketInfoMessage {
     remote: s.remote,
     netns: s.netns,
     owners: s.owners.map(toOwner),
-    ...(s.creator && { creator: { pid: s.creator.pid, tid: s.creator.tid, comm: s.creator.comm } }),
+    ...(s.creator && { creator: { pid: s.creator.pid, tid: s.creator.tid, comm: s.creator.comm, ...toPlace(s.creator) } }),
     recvQ: s.recvQ,
     sendQ: s.sendQ,
     keepalive: s.keepalive,
@@ -244,7 +253,7 @@ export function toBody(record: AgentRecord): RecordBody {
 // ---- wire → TypeScript (sockleak report) ----
 
 function fromOwner(o: OwnerMessage): Owner {
-  return { pid: o.pid, comm: o.comm, fd: o.fd };
+  return { pid: o.pid, comm: o.comm, fd: o.fd, ...toPlace(o) };
 }
 
 function fromCloser(c: CloserMessage): Closer {
@@ -268,7 +277,7 @@ export function fromSocket(m: SocketInfoMessage): SocketInfo {
     remote: m.remote,
     netns: m.netns,
     owners: m.owners.map(fromOwner),
-    creator: m.creator ? { pid: m.creator.pid, tid: m.creator.tid, comm: m.creator.comm } : null,
+    creator: m.creator ? { pid: m.creator.pid, tid: m.creator.tid, comm: m.creator.comm, ...toPlace(m.creator) } : null,
     recvQ: m.recvQ,
     sendQ: m.sendQ,
     keepalive: m.keepalive,

@@ -10,6 +10,7 @@
  * The command is started stopped: a shell waits on a pipe, its pid joins the
  * tree, and only then does it exec the command, so no fork escapes.
  */
+import type { CgroupFilter } from '../cgroup-path';
 import { spawn } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -40,6 +41,8 @@ export interface RunOptions {
   /** How often the kernel is asked for leaks, in ms. Default 100. */
   tickMs?: number;
   btfPath?: string;
+  /** Only leaks held or created in this cgroup (or under it) and container (`--cgroup`, `--container`). */
+  where?: CgroupFilter;
 }
 
 /** What happened: the command's own exit and the tree's leaks. */
@@ -173,6 +176,7 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
     thresholdMs,
     tickMs,
     followTree: true,
+    ...(options.where && { where: options.where }),
     ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
   });
   const forecaster = new FdForecaster({ thresholdMs });

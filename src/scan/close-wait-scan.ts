@@ -16,6 +16,7 @@ import { openNativeScanner, scanChunks, scanEachNetnsChunks, stateMask } from '.
 import { requireProcess } from '../kernel/preflight';
 import { SockDecoder, sockCookieKey, sockCookieLow, sockNamesOwner, sockOwner } from './sock-decoder';
 import type { Owner } from '../sockets';
+import { CgroupNames } from './cgroups';
 
 const CLOSE_WAIT_MASK = stateMask(['CLOSE_WAIT']);
 /** Passes that want fewer cookies than this filter records by the cookie's low word first. */
@@ -59,8 +60,10 @@ export interface RawSock {
 }
 
 /** The holder a held record names; undefined when it names none. */
-export function ownerOf({ buf, at, held }: RawSock, strings: Interner): Owner | undefined {
-  return held ? sockOwner(buf, at, (comm) => strings.get(comm)) : undefined;
+export function ownerOf({ buf, at, held }: RawSock, strings: Interner, cgroups?: CgroupNames): Owner | undefined {
+  const owner = held ? sockOwner(buf, at, (comm) => strings.get(comm)) : undefined;
+  const place = owner && cgroups?.ofPid(owner.pid);
+  return place ? { ...owner, ...place } : owner;
 }
 
 /** Whether the record names the holder (pid, fd, comm) (compared in place: no string made). */
@@ -82,6 +85,8 @@ function lowWords(cookies: Iterable<CookieKey>): Set<number> {
 export class CloseWaitScanner {
   private readonly native: NativeScanner;
   readonly strings = new Interner();
+  /** Holders' cgroups, read afresh each pass (a process may have moved, a pid been reused). */
+  cgroups = new CgroupNames();
 
   constructor(options: { btfPath?: string } = {}) {
     this.native = openNativeScanner(options);
@@ -93,6 +98,7 @@ export class CloseWaitScanner {
    * still wanted: a chunk of records at a time, each valid until the next.
    */
   private async *buffers(pids: readonly number[] | undefined, orphans: () => boolean): AsyncGenerator<{ buf: Buffer; held: boolean }> {
+    this.cgroups = new CgroupNames();
     if (pids === undefined) {
       for await (const buf of scanChunks(this.native, { kind: 'files', stateMask: CLOSE_WAIT_MASK })) yield { buf, held: true };
     } else {

@@ -8,6 +8,7 @@ import type { NativeScanner, NativeScanRequest } from '../kernel/addon';
 import { CENSUS_SOCK, CENSUS_SOCK_SIZE, PORT_CENSUS, PORT_CENSUS_SIZE, SOCK, SOCK_SIZE } from '../generated/layout';
 import { isVanishedNetns, netnsTarget, networkNamespaces, openNativeScanner, ownNetns, runScan, scanEachNetns, stateMask } from './native-scan';
 import { requireProcess } from '../kernel/preflight';
+import { scanCgroups, type CgroupNames } from './cgroups';
 import { aligned4, SockDecoder, sockNetns, TWO_32, type OnRecord } from './sock-decoder';
 import { sameOwner, type SocketInfo } from '../sockets';
 import type { TcpState } from '../tcp-states';
@@ -299,22 +300,24 @@ export function allHeld(census: SocketCensus | undefined, ino: number, ownedCook
  * A scan's records as SocketInfo objects by cookie: owned sockets in the order
  * of their first record, with every (pid, fd) holding them, then orphans.
  */
-export function decodeScan({ owned, ownedCookies, orphans }: RawScan): Map<string, SocketInfo> {
+export function decodeScan(raw: RawScan): Map<string, SocketInfo> {
+  const { owned, ownedCookies, orphans } = raw;
   const sockets = new Map<string, SocketInfo>();
+  const cgroups = scanCgroups(raw);
   decodeEach(owned, (info) => {
     const known = sockets.get(info.cookie);
     if (!known) sockets.set(info.cookie, info);
     else for (const o of info.owners) if (!known.owners.some((k) => sameOwner(k, o))) known.owners.push(o);
-  });
+  }, undefined, cgroups);
   // iter/tcp's copies of owned sockets need no decoding.
   const isOwned = (cookie: number): boolean => !Number.isNaN(cookie) && ownedCookies.has(cookie);
-  for (const buf of orphans) decodeEach(buf, (info) => sockets.set(info.cookie, info), isOwned);
+  for (const buf of orphans) decodeEach(buf, (info) => sockets.set(info.cookie, info), isOwned, cgroups);
   return sockets;
 }
 
 /** Decodes a buffer of records; those whose cookie `skip` accepts are not decoded at all. */
-function decodeEach(buf: Buffer, onRecord: OnRecord, skip?: (cookie: number) => boolean): void {
-  const decoder = new SockDecoder(buf);
+function decodeEach(buf: Buffer, onRecord: OnRecord, skip?: (cookie: number) => boolean, cgroups?: CgroupNames): void {
+  const decoder = new SockDecoder(buf, cgroups);
   for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
     if (!skip?.(decoder.cookieNumber(at))) decoder.decode(at, onRecord);
   }

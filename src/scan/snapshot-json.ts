@@ -8,6 +8,8 @@
 import { SOCK_SIZE } from '../generated/layout';
 import { encoded, JsonBytes } from '../json-bytes';
 import type { RawScan } from './scan';
+import { filtersCgroup, type CgroupFilter } from '../cgroup-path';
+import { scanCgroups } from './cgroups';
 import { SockDecoder } from './sock-decoder';
 
 const END = encoded('],"lost":0}\n');
@@ -16,9 +18,10 @@ const COMMA = encoded(',');
 /**
  * The JSON document of a snapshot (and a newline), a chunk at a time: the same
  * sockets in the same order as SocketScanner.scan() gives them (owned ones by
- * their first record, then orphans), owners merged, `olderThanMs` applied.
+ * their first record, then orphans), owners merged, `olderThanMs` and the
+ * cgroup filter applied (a socket is kept when one holder is in it; orphans have none).
  */
-export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: number): Generator<Buffer> {
+export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: number, filter: CgroupFilter = {}): Generator<Buffer> {
   const out = new JsonBytes();
   out.bytes(encoded(`{"takenAt":${JSON.stringify(takenAt)},"sockets":[`));
   let first = true;
@@ -32,7 +35,9 @@ export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: numbe
     decoder.writeJson(out, at, owners, age);
   };
 
-  const owned = new SockDecoder(raw.owned);
+  const cgroups = scanCgroups(raw);
+  const filtered = filtersCgroup(filter);
+  const owned = new SockDecoder(raw.owned, cgroups);
   const records = raw.owned.length / SOCK_SIZE;
   // Usually every record is a socket of its own: nothing to merge.
   const merged = raw.ownedCookies.size < records ? ownedSockets(owned, raw.owned.length) : undefined;
@@ -40,13 +45,14 @@ export function* snapshotJson(raw: RawScan, takenAt: string, olderThanMs?: numbe
   for (let at = 0; at + SOCK_SIZE <= raw.owned.length; at += SOCK_SIZE) {
     const holders = merged ? merged.get(at) : ((alone[0] = at), alone);
     if (!holders) continue; // a later record of a socket already written
+    if (filtered && !holders.some((h) => owned.holderIn(h, filter))) continue;
     const age = keep(owned, at);
     if (age === false) continue;
     append(owned, at, holders, age);
     if (out.full()) yield out.take()!;
   }
-  for (const buf of raw.orphans) {
-    const orphans = new SockDecoder(buf);
+  for (const buf of filtered ? [] : raw.orphans) {
+    const orphans = new SockDecoder(buf, cgroups);
     for (let at = 0; at + SOCK_SIZE <= buf.length; at += SOCK_SIZE) {
       const cookie = orphans.cookieNumber(at);
       if (!Number.isNaN(cookie) && raw.ownedCookies.has(cookie)) continue;

@@ -1,4 +1,5 @@
 /** `snapshot()`: every TCP socket now (CLOSE_WAIT by default), with owners, ages and keepalive. */
+import { filtersCgroup, inCgroup, type CgroupFilter } from '../cgroup-path';
 import { UsageError } from '../errors';
 import { decodeScan, SocketScanner, type RawScan } from './scan';
 import { snapshotJson } from './snapshot-json';
@@ -10,6 +11,8 @@ export interface SnapshotOptions {
   states?: readonly TcpState[] | 'all';
   /** Only sockets this process holds. */
   pid?: number;
+  /** Only sockets held from this cgroup (or under it) and container (`--cgroup`, `--container`). */
+  where?: CgroupFilter;
   /** Only sockets known to have been in their state at least this long (ms). */
   olderThanMs?: number;
   btfPath?: string;
@@ -61,6 +64,8 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
   const { olderThanMs } = options;
   let sockets = [...decodeScan(raw).values()];
   if (olderThanMs !== undefined) sockets = sockets.filter((s) => s.stateAgeMs !== null && s.stateAgeMs >= olderThanMs);
+  const { where } = options;
+  if (where && filtersCgroup(where)) sockets = sockets.filter((s) => s.owners.some((o) => inCgroup(where, o)));
   return { takenAt, sockets, lost: 0 };
 }
 
@@ -71,7 +76,7 @@ export function snapshotOf({ takenAt, raw }: SnapshotScan, options: SnapshotOpti
  */
 export function snapshotJsonOf({ takenAt, raw }: SnapshotScan, options: SnapshotOptions): Iterable<Buffer> {
   checkOptions(options);
-  return snapshotJson(raw, takenAt, options.olderThanMs);
+  return snapshotJson(raw, takenAt, options.olderThanMs, options.where);
 }
 
 /** The states a snapshot scans; undefined for all. */

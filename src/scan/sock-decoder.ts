@@ -8,11 +8,13 @@
  * a change to struct sl_sock is then a change to this file alone.
  */
 import { formatIPv4, formatIPv6 } from '../address';
+import { inCgroup, type CgroupFilter } from '../cgroup-path';
 import { cString, cStringEquals } from '../c-string';
 import { monotonicNowNs } from '../clock';
 import { cookieKeyAt, type CookieKey } from '../cookie-map';
 import { FAMILY, SOCK, SOCK_FLAGS } from '../generated/layout';
 import { encoded, type JsonBytes } from '../json-bytes';
+import { CgroupNames } from './cgroups';
 import type { Owner, SocketInfo } from '../sockets';
 import { TIME_WAIT_MS, tcpStateName, type TcpState } from '../tcp-states';
 
@@ -185,10 +187,15 @@ export class SockDecoder {
   private readonly remoteJsons = new Map<string | number, Uint8Array>();
   private readonly netnsJsons = new Map<number, Uint8Array>();
   private readonly ownerJsons = new Map<number, Uint8Array>();
+  private readonly ownerEndJsons = new Map<number, Uint8Array>();
   private readonly tailJsons = new Map<number, Uint8Array>();
   private readonly nowNs = monotonicNowNs();
 
-  constructor(private readonly buf: Buffer) {
+  /** `cgroups` resolves holders' cgroups (one per scan: see CgroupNames). */
+  constructor(
+    private readonly buf: Buffer,
+    private readonly cgroups: CgroupNames = new CgroupNames(),
+  ) {
     const aligned = aligned4(buf);
     this.buf = aligned;
     const { buffer, byteOffset, length } = aligned;
@@ -308,7 +315,7 @@ export class SockDecoder {
   owner(at: number): Owner | null {
     if (!(this.u8[at + F.flags]! & SOCK_FLAGS.OWNED)) return null;
     const pid = this.u32[(at >> 2) + F.pid]!;
-    return { pid, comm: this.comm(pid, at), fd: this.i32[(at >> 2) + F.fd]! };
+    return { pid, comm: this.comm(pid, at), fd: this.i32[(at >> 2) + F.fd]!, ...this.cgroups.ofPid(pid) };
   }
 
   /** The record as a SocketInfo, its owners the record's own (pid, fd) if any. */
@@ -367,7 +374,7 @@ export class SockDecoder {
       if (i > 0) out.bytes(JSON_TEXT.comma);
       out.bytes(this.ownerJson(owners[i]!));
       out.uint(this.i32[(owners[i]! >> 2) + F.fd]!);
-      out.bytes(JSON_TEXT.ownerEnd);
+      out.bytes(this.ownerEndJson(owners[i]!));
     }
     out.bytes(JSON_TEXT.recvQ);
     out.uint(this.recvQ(at));
@@ -423,6 +430,23 @@ export class SockDecoder {
   private ownerJson(record: number): Uint8Array {
     const pid = this.u32[(record >> 2) + F.pid]!;
     return this.ownerJsons.get(pid) ?? remember(this.ownerJsons, pid, `{"pid":${pid},"comm":${JSON.stringify(this.comm(pid, record))},"fd":`);
+  }
+
+  /** `,"cgroup":"PATH",...}` (what CgroupNames found) or `}`, per holder. */
+  private ownerEndJson(record: number): Uint8Array {
+    const pid = this.u32[(record >> 2) + F.pid]!;
+    let bytes = this.ownerEndJsons.get(pid);
+    if (bytes === undefined) {
+      const fields = this.cgroups.ofPid(pid);
+      bytes = fields ? remember(this.ownerEndJsons, pid, `,${JSON.stringify(fields).slice(1)}`) : JSON_TEXT.ownerEnd;
+      this.ownerEndJsons.set(pid, bytes);
+    }
+    return bytes;
+  }
+
+  /** Whether a holder of the record at `record` is in the filter's cgroup and container. */
+  holderIn(record: number, filter: CgroupFilter): boolean {
+    return inCgroup(filter, this.cgroups.ofPid(this.u32[(record >> 2) + F.pid]!));
   }
 
   /** `,"ageEstimated":B,"uid":U}`, per uid and B. */

@@ -46,6 +46,11 @@ export function eventHasCreator(buf: Buffer, at: number): boolean {
   return (buf.readUInt8(at + EVENT.flags.offset) & EVENT_FLAGS.CREATOR) !== 0;
 }
 
+/** Leak map, with a creator: the creator's cgroup v2 id at creation (the cgroup directory's inode); 0 when unknown. */
+export function eventCgroupId(buf: Buffer, at: number): number {
+  return Number(buf.readBigUInt64LE(at + EVENT.cgroup_id.offset));
+}
+
 /** Leak map: whether the entry time was estimated (a socket in CLOSE_WAIT before sockleak started). */
 export function eventAgeEstimated(buf: Buffer, at: number): boolean {
   return (buf.readUInt8(at + EVENT.flags.offset) & EVENT_FLAGS.AGE_ESTIMATED) !== 0;

@@ -1,4 +1,5 @@
 /** The API both leak engines give (LeakWatcher's: see there for each member), apart from how they are made. */
+import type { CgroupFields } from '../scan/cgroups';
 import type { TraceCounters } from '../events';
 import type { CookieKey } from '../cookie-map';
 import type { Owner } from '../sockets';
@@ -20,7 +21,7 @@ export interface LeakEngine extends AsyncIterable<WatchRecord> {
   /** The oldest-reported open leak; undefined when none is open. */
   oldestReported(): CookieKey | undefined;
   /** Every holder of every open leak (`first`: a leak's first holder), pid -1 for a leak without one. */
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void;
+  forEachHolder(each: (pid: number, comm: string, first: boolean, place: CgroupFields | undefined) => void): void;
   /** Open leaks per remote endpoint. */
   countByRemote(): Map<string, number>;
   /** Earliest CLOCK_MONOTONIC ns an open leak entered CLOSE_WAIT; undefined when none is open. */

@@ -9,8 +9,9 @@
  */
 import { CookieMap, type CookieKey, type CookieSet } from '../cookie-map';
 import { ownerOf, type CloseWaitScanner, type RawSock } from '../scan/close-wait-scan';
+import { CGROUP_GONE, CgroupNames } from '../scan/cgroups';
 import { sameOwner, type Creator, type Owner } from '../sockets';
-import { eventAgeEstimated, eventComm, eventCookieKey, eventCount, eventHasCreator, eventPid, eventTid, eventTsNs, forEachEvent } from '../trace/decode';
+import { eventAgeEstimated, eventCgroupId, eventComm, eventCookieKey, eventCount, eventHasCreator, eventPid, eventTid, eventTsNs, forEachEvent } from '../trace/decode';
 import type { LeakTable } from './leak-table';
 
 /** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
@@ -46,6 +47,8 @@ export class LeakReconciler {
   /** A rescan's new owner lists, by slot, for the leaks whose owners changed. */
   private readonly owned = new Map<number, readonly Owner[]>();
   private readonly creators = new Map<string, Creator>();
+  /** Creators' cgroups by id: ids stay valid for the life of their cgroup, so this lives as long as the engine. */
+  private readonly cgroupsById = new CgroupNames();
 
   constructor(
     private readonly leaks: LeakTable,
@@ -93,7 +96,7 @@ export class LeakReconciler {
     let seen = 0;
     const wanted = rescan ? union(fresh, t) : union(fresh, stale); // stale ones are tracked leaks
     const addOwner = (leak: number, sock: RawSock): void => {
-      const owner = ownerOf(sock, strings);
+      const owner = ownerOf(sock, strings, this.scanner.cgroups);
       if (!owner) return;
       const owners = t.owners(leak);
       const more = withOwner(owners, owner);
@@ -124,7 +127,7 @@ export class LeakReconciler {
           staleOwners.set(cookie, (owners = []));
           seen++;
         } else if (!sock.held) return;
-        const owner = ownerOf(sock, strings);
+        const owner = ownerOf(sock, strings, this.scanner.cgroups);
         if (owner) staleOwners.set(cookie, withOwner(owners, owner));
         return;
       }
@@ -139,7 +142,7 @@ export class LeakReconciler {
         t.scanConfirmed[leak] = confirmed + 1;
         return;
       }
-      const owner = ownerOf(sock, strings);
+      const owner = ownerOf(sock, strings, this.scanner.cgroups);
       if (!owner) return;
       const owners = this.owned.get(leak) ?? t.owners(leak).slice(0, Math.max(0, confirmed));
       t.scanConfirmed[leak] = -1; // from here on its list is `owned`'s
@@ -173,16 +176,18 @@ export class LeakReconciler {
     return gone;
   }
 
-  /** The creator an sl_event names, shared with the leaks of the same thread. */
+  /** The creator an sl_event names, shared with the leaks of the same thread and cgroup. */
   private creatorAt(raw: Buffer, at: number): Creator {
     const pid = eventPid(raw, at);
     const tid = eventTid(raw, at);
     const comm = eventComm(raw, at);
-    const key = `${pid}|${tid}|${comm}`;
+    const cgroupId = eventCgroupId(raw, at);
+    const key = `${pid}|${tid}|${comm}|${cgroupId}`;
     let creator = this.creators.get(key);
     if (!creator) {
       if (this.creators.size >= CREATOR_LIMIT) this.creators.clear();
-      creator = { pid, tid, comm: this.scanner.strings.get(comm) };
+      const place = cgroupId === 0 ? null : this.cgroupsById.ofId(cgroupId);
+      creator = { pid, tid, comm: this.scanner.strings.get(comm), ...(place === 'gone' ? { cgroup: CGROUP_GONE } : place) };
       this.creators.set(key, creator);
     }
     return creator;

@@ -7,7 +7,7 @@
  * 200k of these are the first incident.
  *
  * Addresses are kept as bytes and formatted only when a record is made;
- * owner comms are ids into a small shared table; a leak with several holders
+ * owner comms and cgroups are ids into small shared tables; a leak with several holders
  * keeps its list in a side map (most have one). Slots also form a list in
  * report order, which the agent's bound evicts from the front of.
  *
@@ -23,6 +23,7 @@ import { namesOwner, type RawSock } from '../scan/close-wait-scan';
 import { CookieIndex, cookieText, type CookieKey } from '../cookie-map';
 import { sockCopyAddresses, sockLocalPort, sockRemotePort } from '../scan/sock-decoder';
 import type { LeakRecord } from '../watch-records';
+import type { CgroupFields } from '../scan/cgroups';
 import type { Creator, Owner } from '../sockets';
 
 /** bits: IPv6, keepalive on, entry time estimated, has holders, its leak record not yet handed out, removed while queued, not yet reported. */
@@ -71,6 +72,8 @@ export class LeakTable {
   private ownerPid = new Int32Array(0);
   private ownerFd = new Int32Array(0);
   private ownerComm = new Int32Array(0);
+  /** 1 + index into `places`; 0: cgroup unknown. */
+  private ownerCgroup = new Int32Array(0);
   private creator: Array<Creator | null> = [];
   /** Report order (doubly linked); `next` also chains free slots. */
   private prev = new Int32Array(0);
@@ -90,6 +93,9 @@ export class LeakTable {
   private comms: string[] = [];
   private commIds = new Map<string, number>();
   private commLimit = COMM_LIMIT;
+  private places: CgroupFields[] = [];
+  private placeIds = new Map<string, number>();
+  private placeLimit = COMM_LIMIT;
 
   /** Open (reported) leaks. */
   get size(): number {
@@ -137,6 +143,7 @@ export class LeakTable {
     this.ownerPid = resized(this.ownerPid, n);
     this.ownerFd = resized(this.ownerFd, n);
     this.ownerComm = resized(this.ownerComm, n);
+    this.ownerCgroup = resized(this.ownerCgroup, n);
     this.prev = resized(this.prev, n);
     this.next = resized(this.next, n);
     this.scanMark = resized(this.scanMark, n);
@@ -344,13 +351,22 @@ export class LeakTable {
   ownerAt(s: number, i: number): Owner | undefined {
     const list = this.several.get(s);
     if (list) return list[i];
-    return i === 0 && this.bits[s]! & HELD ? { pid: this.ownerPid[s]!, comm: this.comms[this.ownerComm[s]!]!, fd: this.ownerFd[s]! } : undefined;
+    if (i !== 0 || !(this.bits[s]! & HELD)) return undefined;
+    const place = this.ownerCgroup[s]! > 0 ? this.places[this.ownerCgroup[s]! - 1] : undefined;
+    return { pid: this.ownerPid[s]!, comm: this.comms[this.ownerComm[s]!]!, fd: this.ownerFd[s]!, ...place };
   }
 
   /** Pid and comm of holder `i` without making an object (metrics count 200k of these per scrape). */
   ownerPidAt(s: number, i: number): number {
     const list = this.several.get(s);
     return list ? list[i]!.pid : this.ownerPid[s]!;
+  }
+
+  /** The cgroup of holder `i` (shared, not copied); undefined when unknown. */
+  ownerPlaceAt(s: number, i: number): CgroupFields | undefined {
+    const list = this.several.get(s);
+    if (list) return list[i]!.cgroup === undefined ? undefined : (list[i] as CgroupFields);
+    return this.ownerCgroup[s]! > 0 ? this.places[this.ownerCgroup[s]! - 1] : undefined;
   }
 
   ownerCommAt(s: number, i: number): string {
@@ -384,6 +400,32 @@ export class LeakTable {
     this.ownerPid[s] = first.pid;
     this.ownerFd[s] = first.fd;
     this.ownerComm[s] = this.commId(first.comm);
+    this.ownerCgroup[s] = first.cgroup === undefined ? 0 : this.placeId(first as CgroupFields) + 1;
+  }
+
+  /** The holder's cgroup fields, shared by every leak of that cgroup. */
+  private placeId(owner: CgroupFields): number {
+    let id = this.placeIds.get(owner.cgroup);
+    if (id === undefined) {
+      if (this.places.length >= this.placeLimit) this.compactPlaces();
+      id = this.places.length;
+      const { cgroup, containerId, podUid } = owner;
+      this.places.push({ cgroup, ...(containerId !== undefined && { containerId }), ...(podUid !== undefined && { podUid }) });
+      this.placeIds.set(cgroup, id);
+    }
+    return id;
+  }
+
+  /** Keeps only the cgroups that slots name (past the limit, most are removed containers'). */
+  private compactPlaces(): void {
+    const old = this.places;
+    this.places = [];
+    this.placeIds = new Map();
+    this.placeLimit = Infinity; // no compaction within this one
+    for (let s = 0; s < this.cap; s++) {
+      if (this.bits[s]! & HELD && this.ownerCgroup[s]! > 0) this.ownerCgroup[s] = this.placeId(old[this.ownerCgroup[s]! - 1]!) + 1;
+    }
+    this.placeLimit = Math.max(COMM_LIMIT, 2 * this.places.length);
   }
 
   /** Its owners now keep only the first `n`. */

@@ -23,6 +23,7 @@ import { requireProcess } from '../kernel/preflight';
 import { ProcessTree } from './process-tree';
 import { keyOf, OpenLeaks } from './open-leaks';
 import { LeakReconciler } from './leak-reconcile';
+import { matchesWhere, type CgroupFilter } from '../cgroup-path';
 import type { Creator, Owner } from '../sockets';
 import { Tracer, type TracerHooks } from '../trace/tracer';
 import type { Closer, ResolvedRecord } from '../watch-records';
@@ -32,6 +33,8 @@ export interface WatchOptions {
   thresholdMs?: number;
   /** Only leaks held (or created) by this process. */
   pid?: number;
+  /** Only leaks held or created in this cgroup (or under it) and container (`--cgroup`, `--container`). */
+  where?: CgroupFilter;
   /** How often the kernel is asked for new leaks, in ms. Default 250. */
   tickMs?: number;
   /** How often every reported leak's owners are rescanned, in ms. Default 10 s. */
@@ -214,7 +217,7 @@ export class LeakWatcher extends OpenLeaks {
 
   private matchesPid(owners: readonly Owner[], creator: Creator | null): boolean {
     const pid = this.options.pid;
-    return pid === undefined || owners.some((o) => o.pid === pid) || creator?.pid === pid;
+    return (pid === undefined || owners.some((o) => o.pid === pid) || creator?.pid === pid) && matchesWhere(this.options.where, owners, creator);
   }
 
   private matchesTree(owners: readonly Owner[], creator: Creator | null): boolean {

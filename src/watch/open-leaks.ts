@@ -4,6 +4,7 @@
  * (leak-table.ts), reads them the same way and hands its records out through
  * the same async iterator; only how they get there differs.
  */
+import type { CgroupFields } from '../scan/cgroups';
 import { monotonicNowNs } from '../clock';
 import { cookieKey, type CookieKey } from '../cookie-map';
 import { Fifo } from '../fifo';
@@ -104,14 +105,14 @@ export abstract class OpenLeaks implements AsyncIterable<WatchRecord> {
   /**
    * Calls `each` for every holder of every open leak (pid and comm, no object
    * made; `first` is false for a leak's second holder on), and with pid -1 for
-   * a leak without one: what per-process counts read.
+   * a leak without one: what per-process and per-container counts read.
    */
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+  forEachHolder(each: (pid: number, comm: string, first: boolean, place: CgroupFields | undefined) => void): void {
     const t = this.leaks;
     for (const s of t.slots()) {
       const n = t.ownerCount(s);
-      if (n === 0) each(-1, '', true);
-      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0);
+      if (n === 0) each(-1, '', true, undefined);
+      for (let i = 0; i < n; i++) each(t.ownerPidAt(s, i), t.ownerCommAt(s, i), i === 0, t.ownerPlaceAt(s, i));
     }
   }
 

@@ -5,6 +5,7 @@
  * lean scan of the whole socket table (port-scan.ts) is handed over once per
  * `ports.scanMs`, for a caller that counts ports per destination (the agent).
  */
+import type { CgroupFields } from '../scan/cgroups';
 import type { CookieKey } from '../cookie-map';
 import type { TraceCounters } from '../events';
 import type { TracerHooks } from '../trace/tracer';
@@ -153,7 +154,7 @@ export class PortAwareWatcher implements AsyncIterable<WatchStreamRecord> {
   }
 
   /** Every holder of every open leak (see LeakWatcher.forEachHolder()). */
-  forEachHolder(each: (pid: number, comm: string, first: boolean) => void): void {
+  forEachHolder(each: (pid: number, comm: string, first: boolean, place: CgroupFields | undefined) => void): void {
     this.leaks.forEachHolder(each);
   }
 

@@ -9,6 +9,7 @@
  * resolved ('gone'): who closed it, and when within the poll, is unknown.
  * Records and table are the tracer's engine's (watch-records.ts, leak-table.ts).
  */
+import { matchesWhere } from '../cgroup-path';
 import { monotonicNowNs } from '../clock';
 import { CloseWaitScanner, ownerOf } from '../scan/close-wait-scan';
 import { cookieKey, cookieText, type CookieKey } from '../cookie-map';
@@ -143,7 +144,9 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
 
   private matches(owners: readonly Owner[]): boolean {
     const pid = this.options.pid;
-    return (pid === undefined || owners.some((o) => o.pid === pid)) && (this.tree?.holdsOrCreated(owners, null) ?? true);
+    return (
+      (pid === undefined || owners.some((o) => o.pid === pid)) && matchesWhere(this.options.where, owners, null) && (this.tree?.holdsOrCreated(owners, null) ?? true)
+    );
   }
 
   private async step(thresholdNs: number): Promise<void> {
@@ -181,7 +184,7 @@ export class ScanWatcher extends OpenLeaks implements LeakEngine {
       }
       let owners = found.get(s);
       if (!owners) found.set(s, (owners = []));
-      const owner = ownerOf(sock, this.scanner.strings);
+      const owner = ownerOf(sock, this.scanner.strings, this.scanner.cgroups);
       if (owner && !owners.some((o) => sameOwner(o, owner))) owners.push(owner);
     }, pids);
     if (this.ended) return;
