@@ -194,6 +194,7 @@ int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	fill_state_change(&ev, ts_ns, cookie, s->old_state, TCP_CLOSE_WAIT, SL_F_CREATOR);
 	ev.pid = s->pid;
 	ev.tid = s->tid;
+	ev.user_stack = s->user_stack;
 	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));
 	barrier();
 	/* Reused or left CLOSE_WAIT while read: a torn record, not a leak. */

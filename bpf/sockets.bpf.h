@@ -125,7 +125,9 @@ static __always_inline struct sl_socket *own_slot(__u64 cookie)
  */
 static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 {
-	struct sl_creator creator = { .pid = s->pid, .tid = s->tid, .flags = s->creator_flags };
+	struct sl_creator creator = {
+		.pid = s->pid, .tid = s->tid, .flags = s->creator_flags, .user_stack_id = (__s32)s->user_stack - 1,
+	};
 	__u64 ts_ns = READ_ONCE(s->close_wait_ns);
 	bool moved_close_wait = false;
 
@@ -137,6 +139,7 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 				  SL_F_CREATOR | (s->event_flags & SL_F_REPORTED));
 		entry.pid = creator.pid;
 		entry.tid = creator.tid;
+		entry.user_stack = s->user_stack;
 		__builtin_memcpy(entry.comm, creator.comm, sizeof(entry.comm));
 		if (bpf_map_update_elem(&close_wait, &held, &entry, BPF_ANY))
 			count_map_full();
@@ -153,8 +156,66 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 		__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
 }
 
+/*
+ * Leak mode with creator stacks (handle_set_state_stacks): the user-space call
+ * stacks of the connect() calls that created sockets, deduplicated by the
+ * kernel (equal stacks share an id). Written by capture_user_stack, read by
+ * user space for the leaks it reports (ReadStack), never deleted: a stack
+ * outlives its sockets so later leaks of the same code share it. Bound:
+ * SL_USER_STACKS distinct stacks (resized by the loader); a stack whose
+ * bucket holds another is refused and counted (map_full), its creator then
+ * has no stack.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, SL_USER_STACKS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, SL_STACK_FRAMES * sizeof(__u64));
+} user_stacks SEC(".maps");
+
+/*
+ * Per user_stacks id: the return address at the user stack pointer when the
+ * syscall was entered, the frame a frame-pointer walk skips (the libc wrapper
+ * keeps no frame, so the walk goes from the wrapper to its caller's caller).
+ * SL_CALLER_MIXED when sockets of one id saw different ones (the same stack
+ * reached from two call sites of one function): then user space shows none
+ * rather than a wrong one. Written by capture_user_stack; read by user space
+ * (ReadStack), which checks it is a return address before using it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_USER_STACKS);
+	__type(key, __u32);
+	__type(value, __u64);
+} stack_callers SEC(".maps");
+
+/*
+ * The current task's user-space stack, as a user_stacks id plus one (0 = none:
+ * a kernel thread, or the map refused it, counted). `ctx` is the program's.
+ */
+static __always_inline __u16 capture_user_stack(void *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 caller = 0, *seen;
+	long id = bpf_get_stackid(ctx, &user_stacks, BPF_F_USER_STACK);
+	__u32 key;
+
+	if (id < 0) {
+		if (id == -EEXIST || id == -ENOMEM)
+			count_map_full();
+		return 0;
+	}
+	key = (__u32)id;
+	if (regs)
+		bpf_probe_read_user(&caller, sizeof(caller), (void *)BPF_CORE_READ(regs, sp));
+	seen = bpf_map_lookup_elem(&stack_callers, &key);
+	if (seen && *seen != caller && *seen != SL_CALLER_MIXED)
+		*seen = *seen ? SL_CALLER_MIXED : caller;
+	return (__u16)(key + 1);
+}
+
 /* The current task is the creator of the socket with this cookie: it claims the socket's slot. */
-static __always_inline void remember_creator(__u64 cookie, __u32 flags)
+static __always_inline void remember_creator(__u64 cookie, __u32 flags, __u16 user_stack)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sl_socket *s = socket_slot(cookie);
@@ -172,6 +233,7 @@ static __always_inline void remember_creator(__u64 cookie, __u32 flags)
 	s->tid = task->pid;
 	__builtin_memcpy(s->comm, task->comm, sizeof(s->comm));
 	s->creator_flags = flags;
+	s->user_stack = user_stack;
 	s->close_wait_ns = 0;
 	s->event_flags = 0;
 	barrier();

@@ -92,6 +92,16 @@ enum sl_mode {
 	SL_MODE_LEAKS = 1, /* CLOSE_WAIT bookkeeping in maps; only reported leaks reach the ring */
 };
 
+/*
+ * Leak mode with creator stacks: bound of the `user_stacks` map, the distinct
+ * creating call stacks kept at once. Ids fit the records' 16-bit user_stack.
+ */
+#define SL_USER_STACKS 16384
+/* Frames kept of one creating call stack (the kernel's limit is 127). */
+#define SL_STACK_FRAMES 32
+/* `stack_callers` value: connect()/accept()'s caller differed between sockets of one stack id. */
+#define SL_CALLER_MIXED (~0ULL)
+
 enum sl_creator_flags {
 	SL_CREATOR_CONNECT = 1, /* created by connect() (else taken by accept()) */
 };
@@ -102,7 +112,7 @@ struct sl_creator {
 	__u32 tid;
 	char comm[SL_COMM_LEN];
 	__u32 flags;            /* enum sl_creator_flags */
-	__u32 _pad;
+	__s32 user_stack_id;    /* the creating call's stack in `user_stacks`; negative: none */
 };
 
 /*
@@ -123,7 +133,7 @@ struct sl_socket {
 	__u32 creator_flags;    /* enum sl_creator_flags */
 	__u8 event_flags;       /* while in CLOSE_WAIT: enum sl_event_flags (SL_F_REPORTED) */
 	__u8 old_state;         /* the state it entered CLOSE_WAIT from */
-	__u8 _pad[2];
+	__u16 user_stack;       /* creator: its stack id in `user_stacks` plus one; 0 = none */
 };
 
 struct sl_event {
@@ -143,7 +153,7 @@ struct sl_event {
 	__u8 old_state;             /* SL_EV_STATE: kernel TCP state before (TCP_ESTABLISHED = 1, ...) */
 	__u8 new_state;             /* SL_EV_STATE: kernel TCP state after; else current state */
 	__u8 flags;                 /* enum sl_event_flags */
-	__u8 _pad[2];
+	__u16 user_stack;           /* SL_F_CREATOR: the creator's stack id in `user_stacks` plus one; 0 = none */
 	char comm[SL_COMM_LEN];     /* comm of the current task */
 };
 

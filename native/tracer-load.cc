@@ -34,6 +34,7 @@ constexpr size_t kMaxBatchBytes = 1u << 20;
 // refuses the others of its group (each group is used whole or not at all).
 const std::vector<std::vector<std::string>> kDroppable = {
     {"new_leaks", "new_socket_leaks"},                               // -> WalkNewLeaksFromUser (leak-walk.h)
+    {"handle_set_state_stacks"},                                     // -> handle_set_state: no creator stacks
     {"tp_accept_cast", "tp_accept4_cast"},                           // -> tp_accept_exit, tp_accept4_exit
     {"tp_accept_exit", "tp_accept4_exit"},                           // -> accepted sockets' creators unknown
     {"tp_close_enter", "tp_close_exit", "tp_bind_enter", "tp_bind_exit"},  // -> handle_sys_enter/exit
@@ -147,6 +148,15 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
     bpf_map__set_max_entries(skel->maps.active_closes, 1);
   }
   if (!options.follow_tree) bpf_map__set_max_entries(skel->maps.tree, 1);
+  // Creator stacks: the stack-capturing copy of the state-change program, or the plain one.
+  captures_stacks_ = options.leak_mode && options.track_creators && options.creator_stacks &&
+                     allowed(skel->progs.handle_set_state_stacks);
+  bpf_program__set_autoload(skel->progs.handle_set_state_stacks, captures_stacks_);
+  bpf_program__set_autoload(skel->progs.handle_set_state, !captures_stacks_);
+  if (!captures_stacks_) {
+    bpf_map__set_max_entries(skel->maps.user_stacks, 1);
+    bpf_map__set_max_entries(skel->maps.stack_callers, 1);
+  }
   int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   if (err) return BpfError::From(err, "open", "ring buffer size");
   err = sl_trace__load(skel);
@@ -175,6 +185,7 @@ BpfError Tracer::Attach() {
       {skel->progs.tp_bind_enter, &skel->links.tp_bind_enter},
       {skel->progs.tp_bind_exit, &skel->links.tp_bind_exit},
       {skel->progs.handle_set_state, &skel->links.handle_set_state},
+      {skel->progs.handle_set_state_stacks, &skel->links.handle_set_state_stacks},
       {skel->progs.handle_sys_enter, &skel->links.handle_sys_enter},
       {skel->progs.handle_sys_exit, &skel->links.handle_sys_exit},
   };
