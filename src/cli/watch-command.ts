@@ -15,6 +15,7 @@ export interface WatchCommandOptions {
   threshold?: number;
   pid?: number;
   json?: boolean;
+  stacks?: boolean;
 }
 
 function describe(r: WatchRecord | PortRecord): string {
@@ -32,7 +33,7 @@ function describe(r: WatchRecord | PortRecord): string {
 
 export async function watchCommand(options: WatchCommandOptions): Promise<number> {
   const thresholdMs = options.threshold ?? 30_000;
-  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }) });
+  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }), ...(options.stacks && { stacks: true }) });
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -83,6 +84,7 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .description('report sockets that stay in CLOSE_WAIT longer than a threshold, live, with owners and creators')
     .option('--threshold <duration>', 'how long in CLOSE_WAIT makes a leak (default 30s)', arg((t) => parseDuration(t, '--threshold')))
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
+    .option('--stacks', "where in the code each leak was made: the creating connect()'s user stack (costs a stack walk per connect())")
     .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure records instead of the live screen')
     .addHelpText(
       'after',
@@ -90,6 +92,7 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
         [
           ['sockleak watch', 'a live screen of CLOSE_WAIT older than 30s, per process and remote, with growth per hour'],
           ['sockleak watch --threshold 5m --pid 1234', "only process 1234's leaks, after 5 minutes"],
+          ['sockleak watch --stacks', 'also where each group was created: `created at open_backend (pool.c:88) <- worker_loop (pool.c:140)`'],
           ['sockleak watch --json | jq -c \'select(.type == "leak")\'', 'the leak records as ndjson, for a script or a log'],
         ],
         [[ExitCode.OK, 'stopped by Ctrl-C or SIGTERM'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],

@@ -167,6 +167,8 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
     thresholdMs,
     tickMs,
     followTree: true,
+    // A test run is where a leak's code location helps most, and its tree is small.
+    stacks: true,
     ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
   });
   const log = new LeakLog(watcher);

@@ -1,0 +1,213 @@
+/**
+ * Creator stacks (bpf/sockets.bpf.h user_stacks) to frames people read: the
+ * raw return addresses of a live process named by the ELF symbols of the file
+ * mapped there (elf-symbols.ts), file:line from DWARF by binutils' addr2line
+ * where the file has it, and JIT code by the perf map the runtime writes
+ * (/tmp/perf-PID.map: Node --perf-basic-prof, Python -X perf). Done at report
+ * time, while the process lives: its maps say which file each address is in.
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import type { Frame } from '../sockets';
+import { ElfSymbols } from './elf-symbols';
+
+/** One executable mapping of /proc/PID/maps. */
+interface Mapping {
+  start: bigint;
+  end: bigint;
+  offset: bigint;
+  /** dev:inode, the file's identity across processes. */
+  id: string;
+  path: string;
+}
+
+/** One perf map entry: JIT code [start, start + size). */
+interface JitSymbol {
+  start: bigint;
+  end: bigint;
+  name: string;
+}
+
+/** Symbol tables kept, by file identity, before starting over. */
+const FILE_LIMIT = 256;
+/** The frames of a function whose callers' frames are not the program's own (the stack's natural end). */
+const STACK_BOTTOM = /^(main|_start|start_thread|__libc_start_main|__libc_start_call_main|clone3?|__clone3?)$|^(runtime\.goexit|runtime\.main)$/;
+
+/** What a raw stack resolves to. */
+export interface ResolvedStack {
+  stack: Frame[];
+  stackTruncated: boolean;
+}
+
+function hex(addr: bigint): string {
+  return `0x${addr.toString(16)}`;
+}
+
+function readMaps(pid: number): Mapping[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: Mapping[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s+(.*)$/.exec(line);
+    if (!m || m[3]![2] !== 'x') continue;
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), offset: BigInt(`0x${m[4]}`), id: `${m[5]}:${m[6]}`, path: m[7]! });
+  }
+  return out;
+}
+
+function readPerfMap(pid: number): JitSymbol[] {
+  let text: string;
+  try {
+    text = readFileSync(`/tmp/perf-${pid}.map`, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: JitSymbol[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-fA-F]+) ([0-9a-fA-F]+) (.+)$/.exec(line);
+    if (!m) continue;
+    const start = BigInt(`0x${m[1]}`);
+    out.push({ start, end: start + BigInt(`0x${m[2]}`), name: m[3]! });
+  }
+  return out;
+}
+
+/**
+ * Whether `addr` follows a call instruction in the process's memory: a return
+ * address. The word at the user stack pointer at syscall entry is the caller's
+ * return address only when the syscall wrapper pushed nothing; when it did,
+ * the word is data, and showing it would show a wrong frame.
+ */
+function followsCall(pid: number, addr: bigint): boolean {
+  if (addr < 8n) return false;
+  const bytes = Buffer.alloc(7);
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/mem`, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    if (readSync(fd, bytes, 0, 7, addr - 7n) !== 7) return false;
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
+  }
+  // x86-64: call rel32 (e8), call *disp32(%rip) (ff 15), call *%reg (ff d0-d7), call *(%reg)/disp8 forms (ff /2).
+  if (bytes[2] === 0xe8) return true;
+  if (bytes[1] === 0xff && bytes[2] === 0x15) return true;
+  if (bytes[5] === 0xff && (bytes[6]! & 0xf8) === 0xd0) return true;
+  if (bytes[5] === 0xff && (bytes[6]! & 0x38) === 0x10 && (bytes[6]! & 0xc0) === 0x00) return true;
+  if (bytes[4] === 0xff && (bytes[5]! & 0x38) === 0x10 && (bytes[5]! & 0xc0) === 0x40) return true;
+  return false;
+}
+
+/** Resolves raw creator stacks of live processes; caches symbol tables per file. */
+export class Symbolizer {
+  private readonly files = new Map<string, ElfSymbols | null>();
+  private readonly lines = new Map<string, { file: string; line: number } | null>();
+  private readonly debug = new Map<string, boolean>();
+  private addr2line: boolean | undefined;
+
+  /**
+   * The frames of one raw stack of process `pid`: `ips` innermost first as the
+   * kernel walked them (ips[0] inside the syscall wrapper), `caller` the word
+   * at the user stack pointer on entry (0: none; all ones: it differed between
+   * sockets of this stack). The first frame is the function that called the
+   * wrapper when that is sound; else the stack says it is truncated.
+   */
+  resolve(pid: number, ips: readonly bigint[], caller: bigint): ResolvedStack {
+    const maps = readMaps(pid);
+    let jit: JitSymbol[] | undefined;
+    const frame = (addr: bigint, returnAddr: boolean): Frame | null => {
+      // A return address points after the call: name the call (addr - 1), show the address as walked.
+      const look = returnAddr ? addr - 1n : addr;
+      const m = maps.find((x) => look >= x.start && look < x.end);
+      if (m && m.path.startsWith('/')) {
+        const file = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
+        const elf = this.elf(m.id, file);
+        const vaddr = elf?.vaddrOf(look - m.start + m.offset) ?? null;
+        const symbol = vaddr !== null ? elf?.symbolAt(vaddr) ?? null : null;
+        const where = vaddr !== null ? this.lineOf(m.id, file, vaddr) : null;
+        return { addr: hex(addr), symbol: symbol ?? '??', ...(where && { file: where.file, line: where.line }), module: m.path };
+      }
+      jit ??= readPerfMap(pid);
+      const j = jit.find((x) => look >= x.start && look < x.end);
+      if (j) return { addr: hex(addr), symbol: j.name, module: '[perf-map]' };
+      return null;
+    };
+    const frames: Frame[] = [];
+    let truncated = false;
+    const usable = caller !== 0n && caller !== 0xffffffffffffffffn && followsCall(pid, caller);
+    // The caller first (the wrapper's own frame, ips[0], is libc's connect), then the walk from ips[1].
+    const first = usable ? frame(caller, true) : null;
+    if (first) frames.push(first);
+    else {
+      truncated = true;
+      const own = ips[0] !== undefined ? frame(ips[0], false) : null;
+      if (own) frames.push(own);
+    }
+    let bottom = false;
+    for (const ip of ips.slice(1)) {
+      const f = frame(ip, true);
+      if (!f) break;
+      if (frames.length > 0 && frames[frames.length - 1]!.addr === f.addr) continue;
+      frames.push(f);
+      if (STACK_BOTTOM.test(f.symbol)) {
+        bottom = true;
+        break;
+      }
+    }
+    // The walk ended at an address nothing maps (a broken frame-pointer chain) or at the kernel's frame limit.
+    if (!bottom) truncated = true;
+    return { stack: frames, stackTruncated: truncated };
+  }
+
+  private elf(id: string, path: string): ElfSymbols | null {
+    let elf = this.files.get(id);
+    if (elf === undefined) {
+      if (this.files.size >= FILE_LIMIT) this.files.clear();
+      elf = ElfSymbols.load(path);
+      this.files.set(id, elf);
+    }
+    return elf;
+  }
+
+  /** file:line of `vaddr` in the file, from its DWARF by addr2line (binutils), where both exist. */
+  private lineOf(id: string, path: string, vaddr: bigint): { file: string; line: number } | null {
+    const key = `${id}@${vaddr}`;
+    const known = this.lines.get(key);
+    if (known !== undefined) return known;
+    let where: { file: string; line: number } | null = null;
+    let debug = this.debug.get(id);
+    if (debug === undefined) this.debug.set(id, (debug = hasDebugInfo(path)));
+    if (this.addr2line !== false && debug) {
+      try {
+        const out = execFileSync('addr2line', ['-e', path, hex(vaddr)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
+        const m = /^(.*):(\d+)/.exec(out.trim());
+        if (m && m[1] !== '??' && Number(m[2]) > 0) where = { file: m[1]!, line: Number(m[2]) };
+        this.addr2line = true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.addr2line = false;
+      }
+    }
+    if (this.lines.size >= FILE_LIMIT * 64) this.lines.clear();
+    this.lines.set(key, where);
+    return where;
+  }
+}
+
+/** Whether the file has a .debug_line section (addr2line would find nothing otherwise: no process spawned). */
+function hasDebugInfo(path: string): boolean {
+  try {
+    if (statSync(path).size > 512 << 20) return false;
+    return readFileSync(path).includes('.debug_line');
+  } catch {
+    return false;
+  }
+}

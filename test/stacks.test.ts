@@ -1,0 +1,101 @@
+/**
+ * Where in the code each leak was made (issue #24, part 1): real leakers, real
+ * BPF, the creating connect()'s stack named from the leaker's own binary.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, afterEach, test } from 'node:test';
+import { groupSockets, renderGroups } from '../src/cli/leak-groups';
+import { forcedRefusals } from '../src/kernel/fallbacks';
+import { watch } from '../src/watch/leak-engine';
+import type { LeakRecord, WatchRecord } from '../src/watch-records';
+import { ROOT, startBackend, waitFor, type Backend } from './helpers';
+
+const SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.c');
+const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-stacks-'));
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+const stops: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+/** The line of `marker` in the fixture's source: where the test expects the frame. */
+function lineOf(marker: string): number {
+  return readFileSync(SOURCE, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1;
+}
+
+function recorder(options: Parameters<typeof watch>[0]): WatchRecord[] {
+  const watcher = watch(options);
+  const records: WatchRecord[] = [];
+  const pumping = (async () => {
+    for await (const r of watcher) records.push(r);
+  })();
+  stops.push(async () => {
+    await watcher.close();
+    await pumping;
+  });
+  return records;
+}
+
+async function startLeaker(argv: string[], backend: Backend, count: number): Promise<ChildProcess> {
+  const child = spawn(argv[0]!, [...argv.slice(1), backend.host, String(backend.port), String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  const [line] = (await Promise.race([once(child.stdout!, 'data'), once(child, 'exit')])) as [Buffer | number];
+  assert.ok(Buffer.isBuffer(line) && line.toString().includes('ready'), 'the leaker connected');
+  return child;
+}
+
+const leaksOf = (records: WatchRecord[], pid: number): LeakRecord[] =>
+  records.filter((r): r is LeakRecord => r.type === 'leak' && r.creator?.pid === pid);
+
+const traced = !forcedRefusals().some((r) => ['bpf', 'handle_set_state', 'handle_set_state_stacks'].includes(r));
+
+test('a C leaker built with frame pointers: the stack names open_backend first, with file:line, then worker_loop and main', { skip: !traced && 'no creator stacks on this path' }, async () => {
+  const binary = path.join(dir, 'leak-stack');
+  const built = spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stderr);
+  const backend = await startBackend('127.0.0.1');
+  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  await new Promise((r) => setTimeout(r, 300)); // attached
+  const leaker = await startLeaker([binary], backend, 3);
+  await waitFor(() => backend.accepted.length === 3, 5000, 'accepts');
+  await backend.remove();
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 3, 8000, '3 leaks');
+  for (const leak of leaksOf(records, leaker.pid!)) {
+    const stack = leak.creator?.stack;
+    assert.ok(stack && stack.length >= 3, `a stack: ${JSON.stringify(leak.creator)}`);
+    assert.equal(stack[0]!.symbol, 'open_backend', 'the function that called connect() comes first, not its caller');
+    assert.equal(path.basename(stack[0]!.file ?? ''), 'leak-stack.c');
+    assert.equal(stack[0]!.line, lineOf('LEAK_LINE'));
+    assert.equal(stack[0]!.module, binary);
+    assert.equal(stack[1]!.symbol, 'worker_loop');
+    assert.equal(stack[1]!.line, lineOf('WORKER_LINE'));
+    assert.equal(stack[2]!.symbol, 'main');
+    assert.equal(leak.creator?.stackTruncated, false, 'a frame-pointer stack down to main is whole');
+    assert.match(stack[0]!.addr, /^0x[0-9a-f]+$/);
+  }
+  const table = renderGroups(groupSockets(leaksOf(records, leaker.pid!)));
+  assert.match(table, new RegExp(`created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop \\(leak-stack\\.c:${lineOf('WORKER_LINE')}\\) <- main`));
+});
+
+test('without --stacks no stack is captured (the default costs nothing more per connect())', { skip: !traced && 'no tracer on this path' }, async () => {
+  const binary = path.join(dir, 'leak-stack-nostacks');
+  assert.equal(spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE]).status, 0);
+  const backend = await startBackend('127.0.0.1');
+  const records = recorder({ thresholdMs: 300, tickMs: 100 });
+  await new Promise((r) => setTimeout(r, 300));
+  const leaker = await startLeaker([binary], backend, 1);
+  await waitFor(() => backend.accepted.length === 1, 5000, 'accepts');
+  await backend.remove();
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 1, 8000, 'the leak');
+  assert.equal(leaksOf(records, leaker.pid!)[0]!.creator?.stack, undefined);
+});
+
