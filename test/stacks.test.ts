@@ -99,3 +99,21 @@ test('without --stacks no stack is captured (the default costs nothing more per 
   assert.equal(leaksOf(records, leaker.pid!)[0]!.creator?.stack, undefined);
 });
 
+
+test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function is named from the perf map', { skip: !traced && 'no creator stacks on this path' }, async () => {
+  const backend = await startBackend('127.0.0.1');
+  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  await new Promise((r) => setTimeout(r, 300));
+  // --interpreted-frames-native-stack: a function not compiled yet runs in the interpreter, whose frames the perf map names only with it.
+  const args = ['--perf-basic-prof', '--interpreted-frames-native-stack', path.join(ROOT, 'test', 'fixtures', 'leak-stack.js')];
+  const leaker = await startLeaker([process.execPath, ...args], backend, 2);
+  await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
+  await backend.remove();
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 8000, '2 leaks');
+  for (const leak of leaksOf(records, leaker.pid!)) {
+    const stack = leak.creator?.stack ?? [];
+    const js = stack.find((f) => f.module === '[perf-map]' && /openBackendJs/.test(f.symbol));
+    assert.ok(js, `openBackendJs among the frames: ${stack.map((f) => `${f.symbol} [${f.module}]`).join(' <- ')}`);
+  }
+  rmSync(`/tmp/perf-${leaker.pid}.map`, { force: true });
+});
