@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets, renderGroups } from '../src/cli/leak-groups';
-import { forcedRefusals } from '../src/kernel/fallbacks';
+import { forcedRefusals, onFallback, REFUSE_ENV, type Fallback } from '../src/kernel/fallbacks';
 import { watch } from '../src/watch/leak-engine';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import { ROOT, startBackend, waitFor, type Backend } from './helpers';
@@ -116,4 +116,32 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
     assert.ok(js, `openBackendJs among the frames: ${stack.map((f) => `${f.symbol} [${f.module}]`).join(' <- ')}`);
   }
   rmSync(`/tmp/perf-${leaker.pid}.map`, { force: true });
+});
+
+test('a kernel that refuses the stack program: watch goes on with creators but no stacks, and says what is lost', { skip: !traced && 'no tracer on this path' }, async () => {
+  const binary = path.join(dir, 'leak-stack-refused');
+  assert.equal(spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE]).status, 0);
+  const backend = await startBackend('127.0.0.1');
+  const noted: Fallback[] = [];
+  const unsubscribe = onFallback((f) => noted.push(f));
+  const before = process.env[REFUSE_ENV];
+  process.env[REFUSE_ENV] = [before, 'handle_set_state_stacks'].filter(Boolean).join(',');
+  let records: WatchRecord[];
+  try {
+    records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  } finally {
+    if (before === undefined) delete process.env[REFUSE_ENV];
+    else process.env[REFUSE_ENV] = before;
+    unsubscribe();
+  }
+  const fallback = noted.find((f) => f.what === 'handle_set_state_stacks');
+  assert.ok(fallback, 'the refusal is noted');
+  assert.equal(fallback.instead, 'handle_set_state');
+  assert.match(fallback.lost, /creator stacks/);
+  await new Promise((r) => setTimeout(r, 300));
+  const leaker = await startLeaker([binary], backend, 1);
+  await waitFor(() => backend.accepted.length === 1, 5000, 'accepts');
+  await backend.remove();
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 1, 8000, 'the leak, creator known');
+  assert.equal(leaksOf(records, leaker.pid!)[0]!.creator?.stack, undefined);
 });

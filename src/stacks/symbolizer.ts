@@ -113,6 +113,9 @@ export class Symbolizer {
   private readonly lines = new Map<string, { file: string; line: number } | null>();
   private readonly debug = new Map<string, boolean>();
   private addr2line: boolean | undefined;
+  private cxxfilt: boolean | undefined;
+  /** Demangled C++ names, by mangled name. */
+  private readonly names = new Map<string, string>();
 
   /**
    * The frames of one raw stack of process `pid`: `ips` innermost first as the
@@ -165,7 +168,23 @@ export class Symbolizer {
     }
     // The walk ended at an address nothing maps (a broken frame-pointer chain) or at the kernel's frame limit.
     if (!bottom) truncated = true;
+    this.demangle(frames);
     return { stack: frames, stackTruncated: truncated };
+  }
+
+  /** C++ names as people write them (`node::TCPWrap::Connect(...)`), by binutils' c++filt, one run per stack. */
+  private demangle(frames: Frame[]): void {
+    const mangled = [...new Set(frames.map((f) => f.symbol).filter((n) => n.startsWith('_Z') && !this.names.has(n)))];
+    if (mangled.length > 0 && this.cxxfilt !== false) {
+      try {
+        const out = execFileSync('c++filt', [], { input: `${mangled.join('\n')}\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'ignore'], timeout: 5000 }).split('\n');
+        if (this.names.size >= FILE_LIMIT * 64) this.names.clear();
+        mangled.forEach((n, i) => this.names.set(n, out[i] || n));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.cxxfilt = false;
+      }
+    }
+    for (const f of frames) f.symbol = this.names.get(f.symbol) ?? f.symbol;
   }
 
   private elf(id: string, path: string): ElfSymbols | null {
