@@ -174,19 +174,19 @@ struct {
 } user_stacks SEC(".maps");
 
 /*
- * Per user_stacks id: the return address at the user stack pointer when the
- * syscall was entered, the frame a frame-pointer walk skips (the libc wrapper
- * keeps no frame, so the walk goes from the wrapper to its caller's caller).
- * SL_CALLER_MIXED when sockets of one id saw different ones (the same stack
- * reached from two call sites of one function): then user space shows none
- * rather than a wrong one. Written by capture_user_stack; read by user space
- * (ReadStack), which checks it is a return address before using it.
+ * Per user_stacks id: the words at the user stack pointer on syscall entry
+ * (struct sl_stack_caller), among them the return address a frame-pointer walk
+ * skips (the libc wrapper keeps no frame, so the walk goes from the wrapper to
+ * its caller's caller). Words that differ between sockets of one id (locals;
+ * or the same stack reached from two call sites of one function) are marked
+ * SL_CALLER_MIXED, and user space then shows no caller rather than a wrong
+ * one. Written by capture_user_stack; read by user space (ReadStack).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SL_USER_STACKS);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct sl_stack_caller);
 } stack_callers SEC(".maps");
 
 /*
@@ -196,8 +196,9 @@ struct {
 static __always_inline __u16 capture_user_stack(void *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	__u64 caller = 0, *seen;
 	long id = bpf_get_stackid(ctx, &user_stacks, BPF_F_USER_STACK);
+	__u64 words[SL_CALLER_WORDS] = {};
+	struct sl_stack_caller *seen;
 	__u32 key;
 
 	if (id < 0) {
@@ -206,11 +207,18 @@ static __always_inline __u16 capture_user_stack(void *ctx)
 		return 0;
 	}
 	key = (__u32)id;
-	if (regs)
-		bpf_probe_read_user(&caller, sizeof(caller), (void *)BPF_CORE_READ(regs, sp));
 	seen = bpf_map_lookup_elem(&stack_callers, &key);
-	if (seen && *seen != caller && *seen != SL_CALLER_MIXED)
-		*seen = *seen ? SL_CALLER_MIXED : caller;
+	if (!seen || !regs || bpf_probe_read_user(words, sizeof(words), (void *)BPF_CORE_READ(regs, sp)))
+		return (__u16)(key + 1);
+	if (!READ_ONCE(seen->set)) {
+		__builtin_memcpy(seen->words, words, sizeof(words));
+		WRITE_ONCE(seen->set, 1);
+		return (__u16)(key + 1);
+	}
+	for (int i = 0; i < SL_CALLER_WORDS; i++) {
+		if (seen->words[i] != words[i] && seen->words[i] != SL_CALLER_MIXED)
+			seen->words[i] = SL_CALLER_MIXED;
+	}
 	return (__u16)(key + 1);
 }
 

@@ -99,8 +99,23 @@ enum sl_mode {
 #define SL_USER_STACKS 16384
 /* Frames kept of one creating call stack (the kernel's limit is 127). */
 #define SL_STACK_FRAMES 32
-/* `stack_callers` value: connect()/accept()'s caller differed between sockets of one stack id. */
+/* Words of the user stack kept per stack id from the stack pointer at syscall entry up (stack_callers). */
+#define SL_CALLER_WORDS 8
+/* A `stack_callers` word that differed between sockets of one stack id. */
 #define SL_CALLER_MIXED (~0ULL)
+
+/*
+ * Leak mode with creator stacks, `stack_callers` value: the words at the user
+ * stack pointer when the creating syscall was entered. One of them is the
+ * return address into the function that called the libc wrapper (which word:
+ * the wrapper's call frame information, read in user space), the frame a
+ * frame-pointer walk skips. A word that differed between sockets of one stack
+ * id is SL_CALLER_MIXED.
+ */
+struct sl_stack_caller {
+	__u64 set;                     /* 0 until the first socket of this stack id wrote words */
+	__u64 words[SL_CALLER_WORDS];
+};
 
 enum sl_creator_flags {
 	SL_CREATOR_CONNECT = 1, /* created by connect() (else taken by accept()) */

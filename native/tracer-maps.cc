@@ -209,9 +209,9 @@ std::vector<uint8_t> Tracer::ReadActiveCloses() const {
   return out;
 }
 
-bool Tracer::ReadStack(uint32_t id, std::vector<uint64_t>* frames, uint64_t* caller) const {
+bool Tracer::ReadStack(uint32_t id, std::vector<uint64_t>* frames, std::vector<uint64_t>* words) const {
   frames->clear();
-  *caller = 0;
+  words->clear();
   if (!skel_ || !captures_stacks_) return false;
   uint64_t ips[SL_STACK_FRAMES] = {};
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.user_stacks), &id, ips)) return false;
@@ -219,7 +219,10 @@ bool Tracer::ReadStack(uint32_t id, std::vector<uint64_t>* frames, uint64_t* cal
     if (!ip) break;
     frames->push_back(ip);
   }
-  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.stack_callers), &id, caller)) *caller = 0;
+  sl_stack_caller caller{};
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.stack_callers), &id, &caller) == 0 && caller.set) {
+    words->assign(caller.words, caller.words + SL_CALLER_WORDS);
+  }
   return !frames->empty();
 }
 

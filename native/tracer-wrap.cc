@@ -240,18 +240,20 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
   }
 
-  // readStack(id) -> { frames: BigUint64Array, caller: bigint } | null
+  // readStack(id) -> { frames: BigUint64Array, words: BigUint64Array } | null
   Napi::Value ReadStack(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!tracer_ || info.Length() < 1 || !info[0].IsNumber()) return env.Null();
-    std::vector<uint64_t> frames;
-    uint64_t caller = 0;
-    if (!tracer_->ReadStack(info[0].As<Napi::Number>().Uint32Value(), &frames, &caller)) return env.Null();
-    Napi::ArrayBuffer bytes = Napi::ArrayBuffer::New(env, frames.size() * sizeof(uint64_t));
-    memcpy(bytes.Data(), frames.data(), frames.size() * sizeof(uint64_t));
+    std::vector<uint64_t> frames, words;
+    if (!tracer_->ReadStack(info[0].As<Napi::Number>().Uint32Value(), &frames, &words)) return env.Null();
+    auto array = [&env](const std::vector<uint64_t>& values) {
+      Napi::ArrayBuffer bytes = Napi::ArrayBuffer::New(env, values.size() * sizeof(uint64_t));
+      if (!values.empty()) memcpy(bytes.Data(), values.data(), values.size() * sizeof(uint64_t));
+      return Napi::TypedArrayOf<uint64_t>::New(env, values.size(), bytes, 0, napi_biguint64_array);
+    };
     Napi::Object out = Napi::Object::New(env);
-    out.Set("frames", Napi::TypedArrayOf<uint64_t>::New(env, frames.size(), bytes, 0, napi_biguint64_array));
-    out.Set("caller", Napi::BigInt::New(env, caller));
+    out.Set("frames", array(frames));
+    out.Set("words", array(words));
     return out;
   }
 

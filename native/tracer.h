@@ -118,10 +118,10 @@ class Tracer {
   std::vector<uint8_t> ReadActiveCloses() const;
 
   // Leak mode with creator stacks. The frames of `user_stacks` entry `id`
-  // (innermost first, up to the first zero) and the return address found at
-  // the user stack pointer on entry (0: none; SL_CALLER_MIXED: differed).
+  // (innermost first, up to the first zero) and the SL_CALLER_WORDS words at
+  // the user stack pointer on entry (SL_CALLER_MIXED: differed; empty: none).
   // False when the id holds no stack. Main thread only.
-  bool ReadStack(uint32_t id, std::vector<uint64_t>* frames, uint64_t* caller) const;
+  bool ReadStack(uint32_t id, std::vector<uint64_t>* frames, std::vector<uint64_t>* words) const;
   // Whether connect() stacks are captured (asked for, and the kernel took the program).
   bool CapturesStacks() const { return captures_stacks_; }
 

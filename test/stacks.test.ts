@@ -45,8 +45,8 @@ function recorder(options: Parameters<typeof watch>[0]): WatchRecord[] {
   return records;
 }
 
-async function startLeaker(argv: string[], backend: Backend, count: number): Promise<ChildProcess> {
-  const child = spawn(argv[0]!, [...argv.slice(1), backend.host, String(backend.port), String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startLeaker(argv: string[], backend: Backend, count: number, extra: string[] = []): Promise<ChildProcess> {
+  const child = spawn(argv[0]!, [...argv.slice(1), backend.host, String(backend.port), String(count), ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   const [line] = (await Promise.race([once(child.stdout!, 'data'), once(child, 'exit')])) as [Buffer | number];
   assert.ok(Buffer.isBuffer(line) && line.toString().includes('ready'), 'the leaker connected');
@@ -58,37 +58,45 @@ const leaksOf = (records: WatchRecord[], pid: number): LeakRecord[] =>
 
 const traced = !forcedRefusals().some((r) => ['bpf', 'handle_set_state', 'handle_set_state_stacks'].includes(r));
 
-test('a C leaker built with frame pointers: the stack names open_backend first, with file:line, then worker_loop and main', { skip: !traced && 'no creator stacks on this path' }, async () => {
-  const binary = path.join(dir, 'leak-stack');
-  const built = spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE], { encoding: 'utf8' });
+/** Builds the C leaker with frame pointers and DWARF. */
+function buildLeaker(name: string): string {
+  const binary = path.join(dir, name);
+  const built = spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-pthread', '-o', binary, SOURCE], { encoding: 'utf8' });
   assert.equal(built.status, 0, built.stderr);
-  const backend = await startBackend('127.0.0.1');
-  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
-  await new Promise((r) => setTimeout(r, 300)); // attached
-  const leaker = await startLeaker([binary], backend, 3);
-  await waitFor(() => backend.accepted.length === 3, 5000, 'accepts');
-  await backend.remove();
-  await waitFor(() => leaksOf(records, leaker.pid!).length === 3, 8000, '3 leaks');
-  for (const leak of leaksOf(records, leaker.pid!)) {
-    const stack = leak.creator?.stack;
-    assert.ok(stack && stack.length >= 3, `a stack: ${JSON.stringify(leak.creator)}`);
-    assert.equal(stack[0]!.symbol, 'open_backend', 'the function that called connect() comes first, not its caller');
-    assert.equal(path.basename(stack[0]!.file ?? ''), 'leak-stack.c');
-    assert.equal(stack[0]!.line, lineOf('LEAK_LINE'));
-    assert.equal(stack[0]!.module, binary);
-    assert.equal(stack[1]!.symbol, 'worker_loop');
-    assert.equal(stack[1]!.line, lineOf('WORKER_LINE'));
-    assert.equal(stack[2]!.symbol, 'main');
-    assert.equal(leak.creator?.stackTruncated, false, 'a frame-pointer stack down to main is whole');
-    assert.match(stack[0]!.addr, /^0x[0-9a-f]+$/);
-  }
-  const table = renderGroups(groupSockets(leaksOf(records, leaker.pid!)));
-  assert.match(table, new RegExp(`created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop \\(leak-stack\\.c:${lineOf('WORKER_LINE')}\\) <- main`));
-});
+  return binary;
+}
+
+for (const threaded of [false, true]) {
+  const how = threaded ? 'multi-threaded (glibc moves the stack pointer before the syscall)' : 'single-threaded';
+  test(`a C leaker built with frame pointers, ${how}: the stack names open_backend first, with file:line, then worker_loop and main`, { skip: !traced && 'no creator stacks on this path' }, async () => {
+    const binary = buildLeaker(threaded ? 'leak-stack-mt' : 'leak-stack');
+    const backend = await startBackend('127.0.0.1');
+    const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+    await new Promise((r) => setTimeout(r, 300)); // attached
+    const leaker = await startLeaker([binary], backend, 3, threaded ? ['threaded'] : []);
+    await waitFor(() => backend.accepted.length === 3, 5000, 'accepts');
+    await backend.remove();
+    await waitFor(() => leaksOf(records, leaker.pid!).length === 3, 8000, '3 leaks');
+    for (const leak of leaksOf(records, leaker.pid!)) {
+      const stack = leak.creator?.stack;
+      assert.ok(stack && stack.length >= 3, `a stack: ${JSON.stringify(leak.creator)}`);
+      assert.equal(stack[0]!.symbol, 'open_backend', `the function that called connect() comes first, not its caller: ${JSON.stringify(stack)}`);
+      assert.equal(path.basename(stack[0]!.file ?? ''), 'leak-stack.c');
+      assert.equal(stack[0]!.line, lineOf('LEAK_LINE'));
+      assert.equal(stack[0]!.module, binary);
+      assert.equal(stack[1]!.symbol, 'worker_loop');
+      assert.equal(stack[1]!.line, lineOf('WORKER_LINE'));
+      assert.equal(stack[2]!.symbol, 'main');
+      assert.equal(leak.creator?.stackTruncated, false, 'a frame-pointer stack down to main is whole');
+      assert.match(stack[0]!.addr, /^0x[0-9a-f]+$/);
+    }
+    const table = renderGroups(groupSockets(leaksOf(records, leaker.pid!)));
+    assert.match(table, new RegExp(`created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop \\(leak-stack\\.c:${lineOf('WORKER_LINE')}\\) <- main`));
+  });
+}
 
 test('without --stacks no stack is captured (the default costs nothing more per connect())', { skip: !traced && 'no tracer on this path' }, async () => {
-  const binary = path.join(dir, 'leak-stack-nostacks');
-  assert.equal(spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE]).status, 0);
+  const binary = buildLeaker('leak-stack-nostacks');
   const backend = await startBackend('127.0.0.1');
   const records = recorder({ thresholdMs: 300, tickMs: 100 });
   await new Promise((r) => setTimeout(r, 300));
@@ -119,8 +127,7 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
 });
 
 test('a kernel that refuses the stack program: watch goes on with creators but no stacks, and says what is lost', { skip: !traced && 'no tracer on this path' }, async () => {
-  const binary = path.join(dir, 'leak-stack-refused');
-  assert.equal(spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, SOURCE]).status, 0);
+  const binary = buildLeaker('leak-stack-refused');
   const backend = await startBackend('127.0.0.1');
   const noted: Fallback[] = [];
   const unsubscribe = onFallback((f) => noted.push(f));

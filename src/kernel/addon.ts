@@ -62,8 +62,8 @@ export interface NativeTracer {
     creatorStacks: boolean;
     refusals: NativeRefusal[];
   };
-  /** The `user_stacks` entry `id`: frames innermost first, and the return address at the user stack pointer (0 none; all ones: mixed). */
-  readStack(id: number): { frames: BigUint64Array; caller: bigint } | null;
+  /** The `user_stacks` entry `id`: frames innermost first, and the words at the user stack pointer on entry (all ones: mixed; empty: none). */
+  readStack(id: number): { frames: BigUint64Array; words: BigUint64Array } | null;
   activeCloses(): Buffer;
   treeAdd(pid: number): void;
   treePids(): number[];

@@ -6,7 +6,7 @@
  * (/tmp/perf-PID.map: Node --perf-basic-prof, Python -X perf). Done at report
  * time, while the process lives: its maps say which file each address is in.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { Frame } from '../sockets';
 import { ElfSymbols } from './elf-symbols';
@@ -32,6 +32,36 @@ interface JitSymbol {
 const FILE_LIMIT = 256;
 /** The frames of a function whose callers' frames are not the program's own (the stack's natural end). */
 const STACK_BOTTOM = /^(main|_start|start_thread|__libc_start_main|__libc_start_call_main|clone3?|__clone3?)$|^(runtime\.goexit|runtime\.main)$/;
+
+/** The kernel's mark of a stack word that differed between sockets (SL_CALLER_MIXED). */
+const MIXED = 0xffffffffffffffffn;
+
+/** A canonical frame address rule: register + offset. */
+interface CfaRule {
+  register: string;
+  offset: number;
+}
+
+/**
+ * The CFA rule at `vaddr` in readelf's `--debug-dump=frames-interp` output:
+ * the FDE whose pc range holds it, its last row at or before it.
+ */
+export function cfaRuleIn(text: string, vaddr: bigint): CfaRule | null {
+  const fde = /FDE cie=[0-9a-f]+ pc=([0-9a-f]+)\.\.([0-9a-f]+)\n/g;
+  for (let m = fde.exec(text); m; m = fde.exec(text)) {
+    if (vaddr < BigInt(`0x${m[1]}`) || vaddr >= BigInt(`0x${m[2]}`)) continue;
+    const end = text.indexOf('\n\n', m.index);
+    let rule: CfaRule | null = null;
+    for (const line of text.slice(fde.lastIndex, end < 0 ? undefined : end).split('\n')) {
+      const row = /^([0-9a-f]+) +([a-z0-9]+)\+(\d+) /.exec(line);
+      if (!row) continue;
+      if (BigInt(`0x${row[1]}`) > vaddr) break;
+      rule = { register: row[2]!, offset: Number(row[3]) };
+    }
+    return rule;
+  }
+  return null;
+}
 
 /** What a raw stack resolves to. */
 export interface ResolvedStack {
@@ -114,30 +144,37 @@ export class Symbolizer {
   private readonly debug = new Map<string, boolean>();
   private addr2line: boolean | undefined;
   private cxxfilt: boolean | undefined;
+  private readelf: boolean | undefined;
+  /** CFA rules of syscall wrappers, by file and address (a handful: connect, accept, accept4 of one libc). */
+  private readonly cfa = new Map<string, CfaRule | null>();
   /** Demangled C++ names, by mangled name. */
   private readonly names = new Map<string, string>();
 
   /**
    * The frames of one raw stack of process `pid`: `ips` innermost first as the
-   * kernel walked them (ips[0] inside the syscall wrapper), `caller` the word
-   * at the user stack pointer on entry (0: none; all ones: it differed between
+   * kernel walked them (ips[0] inside the syscall wrapper), `words` the words
+   * at the user stack pointer on entry (all ones where they differed between
    * sockets of this stack). The first frame is the function that called the
    * wrapper when that is sound; else the stack says it is truncated.
    */
-  resolve(pid: number, ips: readonly bigint[], caller: bigint): ResolvedStack {
+  resolve(pid: number, ips: readonly bigint[], words: readonly bigint[]): ResolvedStack {
     const maps = readMaps(pid);
     let jit: JitSymbol[] | undefined;
+    const locate = (look: bigint): { m: Mapping; file: string; vaddr: bigint | null; elf: ElfSymbols | null } | null => {
+      const m = maps.find((x) => look >= x.start && look < x.end);
+      if (!m || !m.path.startsWith('/')) return null;
+      const file = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
+      const elf = this.elf(m.id, file);
+      return { m, file, elf, vaddr: elf?.vaddrOf(look - m.start + m.offset) ?? null };
+    };
     const frame = (addr: bigint, returnAddr: boolean): Frame | null => {
       // A return address points after the call: name the call (addr - 1), show the address as walked.
       const look = returnAddr ? addr - 1n : addr;
-      const m = maps.find((x) => look >= x.start && look < x.end);
-      if (m && m.path.startsWith('/')) {
-        const file = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
-        const elf = this.elf(m.id, file);
-        const vaddr = elf?.vaddrOf(look - m.start + m.offset) ?? null;
-        const symbol = vaddr !== null ? elf?.symbolAt(vaddr) ?? null : null;
-        const where = vaddr !== null ? this.lineOf(m.id, file, vaddr) : null;
-        return { addr: hex(addr), symbol: symbol ?? '??', ...(where && { file: where.file, line: where.line }), module: m.path };
+      const at = locate(look);
+      if (at) {
+        const symbol = at.vaddr !== null ? at.elf?.symbolAt(at.vaddr) ?? null : null;
+        const where = at.vaddr !== null ? this.lineOf(at.m.id, at.file, at.vaddr) : null;
+        return { addr: hex(addr), symbol: symbol ?? '??', ...(where && { file: where.file, line: where.line }), module: at.m.path };
       }
       jit ??= readPerfMap(pid);
       const j = jit.find((x) => look >= x.start && look < x.end);
@@ -146,14 +183,24 @@ export class Symbolizer {
     };
     const frames: Frame[] = [];
     let truncated = false;
-    const usable = caller !== 0n && caller !== 0xffffffffffffffffn && followsCall(pid, caller);
-    // The caller first (the wrapper's own frame, ips[0], is libc's connect), then the walk from ips[1].
-    const first = usable ? frame(caller, true) : null;
-    if (first) frames.push(first);
-    else {
-      truncated = true;
-      const own = ips[0] !== undefined ? frame(ips[0], false) : null;
+    const wrapper = ips[0] !== undefined ? locate(ips[0]) : null;
+    const rule = wrapper && wrapper.vaddr !== null ? this.cfaAt(wrapper.m.id, wrapper.file, wrapper.vaddr) : undefined;
+    if (rule?.register === 'rbp') {
+      // The wrapper keeps a frame pointer: the walk from ips[1] already starts at its caller.
+      const own = frame(ips[0]!, false);
       if (own) frames.push(own);
+    } else {
+      // The wrapper's return address is where its call frame information puts it (CFA - 8), else at the stack pointer.
+      const index = rule ? (rule.offset - 8) / 8 : 0;
+      const word = Number.isInteger(index) ? words[index] : undefined;
+      const usable = word !== undefined && word !== MIXED && followsCall(pid, word);
+      const first = usable ? frame(word, true) : null;
+      if (first) frames.push(first);
+      else {
+        truncated = true;
+        const own = ips[0] !== undefined ? frame(ips[0], false) : null;
+        if (own) frames.push(own);
+      }
     }
     let bottom = false;
     for (const ip of ips.slice(1)) {
@@ -185,6 +232,26 @@ export class Symbolizer {
       }
     }
     for (const f of frames) f.symbol = this.names.get(f.symbol) ?? f.symbol;
+  }
+
+  /**
+   * How the canonical frame address is computed at `vaddr` of the file, from
+   * its .eh_frame (binutils' readelf): `rsp+32` is { register: 'rsp', offset: 32 }.
+   * null when the file has no rule there, or no readelf.
+   */
+  private cfaAt(id: string, path: string, vaddr: bigint): CfaRule | null {
+    const key = `${id}@${vaddr}`;
+    const known = this.cfa.get(key);
+    if (known !== undefined) return known;
+    let rule: CfaRule | null = null;
+    if (this.readelf !== false) {
+      // (readelf exits 1 over sections it cannot decode, e.g. libc's .debug_frame stubs, after printing .eh_frame)
+      const run = spawnSync('readelf', ['--debug-dump=frames-interp', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000, maxBuffer: 512 << 20 });
+      if ((run.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.readelf = false;
+      else if (run.stdout) rule = cfaRuleIn(run.stdout, vaddr);
+    }
+    this.cfa.set(key, rule);
+    return rule;
   }
 
   private elf(id: string, path: string): ElfSymbols | null {

@@ -205,7 +205,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   }
 
   /** @internal Leak mode with creatorStacks: the raw stack `id` of the kernel's user_stacks map, or null. */
-  readStack(id: number): { frames: BigUint64Array; caller: bigint } | null {
+  readStack(id: number): { frames: BigUint64Array; words: BigUint64Array } | null {
     return this.native.readStack(id);
   }
 

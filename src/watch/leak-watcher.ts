@@ -131,7 +131,7 @@ export class LeakWatcher extends OpenLeaks {
     const symbolizer = options.stacks ? new Symbolizer() : undefined;
     const stackOf = (pid: number, id: number): ResolvedStack | null => {
       const raw = this.tracer.readStack(id);
-      return raw && symbolizer ? symbolizer.resolve(pid, [...raw.frames], raw.caller) : null;
+      return raw && symbolizer ? symbolizer.resolve(pid, [...raw.frames], [...raw.words]) : null;
     };
     this.reconciler = new LeakReconciler(this.leaks, this.scanner, symbolizer && stackOf);
     this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
