@@ -11,6 +11,8 @@ import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets, renderGroups } from '../src/cli/leak-groups';
 import { forcedRefusals, onFallback, REFUSE_ENV, type Fallback } from '../src/kernel/fallbacks';
+import { fromSocket, toBody } from '../src/recording/mapping';
+import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { watch } from '../src/watch/leak-engine';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import { ROOT, startBackend, waitFor, type Backend } from './helpers';
@@ -90,6 +92,14 @@ for (const threaded of [false, true]) {
       assert.equal(leak.creator?.stackTruncated, false, 'a frame-pointer stack down to main is whole');
       assert.match(stack[0]!.addr, /^0x[0-9a-f]+$/);
     }
+    // The agent's stream (protobuf Creator.stack) carries the same frames, all 64 bits of each address.
+    const leak = leaksOf(records, leaker.pid!)[0]!;
+    const bytes = encodeRecord({ timeUnixMs: Date.now(), seq: 1, ...toBody(leak) });
+    let prefix = 0;
+    while (bytes[prefix]! & 0x80) prefix++; // the length varint
+    const decoded = decodeRecordBytes(bytes.subarray(prefix + 1));
+    assert.ok('leak' in decoded && decoded.leak.socket);
+    assert.deepEqual(fromSocket(decoded.leak.socket).creator, leak.creator);
     const table = renderGroups(groupSockets(leaksOf(records, leaker.pid!)));
     assert.match(table, new RegExp(`created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop \\(leak-stack\\.c:${lineOf('WORKER_LINE')}\\) <- main`));
   });
