@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets, renderGroups } from '../src/cli/leak-groups';
+import { renderRunSummary, runJson } from '../src/cli/run-report';
+import { runWithLeakCheck } from '../src/run/run';
 import { forcedRefusals, onFallback, REFUSE_ENV, type Fallback } from '../src/kernel/fallbacks';
 import { fromSocket, toBody } from '../src/recording/mapping';
 import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
@@ -161,4 +163,24 @@ test('a kernel that refuses the stack program: watch goes on with creators but n
   await backend.remove();
   await waitFor(() => leaksOf(records, leaker.pid!).length === 1, 8000, 'the leak, creator known');
   assert.equal(leaksOf(records, leaker.pid!)[0]!.creator?.stack, undefined);
+});
+
+test('sockleak run names the leaking code always (no option): the report, its --json and its table', { skip: !traced && 'no creator stacks on this path' }, async () => {
+  const binary = buildLeaker('leak-stack-run');
+  const backend = await startBackend('127.0.0.1');
+  const running = runWithLeakCheck([binary, backend.host, String(backend.port), '2'], {
+    thresholdMs: 500,
+    env: { ...process.env, LEAK_STACK_HOLD_S: '3' },
+  });
+  await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
+  await backend.remove();
+  const result = await running;
+  assert.equal(result.leaks.length, 2, 'both sockets leaked');
+  for (const leak of result.leaks) {
+    assert.equal(leak.creator?.stack?.[0]?.symbol, 'open_backend');
+    assert.equal(leak.creator?.stack?.[0]?.line, lineOf('LEAK_LINE'));
+  }
+  const json = JSON.parse(runJson(result)) as typeof result;
+  assert.equal(json.leaks[0]!.creator?.stack?.[1]?.symbol, 'worker_loop');
+  assert.match(renderRunSummary(result, 1), new RegExp(`sockleak: 2 created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop`));
 });
