@@ -277,11 +277,11 @@ static __always_inline struct sock *closing_sock_of_fd(int fd)
 	return mode == SL_MODE_LEAKS ? reported_leak_of_fd(fd) : tcp_sock_of_fd(fd);
 }
 
-/* Leak mode, accept() returned the socket with this cookie: remember who took it, for the day it leaks. */
-static __always_inline void remember_acceptor(__u64 cookie)
+/* Leak mode, accept() returned the socket with this cookie: remember who took it (and, with `user_stack`, where), for the day it leaks. */
+static __always_inline void remember_acceptor(__u64 cookie, __u16 user_stack)
 {
 	if (cookie)
-		remember_creator(cookie, 0, 0);
+		remember_creator(cookie, 0, user_stack);
 }
 
 #endif /* SOCKLEAK_LEAKS_BPF_H */

@@ -155,7 +155,7 @@ static __always_inline void on_socket_syscall_exit(struct pt_regs *regs, int fd,
 	}
 	if (mode == SL_MODE_LEAKS) {
 		if (type == SL_EV_ACCEPT)
-			remember_acceptor(read_cookie(sk));
+			remember_acceptor(read_cookie(sk), 0);
 		return;
 	}
 	if (ret >= 0 || ret == -EINPROGRESS)

@@ -7,6 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { groupSockets, renderGroups } from '../src/cli/leak-groups';
@@ -183,4 +184,38 @@ test('sockleak run names the leaking code always (no option): the report, its --
   const json = JSON.parse(runJson(result)) as typeof result;
   assert.equal(json.leaks[0]!.creator?.stack?.[1]?.symbol, 'worker_loop');
   assert.match(renderRunSummary(result, 1), new RegExp(`sockleak: 2 created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop`));
+});
+
+test('a C server that leaks what it accepts: the stack names accept_client first, then serve_loop', { skip: !traced && 'no creator stacks on this path' }, async () => {
+  const source = path.join(ROOT, 'test', 'fixtures', 'accept-stack.c');
+  const binary = path.join(dir, 'accept-stack');
+  const built = spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, source], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stderr);
+  const line = (marker: string): number => readFileSync(source, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1;
+  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  await new Promise((r) => setTimeout(r, 300));
+  const server = spawn(binary, ['2'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(server);
+  const [portLine] = (await once(server.stdout!, 'data')) as [Buffer];
+  const port = Number(portLine.toString().split('\n')[0]);
+  const clients = await Promise.all(
+    [0, 1].map(
+      () =>
+        new Promise<net.Socket>((resolve, reject) => {
+          const c = net.connect(port, '127.0.0.1', () => resolve(c));
+          c.once('error', reject);
+        }),
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 200)); // accepted
+  for (const c of clients) c.destroy();
+  const accepted = (): LeakRecord[] => records.filter((r): r is LeakRecord => r.type === 'leak' && r.creator?.pid === server.pid);
+  await waitFor(() => accepted().length === 2, 8000, '2 leaks');
+  for (const leak of accepted()) {
+    const stack = leak.creator?.stack ?? [];
+    assert.equal(stack[0]?.symbol, 'accept_client', JSON.stringify(stack));
+    assert.equal(stack[0]?.line, line('ACCEPT_LINE'));
+    assert.equal(stack[1]?.symbol, 'serve_loop');
+    assert.equal(stack[1]?.line, line('SERVE_LINE'));
+  }
 });
