@@ -19,9 +19,9 @@ export interface Creator {
   tid: number;
   comm: string;
   /**
-   * Where in the code the creating connect() was called, innermost first, the
-   * first frame the function that called connect() (with --stacks, and always
-   * in run). Absent when no stack was captured.
+   * Where in the code the creating connect() or accept() was called, innermost
+   * first, the first frame the function that called it (with --stacks, and
+   * always in run). Absent when no stack was captured.
    */
   stack?: Frame[];
   /** The stack was cut short: a frame could not be walked or named soundly (no frame pointers), or the caller frame is unknown. */
