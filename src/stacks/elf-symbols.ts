@@ -24,6 +24,8 @@ export class ElfSymbols {
   private constructor(
     private readonly symbols: FuncSymbol[],
     private readonly segments: Segment[],
+    /** The file has DWARF line tables (.debug_line): addr2line can say file:line. */
+    readonly hasLines: boolean,
   ) {}
 
   /** Parses `path` (64-bit little-endian ELF); null when it is not one, or unreadable. */
@@ -76,7 +78,20 @@ export class ElfSymbols {
       if (symbols.length > 0) break;
     }
     symbols.sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
-    return new ElfSymbols(symbols, segments);
+    // Section names are in the section named by e_shstrndx.
+    const shstrndx = b.readUInt16LE(62);
+    const namesAt = shoff + shstrndx * shentsize;
+    let hasLines = false;
+    if (shstrndx < shnum && namesAt + 64 <= b.length) {
+      const names = Number(b.readBigUInt64LE(namesAt + 24));
+      for (let i = 0; i < shnum && !hasLines; i++) {
+        const at = shoff + i * shentsize;
+        if (at + 64 > b.length) break;
+        const nameAt = names + b.readUInt32LE(at);
+        hasLines = b.toString('latin1', nameAt, nameAt + 12) === '.debug_line\0';
+      }
+    }
+    return new ElfSymbols(symbols, segments, hasLines);
   }
 
   /** The virtual address (as the symbols and DWARF use) of file offset `offset`; null outside every loaded segment. */

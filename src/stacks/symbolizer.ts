@@ -7,7 +7,7 @@
  * time, while the process lives: its maps say which file each address is in.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Frame } from '../sockets';
 import { ElfSymbols } from './elf-symbols';
 
@@ -141,7 +141,6 @@ function followsCall(pid: number, addr: bigint): boolean {
 export class Symbolizer {
   private readonly files = new Map<string, ElfSymbols | null>();
   private readonly lines = new Map<string, { file: string; line: number } | null>();
-  private readonly debug = new Map<string, boolean>();
   private addr2line: boolean | undefined;
   private cxxfilt: boolean | undefined;
   private readelf: boolean | undefined;
@@ -173,7 +172,7 @@ export class Symbolizer {
       const at = locate(look);
       if (at) {
         const symbol = at.vaddr !== null ? at.elf?.symbolAt(at.vaddr) ?? null : null;
-        const where = at.vaddr !== null ? this.lineOf(at.m.id, at.file, at.vaddr) : null;
+        const where = at.vaddr !== null && at.elf?.hasLines ? this.lineOf(at.m.id, at.file, at.vaddr) : null;
         return { addr: hex(addr), symbol: symbol ?? '??', ...(where && { file: where.file, line: where.line }), module: at.m.path };
       }
       jit ??= readPerfMap(pid);
@@ -264,15 +263,13 @@ export class Symbolizer {
     return elf;
   }
 
-  /** file:line of `vaddr` in the file, from its DWARF by addr2line (binutils), where both exist. */
+  /** file:line of `vaddr` in the file (which has DWARF line tables), by binutils' addr2line where it is installed. */
   private lineOf(id: string, path: string, vaddr: bigint): { file: string; line: number } | null {
     const key = `${id}@${vaddr}`;
     const known = this.lines.get(key);
     if (known !== undefined) return known;
     let where: { file: string; line: number } | null = null;
-    let debug = this.debug.get(id);
-    if (debug === undefined) this.debug.set(id, (debug = hasDebugInfo(path)));
-    if (this.addr2line !== false && debug) {
+    if (this.addr2line !== false) {
       try {
         const out = execFileSync('addr2line', ['-e', path, hex(vaddr)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
         const m = /^(.*):(\d+)/.exec(out.trim());
@@ -285,15 +282,5 @@ export class Symbolizer {
     if (this.lines.size >= FILE_LIMIT * 64) this.lines.clear();
     this.lines.set(key, where);
     return where;
-  }
-}
-
-/** Whether the file has a .debug_line section (addr2line would find nothing otherwise: no process spawned). */
-function hasDebugInfo(path: string): boolean {
-  try {
-    if (statSync(path).size > 512 << 20) return false;
-    return readFileSync(path).includes('.debug_line');
-  } catch {
-    return false;
   }
 }
