@@ -18,7 +18,9 @@ import { fromSocket, toBody } from '../src/recording/mapping';
 import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { watch } from '../src/watch/leak-engine';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
-import { ROOT, startBackend, waitFor, type Backend } from './helpers';
+import http from 'node:http';
+import { httpRequest, ROOT, startAgentProcess, startBackend, waitFor, type Backend } from './helpers';
+import type { RecordMessage } from '../src/recording/messages';
 
 const SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.c');
 const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-stacks-'));
@@ -218,4 +220,47 @@ test('a C server that leaks what it accepts: the stack names accept_client first
     assert.equal(stack[1]?.symbol, 'serve_loop');
     assert.equal(stack[1]?.line, line('SERVE_LINE'));
   }
+});
+
+/** Every whole length-delimited record in `bytes` decoded into `out`; returns the unfinished rest. */
+function takeRecords(bytes: Buffer, out: RecordMessage[]): Buffer {
+  let at = 0;
+  for (;;) {
+    let length = 0;
+    let shift = 0;
+    let i = at;
+    for (; i < bytes.length; i++) {
+      length += (bytes[i]! & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (!(bytes[i]! & 0x80)) break;
+    }
+    if (i >= bytes.length || i + 1 + length > bytes.length) return bytes.subarray(at);
+    out.push(decodeRecordBytes(bytes.subarray(i + 1, i + 1 + length)));
+    at = i + 1 + length;
+  }
+}
+
+test('sockleak agent --stacks: the /stream leak records carry Creator.stack; /metrics has no stack labels', { skip: !traced && 'no creator stacks on this path', timeout: 60_000 }, async () => {
+  const binary = buildLeaker('leak-stack-agent');
+  const backend = await startBackend('127.0.0.1');
+  const agent = await startAgentProcess(['--listen', '127.0.0.1:0', '--threshold', '300ms', '--no-ports', '--stacks']);
+  stops.push(async () => void (await agent.stop()));
+  const records: RecordMessage[] = [];
+  let pending: Buffer = Buffer.alloc(0);
+  const req = http.get(`${agent.base}/stream`, (res) => res.on('data', (d: Buffer) => (pending = takeRecords(Buffer.concat([pending, d]), records))));
+  req.on('error', () => undefined);
+  stops.push(async () => void req.destroy());
+  const leaker = await startLeaker([binary], backend, 1);
+  await waitFor(() => backend.accepted.length === 1, 5000, 'accepts');
+  await backend.remove();
+  const leakOf = (): RecordMessage | undefined => records.find((r) => 'leak' in r && r.leak.socket?.creator?.pid === leaker.pid);
+  await waitFor(() => leakOf() !== undefined, 15_000, 'the leak on /stream');
+  const creator = (leakOf() as Extract<RecordMessage, { leak: unknown }>).leak.socket!.creator!;
+  assert.equal(creator.stack[0]?.symbol, 'open_backend');
+  assert.equal(creator.stack[0]?.line, lineOf('LEAK_LINE'));
+  assert.equal(creator.stack[1]?.symbol, 'worker_loop');
+  assert.equal(creator.stackTruncated, false);
+  const metrics = await httpRequest(`${agent.base}/metrics`);
+  assert.equal(metrics.status, 200);
+  assert.doesNotMatch(metrics.body, /open_backend|worker_loop/, 'stacks are never metric labels');
 });
