@@ -3,11 +3,13 @@
  * raw return addresses of a live process named by the ELF symbols of the file
  * mapped there (elf-symbols.ts), file:line from DWARF by binutils' addr2line
  * where the file has it, and JIT code by the perf map the runtime writes
- * (/tmp/perf-PID.map: Node --perf-basic-prof, Python -X perf). Done at report
- * time, while the process lives: its maps say which file each address is in.
+ * (/tmp/perf-PID.map: Node --perf-basic-prof, Python -X perf); the frame the
+ * kernel's frame-pointer walk skips placed by the syscall wrapper's call frame
+ * information (binutils' readelf). Done at report time, while the process
+ * lives: its maps say which file each address is in.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { Frame } from '../sockets';
 import { ElfSymbols } from './elf-symbols';
 
@@ -16,7 +18,7 @@ interface Mapping {
   start: bigint;
   end: bigint;
   offset: bigint;
-  /** dev:inode, the file's identity across processes. */
+  /** dev:inode:mtime, the file's identity across processes and rewrites. */
   id: string;
   path: string;
 }
@@ -84,7 +86,16 @@ function readMaps(pid: number): Mapping[] {
   for (const line of text.split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s+(.*)$/.exec(line);
     if (!m || m[3]![2] !== 'x') continue;
-    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), offset: BigInt(`0x${m[4]}`), id: `${m[5]}:${m[6]}`, path: m[7]! });
+    // A file rewritten in place keeps its inode: its mtime tells the new contents from the cached ones.
+    let mtime = 0;
+    if (m[7]!.startsWith('/')) {
+      try {
+        mtime = statSync(`/proc/${pid}/map_files/${m[1]}-${m[2]}`).mtimeMs;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), offset: BigInt(`0x${m[4]}`), id: `${m[5]}:${m[6]}:${mtime}`, path: m[7]! });
   }
   return out;
 }
