@@ -3,7 +3,7 @@
  * a file offset to the address the symbols use (its PT_LOAD segments): enough
  * to name a return address of a mapped executable or library without any tool.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 
 /** One function symbol: [start, start + size) in the file's virtual addresses. */
 interface FuncSymbol {
@@ -28,69 +28,90 @@ export class ElfSymbols {
     readonly hasLines: boolean,
   ) {}
 
-  /** Parses `path` (64-bit little-endian ELF); null when it is not one, or unreadable. */
+  /**
+   * Parses `path` (64-bit little-endian ELF); null when it is not one, or
+   * unreadable. Reads only the headers and the symbol and string tables: a
+   * binary with its debug info can weigh gigabytes.
+   */
   static load(path: string): ElfSymbols | null {
-    let b: Buffer;
+    let fd: number;
     try {
-      b = readFileSync(path);
+      fd = openSync(path, 'r');
     } catch {
       return null;
     }
-    if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1) return null;
-    const phoff = Number(b.readBigUInt64LE(32));
-    const shoff = Number(b.readBigUInt64LE(40));
-    const phentsize = b.readUInt16LE(54);
-    const phnum = b.readUInt16LE(56);
-    const shentsize = b.readUInt16LE(58);
-    const shnum = b.readUInt16LE(60);
-    const segments: Segment[] = [];
-    for (let i = 0; i < phnum; i++) {
-      const at = phoff + i * phentsize;
-      if (at + 56 > b.length || b.readUInt32LE(at) !== 1 /* PT_LOAD */) continue;
-      segments.push({ offset: b.readBigUInt64LE(at + 8), vaddr: b.readBigUInt64LE(at + 16), size: b.readBigUInt64LE(at + 32) });
+    try {
+      return ElfSymbols.parse((offset, length) => {
+        const out = Buffer.alloc(Math.max(0, length));
+        const got = length > 0 ? readSync(fd, out, 0, length, offset) : 0;
+        return out.subarray(0, got);
+      });
+    } catch {
+      return null;
+    } finally {
+      closeSync(fd);
     }
-    const sections = (type: number): Array<{ off: number; size: number; link: number; entsize: number }> => {
-      const out = [];
-      for (let i = 0; i < shnum; i++) {
-        const at = shoff + i * shentsize;
-        if (at + 64 > b.length || b.readUInt32LE(at + 4) !== type) continue;
-        out.push({ off: Number(b.readBigUInt64LE(at + 24)), size: Number(b.readBigUInt64LE(at + 32)), link: b.readUInt32LE(at + 40), entsize: Number(b.readBigUInt64LE(at + 56)) });
-      }
-      return out;
-    };
+  }
+
+  private static parse(read: (offset: number, length: number) => Buffer): ElfSymbols | null {
+    const h = read(0, 64);
+    if (h.length < 64 || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return null;
+    const phoff = Number(h.readBigUInt64LE(32));
+    const shoff = Number(h.readBigUInt64LE(40));
+    const phentsize = h.readUInt16LE(54);
+    const phnum = h.readUInt16LE(56);
+    const shentsize = h.readUInt16LE(58);
+    const shnum = h.readUInt16LE(60);
+    const shstrndx = h.readUInt16LE(62);
+    if (phentsize < 56 || (shnum > 0 && shentsize < 64)) return null;
+    const ph = read(phoff, phnum * phentsize);
+    const segments: Segment[] = [];
+    for (let at = 0; at + 56 <= ph.length; at += phentsize) {
+      if (ph.readUInt32LE(at) !== 1 /* PT_LOAD */) continue;
+      segments.push({ offset: ph.readBigUInt64LE(at + 8), vaddr: ph.readBigUInt64LE(at + 16), size: ph.readBigUInt64LE(at + 32) });
+    }
+    const sh = read(shoff, shnum * shentsize);
+    interface Section {
+      name: number;
+      type: number;
+      off: number;
+      size: number;
+      link: number;
+      entsize: number;
+    }
+    const sections: Section[] = [];
+    for (let at = 0; at + 64 <= sh.length; at += shentsize) {
+      sections.push({
+        name: sh.readUInt32LE(at),
+        type: sh.readUInt32LE(at + 4),
+        off: Number(sh.readBigUInt64LE(at + 24)),
+        size: Number(sh.readBigUInt64LE(at + 32)),
+        link: sh.readUInt32LE(at + 40),
+        entsize: Number(sh.readBigUInt64LE(at + 56)),
+      });
+    }
     const symbols: FuncSymbol[] = [];
     // .symtab has the static functions too; a stripped file keeps only .dynsym.
     for (const type of [2 /* SHT_SYMTAB */, 11 /* SHT_DYNSYM */]) {
-      for (const sec of sections(type)) {
-        const strAt = shoff + sec.link * shentsize;
-        if (strAt + 64 > b.length) continue;
-        const strOff = Number(b.readBigUInt64LE(strAt + 24));
+      for (const sec of sections.filter((x) => x.type === type)) {
+        const strings = sections[sec.link];
+        if (!strings) continue;
+        const tab = read(sec.off, sec.size);
+        const str = read(strings.off, strings.size);
         const entsize = sec.entsize || 24;
-        for (let at = sec.off; at + 24 <= sec.off + sec.size && at + 24 <= b.length; at += entsize) {
-          const info = b[at + 4]!;
-          const shndx = b.readUInt16LE(at + 6);
-          if ((info & 0xf) !== 2 /* STT_FUNC */ || shndx === 0) continue;
-          const nameAt = strOff + b.readUInt32LE(at);
-          const end = b.indexOf(0, nameAt);
-          symbols.push({ name: b.toString('utf8', nameAt, end < 0 ? nameAt : end), start: b.readBigUInt64LE(at + 8), size: b.readBigUInt64LE(at + 16) });
+        for (let at = 0; at + 24 <= tab.length; at += entsize) {
+          if ((tab[at + 4]! & 0xf) !== 2 /* STT_FUNC */ || tab.readUInt16LE(at + 6) === 0) continue;
+          const nameAt = tab.readUInt32LE(at);
+          const end = str.indexOf(0, nameAt);
+          symbols.push({ name: str.toString('utf8', nameAt, end < 0 ? nameAt : end), start: tab.readBigUInt64LE(at + 8), size: tab.readBigUInt64LE(at + 16) });
         }
       }
       if (symbols.length > 0) break;
     }
     symbols.sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
-    // Section names are in the section named by e_shstrndx.
-    const shstrndx = b.readUInt16LE(62);
-    const namesAt = shoff + shstrndx * shentsize;
-    let hasLines = false;
-    if (shstrndx < shnum && namesAt + 64 <= b.length) {
-      const names = Number(b.readBigUInt64LE(namesAt + 24));
-      for (let i = 0; i < shnum && !hasLines; i++) {
-        const at = shoff + i * shentsize;
-        if (at + 64 > b.length) break;
-        const nameAt = names + b.readUInt32LE(at);
-        hasLines = b.toString('latin1', nameAt, nameAt + 12) === '.debug_line\0';
-      }
-    }
+    const names = sections[shstrndx];
+    const nameTable = names ? read(names.off, names.size) : Buffer.alloc(0);
+    const hasLines = sections.some((x) => nameTable.toString('latin1', x.name, x.name + 12) === '.debug_line\0');
     return new ElfSymbols(symbols, segments, hasLines);
   }
 

@@ -65,6 +65,14 @@ export function cfaRuleIn(text: string, vaddr: bigint): CfaRule | null {
   return null;
 }
 
+/** A frame to be given its file:line, and where to look. */
+interface LineWanted {
+  frame: Frame;
+  id: string;
+  path: string;
+  vaddr: bigint;
+}
+
 /** What a raw stack resolves to. */
 export interface ResolvedStack {
   stack: Frame[];
@@ -169,6 +177,8 @@ export class Symbolizer {
    */
   resolve(pid: number, ips: readonly bigint[], words: readonly bigint[]): ResolvedStack {
     const maps = readMaps(pid);
+    /** Frames of files with DWARF line tables, named file:line at the end, one addr2line run per file. */
+    const lines: LineWanted[] = [];
     let jit: JitSymbol[] | undefined;
     const locate = (look: bigint): { m: Mapping; file: string; vaddr: bigint | null; elf: ElfSymbols | null } | null => {
       const m = maps.find((x) => look >= x.start && look < x.end);
@@ -183,8 +193,9 @@ export class Symbolizer {
       const at = locate(look);
       if (at) {
         const symbol = at.vaddr !== null ? at.elf?.symbolAt(at.vaddr) ?? null : null;
-        const where = at.vaddr !== null && at.elf?.hasLines ? this.lineOf(at.m.id, at.file, at.vaddr) : null;
-        return { addr: hex(addr), symbol: symbol ?? '??', ...(where && { file: where.file, line: where.line }), module: at.m.path };
+        const f: Frame = { addr: hex(addr), symbol: symbol ?? '??', module: at.m.path };
+        if (at.vaddr !== null && at.elf?.hasLines) lines.push({ frame: f, id: at.m.id, path: at.file, vaddr: at.vaddr });
+        return f;
       }
       jit ??= readPerfMap(pid);
       const j = jit.find((x) => look >= x.start && look < x.end);
@@ -225,6 +236,7 @@ export class Symbolizer {
     }
     // The walk ended at an address nothing maps (a broken frame-pointer chain) or at the kernel's frame limit.
     if (!bottom) truncated = true;
+    this.addLines(lines.filter((l) => frames.includes(l.frame)));
     this.demangle(frames);
     return { stack: frames, stackTruncated: truncated };
   }
@@ -274,24 +286,33 @@ export class Symbolizer {
     return elf;
   }
 
-  /** file:line of `vaddr` in the file (which has DWARF line tables), by binutils' addr2line where it is installed. */
-  private lineOf(id: string, path: string, vaddr: bigint): { file: string; line: number } | null {
-    const key = `${id}@${vaddr}`;
-    const known = this.lines.get(key);
-    if (known !== undefined) return known;
-    let where: { file: string; line: number } | null = null;
-    if (this.addr2line !== false) {
-      try {
-        const out = execFileSync('addr2line', ['-e', path, hex(vaddr)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
-        const m = /^(.*):(\d+)/.exec(out.trim());
-        if (m && m[1] !== '??' && Number(m[2]) > 0) where = { file: m[1]!, line: Number(m[2]) };
-        this.addr2line = true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.addr2line = false;
-      }
+  /** file:line of each frame, from its file's DWARF by binutils' addr2line: one run per file for the addresses not cached. */
+  private addLines(wanted: readonly LineWanted[]): void {
+    const byFile = new Map<string, LineWanted[]>();
+    for (const w of wanted) {
+      if (this.lines.has(`${w.id}@${w.vaddr}`)) continue;
+      const list = byFile.get(w.id);
+      if (list) list.push(w);
+      else byFile.set(w.id, [w]);
     }
     if (this.lines.size >= FILE_LIMIT * 64) this.lines.clear();
-    this.lines.set(key, where);
-    return where;
+    for (const list of byFile.values()) {
+      if (this.addr2line === false) break;
+      const run = spawnSync('addr2line', ['-e', list[0]!.path, ...list.map((w) => hex(w.vaddr))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
+      if ((run.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.addr2line = false;
+      // One line per address, `file:line` (`??:0` or `??:?` where DWARF has none; ` (discriminator N)` may follow).
+      const out = (run.stdout ?? '').split('\n');
+      list.forEach((w, i) => {
+        const m = /^(.*):(\d+)/.exec(out[i] ?? '');
+        this.lines.set(`${w.id}@${w.vaddr}`, m && m[1] !== '??' && Number(m[2]) > 0 ? { file: m[1]!, line: Number(m[2]) } : null);
+      });
+    }
+    for (const w of wanted) {
+      const where = this.lines.get(`${w.id}@${w.vaddr}`);
+      if (where) {
+        w.frame.file = where.file;
+        w.frame.line = where.line;
+      }
+    }
   }
 }
