@@ -65,6 +65,9 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   // A kernel without the kfunc refuses tp_accept_cast before it is tried.
   if (options.leak_mode && !refused.count("tp_accept_cast") && !KernelHasFunc("bpf_rdonly_cast")) {
     refusals.push_back({"tp_accept_cast", ENOENT, "the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)"});
+    if (options.creator_stacks && !refused.count("tp_accept_stacks")) {
+      refusals.push_back({"tp_accept_stacks", ENOENT, "the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)"});
+    }
     refused.insert({"tp_accept_cast", "tp_accept4_cast", "tp_accept_stacks", "tp_accept4_stacks"});
   }
   // Each refused program costs one more open and load; the probe's cache
