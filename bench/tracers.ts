@@ -86,6 +86,14 @@ export const TRACERS: readonly TracerRow[] = [
     totals: sockleakTotals,
   },
   {
+    // Creator stacks (issue #24): a user stack walk per connect(), beside the row without.
+    name: 'sockleak watch --stacks --json',
+    needs: [],
+    command: (c) => [c.node, c.cli, 'watch', '--stacks', '--json'],
+    ready: /sockleak: watching/,
+    totals: sockleakTotals,
+  },
+  {
     // Default interval (15 s): its periodic scans land in some windows and not others.
     name: 'sockleak agent',
     needs: [],

@@ -121,7 +121,7 @@ static __always_inline void fill_state_change(struct sl_event *ev, __u64 ts_ns, 
 	ev->flags = flags;
 	ev->fd = -1;
 	ev->ret = 0;
-	ev->_pad[0] = ev->_pad[1] = 0;
+	ev->user_stack = 0;
 }
 
 static __always_inline void fill_task(struct sl_event *ev)
@@ -230,7 +230,7 @@ static __always_inline void fill_from_fd_socket(struct sl_event *ev, struct sock
 	ev->old_state = 0;
 	ev->new_state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	ev->flags = 0;
-	ev->_pad[0] = ev->_pad[1] = 0;
+	ev->user_stack = 0;
 	fill_endpoints(ev, sk);
 	fill_task(ev);
 }

@@ -57,7 +57,7 @@ static __always_inline int on_accept_exit(long ret)
 	struct sock *sk = ret >= 0 ? accepted_tcp_sock((int)ret) : NULL;
 
 	if (sk)
-		remember_acceptor(read_cookie(sk));
+		remember_acceptor(read_cookie(sk), 0);
 	return 0;
 }
 
@@ -83,27 +83,45 @@ int tp_accept_exit(struct sl_syscall_exit *ctx)
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define rdonly_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
-static __always_inline int on_accept_exit_cast(long ret)
+static __always_inline int on_accept_exit_cast(void *ctx, long ret, bool stacks)
 {
 	struct file *file = ret >= 0 ? rdonly_cast(own_file_of_fd((int)ret), struct file) : NULL;
 	struct socket *sock = file ? rdonly_cast(file->private_data, struct socket) : NULL;
 	struct sock *sk = sock ? sock->sk : NULL;
 
 	if (sk && sk->sk_protocol == IPPROTO_TCP)
-		remember_acceptor(sk->__sk_common.skc_cookie.counter);
+		remember_acceptor(sk->__sk_common.skc_cookie.counter, stacks ? capture_user_stack(ctx) : 0);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int tp_accept4_cast(struct sl_syscall_exit *ctx)
 {
-	return on_accept_exit_cast(ctx->ret);
+	return on_accept_exit_cast(ctx, ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_accept_cast(struct sl_syscall_exit *ctx)
 {
-	return on_accept_exit_cast(ctx->ret);
+	return on_accept_exit_cast(ctx, ctx->ret, false);
+}
+
+/*
+ * The same with creator stacks (--stacks, run): the accept() caller's user
+ * stack too (sockets.bpf.h). The user registers at syscall exit are those of
+ * its entry. Programs of their own so that a kernel refusing the stack
+ * helpers here drops only the stacks of accepted sockets (-> tp_accept_cast).
+ */
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4_stacks(struct sl_syscall_exit *ctx)
+{
+	return on_accept_exit_cast(ctx, ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_accept_stacks(struct sl_syscall_exit *ctx)
+{
+	return on_accept_exit_cast(ctx, ctx->ret, true);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
@@ -195,6 +213,7 @@ int new_socket_leaks(struct bpf_iter__bpf_map_elem *ctx)
 	ev.cgroup_id = s->cgroup_id;
 	ev.pid = s->pid;
 	ev.tid = s->tid;
+	ev.user_stack = s->user_stack;
 	__builtin_memcpy(ev.comm, s->comm, sizeof(ev.comm));
 	barrier();
 	/* Reused or left CLOSE_WAIT while read: a torn record, not a leak. */

@@ -130,6 +130,7 @@ static __always_inline void enter_close_wait(struct sock *sk, int oldstate)
 		fresh.cgroup_id = creator.cgroup_id;
 		fresh.pid = creator.pid;
 		fresh.tid = creator.tid;
+		fresh.user_stack = creator.user_stack_id >= 0 ? creator.user_stack_id + 1 : 0;
 		__builtin_memcpy(fresh.comm, creator.comm, sizeof(fresh.comm));
 		fresh.flags = SL_F_CREATOR;
 	}
@@ -203,7 +204,7 @@ static __always_inline bool is_reported_leak(__u64 cookie)
  * user space. Most transitions (to ESTABLISHED, FIN_WAIT2) fall through the
  * switch at the cost of a compare or two.
  */
-static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int newstate)
+static __always_inline void on_state_leaks(void *ctx, struct sock *sk, int oldstate, int newstate, bool stacks)
 {
 	__u64 cookie;
 
@@ -211,7 +212,7 @@ static __always_inline void on_state_leaks(struct sock *sk, int oldstate, int ne
 	case TCP_SYN_SENT:
 		/* connect(): the caller is the creator. */
 		if (track_creators)
-			remember_creator(cookie_of(sk), SL_CREATOR_CONNECT);
+			remember_creator(cookie_of(sk), SL_CREATOR_CONNECT, stacks ? capture_user_stack(ctx) : 0);
 		return;
 	case TCP_SYN_RECV:
 	case TCP_ESTABLISHED:
@@ -277,11 +278,11 @@ static __always_inline struct sock *closing_sock_of_fd(int fd)
 	return mode == SL_MODE_LEAKS ? reported_leak_of_fd(fd) : tcp_sock_of_fd(fd);
 }
 
-/* Leak mode, accept() returned the socket with this cookie: remember who took it, for the day it leaks. */
-static __always_inline void remember_acceptor(__u64 cookie)
+/* Leak mode, accept() returned the socket with this cookie: remember who took it (and, with `user_stack`, where), for the day it leaks. */
+static __always_inline void remember_acceptor(__u64 cookie, __u16 user_stack)
 {
 	if (cookie)
-		remember_creator(cookie, 0);
+		remember_creator(cookie, 0, user_stack);
 }
 
 #endif /* SOCKLEAK_LEAKS_BPF_H */

@@ -111,7 +111,7 @@ static __always_inline void report_connect_no_port(const struct sock *sk)
 	ev->flags = 0;
 	ev->fd = -1; /* not known from here; the process is */
 	ev->ret = -EADDRNOTAVAIL;
-	ev->_pad[0] = ev->_pad[1] = 0;
+	ev->user_stack = 0;
 	fill_endpoints(ev, sk);
 	fill_task(ev);
 	submit_event(ev);

@@ -125,7 +125,10 @@ static __always_inline struct sl_socket *own_slot(__u64 cookie)
  */
 static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 {
-	struct sl_creator creator = { .cgroup_id = s->cgroup_id, .pid = s->pid, .tid = s->tid, .flags = s->creator_flags };
+	struct sl_creator creator = {
+		.cgroup_id = s->cgroup_id, .pid = s->pid, .tid = s->tid, .flags = s->creator_flags,
+		.user_stack_id = (__s32)s->user_stack - 1,
+	};
 	__u64 ts_ns = READ_ONCE(s->close_wait_ns);
 	bool moved_close_wait = false;
 
@@ -138,6 +141,7 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 		entry.cgroup_id = creator.cgroup_id;
 		entry.pid = creator.pid;
 		entry.tid = creator.tid;
+		entry.user_stack = s->user_stack;
 		__builtin_memcpy(entry.comm, creator.comm, sizeof(entry.comm));
 		if (bpf_map_update_elem(&close_wait, &held, &entry, BPF_ANY))
 			count_map_full();
@@ -154,8 +158,74 @@ static __always_inline void evict_socket(struct sl_socket *s, __u64 held)
 		__sync_fetch_and_add(close_wait_slot(ts_ns), -1);
 }
 
+/*
+ * Leak mode with creator stacks (handle_set_state_stacks): the user-space call
+ * stacks of the connect() calls that created sockets, deduplicated by the
+ * kernel (equal stacks share an id). Written by capture_user_stack, read by
+ * user space for the leaks it reports (ReadStack), never deleted: a stack
+ * outlives its sockets so later leaks of the same code share it. Bound:
+ * SL_USER_STACKS distinct stacks (resized by the loader); a stack whose
+ * bucket holds another is refused and counted (map_full), its creator then
+ * has no stack.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, SL_USER_STACKS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, SL_STACK_FRAMES * sizeof(__u64));
+} user_stacks SEC(".maps");
+
+/*
+ * Per user_stacks id: the words at the user stack pointer on syscall entry
+ * (struct sl_stack_caller), among them the return address a frame-pointer walk
+ * skips (the libc wrapper keeps no frame, so the walk goes from the wrapper to
+ * its caller's caller). Words that differ between sockets of one id (locals;
+ * or the same stack reached from two call sites of one function) are marked
+ * SL_CALLER_MIXED, and user space then shows no caller rather than a wrong
+ * one. Written by capture_user_stack; read by user space (ReadStack).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_USER_STACKS);
+	__type(key, __u32);
+	__type(value, struct sl_stack_caller);
+} stack_callers SEC(".maps");
+
+/*
+ * The current task's user-space stack, as a user_stacks id plus one (0 = none:
+ * a kernel thread, or the map refused it, counted). `ctx` is the program's.
+ */
+static __always_inline __u16 capture_user_stack(void *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long id = bpf_get_stackid(ctx, &user_stacks, BPF_F_USER_STACK);
+	__u64 words[SL_CALLER_WORDS] = {};
+	struct sl_stack_caller *seen;
+	__u32 key;
+
+	if (id < 0) {
+		if (id == -EEXIST || id == -ENOMEM)
+			count_map_full();
+		return 0;
+	}
+	key = (__u32)id;
+	seen = bpf_map_lookup_elem(&stack_callers, &key);
+	if (!seen || !regs || bpf_probe_read_user(words, sizeof(words), (void *)BPF_CORE_READ(regs, sp)))
+		return (__u16)(key + 1);
+	if (!READ_ONCE(seen->set)) {
+		__builtin_memcpy(seen->words, words, sizeof(words));
+		WRITE_ONCE(seen->set, 1);
+		return (__u16)(key + 1);
+	}
+	for (int i = 0; i < SL_CALLER_WORDS; i++) {
+		if (seen->words[i] != words[i] && seen->words[i] != SL_CALLER_MIXED)
+			seen->words[i] = SL_CALLER_MIXED;
+	}
+	return (__u16)(key + 1);
+}
+
 /* The current task is the creator of the socket with this cookie: it claims the socket's slot. */
-static __always_inline void remember_creator(__u64 cookie, __u32 flags)
+static __always_inline void remember_creator(__u64 cookie, __u32 flags, __u16 user_stack)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sl_socket *s = socket_slot(cookie);
@@ -174,6 +244,7 @@ static __always_inline void remember_creator(__u64 cookie, __u32 flags)
 	s->tid = task->pid;
 	__builtin_memcpy(s->comm, task->comm, sizeof(s->comm));
 	s->creator_flags = flags;
+	s->user_stack = user_stack;
 	s->close_wait_ns = 0;
 	s->event_flags = 0;
 	barrier();

@@ -92,6 +92,31 @@ enum sl_mode {
 	SL_MODE_LEAKS = 1, /* CLOSE_WAIT bookkeeping in maps; only reported leaks reach the ring */
 };
 
+/*
+ * Leak mode with creator stacks: bound of the `user_stacks` map, the distinct
+ * creating call stacks kept at once. Ids fit the records' 16-bit user_stack.
+ */
+#define SL_USER_STACKS 16384
+/* Frames kept of one creating call stack (the kernel's limit is 127). */
+#define SL_STACK_FRAMES 32
+/* Words of the user stack kept per stack id from the stack pointer at syscall entry up (stack_callers). */
+#define SL_CALLER_WORDS 8
+/* A `stack_callers` word that differed between sockets of one stack id. */
+#define SL_CALLER_MIXED (~0ULL)
+
+/*
+ * Leak mode with creator stacks, `stack_callers` value: the words at the user
+ * stack pointer when the creating syscall was entered. One of them is the
+ * return address into the function that called the libc wrapper (which word:
+ * the wrapper's call frame information, read in user space), the frame a
+ * frame-pointer walk skips. A word that differed between sockets of one stack
+ * id is SL_CALLER_MIXED.
+ */
+struct sl_stack_caller {
+	__u64 set;                     /* 0 until the first socket of this stack id wrote words */
+	__u64 words[SL_CALLER_WORDS];
+};
+
 enum sl_creator_flags {
 	SL_CREATOR_CONNECT = 1, /* created by connect() (else taken by accept()) */
 };
@@ -103,7 +128,7 @@ struct sl_creator {
 	__u32 tid;
 	char comm[SL_COMM_LEN];
 	__u32 flags;            /* enum sl_creator_flags */
-	__u32 _pad;
+	__s32 user_stack_id;    /* the creating call's stack in `user_stacks`; negative: none */
 };
 
 /*
@@ -125,7 +150,7 @@ struct sl_socket {
 	__u32 creator_flags;    /* enum sl_creator_flags */
 	__u8 event_flags;       /* while in CLOSE_WAIT: enum sl_event_flags (SL_F_REPORTED) */
 	__u8 old_state;         /* the state it entered CLOSE_WAIT from */
-	__u8 _pad[2];
+	__u16 user_stack;       /* creator: its stack id in `user_stacks` plus one; 0 = none */
 };
 
 struct sl_event {
@@ -146,7 +171,7 @@ struct sl_event {
 	__u8 old_state;             /* SL_EV_STATE: kernel TCP state before (TCP_ESTABLISHED = 1, ...) */
 	__u8 new_state;             /* SL_EV_STATE: kernel TCP state after; else current state */
 	__u8 flags;                 /* enum sl_event_flags */
-	__u8 _pad[2];
+	__u16 user_stack;           /* SL_F_CREATOR: the creator's stack id in `user_stacks` plus one; 0 = none */
 	char comm[SL_COMM_LEN];     /* comm of the current task */
 };
 

@@ -69,6 +69,20 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 	return 0;
 }
 
+/*
+ * Leak mode with creator stacks (--stacks, and run): handle_set_state's leak
+ * path, plus the user-space stack of each connect() (sockets.bpf.h). A
+ * program of its own so that a kernel refusing the stack helpers in tp_btf
+ * programs drops only the stacks (the loader falls back to handle_set_state).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_stacks, struct sock *sk, int oldstate, int newstate)
+{
+	if (sk->sk_protocol == IPPROTO_TCP && oldstate != newstate)
+		on_state_leaks(ctx, sk, oldstate, newstate, true);
+	return 0;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -84,7 +98,7 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	if (sk->sk_protocol != IPPROTO_TCP || oldstate == newstate)
 		return 0;
 	if (mode == SL_MODE_LEAKS) {
-		on_state_leaks(sk, oldstate, newstate);
+		on_state_leaks(ctx, sk, oldstate, newstate, false);
 		return 0;
 	}
 	/* (after leak mode's return: a helper call its transitions mostly do without) */
@@ -141,7 +155,7 @@ static __always_inline void on_socket_syscall_exit(struct pt_regs *regs, int fd,
 	}
 	if (mode == SL_MODE_LEAKS) {
 		if (type == SL_EV_ACCEPT)
-			remember_acceptor(read_cookie(sk));
+			remember_acceptor(read_cookie(sk), 0);
 		return;
 	}
 	if (ret >= 0 || ret == -EINPROGRESS)

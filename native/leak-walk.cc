@@ -77,6 +77,7 @@ void WalkSlots(const LeakMaps& maps, uint64_t cutoff_ns, std::vector<uint8_t>* o
     ev.cgroup_id = s->cgroup_id;
     ev.pid = s->pid;
     ev.tid = s->tid;
+    ev.user_stack = s->user_stack;
     memcpy(ev.comm, s->comm, sizeof(ev.comm));
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (__atomic_load_n(&s->cookie, __ATOMIC_RELAXED) != cookie ||

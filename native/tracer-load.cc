@@ -34,6 +34,8 @@ constexpr size_t kMaxBatchBytes = 1u << 20;
 // refuses the others of its group (each group is used whole or not at all).
 const std::vector<std::vector<std::string>> kDroppable = {
     {"new_leaks", "new_socket_leaks"},                               // -> WalkNewLeaksFromUser (leak-walk.h)
+    {"handle_set_state_stacks"},                                     // -> handle_set_state: no creator stacks
+    {"tp_accept_stacks", "tp_accept4_stacks"},                       // -> tp_accept_cast: no stacks of accepted sockets
     {"tp_accept_cast", "tp_accept4_cast"},                           // -> tp_accept_exit, tp_accept4_exit
     {"tp_accept_exit", "tp_accept4_exit"},                           // -> accepted sockets' creators unknown
     {"tp_close_enter", "tp_close_exit", "tp_bind_enter", "tp_bind_exit"},  // -> handle_sys_enter/exit
@@ -63,7 +65,10 @@ std::unique_ptr<Tracer> Tracer::Open(const TracerOptions& options, BpfError* err
   // A kernel without the kfunc refuses tp_accept_cast before it is tried.
   if (options.leak_mode && !refused.count("tp_accept_cast") && !KernelHasFunc("bpf_rdonly_cast")) {
     refusals.push_back({"tp_accept_cast", ENOENT, "the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)"});
-    refused.insert({"tp_accept_cast", "tp_accept4_cast"});
+    if (options.creator_stacks && !refused.count("tp_accept_stacks")) {
+      refusals.push_back({"tp_accept_stacks", ENOENT, "the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)"});
+    }
+    refused.insert({"tp_accept_cast", "tp_accept4_cast", "tp_accept_stacks", "tp_accept4_stacks"});
   }
   // Each refused program costs one more open and load; the probe's cache
   // (src/kernel/kernel-probe.ts) names them up front, so this loop rarely turns.
@@ -134,10 +139,17 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
                          skel->progs.tp_bind_exit}) {
     bpf_program__set_autoload(p, tracepoints);
   }
-  // accept() exit: one pair of the two, the one with bpf_rdonly_cast where the kernel has it.
+  // Creator stacks: the stack-capturing copy of the state-change program, or the plain one.
+  captures_stacks_ = options.leak_mode && options.track_creators && options.creator_stacks &&
+                     allowed(skel->progs.handle_set_state_stacks);
+  // accept() exit: one pair of the three, the one with bpf_rdonly_cast where the kernel has it
+  // (with the accept() caller's stack, where asked and the connect() stacks are captured).
   bool accepts = tracepoints && options.track_creators;
-  bool cast = accepts && allowed(skel->progs.tp_accept_cast);
-  bool probe_reads = accepts && !cast && allowed(skel->progs.tp_accept_exit);
+  bool cast_stacks = accepts && captures_stacks_ && allowed(skel->progs.tp_accept_stacks);
+  bool cast = accepts && !cast_stacks && allowed(skel->progs.tp_accept_cast);
+  bool probe_reads = accepts && !cast_stacks && !cast && allowed(skel->progs.tp_accept_exit);
+  bpf_program__set_autoload(skel->progs.tp_accept4_stacks, cast_stacks);
+  bpf_program__set_autoload(skel->progs.tp_accept_stacks, cast_stacks);
   bpf_program__set_autoload(skel->progs.tp_accept4_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept4_cast, cast);
@@ -147,6 +159,12 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
     bpf_map__set_max_entries(skel->maps.active_closes, 1);
   }
   if (!options.follow_tree) bpf_map__set_max_entries(skel->maps.tree, 1);
+  bpf_program__set_autoload(skel->progs.handle_set_state_stacks, captures_stacks_);
+  bpf_program__set_autoload(skel->progs.handle_set_state, !captures_stacks_);
+  if (!captures_stacks_) {
+    bpf_map__set_max_entries(skel->maps.user_stacks, 1);
+    bpf_map__set_max_entries(skel->maps.stack_callers, 1);
+  }
   int err = bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   if (err) return BpfError::From(err, "open", "ring buffer size");
   err = sl_trace__load(skel);
@@ -169,12 +187,15 @@ BpfError Tracer::Attach() {
       {skel->progs.tp_accept4_exit, &skel->links.tp_accept4_exit},
       {skel->progs.tp_accept_exit, &skel->links.tp_accept_exit},
       {skel->progs.tp_accept4_cast, &skel->links.tp_accept4_cast},
+      {skel->progs.tp_accept4_stacks, &skel->links.tp_accept4_stacks},
+      {skel->progs.tp_accept_stacks, &skel->links.tp_accept_stacks},
       {skel->progs.tp_accept_cast, &skel->links.tp_accept_cast},
       {skel->progs.tp_close_enter, &skel->links.tp_close_enter},
       {skel->progs.tp_close_exit, &skel->links.tp_close_exit},
       {skel->progs.tp_bind_enter, &skel->links.tp_bind_enter},
       {skel->progs.tp_bind_exit, &skel->links.tp_bind_exit},
       {skel->progs.handle_set_state, &skel->links.handle_set_state},
+      {skel->progs.handle_set_state_stacks, &skel->links.handle_set_state_stacks},
       {skel->progs.handle_sys_enter, &skel->links.handle_sys_enter},
       {skel->progs.handle_sys_exit, &skel->links.handle_sys_exit},
   };

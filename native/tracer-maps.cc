@@ -209,6 +209,23 @@ std::vector<uint8_t> Tracer::ReadActiveCloses() const {
   return out;
 }
 
+bool Tracer::ReadStack(uint32_t id, std::vector<uint64_t>* frames, std::vector<uint64_t>* words) const {
+  frames->clear();
+  words->clear();
+  if (!skel_ || !captures_stacks_) return false;
+  uint64_t ips[SL_STACK_FRAMES] = {};
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.user_stacks), &id, ips)) return false;
+  for (uint64_t ip : ips) {
+    if (!ip) break;
+    frames->push_back(ip);
+  }
+  sl_stack_caller caller{};
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.stack_callers), &id, &caller) == 0 && caller.set) {
+    words->assign(caller.words, caller.words + SL_CALLER_WORDS);
+  }
+  return !frames->empty();
+}
+
 BpfError Tracer::TreeAdd(uint32_t tgid) {
   if (!skel_ || !options_.follow_tree) return BpfError::From(EINVAL, "tree");
   uint8_t one = 1;

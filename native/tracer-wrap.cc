@@ -4,6 +4,7 @@
 
 #include <linux/types.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,7 +34,8 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
                         InstanceMethod<&TracerWrap::Hooks>("hooks"),
                         InstanceMethod<&TracerWrap::ActiveCloses>("activeCloses"),
                         InstanceMethod<&TracerWrap::TreeAdd>("treeAdd"),
-                        InstanceMethod<&TracerWrap::TreePids>("treePids")});
+                        InstanceMethod<&TracerWrap::TreePids>("treePids"),
+                        InstanceMethod<&TracerWrap::ReadStack>("readStack")});
   }
 
   // new Tracer(options, onBatch(buffer)): loaded, attached and polling on return.
@@ -54,6 +56,7 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
         !RequireUint(o, kWhat, "maxSockets", &options.max_sockets) ||
         !RequireBool(o, kWhat, "followTree", &options.follow_tree) ||
         !RequireBool(o, kWhat, "trackCreators", &options.track_creators) ||
+        !RequireBool(o, kWhat, "creatorStacks", &options.creator_stacks) ||
         !RequireUint(o, kWhat, "faultInject", &fault_inject)) {
       return;
     }
@@ -204,13 +207,14 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   }
 
   // hooks() -> { syscalls: "tracepoint" | "tp_btf", mountedTracefs: boolean,
-  //   leakWalk: "iterator" | "user" (leak mode), refusals: [{ program, errno, code, reason }] }
+  //   leakWalk: "iterator" | "user" (leak mode), creatorStacks: boolean, refusals: [{ program, errno, code, reason }] }
   Napi::Value Hooks(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("syscalls", tracer_ ? tracer_->SyscallHooks() : "none");
     o.Set("mountedTracefs", tracer_ ? tracer_->MountedTracefs() : false);
     o.Set("leakWalk", tracer_ && tracer_->UserWalk() ? "user" : "iterator");
+    o.Set("creatorStacks", Napi::Boolean::New(env, tracer_ && tracer_->CapturesStacks()));
     o.Set("refusals", RefusalList(env, tracer_ ? tracer_->Refusals() : std::vector<Refusal>{}));
     return o;
   }
@@ -234,6 +238,23 @@ class TracerWrap : public Napi::ObjectWrap<TracerWrap> {
   Napi::Value ActiveCloses(const Napi::CallbackInfo& info) {
     Batch bytes = tracer_ ? tracer_->ReadActiveCloses() : Batch{};
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
+  }
+
+  // readStack(id) -> { frames: BigUint64Array, words: BigUint64Array } | null
+  Napi::Value ReadStack(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!tracer_ || info.Length() < 1 || !info[0].IsNumber()) return env.Null();
+    std::vector<uint64_t> frames, words;
+    if (!tracer_->ReadStack(info[0].As<Napi::Number>().Uint32Value(), &frames, &words)) return env.Null();
+    auto array = [&env](const std::vector<uint64_t>& values) {
+      Napi::ArrayBuffer bytes = Napi::ArrayBuffer::New(env, values.size() * sizeof(uint64_t));
+      if (!values.empty()) memcpy(bytes.Data(), values.data(), values.size() * sizeof(uint64_t));
+      return Napi::TypedArrayOf<uint64_t>::New(env, values.size(), bytes, 0, napi_biguint64_array);
+    };
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("frames", array(frames));
+    out.Set("words", array(words));
+    return out;
   }
 
   // treeAdd(pid)

@@ -36,6 +36,7 @@ struct TracerOptions {
   uint32_t max_sockets = 0;       // leak mode: bound of the close_wait and creators maps
   bool follow_tree = false;       // leak mode: follow a process tree (sockleak run)
   bool track_creators = false;    // leak mode: record who connect()ed / accept()ed each socket
+  bool creator_stacks = false;    // leak mode with track_creators: the user stack of each connect()
   uint32_t socket_slots = 0;      // leak mode: slots of the `sockets` array, a power of two; 0 = SL_SOCKET_SLOTS
   uint8_t fault_inject = 0;       // tests only: 1 = a program the verifier rejects
   std::string btf_path;           // "" = the running kernel's /sys/kernel/btf/vmlinux
@@ -116,6 +117,14 @@ class Tracer {
   // sl_close_count) pairs, each pair sizeof(key) + sizeof(value) bytes.
   std::vector<uint8_t> ReadActiveCloses() const;
 
+  // Leak mode with creator stacks. The frames of `user_stacks` entry `id`
+  // (innermost first, up to the first zero) and the SL_CALLER_WORDS words at
+  // the user stack pointer on entry (SL_CALLER_MIXED: differed; empty: none).
+  // False when the id holds no stack. Main thread only.
+  bool ReadStack(uint32_t id, std::vector<uint64_t>* frames, std::vector<uint64_t>* words) const;
+  // Whether connect() stacks are captured (asked for, and the kernel took the program).
+  bool CapturesStacks() const { return captures_stacks_; }
+
   // follow_tree: adds a root process; lists the tree's processes.
   BpfError TreeAdd(uint32_t tgid);
   std::vector<uint32_t> TreePids() const;
@@ -153,6 +162,7 @@ class Tracer {
   size_t slots_bytes_ = 0;
   uint32_t slot_mask_ = 0;
   bool user_walk_ = false;
+  bool captures_stacks_ = false;
   std::vector<Refusal> refusals_;
 };
 

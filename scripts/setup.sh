@@ -17,8 +17,9 @@ fi
 # Build tools and the libbpf headers; iproute2 (ss) and util-linux (setpriv, nsenter) for tests;
 # prometheus (Prometheus 2.42 and promtool) for the metrics, rules and live-scrape tests;
 # protobuf-compiler: test/proto.test.ts compiles the schema with its own protoc example;
-# openssl (throwaway certificates) and systemd (systemd-analyze verify of deploy/systemd) for the deploy tests.
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 iproute2 util-linux procps prometheus protobuf-compiler openssl systemd)
+# openssl (throwaway certificates) and systemd (systemd-analyze verify of deploy/systemd) for the deploy tests;
+# binutils (readelf, addr2line, c++filt) names creator stacks (docs/stacks.md), gcc builds test/stacks.test.ts's leaker.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ gcc binutils python3 iproute2 util-linux procps prometheus protobuf-compiler openssl systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

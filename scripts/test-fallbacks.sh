@@ -25,7 +25,7 @@ file_limit=${SOCKLEAK_VM_FILE_TIMEOUT:-600}
 
 rc=0
 for set in "${sets[@]}"; do
-	files=(dist/test/leaks.test.js dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js)
+	files=(dist/test/leaks.test.js dist/test/snapshot-json.test.js dist/test/kernel-paths.test.js dist/test/stacks.test.js)
 	echo "test-fallbacks: SOCKLEAK_REFUSE=$set" >&2
 	SOCKLEAK_REFUSE=$set node --test --test-concurrency=1 --test-force-exit --test-timeout=$((file_limit * 1000)) "${files[@]}" || rc=1
 done

@@ -30,6 +30,27 @@ export interface Creator {
   containerId?: string;
   /** The Kubernetes pod UID its cgroup path names. */
   podUid?: string;
+  /**
+   * Where in the code the creating connect() or accept() was called, innermost
+   * first, the first frame the function that called it (with --stacks, and
+   * always in run). Absent when no stack was captured.
+   */
+  stack?: Frame[];
+  /** The stack was cut short: a frame could not be walked or named soundly (no frame pointers), or the caller frame is unknown. */
+  stackTruncated?: boolean;
+}
+
+/** One frame of a creator's stack. */
+export interface Frame {
+  /** The return (or call) address in the process, hex (`0x55d0c2a1b2c3`). */
+  addr: string;
+  /** The function, or `??` when no symbol covers the address. */
+  symbol: string;
+  /** Source file and line, where debug info (DWARF) names them. */
+  file?: string;
+  line?: number;
+  /** The mapped file the address lies in (`/usr/lib/x86_64-linux-gnu/libc.so.6`), `[perf-map]` for JIT code. */
+  module: string;
 }
 
 /** One TCP socket. `--json` output of snapshot and the leak records of watch carry exactly these fields. */

@@ -204,6 +204,7 @@ test('the addon has no tracer defaults of its own: each missing option is a Type
     maxSockets: TRACER_DEFAULTS.maxSockets,
     followTree: false,
     trackCreators: TRACER_DEFAULTS.trackCreators,
+    creatorStacks: false,
     faultInject: 0,
     refused: [],
   };

@@ -160,6 +160,7 @@ export class Agent {
       thresholdMs: this.thresholdMs,
       maxSockets: Math.max(o.maxSockets ?? 0, TRACER_DEFAULTS.maxSockets),
       rescanMs: RESCAN_MS,
+      ...(o.stacks && { stacks: true }),
       ports: { scanMs: PORT_SCAN_MS },
       ...((o.ports ?? true) && { onPortScan: (scanned: ReadonlyMap<number, Iterable<PortSocket>>) => this.countPorts(scanned) }),
       ...btf,

@@ -15,6 +15,8 @@ export interface AgentOptions {
   thresholdMs?: number;
   /** Most leaks tracked at once; beyond it the oldest reported is evicted and counted. Default 250000. */
   maxSockets?: number;
+  /** Capture where in the code each leak was made (Creator.stack in the stream; never a metric label). Default false: it costs every connect() and accept(). */
+  stacks?: boolean;
   /** Processes (and destinations) with their own metric series; the rest are summed as `other`. Default 10. */
   top?: number;
   /** Period of socket counts, Counters and Ports records, ms. Default 15 s. */

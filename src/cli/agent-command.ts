@@ -17,6 +17,7 @@ export interface AgentCommandOptions {
   recordMaxSize?: number;
   threshold?: number;
   maxSockets?: number;
+  stacks?: boolean;
   top?: number;
   interval?: number;
   streamQueue?: number;
@@ -63,6 +64,7 @@ export async function agentCommand(options: AgentCommandOptions): Promise<number
     ...(options.recordMaxSize !== undefined && { recordMaxBytes: options.recordMaxSize }),
     ...(options.threshold !== undefined && { thresholdMs: options.threshold }),
     ...(options.maxSockets !== undefined && { maxSockets: options.maxSockets }),
+    ...(options.stacks && { stacks: true }),
     ...(options.top !== undefined && { top: options.top }),
     ...(options.interval !== undefined && { intervalMs: options.interval }),
     ...(options.streamQueue !== undefined && { streamQueueBytes: options.streamQueue }),
@@ -138,6 +140,7 @@ export const registerAgent: RegisterCommand = (cli, setResult) => {
       ),
     )
     .addOption(new Option('--top <k>', 'processes and destinations with their own metric series (default 10)').argParser(arg((t) => parseCount(t, '--top', 1000))))
+    .option('--stacks', "where in the code each leak was made, in the stream's Creator.stack (costs a stack walk per connect() and accept(); docs/stacks.md)")
     .option('--interval <duration>', 'how often sockets are counted per state and totals recorded (default 15s)', arg((t) => parseDuration(t, '--interval')))
     .option('--stream-queue <size>', 'per /stream subscriber queue bound, e.g. 4MiB or 4MB; a slower subscriber loses its oldest records (default 4MiB)', arg(parseStreamQueue))
     .option('--web.config.file <file>', 'TLS and basic auth for the endpoints, in the Prometheus exporters\' web config format (docs/deploy.md)')

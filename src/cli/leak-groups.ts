@@ -5,6 +5,7 @@
 import { shortContainerId } from '../cgroup-path';
 import type { SocketInfo } from '../sockets';
 import { clockText, type ProcessForecastRecord } from '../forecast/fd-forecast';
+import { formatCreatorStack } from '../stacks/format-stack';
 import { formatAge } from './format';
 import { newTable } from './table';
 
@@ -26,11 +27,13 @@ export interface LeakGroup {
   keepaliveOn: number;
   /** Soonest keepalive probe among them (ms), null if none has keepalive. */
   probeInMs: number | null;
+  /** Where most of them were created (the creating connect()'s stack, one line), when stacks were captured. */
+  createdAt?: string;
 }
 
 /** Groups sockets by holding process (one socket counts once per holding process) and remote; their ages are as of `nowMs`. */
 export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now()): LeakGroup[] {
-  const groups = new Map<string, LeakGroup & { tids: Set<number> }>();
+  const groups = new Map<string, LeakGroup & { tids: Set<number>; sites: Map<string, number> }>();
   for (const s of sockets) {
     const holders = s.owners.length ? [...new Map(s.owners.map((o) => [o.pid, o])).values()] : [null];
     for (const owner of holders) {
@@ -46,6 +49,7 @@ export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now())
           count: 0,
           threads: 0,
           tids: new Set(),
+          sites: new Map(),
           fds: [],
           oldestMs: null,
           oldestEstimated: false,
@@ -57,6 +61,8 @@ export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now())
       }
       g.count++;
       if (s.creator) g.tids.add(s.creator.tid);
+      const site = formatCreatorStack(s.creator);
+      if (site !== null) g.sites.set(site, (g.sites.get(site) ?? 0) + 1);
       for (const o of s.owners) if (o.pid === owner?.pid) g.fds.push(o.fd);
       if (s.stateAgeMs !== null && (g.oldestMs === null || s.stateAgeMs > g.oldestMs)) {
         g.oldestMs = s.stateAgeMs;
@@ -69,12 +75,16 @@ export function groupSockets(sockets: readonly SocketInfo[], nowMs = Date.now())
     }
   }
   return [...groups.values()]
-    .map(({ tids, ...g }) => ({
-      ...g,
-      threads: tids.size,
-      fds: g.fds.sort((a, b) => a - b),
-      firstLeakAt: g.oldestMs === null ? null : new Date(nowMs - g.oldestMs).toISOString(),
-    }))
+    .map(({ tids, sites, ...g }) => {
+      const site = [...sites].sort((x, y) => y[1] - x[1])[0];
+      return {
+        ...g,
+        threads: tids.size,
+        fds: g.fds.sort((x, y) => x - y),
+        firstLeakAt: g.oldestMs === null ? null : new Date(nowMs - g.oldestMs).toISOString(),
+        ...(site && { createdAt: site[0] }),
+      };
+    })
     .sort((a, b) => b.count - a.count || (b.oldestMs ?? 0) - (a.oldestMs ?? 0));
 }
 
@@ -125,10 +135,16 @@ export function renderGroups(groups: readonly LeakGroup[], extra?: { head: strin
     if (extra) row.push(extra.cell(g));
     table.push(row);
   }
+  // Stacks are too wide for a column: a line per group under the table.
+  const sites = groups
+    .slice(0, MAX_TABLE_ROWS)
+    .filter((g) => g.createdAt !== undefined)
+    .map((g) => `${g.pid ?? '-'} ${g.remote}: created at ${g.createdAt}`);
+  const under = sites.length ? `\n${sites.join('\n')}` : '';
   const rest = groups.slice(MAX_TABLE_ROWS);
-  if (!rest.length) return table.toString();
+  if (!rest.length) return `${table.toString()}${under}`;
   const sockets = rest.reduce((n, g) => n + g.count, 0);
-  return `${table.toString()}\n… and ${rest.length} more groups (${sockets} sockets); --json lists every socket`;
+  return `${table.toString()}${under}\n… and ${rest.length} more groups (${sockets} sockets); --json lists every socket`;
 }
 
 /** One sentence per process, the diagnosis the first incident wanted on day one. */
@@ -154,8 +170,10 @@ export function summarize(groups: readonly LeakGroup[]): string[] {
       : 'keepalive on for some: reaped after the keepalive probes';
     const where = first.containerId === null ? '' : ` in container ${shortContainerId(first.containerId)}`;
     const who = first.pid === null ? 'no process' : `pid ${first.pid} (${first.comm})${where}`;
+    const site = list.find((g) => g.createdAt !== undefined)?.createdAt;
+    const created = site !== undefined ? `, created at ${site}` : '';
     lines.push(
-      `${who}${threads ? `, ${threads} threads,` : ''} holds ${total} ${first.state} socket${total === 1 ? '' : 's'} to ${shown}${perThread}, oldest ${formatAge(oldest)}, ${keepalive}.`,
+      `${who}${threads ? `, ${threads} threads,` : ''} holds ${total} ${first.state} socket${total === 1 ? '' : 's'} to ${shown}${perThread}${created}, oldest ${formatAge(oldest)}, ${keepalive}.`,
     );
   }
   return lines;

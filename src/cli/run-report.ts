@@ -1,6 +1,7 @@
 /** What `sockleak run` tells people (stderr) and machines (--json, --report): both from the same RunResult. */
 import { shortContainerId } from '../cgroup-path';
 import type { LeakedSocket, RunResult } from '../run/run';
+import { formatCreatorStack } from '../stacks/format-stack';
 import { formatAge } from './format';
 import { newTable } from './table';
 
@@ -17,7 +18,8 @@ export function runJson(result: RunResult, indent?: number): string {
 export function leakLine(l: LeakedSocket): string {
   const where = (id: string | undefined): string => (id === undefined ? '' : ` in container ${shortContainerId(id)}`);
   const holders = l.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${where(o.containerId)}`).join(', ') || 'no process';
-  const creator = l.creator ? `created by ${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]` : 'creator not seen';
+  const site = formatCreatorStack(l.creator);
+  const creator = l.creator ? `created by ${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]${site !== null ? ` at ${site}` : ''}` : 'creator not seen';
   const why = l.reason === 'outlived' ? 'still held after the command exited' : `in CLOSE_WAIT ${formatAge(l.heldMs)}`;
   return `${holders}: ${l.local} -> ${l.remote} ${why}, ${creator}`;
 }
@@ -55,6 +57,13 @@ export function renderRunSummary(result: RunResult, exitCode: number): string {
       `sockleak: '${commandText(result)}' ${exit}; ${n} leaked socket${n === 1 ? '' : 's'} (CLOSE_WAIT longer than ${threshold}, or held by processes that outlived it):`,
     );
     lines.push(leakTable(result.leaks));
+    // Stacks are too wide for a column: each distinct creating call site once, under the table.
+    const sites = new Map<string, number>();
+    for (const l of result.leaks) {
+      const site = formatCreatorStack(l.creator);
+      if (site !== null) sites.set(site, (sites.get(site) ?? 0) + 1);
+    }
+    for (const [site, count] of sites) lines.push(`sockleak: ${count} created at ${site}`);
   }
   for (const f of result.forecasts) lines.push(`sockleak: ${f.forecast}`);
   if (result.allowed) lines.push(`sockleak: ${result.allowed} more matched --allow and do not count`);

@@ -16,6 +16,7 @@ export interface WatchCommandOptions {
   cgroup?: string;
   container?: string;
   json?: boolean;
+  stacks?: boolean;
 }
 
 function describe(r: WatchStreamRecord): string {
@@ -35,7 +36,7 @@ function describe(r: WatchStreamRecord): string {
 
 export async function watchCommand(options: WatchCommandOptions): Promise<number> {
   const thresholdMs = options.threshold ?? 30_000;
-  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }), where: whereOf(options) });
+  const watcher = watchWithPorts({ thresholdMs, ...(options.pid !== undefined && { pid: options.pid }), where: whereOf(options), ...(options.stacks && { stacks: true }) });
   const stop = (): void => void watcher.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -90,6 +91,7 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
     .option('--pid <pid>', 'only leaks held or created by this process', arg(parsePid))
     .option('--cgroup <path>', 'only leaks held or created in this cgroup v2 path or under it', arg(parseCgroupPrefix))
     .option('--container <id>', 'only leaks held or created in a container whose ID starts so', arg(parseContainerPrefix))
+    .option('--stacks', "where in the code each leak was made: the creating connect()'s user stack (costs a stack walk per connect())")
     .option('--json', 'ndjson of leak / resolved / fd-closed / connect-failure / port-pressure / forecast records instead of the live screen')
     .addHelpText(
       'after',
@@ -97,6 +99,7 @@ export const registerWatch: RegisterCommand = (cli, setResult) => {
         [
           ['sockleak watch', 'a live screen of CLOSE_WAIT older than 30s, per process and remote, with growth per hour'],
           ['sockleak watch --threshold 5m --pid 1234', "only process 1234's leaks, after 5 minutes"],
+          ['sockleak watch --stacks', 'also where each group was created: `created at open_backend (pool.c:88) <- worker_loop (pool.c:140)`'],
           ['sockleak watch --json | jq -c \'select(.type == "leak")\'', 'the leak records as ndjson, for a script or a log'],
         ],
         [[ExitCode.OK, 'stopped by Ctrl-C or SIGTERM'], ExitCode.NO_INPUT, ExitCode.UNAVAILABLE, ExitCode.NO_PERMISSION],

@@ -26,6 +26,8 @@ export interface NativeTracerOptions {
   maxSockets: number;
   followTree: boolean;
   trackCreators: boolean;
+  /** With trackCreators: capture the user stack of each connect() (handle_set_state_stacks). */
+  creatorStacks: boolean;
   /** Absent: the BPF object's own count (SL_SOCKET_SLOTS in bpf/sockleak.h). */
   socketSlots?: number;
   faultInject: number;
@@ -53,7 +55,15 @@ export interface NativeTracer {
   seed(rawScan: Buffer): number;
   forget(cookies: bigint[]): void;
   follow(rawScan: Buffer): number;
-  hooks(): { syscalls: 'tracepoint' | 'tp_btf'; mountedTracefs: boolean; leakWalk: 'iterator' | 'user'; refusals: NativeRefusal[] };
+  hooks(): {
+    syscalls: 'tracepoint' | 'tp_btf';
+    mountedTracefs: boolean;
+    leakWalk: 'iterator' | 'user';
+    creatorStacks: boolean;
+    refusals: NativeRefusal[];
+  };
+  /** The `user_stacks` entry `id`: frames innermost first, and the words at the user stack pointer on entry (all ones: mixed; empty: none). */
+  readStack(id: number): { frames: BigUint64Array; words: BigUint64Array } | null;
   activeCloses(): Buffer;
   treeAdd(pid: number): void;
   treePids(): number[];

@@ -51,10 +51,15 @@ export function scanFallbacks(refused: ReadonlySet<string>, reasons: Reasons = n
 /** The trace object: `trace` (leakMode false) or watch/run/agent (leakMode true; run follows a tree). */
 export function traceFallbacks(
   refused: ReadonlySet<string>,
-  mode: { leakMode: boolean; followTree?: boolean },
+  mode: { leakMode: boolean; followTree?: boolean; creatorStacks?: boolean },
   reasons: Reasons = new Map(),
 ): Fallback[] {
   const out: Fallback[] = [];
+  if (mode.leakMode && mode.creatorStacks && refused.has('handle_set_state_stacks')) {
+    out.push({ what: 'handle_set_state_stacks', why: why(reasons, 'handle_set_state_stacks'), instead: 'handle_set_state', lost: 'where in the code each leak was made (creator stacks)' });
+  } else if (mode.leakMode && mode.creatorStacks && (refused.has('tp_accept_stacks') || refused.has('tp_accept4_stacks'))) {
+    out.push({ what: 'tp_accept_stacks', why: why(reasons, 'tp_accept_stacks', 'tp_accept4_stacks'), instead: 'accept() exit without stacks', lost: 'where in the code accepted sockets were taken (their creator stacks)' });
+  }
   if (mode.leakMode && (refused.has('new_leaks') || refused.has('new_socket_leaks'))) {
     out.push({
       what: 'new_leaks',
@@ -65,7 +70,8 @@ export function traceFallbacks(
   }
   const tracepoints = !['tp_close_enter', 'tp_close_exit', 'tp_bind_enter', 'tp_bind_exit'].some((p) => refused.has(p));
   if (mode.leakMode && !tracepoints) {
-    out.push({ what: 'tp_close_enter', why: why(reasons, 'tp_close_enter', 'tp_close_exit', 'tp_bind_enter', 'tp_bind_exit'), instead: 'tp_btf hooks on every syscall (more CPU per syscall)', lost: '' });
+    const lost = mode.creatorStacks ? 'where in the code accepted sockets were taken (their creator stacks)' : '';
+    out.push({ what: 'tp_close_enter', why: why(reasons, 'tp_close_enter', 'tp_close_exit', 'tp_bind_enter', 'tp_bind_exit'), instead: 'tp_btf hooks on every syscall (more CPU per syscall)', lost });
   }
   if (mode.leakMode && tracepoints && (refused.has('tp_accept_cast') || refused.has('tp_accept4_cast'))) {
     const probeReads = !refused.has('tp_accept_exit') && !refused.has('tp_accept4_exit');
@@ -130,7 +136,8 @@ export function commandPaths(refused: ReadonlySet<string>, reasons: Reasons = ne
   const live = (followTree: boolean): Fallback[] => {
     if (refused.has('bpf')) return [polling('bpf')];
     if (noTracer || (followTree && TREE_PROGRAMS.some((p) => refused.has(p)))) return [polling('tracer'), ...scan];
-    return [...traceFallbacks(refused, { leakMode: true, followTree }, reasons), ...scan];
+    // run always captures creator stacks; watch and agent only when asked (--stacks).
+    return [...traceFallbacks(refused, { leakMode: true, followTree, creatorStacks: followTree }, reasons), ...scan];
   };
   const unique = (list: Fallback[]): Fallback[] => [...new Map(list.map((f) => [f.what, f])).values()];
   return [

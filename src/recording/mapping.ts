@@ -8,7 +8,7 @@
  * null in TypeScript is an absent field on the wire.
  */
 import type { Closer, FdClosedRecord, ResolvedRecord } from '../watch-records';
-import type { Owner, SocketInfo, Snapshot } from '../sockets';
+import type { Creator, Frame, Owner, SocketInfo, Snapshot } from '../sockets';
 import type { TcpState } from '../tcp-states';
 import { TCP_STATES } from '../tcp-states';
 import type {
@@ -28,6 +28,8 @@ import type {
   SocketInfoMessage,
   TcpStateWire,
   U64,
+  CreatorMessage,
+  FrameMessage,
 } from './messages';
 import type { AgentRecord, NetnsPorts, PortFailureRecord, PortPressureRecord, PortsSnapshot, ProcessForecastRecord, RemotePorts } from './records';
 
@@ -65,6 +67,33 @@ const stateToWire = (s: TcpState): TcpStateWire => (s === 'UNKNOWN' ? 'TCP_STATE
 /** Absent on the wire for null. */
 const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 /** null in TypeScript for an absent (or null: protobufjs's default for message fields) wire field. */
+/** A creator on the wire: frames' addresses as u64 (decimal strings keep all 64 bits). */
+function toCreator(c: Creator): CreatorMessage {
+  const frame = (f: Frame): FrameMessage => ({
+    addr: BigInt(f.addr).toString(),
+    symbol: f.symbol,
+    ...(f.file !== undefined && { file: f.file }),
+    ...(f.line !== undefined && { line: f.line }),
+    module: f.module,
+  });
+  return { pid: c.pid, tid: c.tid, comm: c.comm, ...toPlace(c), stack: (c.stack ?? []).map(frame), stackTruncated: c.stackTruncated ?? false };
+}
+
+function fromCreator(m: CreatorMessage): Creator {
+  const creator: Creator = { pid: m.pid, tid: m.tid, comm: m.comm, ...toPlace(m) };
+  if (m.stack.length > 0) {
+    creator.stack = m.stack.map((f) => ({
+      addr: `0x${BigInt(f.addr).toString(16)}`,
+      symbol: f.symbol,
+      ...(f.file !== undefined && { file: f.file }),
+      ...(f.line !== undefined && { line: f.line }),
+      module: f.module,
+    }));
+    creator.stackTruncated = m.stackTruncated;
+  }
+  return creator;
+}
+
 const num = (v: U64 | null | undefined): number | null => (v === undefined || v === null ? null : Number(v));
 
 function toOwner(o: Owner): OwnerMessage {
@@ -94,7 +123,7 @@ export function toSocket(s: SocketInfo): SocketInfoMessage {
     remote: s.remote,
     netns: s.netns,
     owners: s.owners.map(toOwner),
-    ...(s.creator && { creator: { pid: s.creator.pid, tid: s.creator.tid, comm: s.creator.comm, ...toPlace(s.creator) } }),
+    ...(s.creator && { creator: toCreator(s.creator) }),
     recvQ: s.recvQ,
     sendQ: s.sendQ,
     keepalive: s.keepalive,
@@ -277,7 +306,7 @@ export function fromSocket(m: SocketInfoMessage): SocketInfo {
     remote: m.remote,
     netns: m.netns,
     owners: m.owners.map(fromOwner),
-    creator: m.creator ? { pid: m.creator.pid, tid: m.creator.tid, comm: m.creator.comm, ...toPlace(m.creator) } : null,
+    creator: m.creator ? fromCreator(m.creator) : null,
     recvQ: m.recvQ,
     sendQ: m.sendQ,
     keepalive: m.keepalive,

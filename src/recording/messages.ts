@@ -12,6 +12,7 @@ export type {
   CountersMessage,
   CreatorMessage,
   FdClosedMessage,
+  FrameMessage,
   GapMessage,
   LeakMessage,
   NetnsPortsMessage,

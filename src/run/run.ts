@@ -177,6 +177,8 @@ export async function runWithLeakCheck(command: readonly string[], options: RunO
     tickMs,
     followTree: true,
     ...(options.where && { where: options.where }),
+    // A test run is where a leak's code location helps most, and its tree is small.
+    stacks: true,
     ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
   });
   const forecaster = new FdForecaster({ thresholdMs });

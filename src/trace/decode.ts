@@ -31,6 +31,11 @@ export function eventTid(buf: Buffer, at: number): number {
   return buf.readUInt32LE(at + EVENT.tid.offset);
 }
 
+/** The creator's stack id in the kernel's `user_stacks` map, or -1 (none). */
+export function eventUserStackId(buf: Buffer, at: number): number {
+  return buf.readUInt16LE(at + EVENT.user_stack.offset) - 1;
+}
+
 /** The cookie of the record at `at`, as a key. */
 export function eventCookieKey(buf: Buffer, at: number): CookieKey {
   return cookieKeyAt(buf, at + EVENT.cookie.offset);

@@ -42,6 +42,8 @@ export interface TracerOptions {
   followTree?: boolean;
   /** @internal Leak mode: record creators (default true; costs a slot write and clear per connection). */
   trackCreators?: boolean;
+  /** @internal Leak mode with trackCreators: capture the user-space stack of each connect() (default false). */
+  creatorStacks?: boolean;
   /**
    * @internal Leak mode: slots of the kernel's direct-mapped per-socket array, a
    * power of two (default 65536). A socket that outlives this many newer ones
@@ -57,6 +59,8 @@ export interface TracerHooks {
   leakWalk: 'iterator' | 'user';
   /** sockleak mounted tracefs on /sys/kernel/tracing to use the per-syscall tracepoints. */
   mountedTracefs: boolean;
+  /** Leak mode: connect() stacks are captured (asked for, and the kernel took the program). */
+  creatorStacks: boolean;
 }
 
 /**
@@ -117,7 +121,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
     const ringBytes = options.ringBytes ?? TRACER_DEFAULTS.ringBytes;
     const addon = loadAddon();
     const known = knownRefusals(btfPath);
-    const mode = { leakMode: options.leakMode ?? false, followTree: options.followTree ?? false };
+    const mode = { leakMode: options.leakMode ?? false, followTree: options.followTree ?? false, creatorStacks: options.creatorStacks ?? false };
     const core = ['bpf', ...TRACER_CORE, ...(mode.followTree ? TREE_PROGRAMS : [])].find((p) => known.has(p));
     if (core) throw new KernelUnsupportedError(`the tracer's BPF program ${core} is refused (${known.get(core)})`);
     try {
@@ -130,6 +134,7 @@ export class Tracer implements AsyncIterable<TraceEvent> {
           leakMode: mode.leakMode,
           followTree: mode.followTree,
           trackCreators: options.trackCreators ?? TRACER_DEFAULTS.trackCreators,
+          creatorStacks: mode.creatorStacks,
           // Tests only: SOCKLEAK_FAULT=verifier loads a program the verifier must reject.
           faultInject: process.env.SOCKLEAK_FAULT === 'verifier' ? 1 : 0,
           maxSockets: options.maxSockets ?? TRACER_DEFAULTS.maxSockets,
@@ -197,6 +202,11 @@ export class Tracer implements AsyncIterable<TraceEvent> {
   /** How syscalls are hooked, and whether tracefs had to be mounted for it. */
   hooks(): TracerHooks {
     return this.native.hooks();
+  }
+
+  /** @internal Leak mode with creatorStacks: the raw stack `id` of the kernel's user_stacks map, or null. */
+  readStack(id: number): { frames: BigUint64Array; words: BigUint64Array } | null {
+    return this.native.readStack(id);
   }
 
   /** @internal Leak mode: close_wait entries newly past `cutoffNs`, raw struct sl_event records. */

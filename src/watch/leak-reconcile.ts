@@ -11,7 +11,8 @@ import { CookieMap, type CookieKey, type CookieSet } from '../cookie-map';
 import { ownerOf, type CloseWaitScanner, type RawSock } from '../scan/close-wait-scan';
 import { CGROUP_GONE, CgroupNames } from '../scan/cgroups';
 import { sameOwner, type Creator, type Owner } from '../sockets';
-import { eventAgeEstimated, eventCgroupId, eventComm, eventCookieKey, eventCount, eventHasCreator, eventPid, eventTid, eventTsNs, forEachEvent } from '../trace/decode';
+import type { ResolvedStack } from '../stacks/symbolizer';
+import { eventAgeEstimated, eventCgroupId, eventComm, eventCookieKey, eventCount, eventHasCreator, eventPid, eventTid, eventTsNs, eventUserStackId, forEachEvent } from '../trace/decode';
 import type { LeakTable } from './leak-table';
 
 /** scanConfirmed of a leak the pass itself found new: a rescan of the same pass leaves it alone. */
@@ -50,9 +51,14 @@ export class LeakReconciler {
   /** Creators' cgroups by id: ids stay valid for the life of their cgroup, so this lives as long as the engine. */
   private readonly cgroupsById = new CgroupNames();
 
+  /**
+   * `stackOf` names a creator's stack (the kernel's user_stacks id) while its
+   * process lives: called once per distinct creator and stack.
+   */
   constructor(
     private readonly leaks: LeakTable,
     private readonly scanner: CloseWaitScanner,
+    private readonly stackOf?: (pid: number, stackId: number) => ResolvedStack | null,
   ) {}
 
   /** The leaks in `raw` (the leak map's sl_events) not open yet: where each one's record is, by cookie. */
@@ -182,12 +188,18 @@ export class LeakReconciler {
     const tid = eventTid(raw, at);
     const comm = eventComm(raw, at);
     const cgroupId = eventCgroupId(raw, at);
-    const key = `${pid}|${tid}|${comm}|${cgroupId}`;
+    const stackId = this.stackOf ? eventUserStackId(raw, at) : -1;
+    const key = `${pid}|${tid}|${comm}|${cgroupId}|${stackId}`;
     let creator = this.creators.get(key);
     if (!creator) {
       if (this.creators.size >= CREATOR_LIMIT) this.creators.clear();
       const place = cgroupId === 0 ? null : this.cgroupsById.ofId(cgroupId);
       creator = { pid, tid, comm: this.scanner.strings.get(comm), ...(place === 'gone' ? { cgroup: CGROUP_GONE } : place) };
+      const stack = stackId >= 0 ? this.stackOf?.(pid, stackId) : null;
+      if (stack) {
+        creator.stack = stack.stack;
+        creator.stackTruncated = stack.stackTruncated;
+      }
       this.creators.set(key, creator);
     }
     return creator;

@@ -25,6 +25,7 @@ import { keyOf, OpenLeaks } from './open-leaks';
 import { LeakReconciler } from './leak-reconcile';
 import { matchesWhere, type CgroupFilter } from '../cgroup-path';
 import type { Creator, Owner } from '../sockets';
+import { Symbolizer, type ResolvedStack } from '../stacks/symbolizer';
 import { Tracer, type TracerHooks } from '../trace/tracer';
 import type { Closer, ResolvedRecord } from '../watch-records';
 
@@ -54,6 +55,12 @@ export interface WatchOptions {
    * sockets already in CLOSE_WAIT at start are not seeded: a tree starts new.
    */
   followTree?: boolean;
+  /**
+   * Capture where in the code each leak was made: the user-space stack of the
+   * connect() that created it, named while its process lives (Creator.stack).
+   * Costs a stack walk per connect() (docs/benchmarks.md); default false.
+   */
+  stacks?: boolean;
 }
 
 export function validate(o: WatchOptions): void {
@@ -117,13 +124,19 @@ export class LeakWatcher extends OpenLeaks {
         ...(options.socketSlots !== undefined && { socketSlots: options.socketSlots }),
         ...(options.btfPath !== undefined && { btfPath: options.btfPath }),
         ...(options.followTree && { followTree: true }),
+        ...(options.stacks && { creatorStacks: true }),
       });
     } catch (err) {
       this.scanner.close();
       throw err;
     }
     this.tree = options.followTree ? new ProcessTree(this.tracer) : undefined;
-    this.reconciler = new LeakReconciler(this.leaks, this.scanner);
+    const symbolizer = options.stacks ? new Symbolizer() : undefined;
+    const stackOf = (pid: number, id: number): ResolvedStack | null => {
+      const raw = this.tracer.readStack(id);
+      return raw && symbolizer ? symbolizer.resolve(pid, [...raw.frames], [...raw.words]) : null;
+    };
+    this.reconciler = new LeakReconciler(this.leaks, this.scanner, symbolizer && stackOf);
     this.firstStep = new Promise((resolve) => (this.firstStepOver = resolve));
     this.pumping = this.pump();
     this.timer = setInterval(() => void this.tick(), options.tickMs ?? 250);
