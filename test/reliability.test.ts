@@ -745,6 +745,8 @@ const MAP_BOUNDS: Record<string, number> = {
   close_wait: 262144,
   sockets: 65536, // SL_SOCKET_SLOTS
   walk_heads: 1, // census_ehash's scratch: one run's bucket heads
+  user_stacks: 16384, // SL_USER_STACKS: deduplicated creator stacks (--stacks; 1 entry without)
+  stack_callers: 16384, // SL_USER_STACKS: the words at the user stack pointer, per stack
   '__loader.map': 1, // the scan light skeleton's loader blob, only while a scanner loads
 };
 /** Socket-local storage: one value per socket at most, freed with the socket (none today). */
