@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { test } from 'node:test';
 import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
-import { parseFdLimit, readFdUsage } from '../src/forecast/fd-usage';
+import { parseFdLimit, readFdUsage, statExiting } from '../src/forecast/fd-usage';
 import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
 import type { RunResult } from '../src/run/run';
@@ -49,6 +49,11 @@ test('/proc/PID/limits: the soft limit of this process, unlimited, a gone proces
   assert.ok(readFdUsage(process.pid)!.openFds > 3);
   assert.equal(parseFdLimit('Max open files            unlimited            unlimited            files\n'), null);
   assert.equal(readFdUsage(2 ** 22 + 1), undefined, 'no such pid');
+  // An exiting process's fds close one by one while /proc still lists it: not a reading.
+  assert.equal(statExiting(readFileSync('/proc/self/stat', 'latin1')), false, 'this process runs');
+  assert.equal(statExiting('4242 (a (b) c) Z 1 4242 4242 0 -1 4194560 0 0 0 0'), true, 'a zombie');
+  assert.equal(statExiting('4242 (svc) R 1 4242 4242 0 -1 4194308 0 0 0 0'), true, 'PF_EXITING set (0x400004)');
+  assert.equal(statExiting('4242 (svc) S 1 4242 4242 0 -1 4194560 0 0 0 0'), false, 'sleeping, flags without PF_EXITING');
 });
 
 test('a leaker at a fixed rate under a 200-fd limit: the forecast made after a few leaks is within 20% of its real EMFILE', { timeout: 90_000 }, async (t) => {

@@ -25,9 +25,23 @@ function countFds(dir: string): number {
   return statSync(dir).size || readdirSync(dir).length;
 }
 
-/** Reads /proc/PID/fd and /proc/PID/limits; undefined when the process is gone (or not ours to read). */
+/** PF_EXITING (include/linux/sched.h): do_exit() has begun, its fds are being closed. */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether a /proc/PID/stat line is of a process that is exiting: a zombie, or past PF_EXITING,
+ * when exit closes its fds one by one while /proc still lists it (a count read then is not its own).
+ */
+export function statExiting(stat: string): boolean {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0] ?? '';
+  return state === 'Z' || state === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
+}
+
+/** Reads /proc/PID/fd and /proc/PID/limits; undefined when the process is gone or exiting (or not ours to read). */
 export function readFdUsage(pid: number, proc = '/proc'): FdUsage | undefined {
   try {
+    if (statExiting(readFileSync(`${proc}/${pid}/stat`, 'latin1'))) return undefined;
     const fdLimit = parseFdLimit(readFileSync(`${proc}/${pid}/limits`, 'latin1'));
     return { openFds: countFds(`${proc}/${pid}/fd`), fdLimit };
   } catch {
