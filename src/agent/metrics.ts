@@ -100,6 +100,8 @@ export class AgentMetrics {
   /** The per-process leak counts of the scrape under way. */
   private processes: readonly ProcessLeaks[] = [];
   private containers: readonly ContainerLeaks[] = [];
+  /** The fd forecasts of those processes' numeric pids, running: the five per-process fd metrics read it. */
+  private forecasts: readonly ProcessForecastRecord[] = [];
 
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
@@ -166,11 +168,8 @@ export class AgentMetrics {
         for (const p of byProcess()) this.set({ pid: p.pid, comm: p.comm, cgroup: cgroupOf(p.pid) }, 1);
       },
     });
-    // The fd forecasts of the same top-K pids: a pid label here is one the per-process leak series names.
-    const forecasts = (): ProcessForecastRecord[] => {
-      const shown = new Set(byProcess().map((p) => p.pid));
-      return source.forecasts().filter((f) => f.running && shown.has(String(f.pid)));
-    };
+    // The fd forecasts of the same top-K pids (made per scrape in text()): a pid label here is one the per-process leak series names.
+    const forecasts = (): readonly ProcessForecastRecord[] => this.forecasts;
     const perProcess = (name: string, help: string, value: (f: ProcessForecastRecord) => number | null): void => {
       new Gauge({
         name,
@@ -327,6 +326,8 @@ export class AgentMetrics {
   async text(): Promise<{ contentType: string; body: string }> {
     this.processes = this.source.leaks.byProcess(this.source.top);
     this.containers = this.source.leaks.byContainer(this.source.top);
+    const shown = new Set(this.processes.map((p) => p.pid));
+    this.forecasts = this.source.forecasts().filter((f) => f.running && shown.has(String(f.pid)));
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }
