@@ -1,5 +1,7 @@
 /** Human-readable renderings shared by the commands. */
+import { shortContainerId } from '../cgroup-path';
 import type { TraceEvent } from '../events';
+import type { Owner } from '../sockets';
 
 /** `14h3m`, `2m5s`, `850ms`: the two largest units. */
 export function formatAge(ms: number): string {
@@ -43,4 +45,9 @@ export function formatEvent(ev: TraceEvent, monotonicToEpochMs: number): string 
     case 'bind':
       return `${when} bind    fd=${ev.fd} ret=${ev.ret}  ${sock}  ${who}`;
   }
+}
+
+/** `svc-a[4242] fd 7 in container 0123456789ab, ...`: who holds a socket, for one-line messages; `no process` for none. */
+export function formatHolders(owners: readonly Owner[]): string {
+  return owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${o.containerId === undefined ? '' : ` in container ${shortContainerId(o.containerId)}`}`).join(', ') || 'no process';
 }

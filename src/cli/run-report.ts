@@ -2,7 +2,7 @@
 import { shortContainerId } from '../cgroup-path';
 import type { LeakedSocket, RunResult } from '../run/run';
 import { formatCreatorStack } from '../stacks/format-stack';
-import { formatAge } from './format';
+import { formatAge, formatHolders } from './format';
 import { newTable } from './table';
 
 /**
@@ -16,8 +16,7 @@ export function runJson(result: RunResult, indent?: number): string {
 
 /** One line per leak, for logs and JUnit details. */
 export function leakLine(l: LeakedSocket): string {
-  const where = (id: string | undefined): string => (id === undefined ? '' : ` in container ${shortContainerId(id)}`);
-  const holders = l.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${where(o.containerId)}`).join(', ') || 'no process';
+  const holders = formatHolders(l.owners);
   const site = formatCreatorStack(l.creator);
   const creator = l.creator ? `created by ${l.creator.comm}[${l.creator.pid}/${l.creator.tid}]${site !== null ? ` at ${site}` : ''}` : 'creator not seen';
   const why = l.reason === 'outlived' ? 'still held after the command exited' : `in CLOSE_WAIT ${formatAge(l.heldMs)}`;

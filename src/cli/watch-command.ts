@@ -1,8 +1,7 @@
 /** `sockleak watch`: CLOSE_WAIT leaks live, as a refreshing table or ndjson. */
-import { shortContainerId } from '../cgroup-path';
 import { watchWithPorts, type WatchStreamRecord } from '../watch/port-watch';
 import { forecastLines, groupSockets, renderGroups, summarize, type LeakGroup } from './leak-groups';
-import { formatAge } from './format';
+import { formatAge, formatHolders } from './format';
 import type { RegisterCommand } from './command';
 import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
@@ -22,7 +21,7 @@ export interface WatchCommandOptions {
 function describe(r: WatchStreamRecord): string {
   switch (r.type) {
     case 'leak':
-      return `leak: ${r.remote} held by ${r.owners.map((o) => `${o.comm}[${o.pid}] fd ${o.fd}${o.containerId === undefined ? '' : ` in container ${shortContainerId(o.containerId)}`}`).join(', ') || 'no process'} for ${formatAge(r.stateAgeMs ?? 0)}`;
+      return `leak: ${r.remote} held by ${formatHolders(r.owners)} for ${formatAge(r.stateAgeMs ?? 0)}`;
     case 'resolved':
       return `resolved: ${r.remote} after ${formatAge(r.heldMs)}, ${r.closedBy ? `closed by ${r.closedBy.comm}[${r.closedBy.pid}]${r.closedBy.fd === null ? ' (exit/exec)' : ` fd ${r.closedBy.fd}`}` : r.how}`;
     case 'fd-closed':
