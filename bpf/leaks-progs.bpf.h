@@ -52,25 +52,42 @@ static __always_inline struct sock *accepted_tcp_sock(int fd)
 	return sk;
 }
 
-static __always_inline int on_accept_exit(long ret)
+static __always_inline int on_accept_exit(void *ctx, long ret, bool stacks)
 {
 	struct sock *sk = ret >= 0 ? accepted_tcp_sock((int)ret) : NULL;
 
 	if (sk)
-		remember_acceptor(read_cookie(sk), 0);
+		remember_acceptor(read_cookie(sk), stacks ? capture_user_stack(ctx) : 0);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int tp_accept4_exit(struct sl_syscall_exit *ctx)
 {
-	return on_accept_exit(ctx->ret);
+	return on_accept_exit(ctx, ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_accept_exit(struct sl_syscall_exit *ctx)
 {
-	return on_accept_exit(ctx->ret);
+	return on_accept_exit(ctx, ctx->ret, false);
+}
+
+/*
+ * The same with the accept() caller's stack (--stacks, run), where the kernel
+ * has no bpf_rdonly_cast (6.1): stacks do not need the cast, only the cookie's
+ * way does. Programs of their own, as tp_accept_stacks below (-> tp_accept_exit).
+ */
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4_exit_stacks(struct sl_syscall_exit *ctx)
+{
+	return on_accept_exit(ctx, ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_accept_exit_stacks(struct sl_syscall_exit *ctx)
+{
+	return on_accept_exit(ctx, ctx->ret, true);
 }
 
 /*

@@ -36,7 +36,8 @@ const std::vector<std::vector<std::string>> kDroppable = {
     {"new_leaks", "new_socket_leaks"},                               // -> WalkNewLeaksFromUser (leak-walk.h)
     {"handle_set_state_stacks"},                                     // -> handle_set_state: no creator stacks
     {"tp_accept_stacks", "tp_accept4_stacks"},                       // -> tp_accept_cast: no stacks of accepted sockets
-    {"tp_accept_cast", "tp_accept4_cast"},                           // -> tp_accept_exit, tp_accept4_exit
+    {"tp_accept_cast", "tp_accept4_cast"},                           // -> tp_accept_exit(_stacks), tp_accept4_exit(_stacks)
+    {"tp_accept_exit_stacks", "tp_accept4_exit_stacks"},             // -> tp_accept_exit: no stacks of accepted sockets
     {"tp_accept_exit", "tp_accept4_exit"},                           // -> accepted sockets' creators unknown
     {"tp_close_enter", "tp_close_exit", "tp_bind_enter", "tp_bind_exit"},  // -> handle_sys_enter/exit
     {"handle_softirq_entry", "handle_softirq_exit"},                 // -> trace's event context unknown
@@ -142,14 +143,18 @@ BpfError Tracer::LoadWithout(const std::set<std::string>& refused) {
   // Creator stacks: the stack-capturing copy of the state-change program, or the plain one.
   captures_stacks_ = options.leak_mode && options.track_creators && options.creator_stacks &&
                      allowed(skel->progs.handle_set_state_stacks);
-  // accept() exit: one pair of the three, the one with bpf_rdonly_cast where the kernel has it
-  // (with the accept() caller's stack, where asked and the connect() stacks are captured).
+  // accept() exit: one pair of the four, the one with bpf_rdonly_cast where the kernel has it,
+  // else by probe reads; each with the accept() caller's stack where asked and the connect()
+  // stacks are captured.
   bool accepts = tracepoints && options.track_creators;
   bool cast_stacks = accepts && captures_stacks_ && allowed(skel->progs.tp_accept_stacks);
   bool cast = accepts && !cast_stacks && allowed(skel->progs.tp_accept_cast);
-  bool probe_reads = accepts && !cast_stacks && !cast && allowed(skel->progs.tp_accept_exit);
+  bool probe_stacks = accepts && captures_stacks_ && !cast_stacks && !cast && allowed(skel->progs.tp_accept_exit_stacks);
+  bool probe_reads = accepts && !cast_stacks && !cast && !probe_stacks && allowed(skel->progs.tp_accept_exit);
   bpf_program__set_autoload(skel->progs.tp_accept4_stacks, cast_stacks);
   bpf_program__set_autoload(skel->progs.tp_accept_stacks, cast_stacks);
+  bpf_program__set_autoload(skel->progs.tp_accept4_exit_stacks, probe_stacks);
+  bpf_program__set_autoload(skel->progs.tp_accept_exit_stacks, probe_stacks);
   bpf_program__set_autoload(skel->progs.tp_accept4_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept_exit, probe_reads);
   bpf_program__set_autoload(skel->progs.tp_accept4_cast, cast);
@@ -186,6 +191,8 @@ BpfError Tracer::Attach() {
       {skel->progs.handle_exit, &skel->links.handle_exit},
       {skel->progs.tp_accept4_exit, &skel->links.tp_accept4_exit},
       {skel->progs.tp_accept_exit, &skel->links.tp_accept_exit},
+      {skel->progs.tp_accept4_exit_stacks, &skel->links.tp_accept4_exit_stacks},
+      {skel->progs.tp_accept_exit_stacks, &skel->links.tp_accept_exit_stacks},
       {skel->progs.tp_accept4_cast, &skel->links.tp_accept4_cast},
       {skel->progs.tp_accept4_stacks, &skel->links.tp_accept4_stacks},
       {skel->progs.tp_accept_stacks, &skel->links.tp_accept_stacks},

@@ -13,7 +13,7 @@ import { after, afterEach, test } from 'node:test';
 import { groupSockets, renderGroups } from '../src/cli/leak-groups';
 import { renderRunSummary, runJson } from '../src/cli/run-report';
 import { runWithLeakCheck } from '../src/run/run';
-import { forcedRefusals, onFallback, REFUSE_ENV, type Fallback } from '../src/kernel/fallbacks';
+import { forcedRefusals, notedFallbacks, onFallback, REFUSE_ENV, type Fallback } from '../src/kernel/fallbacks';
 import { fromSocket, toBody } from '../src/recording/mapping';
 import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { watch } from '../src/watch/leak-engine';
@@ -65,8 +65,8 @@ const leaksOf = (records: WatchRecord[], pid: number): LeakRecord[] =>
 
 /** scripts/test-fallbacks.sh runs this file again on each forced path: stacks are asserted where the path captures them. */
 const traced = !forcedRefusals().some((r) => ['bpf', 'handle_set_state', 'handle_set_state_stacks'].includes(r));
-/** accept() stacks need the per-syscall tracepoints (leak mode's, in one group with close() and bind()). */
-const acceptStacks = traced && !forcedRefusals().some((r) => ['tp_close_enter', 'tp_close_exit', 'tp_bind_enter', 'tp_bind_exit', 'tp_accept_stacks', 'tp_accept4_stacks'].includes(r));
+/** Accepted sockets' creators need an accept() hook: the per-syscall tracepoints' (one group with close() and bind()) or the tp_btf syscall hooks. */
+const acceptCreators = traced && !forcedRefusals().includes('tp_accept_exit');
 
 /** Builds the C leaker with frame pointers and DWARF. */
 function buildLeaker(name: string): string {
@@ -135,7 +135,8 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
   const leaker = await startLeaker([process.execPath, ...args], backend, 2);
   await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
   await backend.remove();
-  await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 8000, '2 leaks');
+  // The first Node stack reads node's ~86k symbols and libc's call frame information (~0.25 s here, far more on an emulated kernel).
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 30_000, '2 leaks');
   for (const leak of leaksOf(records, leaker.pid!)) {
     const stack = leak.creator?.stack ?? [];
     const js = stack.find((f) => f.module === '[perf-map]' && /openBackendJs/.test(f.symbol));
@@ -176,7 +177,7 @@ test('sockleak run names the leaking code always (no option): the report, its --
   const backend = await startBackend('127.0.0.1');
   const running = runWithLeakCheck([binary, backend.host, String(backend.port), '2'], {
     thresholdMs: 500,
-    env: { ...process.env, LEAK_STACK_HOLD_S: '3' },
+    env: { ...process.env, LEAK_STACK_HOLD_S: '5' }, // past the threshold and a tick or two, even on an emulated kernel
   });
   await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
   await backend.remove();
@@ -191,13 +192,15 @@ test('sockleak run names the leaking code always (no option): the report, its --
   assert.match(renderRunSummary(result, 1), new RegExp(`sockleak: 2 created at open_backend \\(leak-stack\\.c:${lineOf('LEAK_LINE')}\\) <- worker_loop`));
 });
 
-test('a C server that leaks what it accepts: the stack names accept_client first, then serve_loop', { skip: !acceptStacks && 'no accept() stacks on this path' }, async () => {
+test('a C server that leaks what it accepts: the stack names accept_client first, then serve_loop (or the fallback line says accept stacks are lost)', { skip: !acceptCreators && 'no accept() hook on this path' }, async () => {
   const source = path.join(ROOT, 'test', 'fixtures', 'accept-stack.c');
   const binary = path.join(dir, 'accept-stack');
   const built = spawnSync('gcc', ['-O1', '-fno-omit-frame-pointer', '-g', '-o', binary, source], { encoding: 'utf8' });
   assert.equal(built.status, 0, built.stderr);
   const line = (marker: string): number => readFileSync(source, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1;
   const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  // Where the kernel (or a forced set) leaves no stack-capturing accept() hook, the loader says so in its one line.
+  const lost = notedFallbacks().find((f) => /accepted sockets were taken/.test(f.lost));
   await new Promise((r) => setTimeout(r, 300));
   const server = spawn(binary, ['2'], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(server);
@@ -218,6 +221,10 @@ test('a C server that leaks what it accepts: the stack names accept_client first
   await waitFor(() => accepted().length === 2, 8000, '2 leaks');
   for (const leak of accepted()) {
     const stack = leak.creator?.stack ?? [];
+    if (lost) {
+      assert.deepEqual(stack, [], `${lost.what} said accept stacks are lost, and none came`);
+      continue;
+    }
     assert.equal(stack[0]?.symbol, 'accept_client', JSON.stringify(stack));
     assert.equal(stack[0]?.line, line('ACCEPT_LINE'));
     assert.equal(stack[1]?.symbol, 'serve_loop');

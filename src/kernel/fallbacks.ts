@@ -40,11 +40,20 @@ export interface Fallback {
 const noted = new Map<string, Fallback>();
 const listeners = new Set<(fallback: Fallback) => void>();
 
-/** Records a fallback (once per `what`) and tells the listeners. */
+/**
+ * Records a fallback (once per line: one refusal loses more in some modes, e.g.
+ * accept stacks with --stacks) and tells the listeners.
+ */
 export function noteFallback(fallback: Fallback): void {
-  if (noted.has(fallback.what)) return;
-  noted.set(fallback.what, fallback);
+  const line = describeFallback(fallback);
+  if (noted.has(line)) return;
+  noted.set(line, fallback);
   for (const listener of listeners) listener(fallback);
+}
+
+/** Every fallback noted so far in this process. */
+export function notedFallbacks(): Fallback[] {
+  return [...noted.values()];
 }
 
 /** Calls `listener` for every fallback noted from now on; returns the unsubscribe. */

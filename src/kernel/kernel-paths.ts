@@ -48,6 +48,17 @@ export function scanFallbacks(refused: ReadonlySet<string>, reasons: Reasons = n
   return out;
 }
 
+/**
+ * Whether accept()'s stacks are lost (native/tracer-load.cc picks the pair): the cast
+ * pair with stacks refused, and either the plain cast pair taken instead or, where
+ * the cast is refused too (Linux < 6.2), the probe-read pair with stacks refused.
+ */
+function acceptStacksLost(refused: ReadonlySet<string>): boolean {
+  const any = (...names: string[]): boolean => names.some((n) => refused.has(n));
+  if (!any('tp_accept_stacks', 'tp_accept4_stacks')) return false;
+  return !any('tp_accept_cast', 'tp_accept4_cast') || any('tp_accept_exit_stacks', 'tp_accept4_exit_stacks', 'tp_accept_exit', 'tp_accept4_exit');
+}
+
 /** The trace object: `trace` (leakMode false) or watch/run/agent (leakMode true; run follows a tree). */
 export function traceFallbacks(
   refused: ReadonlySet<string>,
@@ -57,8 +68,11 @@ export function traceFallbacks(
   const out: Fallback[] = [];
   if (mode.leakMode && mode.creatorStacks && refused.has('handle_set_state_stacks')) {
     out.push({ what: 'handle_set_state_stacks', why: why(reasons, 'handle_set_state_stacks'), instead: 'handle_set_state', lost: 'where in the code each leak was made (creator stacks)' });
-  } else if (mode.leakMode && mode.creatorStacks && (refused.has('tp_accept_stacks') || refused.has('tp_accept4_stacks'))) {
-    out.push({ what: 'tp_accept_stacks', why: why(reasons, 'tp_accept_stacks', 'tp_accept4_stacks'), instead: 'accept() exit without stacks', lost: 'where in the code accepted sockets were taken (their creator stacks)' });
+  } else if (mode.leakMode && mode.creatorStacks && acceptStacksLost(refused)) {
+    const [what, ...others] = refused.has('tp_accept_cast') || refused.has('tp_accept4_cast')
+      ? ['tp_accept_exit_stacks', 'tp_accept4_exit_stacks']
+      : ['tp_accept_stacks', 'tp_accept4_stacks'];
+    out.push({ what: what!, why: why(reasons, what!, ...others), instead: 'accept() exit without stacks', lost: 'where in the code accepted sockets were taken (their creator stacks)' });
   }
   if (mode.leakMode && (refused.has('new_leaks') || refused.has('new_socket_leaks'))) {
     out.push({
