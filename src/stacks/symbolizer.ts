@@ -6,9 +6,10 @@
  * (/tmp/perf-PID.map: Node --perf-basic-prof, Python -X perf); the frame the
  * kernel's frame-pointer walk skips placed by the syscall wrapper's call frame
  * information (binutils' readelf). Done at report time, while the process
- * lives: its maps say which file each address is in.
+ * lives: its maps say which file each address is in (the files are then held
+ * open until the stack is resolved).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { Frame } from '../sockets';
 import { ElfSymbols } from './elf-symbols';
@@ -69,8 +70,17 @@ export function cfaRuleIn(text: string, vaddr: bigint): CfaRule | null {
 interface LineWanted {
   frame: Frame;
   id: string;
-  path: string;
+  /** The file, held open by resolve(). */
+  fd: number;
   vaddr: bigint;
+}
+
+/** The file runOnFile gives its tool, as the tool sees it. */
+const FILE_ARG = '/proc/self/fd/3';
+
+/** binutils' `tool` with the file open as `fd` passed as its fd 3 (FILE_ARG in `args`), synchronously. */
+function runOnFile(tool: string, args: readonly string[], fd: number, maxBuffer = 16 << 20): SpawnSyncReturns<string> {
+  return spawnSync(tool, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore', fd], timeout: 10_000, maxBuffer });
 }
 
 /** What a raw stack resolves to. */
@@ -131,21 +141,24 @@ function readPerfMap(pid: number): JitSymbol[] {
  * return address only when the syscall wrapper pushed nothing; when it did,
  * the word is data, and showing it would show a wrong frame.
  */
-function followsCall(pid: number, addr: bigint): boolean {
+function followsCall(pid: number, addr: bigint, file: { fd: number; m: Mapping } | null): boolean {
   if (addr < 8n) return false;
   const bytes = Buffer.alloc(7);
+  // Code mapped from a file is read from the file (held open: the process may be exiting); JIT code from the process.
+  const inFile = file !== null && addr - 7n >= file.m.start;
   let fd: number;
   try {
-    fd = openSync(`/proc/${pid}/mem`, 'r');
+    fd = inFile ? file.fd : openSync(`/proc/${pid}/mem`, 'r');
   } catch {
     return false;
   }
   try {
-    if (readSync(fd, bytes, 0, 7, addr - 7n) !== 7) return false;
+    const at = inFile ? addr - 7n - file.m.start + file.m.offset : addr - 7n;
+    if (readSync(fd, bytes, 0, 7, at) !== 7) return false;
   } catch {
     return false;
   } finally {
-    closeSync(fd);
+    if (!inFile) closeSync(fd);
   }
   // x86-64: call rel32 (e8), call *disp32(%rip) (ff 15), call *%reg (ff d0-d7), call *(%reg)/disp8 forms (ff /2).
   if (bytes[2] === 0xe8) return true;
@@ -176,16 +189,40 @@ export class Symbolizer {
    * wrapper when that is sound; else the stack says it is truncated.
    */
   resolve(pid: number, ips: readonly bigint[], words: readonly bigint[]): ResolvedStack {
+    const opened = new Map<string, number>();
+    try {
+      return this.resolveWith(pid, ips, words, opened);
+    } finally {
+      for (const fd of opened.values()) closeSync(fd);
+    }
+  }
+
+  /**
+   * resolve(), with the mapped files it reads held open in `opened` (by their
+   * /proc/PID/map_files path) from the first look: a process that exits meanwhile
+   * takes its map_files with it, and the symbols, CFA rules and lines of one
+   * stack then still come from the files it had mapped.
+   */
+  private resolveWith(pid: number, ips: readonly bigint[], words: readonly bigint[], opened: Map<string, number>): ResolvedStack {
     const maps = readMaps(pid);
     /** Frames of files with DWARF line tables, named file:line at the end, one addr2line run per file. */
     const lines: LineWanted[] = [];
     let jit: JitSymbol[] | undefined;
-    const locate = (look: bigint): { m: Mapping; file: string; vaddr: bigint | null; elf: ElfSymbols | null } | null => {
+    const locate = (look: bigint): { m: Mapping; fd: number; vaddr: bigint | null; elf: ElfSymbols | null } | null => {
       const m = maps.find((x) => look >= x.start && look < x.end);
       if (!m || !m.path.startsWith('/')) return null;
       const file = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
-      const elf = this.elf(m.id, file);
-      return { m, file, elf, vaddr: elf?.vaddrOf(look - m.start + m.offset) ?? null };
+      let fd = opened.get(file);
+      if (fd === undefined) {
+        try {
+          fd = openSync(file, 'r');
+        } catch {
+          return null; // gone with its process
+        }
+        opened.set(file, fd);
+      }
+      const elf = this.elf(m.id, fd);
+      return { m, fd, elf, vaddr: elf?.vaddrOf(look - m.start + m.offset) ?? null };
     };
     const frame = (addr: bigint, returnAddr: boolean): Frame | null => {
       // A return address points after the call: name the call (addr - 1), show the address as walked.
@@ -194,7 +231,7 @@ export class Symbolizer {
       if (at) {
         const symbol = at.vaddr !== null ? at.elf?.symbolAt(at.vaddr) ?? null : null;
         const f: Frame = { addr: hex(addr), symbol: symbol ?? '??', module: at.m.path };
-        if (at.vaddr !== null && at.elf?.hasLines) lines.push({ frame: f, id: at.m.id, path: at.file, vaddr: at.vaddr });
+        if (at.vaddr !== null && at.elf?.hasLines) lines.push({ frame: f, id: at.m.id, fd: at.fd, vaddr: at.vaddr });
         return f;
       }
       jit ??= readPerfMap(pid);
@@ -205,7 +242,7 @@ export class Symbolizer {
     const frames: Frame[] = [];
     let truncated = false;
     const wrapper = ips[0] !== undefined ? locate(ips[0]) : null;
-    const rule = wrapper && wrapper.vaddr !== null ? this.cfaAt(wrapper.m.id, wrapper.file, wrapper.vaddr) : undefined;
+    const rule = wrapper && wrapper.vaddr !== null ? this.cfaAt(wrapper.m.id, wrapper.fd, wrapper.vaddr) : undefined;
     if (rule?.register === 'rbp') {
       // The wrapper keeps a frame pointer: the walk from ips[1] already starts at its caller.
       const own = frame(ips[0]!, false);
@@ -214,7 +251,7 @@ export class Symbolizer {
       // The wrapper's return address is where its call frame information puts it (CFA - 8), else at the stack pointer.
       const index = rule ? (rule.offset - 8) / 8 : 0;
       const word = Number.isInteger(index) ? words[index] : undefined;
-      const usable = word !== undefined && word !== MIXED && followsCall(pid, word);
+      const usable = word !== undefined && word !== MIXED && followsCall(pid, word, locate(word - 1n));
       const first = usable ? frame(word, true) : null;
       if (first) frames.push(first);
       else {
@@ -261,14 +298,14 @@ export class Symbolizer {
    * its .eh_frame (binutils' readelf): `rsp+32` is { register: 'rsp', offset: 32 }.
    * null when the file has no rule there, or no readelf.
    */
-  private cfaAt(id: string, path: string, vaddr: bigint): CfaRule | null {
+  private cfaAt(id: string, fd: number, vaddr: bigint): CfaRule | null {
     const key = `${id}@${vaddr}`;
     const known = this.cfa.get(key);
     if (known !== undefined) return known;
     let rule: CfaRule | null = null;
     if (this.readelf !== false) {
       // (readelf exits 1 over sections it cannot decode, e.g. libc's .debug_frame stubs, after printing .eh_frame)
-      const run = spawnSync('readelf', ['--debug-dump=frames-interp', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000, maxBuffer: 512 << 20 });
+      const run = runOnFile('readelf', ['--debug-dump=frames-interp', FILE_ARG], fd, 512 << 20);
       if ((run.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.readelf = false;
       else if (run.stdout) rule = cfaRuleIn(run.stdout, vaddr);
     }
@@ -276,11 +313,11 @@ export class Symbolizer {
     return rule;
   }
 
-  private elf(id: string, path: string): ElfSymbols | null {
+  private elf(id: string, fd: number): ElfSymbols | null {
     let elf = this.files.get(id);
     if (elf === undefined) {
       if (this.files.size >= FILE_LIMIT) this.files.clear();
-      elf = ElfSymbols.load(path);
+      elf = ElfSymbols.load(`/proc/self/fd/${fd}`);
       this.files.set(id, elf);
     }
     return elf;
@@ -298,7 +335,7 @@ export class Symbolizer {
     if (this.lines.size >= FILE_LIMIT * 64) this.lines.clear();
     for (const list of byFile.values()) {
       if (this.addr2line === false) break;
-      const run = spawnSync('addr2line', ['-e', list[0]!.path, ...list.map((w) => hex(w.vaddr))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
+      const run = runOnFile('addr2line', ['-e', FILE_ARG, ...list.map((w) => hex(w.vaddr))], list[0]!.fd);
       if ((run.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.addr2line = false;
       // One line per address, `file:line` (`??:0` or `??:?` where DWARF has none; ` (discriminator N)` may follow).
       const out = (run.stdout ?? '').split('\n');
