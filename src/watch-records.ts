@@ -43,3 +43,17 @@ export interface FdClosedRecord {
 }
 
 export type WatchRecord = LeakRecord | ResolvedRecord | FdClosedRecord;
+
+/** When a socket `stateAgeMs` old at `atMs` entered CLOSE_WAIT, ISO 8601; null when its age is unknown. */
+export function closeWaitAt(stateAgeMs: number | null, atMs: number): string | null {
+  return stateAgeMs === null ? null : new Date(atMs - stateAgeMs).toISOString();
+}
+
+/**
+ * A record as `watch --json` writes it: a leak with `closeWaitAt` (when it entered CLOSE_WAIT) beside its
+ * age, so a reader can group leaks and date when each group began without the time of the line.
+ */
+export function withCloseWaitAt<T extends { type: string }>(record: T, atMs = Date.now()): T | (T & { closeWaitAt: string | null }) {
+  if (record.type !== 'leak') return record;
+  return { ...record, closeWaitAt: closeWaitAt((record as unknown as LeakRecord).stateAgeMs, atMs) };
+}

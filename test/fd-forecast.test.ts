@@ -11,7 +11,7 @@ import path from 'node:path';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { test } from 'node:test';
-import { fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
+import { FdForecaster, fdExhaustInSec, leakRate, approxDuration } from '../src/forecast/fd-forecast';
 import { parseFdLimit, readFdUsage, statExiting } from '../src/forecast/fd-usage';
 import type { ProcessForecastRecord } from '../src/forecast/fd-forecast';
 import { watchWithPorts, type WatchStreamRecord } from '../src/watch/port-watch';
@@ -41,6 +41,30 @@ test('fdExhaustInSec: at the limit, a rate, no rate, no limit', () => {
   assert.equal(approxDuration(Math.ceil((612 / 115) * 3600)), '5h19m');
   assert.equal(fdExhaustInSec(412, 1024, null), null);
   assert.equal(fdExhaustInSec(412, null, 115), null);
+});
+
+test('a process at its fd limit keeps the rate it leaked at: its silence is forced, not a fix', async (t) => {
+  // A real process at its limit (/proc is read): 16 fds, all taken.
+  const full = spawn('python3', ['-c', [
+    'import os, resource, sys, time',
+    'resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))',
+    'try:\n    while True: os.open("/dev/null", os.O_RDONLY)\nexcept OSError: pass',
+    'print("full", flush=True)',
+    'time.sleep(60)',
+  ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => full.kill('SIGKILL'));
+  await once(full.stdout!, 'data');
+  // Ten leaks 10 s apart, the last ten minutes ago: silence that would lower the rate of a process below its limit.
+  const forecaster = new FdForecaster({ thresholdMs: 1000 });
+  const now = Date.now();
+  for (let i = 0; i < 10; i++) {
+    const leak = { owners: [{ pid: full.pid!, comm: 'python3' }], stateAgeMs: 1000, ageEstimated: false } as unknown as LeakRecord;
+    forecaster.observe(leak, now - 690_000 + i * 10_000);
+  }
+  const [f] = forecaster.evaluate(now);
+  assert.ok(f && f.openFds! >= 16, `${f?.openFds} fds`); // (or more: fds it inherited above the limit)
+  assert.equal(f?.exhaustInSec, 0);
+  assert.equal(f?.leaksPerHour, 360, 'one per 10 s, as it leaked');
 });
 
 test('/proc/PID/limits: the soft limit of this process, unlimited, a gone process', () => {
@@ -110,7 +134,7 @@ test('sockleak run: the report names the leaking process with its rate, fds, lim
   try {
     const child = spawn(
       process.execPath,
-      [CLI, 'run', '--threshold', '300ms', '--json', '--', 'python3', path.join(ROOT, 'test', 'fixtures', 'fd-leaker.py'), '--port', String(port), '--every-ms', '40', '--nofile', '64', '--hold-s', '0.5'],
+      [CLI, 'run', '--threshold', '300ms', '--json', '--', 'python3', path.join(ROOT, 'test', 'fixtures', 'fd-leaker.py'), '--port', String(port), '--every-ms', '40', '--nofile', '64', '--hold-s', '5'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';
@@ -121,6 +145,7 @@ test('sockleak run: the report names the leaking process with its rate, fds, lim
     assert.equal(code, 3, stderr);
     const lines = stdout.trim().split('\n');
     const start = JSON.parse(lines[0]!) as { pid: number; startMs: number };
+    const emfile = JSON.parse(lines[1]!) as { emfileAtMs: number; held: number };
     const report = JSON.parse(lines[lines.length - 1]!) as RunResult;
     assert.equal(report.forecasts.length, 1, JSON.stringify(report.forecasts));
     const f = report.forecasts[0]!;
@@ -128,8 +153,13 @@ test('sockleak run: the report names the leaking process with its rate, fds, lim
     assert.equal(f.fdLimit, 64);
     assert.ok(f.openFds !== null && f.openFds >= 60, `fds ${f.openFds} at the limit`);
     assert.equal(f.exhaustInSec, 0);
-    assert.ok(f.leaksPerHour !== null && Math.abs(f.leaksPerHour - 90_000) / 90_000 < 0.25, `one per 40 ms = 90000/h, got ${f.leaksPerHour}`);
+    // The rate it leaked at (nominally one per 40 ms, 90000/h; slower on an emulated kernel), kept
+    // through the 5 s it then sat at its limit: that silence is forced, not a fix.
+    const real = (emfile.held / (emfile.emfileAtMs - start.startMs)) * 3_600_000;
+    assert.ok(f.leaksPerHour !== null && Math.abs(f.leaksPerHour - real) / real < 0.25, `${Math.round(real)}/h by the leaker's clock, got ${f.leaksPerHour}`);
     assert.ok(Math.abs(Date.parse(f.firstLeakAt) - start.startMs) < 1500, `first leak ${f.firstLeakAt}`);
+    const began = Math.min(...report.leaks.map((l) => Date.parse(l.closeWaitAt!)));
+    assert.ok(Math.abs(began - start.startMs) < 1500, `the oldest leak entered CLOSE_WAIT at ${new Date(began).toISOString()}`);
     // The human summary (without --json) comes from the same result.
     assert.match(renderRunSummary(report, 3), new RegExp(`sockleak: pid ${start.pid} \\(python3\\) is at its fd limit \\(\\d+ of 64 fds when last seen running\\)`));
   } finally {
@@ -197,7 +227,7 @@ test('sockleak watch --json: forecast records for the leaker; the table\'s line 
     backend.close();
   });
   await waitFor(() => /watching for CLOSE_WAIT/.test(err), 20_000, 'watch start');
-  const { pid } = await leaker.next<{ pid: number }>();
+  const { pid, startMs } = await leaker.next<{ pid: number; startMs: number }>();
   const forecasts = (): ProcessForecastRecord[] =>
     out
       .split('\n')
@@ -216,8 +246,11 @@ test('sockleak watch --json: forecast records for the leaker; the table\'s line 
   const leaks = out
     .split('\n')
     .filter((l) => l.includes('"type":"leak"'))
-    .map((l) => JSON.parse(l) as LeakRecord)
+    .map((l) => JSON.parse(l) as LeakRecord & { closeWaitAt: string | null })
     .filter((l) => l.owners.some((o) => o.pid === pid));
+  // Each leak line dates itself (closeWaitAt): the oldest is when the group began, right after the leaker started.
+  const began = Math.min(...leaks.map((l) => Date.parse(l.closeWaitAt!)));
+  assert.ok(Math.abs(began - startMs) < 1500, `the group began ${new Date(began).toISOString()}, the leaker at ${new Date(startMs).toISOString()}`);
   const now = Date.now();
   const lines = forecastLines(groupSockets(leaks, now), [f], now);
   assert.equal(lines.length, 1);

@@ -6,6 +6,7 @@ import type { RegisterCommand } from './command';
 import { describePortRecord } from './ports-command';
 import { stdoutClosed, tracefsNote, write } from './output';
 import { ExitCode } from '../errors';
+import { withCloseWaitAt } from '../watch-records';
 import { helpFooter } from './help';
 import { arg, parseCgroupPrefix, parseContainerPrefix, parseDuration, parsePid, whereOf } from './parse';
 
@@ -58,7 +59,7 @@ export async function watchCommand(options: WatchCommandOptions): Promise<number
   process.stderr.write(`${tracefsNote(watcher.hooks())}sockleak: watching for CLOSE_WAIT longer than ${formatAge(thresholdMs)}; Ctrl-C to stop\n`);
   try {
     for await (const record of watcher) {
-      if (json) await write(`${JSON.stringify(record)}\n`);
+      if (json) await write(`${JSON.stringify(withCloseWaitAt(record))}\n`);
       else {
         recent.push(`${new Date().toISOString().slice(11, 19)} ${describe(record)}`);
         if (record.type === 'leak') {

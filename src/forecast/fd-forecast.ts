@@ -260,7 +260,9 @@ export class FdForecaster {
         }
         continue;
       }
-      const leaksPerHour = leakRate(p.times, horizonMs, this.minLeaks);
+      // At its limit the process cannot leak more: its silence is forced, not a fix, and its rate stays that of its leaks.
+      const atLimit = usage.fdLimit !== null && usage.openFds >= usage.fdLimit;
+      const leaksPerHour = leakRate(p.times, atLimit ? -Infinity : horizonMs, this.minLeaks);
       const exhaustInSec = fdExhaustInSec(usage.openFds, usage.fdLimit, leaksPerHour);
       const fields = {
         type: 'forecast' as const,

@@ -41,9 +41,13 @@ export function statExiting(stat: string): boolean {
 /** Reads /proc/PID/fd and /proc/PID/limits; undefined when the process is gone or exiting (or not ours to read). */
 export function readFdUsage(pid: number, proc = '/proc'): FdUsage | undefined {
   try {
-    if (statExiting(readFileSync(`${proc}/${pid}/stat`, 'latin1'))) return undefined;
+    const exiting = (): boolean => statExiting(readFileSync(`${proc}/${pid}/stat`, 'latin1'));
+    if (exiting()) return undefined;
     const fdLimit = parseFdLimit(readFileSync(`${proc}/${pid}/limits`, 'latin1'));
-    return { openFds: countFds(`${proc}/${pid}/fd`), fdLimit };
+    const openFds = countFds(`${proc}/${pid}/fd`);
+    // Asked again after the count: exit sets PF_EXITING before it closes the fds, so a count it
+    // raced with (one fd short of the limit, read on an emulated 6.1) is caught here.
+    return exiting() ? undefined : { openFds, fdLimit };
   } catch {
     return undefined;
   }
