@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cgroupPlace, inCgroup, matchesWhere, shortContainerId } from '../src/cgroup-path';
 import { parseCgroupPrefix, parseContainerPrefix } from '../src/cli/parse';
+import { cgroupPathIn } from '../src/scan/cgroups';
 import { UsageError } from '../src/errors';
 
 const ID = '4f2a9c1b0d3e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a';
@@ -64,4 +65,18 @@ test('the filter: a cgroup and everything under it (whole path components), a co
   assert.ok(matchesWhere({ container: '4f' }, [host, inPod], null), 'one holder in it is enough');
   assert.ok(matchesWhere({ container: '4f' }, [], inPod), 'or the creator');
   assert.ok(!matchesWhere({ container: '4f' }, [host], null));
+});
+
+test('/proc/PID/cgroup: the v2 line on v2 and hybrid hosts; on a v1-only host the systemd hierarchy, not the first line', () => {
+  const id = 'a'.repeat(64);
+  assert.equal(cgroupPathIn('0::/system.slice/nginx.service\n'), '/system.slice/nginx.service');
+  // Hybrid (this machine's layout): v1 controllers plus the unified line.
+  assert.equal(cgroupPathIn(`12:pids:/docker/${id}\n1:name=systemd:/docker/${id}\n0::/docker/${id}\n`), `/docker/${id}`);
+  // v1 only: the first line (rdma here) says / of a container's process; name=systemd names the container.
+  const v1 = `13:rdma:/\n12:pids:/docker/${id}\n5:memory:/docker/${id}\n1:name=systemd:/docker/${id}\n`;
+  assert.equal(cgroupPathIn(v1), `/docker/${id}`);
+  assert.equal(cgroupPlace(cgroupPathIn(v1)!).containerId, id);
+  assert.equal(cgroupPathIn(`13:rdma:/\n12:pids:/kubepods/pod1/${id}\n`), `/kubepods/pod1/${id}`, 'no systemd hierarchy: pids');
+  assert.equal(cgroupPathIn('0::/gone.scope (deleted)\n'), '/gone.scope');
+  assert.equal(cgroupPathIn(''), null);
 });

@@ -7,13 +7,13 @@
  * names it, so a restarted process replaces K series, never adds to every
  * metric. docs/agent.md lists every metric and the bound of every label.
  */
-import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TraceCounters } from '../events';
 import type { ContainerLeaks, LeakIndex, ProcessLeaks } from './leak-index';
 import type { AgentRecord, PortsSnapshot } from '../recording/records';
 import type { StateCount } from './state-counts';
 import type { ProcessForecastRecord } from '../forecast/fd-forecast';
+import { processCgroupPath } from '../scan/cgroups';
 
 /** Distinct comm label values of sockleak_connect_failures_total before the rest become `other`. */
 export const MAX_COMMS = 64;
@@ -65,20 +65,11 @@ function mirror(registry: Registry, name: string, help: string, read: () => numb
 }
 
 /**
- * The cgroup a process runs in (the cgroup v2 path, else the first v1
- * hierarchy's), as this agent's cgroup namespace sees it; '' once it is gone.
+ * The cgroup a process runs in (scan/cgroups.ts cgroupPathIn), as this
+ * agent's cgroup namespace sees it; '' once it is gone.
  */
 function cgroupOf(pid: string): string {
-  if (!/^[0-9]+$/.test(pid)) return '';
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-  } catch {
-    return ''; // exited since the scrape counted it
-  }
-  const lines = text.split('\n').filter((l) => l.length > 0);
-  const line = lines.find((l) => l.startsWith('0::')) ?? lines[0] ?? '';
-  return line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
+  return /^[0-9]+$/.test(pid) ? (processCgroupPath(Number(pid)) ?? '') : ''; // '': exited since the scrape counted it
 }
 
 /**

@@ -1,5 +1,6 @@
 /**
- * The cgroup v2 path of a process (/proc/PID/cgroup's `0::` line) or of a
+ * The cgroup path of a process (/proc/PID/cgroup's v2 line, or a v1 one on a
+ * v1-only host: cgroupPathIn) or the cgroup v2 path of a
  * cgroup id (what bpf_get_current_cgroup_id() returns: the inode number of the
  * cgroup's directory in the cgroup2 mount), with the container and pod it
  * names (cgroup-path.ts).
@@ -10,7 +11,7 @@ import { cgroupPlace } from '../cgroup-path';
 
 /** A process's or a socket creator's cgroup, as owners and creators carry it. */
 export interface CgroupFields {
-  /** cgroup v2 path, from the cgroup2 root (`/system.slice/docker-<id>.scope`). */
+  /** cgroup v2 path, from the cgroup2 root (`/system.slice/docker-<id>.scope`); on a v1-only host a v1 one (cgroupPathIn). */
   cgroup: string;
   /** The container ID the path names (64 hex digits). */
   containerId?: string;
@@ -27,7 +28,10 @@ export function cgroupFields(path: string): CgroupFields {
   return { cgroup: path, ...(containerId !== null && { containerId }), ...(podUid !== null && { podUid }) };
 }
 
-/** The cgroup v2 path of process `pid`; null when it is gone or has no cgroup v2 line. */
+/**
+ * The cgroup path of process `pid` (cgroupPathIn); null when it is gone or
+ * in no cgroup at all.
+ */
 export function processCgroupPath(pid: number): string | null {
   let text: string;
   let fd = -1;
@@ -40,10 +44,28 @@ export function processCgroupPath(pid: number): string | null {
   } finally {
     if (fd >= 0) closeSync(fd);
   }
-  const at = text.startsWith('0::') ? 0 : text.indexOf('\n0::') + 1;
-  if (at === 0 && !text.startsWith('0::')) return null;
-  const end = text.indexOf('\n', at);
-  return text.slice(at + 3, end < 0 ? undefined : end).replace(/ \(deleted\)$/, '');
+  return cgroupPathIn(text);
+}
+
+/** v1 hierarchies that every runtime and systemd place a process in, in the order they are asked. */
+const V1_PREFERRED = ['name=systemd', 'pids', 'memory', 'cpu,cpuacct'];
+
+/**
+ * The path a /proc/PID/cgroup text places its process at: the cgroup v2 line
+ * (`0::PATH`, on v2 and hybrid hosts); on a v1-only host, that of the
+ * `name=systemd` hierarchy, else pids, memory or cpu (container runtimes put
+ * a container under the same path in each; the first line, often rdma's or
+ * misc's, may say `/` of a container's process). null without a line.
+ */
+export function cgroupPathIn(text: string): string | null {
+  const lines = text.split('\n').filter((l) => l.length > 0);
+  const hierarchy = (l: string): string => l.slice(l.indexOf(':') + 1, l.indexOf(':', l.indexOf(':') + 1));
+  const line =
+    lines.find((l) => l.startsWith('0::')) ??
+    V1_PREFERRED.map((name) => lines.find((l) => hierarchy(l) === name)).find((l) => l !== undefined) ??
+    lines[0];
+  if (line === undefined) return null;
+  return line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1).replace(/ \(deleted\)$/, '');
 }
 
 /** /proc/PID/cgroup is a line per hierarchy (a dozen on v1 hybrids): PATH_MAX covers the paths. */
