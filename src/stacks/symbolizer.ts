@@ -180,6 +180,12 @@ export class Symbolizer {
   private readonly cfa = new Map<string, CfaRule | null>();
   /** Demangled C++ names, by mangled name. */
   private readonly names = new Map<string, string>();
+  /**
+   * Resolved stacks, by pid and raw stack: incident 1's 360 worker threads make one stack from 360
+   * creators (each thread is a creator of its own), named once, not once per thread with the
+   * process's maps and perf map read again each time.
+   */
+  private readonly stacks = new Map<string, ResolvedStack>();
 
   /**
    * The frames of one raw stack of process `pid`: `ips` innermost first as the
@@ -189,9 +195,15 @@ export class Symbolizer {
    * wrapper when that is sound; else the stack says it is truncated.
    */
   resolve(pid: number, ips: readonly bigint[], words: readonly bigint[]): ResolvedStack {
+    const key = `${pid}|${ips.join(',')}|${words.join(',')}`;
+    const known = this.stacks.get(key);
+    if (known) return known;
     const opened = new Map<string, number>();
     try {
-      return this.resolveWith(pid, ips, words, opened);
+      const resolved = this.resolveWith(pid, ips, words, opened);
+      if (this.stacks.size >= FILE_LIMIT * 16) this.stacks.clear();
+      this.stacks.set(key, resolved);
+      return resolved;
     } finally {
       for (const fd of opened.values()) closeSync(fd);
     }
