@@ -41,13 +41,14 @@ const noted = new Map<string, Fallback>();
 const listeners = new Set<(fallback: Fallback) => void>();
 
 /**
- * Records a fallback (once per line: one refusal loses more in some modes, e.g.
- * accept stacks with --stacks) and tells the listeners.
+ * Records a fallback and tells the listeners: once per `what`, and once more if
+ * it was noted losing nothing and now loses something (one refusal costs more
+ * in some modes: tp_close_enter costs accept() stacks only with --stacks).
  */
 export function noteFallback(fallback: Fallback): void {
-  const line = describeFallback(fallback);
-  if (noted.has(line)) return;
-  noted.set(line, fallback);
+  const known = noted.get(fallback.what);
+  if (known && (known.lost !== '' || fallback.lost === '')) return;
+  noted.set(fallback.what, fallback);
   for (const listener of listeners) listener(fallback);
 }
 
