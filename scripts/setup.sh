@@ -18,8 +18,9 @@ fi
 # prometheus (Prometheus 2.42 and promtool) for the metrics, rules and live-scrape tests;
 # protobuf-compiler: test/proto.test.ts compiles the schema with its own protoc example;
 # openssl (throwaway certificates) and systemd (systemd-analyze verify of deploy/systemd) for the deploy tests;
-# binutils (readelf, addr2line, c++filt) names creator stacks (docs/stacks.md), gcc builds test/stacks.test.ts's leaker.
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ gcc binutils python3 iproute2 util-linux procps prometheus protobuf-compiler openssl systemd)
+# binutils (readelf, addr2line, c++filt) names creator stacks (docs/stacks.md); gcc and golang-go
+# build test/stacks.test.ts's C and Go leakers.
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ gcc golang-go binutils python3 iproute2 util-linux procps prometheus protobuf-compiler openssl systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

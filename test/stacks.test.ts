@@ -23,6 +23,7 @@ import { httpRequest, ROOT, startAgentProcess, startBackend, waitFor, type Backe
 import type { RecordMessage } from '../src/recording/messages';
 
 const SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.c');
+const JS_SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.js');
 const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-stacks-'));
 const children: ChildProcess[] = [];
 after(() => {
@@ -34,9 +35,9 @@ afterEach(async () => {
   for (const stop of stops.splice(0)) await stop();
 });
 
-/** The line of `marker` in the fixture's source: where the test expects the frame. */
-function lineOf(marker: string): number {
-  return readFileSync(SOURCE, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1;
+/** The line of `marker` in a fixture's source (the C leaker's by default): where the test expects the frame. */
+function lineOf(marker: string, source = SOURCE): number {
+  return readFileSync(source, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1;
 }
 
 function recorder(options: Parameters<typeof watch>[0]): WatchRecord[] {
@@ -154,7 +155,7 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
   const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
   await new Promise((r) => setTimeout(r, 300));
   // --interpreted-frames-native-stack: a function not compiled yet runs in the interpreter, whose frames the perf map names only with it.
-  const args = ['--perf-basic-prof', '--interpreted-frames-native-stack', path.join(ROOT, 'test', 'fixtures', 'leak-stack.js')];
+  const args = ['--perf-basic-prof', '--interpreted-frames-native-stack', JS_SOURCE];
   const leaker = await startLeaker([process.execPath, ...args], backend, 2);
   await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
   await backend.remove();
@@ -162,10 +163,53 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
   await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 30_000, '2 leaks');
   for (const leak of leaksOf(records, leaker.pid!)) {
     const stack = leak.creator?.stack ?? [];
-    const js = stack.find((f) => f.module === '[perf-map]' && /openBackendJs/.test(f.symbol));
+    const js = stack.find((f) => f.module === '[perf-map]' && f.symbol === 'openBackendJs');
     assert.ok(js, `openBackendJs among the frames: ${stack.map((f) => `${f.symbol} [${f.module}]`).join(' <- ')}`);
+    assert.equal(js.file, JS_SOURCE);
+    assert.equal(js.line, lineOf('function openBackendJs', JS_SOURCE));
   }
+  // The line people read starts in the leaker's own code: libuv, Node's C++ and `node:net` are left out.
+  // (Its lookup callback, which net.connect() calls and which answers at once, is the innermost.)
+  const [group] = groupSockets(leaksOf(records, leaker.pid!));
+  assert.match(group!.createdAt ?? '', new RegExp(`^lookup \\(leak-stack\\.js:\\d+\\) <- … <- openBackendJs \\(leak-stack\\.js:${lineOf('function openBackendJs', JS_SOURCE)}\\)`));
   rmSync(`/tmp/perf-${leaker.pid}.map`, { force: true });
+});
+
+const GO_SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.go');
+/** Debian's golang-go (scripts/setup.sh installs it); a machine without it skips the Go case. */
+const goVersion = spawnSync('go', ['version'], { encoding: 'utf8' });
+const haveGo = goVersion.status === 0;
+
+test('a Go leaker (Go keeps frame pointers; no libc): the stack names main.openBackend with file:line, below Go\'s net package, then main.main', { skip: (!traced && 'no creator stacks on this path') || (!haveGo && 'no Go toolchain (Debian\'s golang-go)') }, async (t) => {
+  const binary = path.join(dir, 'leak-stack-go');
+  // Its own build cache: the guests of scripts/vm-test.sh see the host's files read-only.
+  const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: '0' };
+  const built = spawnSync('go', ['build', '-o', binary, GO_SOURCE], { encoding: 'utf8', env });
+  assert.equal(built.status, 0, built.stderr);
+  const backend = await startBackend('127.0.0.1');
+  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+  await new Promise((r) => setTimeout(r, 300)); // attached
+  const leaker = await startLeaker([binary], backend, 2);
+  await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
+  await backend.remove();
+  await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 15_000, '2 leaks');
+  for (const leak of leaksOf(records, leaker.pid!)) {
+    const stack = leak.creator?.stack ?? [];
+    const shown = stack.map((f) => `${f.symbol} (${f.file ? path.basename(f.file) : '?'}:${f.line ?? '?'})`).join(' <- ');
+    const at = stack.findIndex((f) => f.symbol === 'main.openBackend');
+    assert.ok(at > 0, `main.openBackend below the net package's frames: ${shown}`);
+    // Go's syscall path has no frameless libc wrapper: every frame above it is Go's own dialer.
+    assert.ok(stack.slice(0, at).every((f) => /^(net|syscall|internal\/poll|runtime\/internal\/syscall)\./.test(f.symbol)), shown);
+    assert.equal(path.basename(stack[at]!.file ?? ''), 'leak-stack.go');
+    assert.equal(stack[at]!.line, lineOf('LEAK_LINE', GO_SOURCE));
+    assert.equal(stack[at + 1]?.symbol, 'main.main', shown);
+    assert.equal(stack[at + 1]?.line, lineOf('MAIN_LINE', GO_SOURCE));
+  }
+  // The line people read starts at the program's own code, below Go's net package.
+  const [group] = groupSockets(leaksOf(records, leaker.pid!));
+  assert.equal(group!.createdAt, `main.openBackend (leak-stack.go:${lineOf('LEAK_LINE', GO_SOURCE)}) <- main.main (leak-stack.go:${lineOf('MAIN_LINE', GO_SOURCE)}) <- …`);
+  const first = leaksOf(records, leaker.pid!)[0]!.creator!;
+  t.diagnostic(`${first.stack!.map((f) => f.symbol).join(' <- ')}${first.stackTruncated ? ' (cut short)' : ''}`);
 });
 
 test('a kernel that refuses the stack program: watch goes on with creators but no stacks, and says what is lost', { skip: !traced && 'no tracer on this path' }, async () => {

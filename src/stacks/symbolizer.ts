@@ -118,6 +118,19 @@ function readMaps(pid: number): Mapping[] {
   return out;
 }
 
+/**
+ * A perf map's name as a frame: Node's `JS:~openBackend /srv/app.js:8:23` (`LazyCompile:`,
+ * `Function:` before Node 20) and Python's `py::open_backend:/srv/app.py` give the function and
+ * where it is; other names (`Builtin:…`, a Java agent's `Lcom/x/Pool;::open`) are kept whole.
+ */
+export function jitFrameName(name: string): Pick<Frame, 'symbol' | 'file' | 'line'> {
+  const js = /^(?:JS|LazyCompile|Function|InterpretedFunction|Script):[~*^+]?(.*?) ?(\S+):(\d+):\d+$/.exec(name);
+  if (js) return { symbol: js[1] || '(anonymous)', file: js[2]!, line: Number(js[3]) };
+  const py = /^py::([^:]*):(.+)$/.exec(name);
+  if (py) return { symbol: py[1] || '(anonymous)', file: py[2]! };
+  return { symbol: name };
+}
+
 function readPerfMap(pid: number): JitSymbol[] {
   let text: string;
   try {
@@ -248,7 +261,7 @@ export class Symbolizer {
       }
       jit ??= readPerfMap(pid);
       const j = jit.find((x) => look >= x.start && look < x.end);
-      if (j) return { addr: hex(addr), symbol: j.name, module: '[perf-map]' };
+      if (j) return { addr: hex(addr), ...jitFrameName(j.name), module: '[perf-map]' };
       return null;
     };
     const frames: Frame[] = [];
