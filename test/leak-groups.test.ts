@@ -78,6 +78,10 @@ test('created at: the program\'s own code first; the runtime that made the conne
     go('runtime.main', '/usr/lib/go-1.19/src/runtime/proc.go', 250),
   ];
   assert.equal(formatCreatorStack({ stack: goStack, stackTruncated: false } as Creator), 'github.com/lib/pq.(*conn).open (conn.go:301) <- main.openBackend (leak.go:18) <- main.main (leak.go:31) <- …');
+  // Built with -trimpath: the standard library's files are relative (`net/dial.go`), the module's are its import path.
+  const trimmed = goStack.map((f) => ({ ...f, file: f.file!.replace(/^\/usr\/lib\/go-1\.19\/src\//, '').replace(/^\/root\/go\/pkg\/mod\//, '').replace(/^\/srv\//, 'example.com/leaker/') }));
+  assert.equal(trimmed[2]!.file, 'net/dial.go');
+  assert.equal(formatCreatorStack({ stack: trimmed, stackTruncated: false } as Creator), 'github.com/lib/pq.(*conn).open (conn.go:301) <- main.openBackend (leak.go:18) <- main.main (leak.go:31) <- …');
   const nodeStack = [
     native('uv__tcp_connect', '/usr/bin/node'),
     native('node::TCPWrap::Connect(v8::FunctionCallbackInfo<v8::Value> const&)', '/usr/bin/node'),

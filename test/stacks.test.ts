@@ -180,37 +180,46 @@ const GO_SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.go');
 const goVersion = spawnSync('go', ['version'], { encoding: 'utf8' });
 const haveGo = goVersion.status === 0;
 
-test('a Go leaker (Go keeps frame pointers; no libc): the stack names main.openBackend with file:line, below Go\'s net package, then main.main', { skip: (!traced && 'no creator stacks on this path') || (!haveGo && 'no Go toolchain (Debian\'s golang-go)') }, async (t) => {
-  const binary = path.join(dir, 'leak-stack-go');
-  // Its own build cache: the guests of scripts/vm-test.sh see the host's files read-only.
-  const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: '0' };
-  const built = spawnSync('go', ['build', '-o', binary, GO_SOURCE], { encoding: 'utf8', env });
-  assert.equal(built.status, 0, built.stderr);
-  const backend = await startBackend('127.0.0.1');
-  const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
-  await new Promise((r) => setTimeout(r, 300)); // attached
-  const leaker = await startLeaker([binary], backend, 2);
-  await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
-  await backend.remove();
-  await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 15_000, '2 leaks');
-  for (const leak of leaksOf(records, leaker.pid!)) {
-    const stack = leak.creator?.stack ?? [];
-    const shown = stack.map((f) => `${f.symbol} (${f.file ? path.basename(f.file) : '?'}:${f.line ?? '?'})`).join(' <- ');
-    const at = stack.findIndex((f) => f.symbol === 'main.openBackend');
-    assert.ok(at > 0, `main.openBackend below the net package's frames: ${shown}`);
-    // Go's syscall path has no frameless libc wrapper: every frame above it is Go's own dialer.
-    assert.ok(stack.slice(0, at).every((f) => /^(net|syscall|internal\/poll|runtime\/internal\/syscall)\./.test(f.symbol)), shown);
-    assert.equal(path.basename(stack[at]!.file ?? ''), 'leak-stack.go');
-    assert.equal(stack[at]!.line, lineOf('LEAK_LINE', GO_SOURCE));
-    assert.equal(stack[at + 1]?.symbol, 'main.main', shown);
-    assert.equal(stack[at + 1]?.line, lineOf('MAIN_LINE', GO_SOURCE));
-  }
-  // The line people read starts at the program's own code, below Go's net package.
-  const [group] = groupSockets(leaksOf(records, leaker.pid!));
-  assert.equal(group!.createdAt, `main.openBackend (leak-stack.go:${lineOf('LEAK_LINE', GO_SOURCE)}) <- main.main (leak-stack.go:${lineOf('MAIN_LINE', GO_SOURCE)}) <- …`);
-  const first = leaksOf(records, leaker.pid!)[0]!.creator!;
-  t.diagnostic(`${first.stack!.map((f) => f.symbol).join(' <- ')}${first.stackTruncated ? ' (cut short)' : ''}`);
-});
+for (const [how, flags] of [
+  ['with its DWARF', []],
+  ['stripped and -trimpath, as container images ship it (named from .gopclntab)', ['-trimpath', '-ldflags=-s -w']],
+] as const) {
+  test(`a Go leaker ${how} (frame pointers; no libc): the stack names main.openBackend with file:line, below Go's net package, then main.main`, { skip: (!traced && 'no creator stacks on this path') || (!haveGo && 'no Go toolchain (Debian\'s golang-go)') }, async (t) => {
+    const binary = path.join(dir, `leak-stack-go${flags.length}`);
+    // Its own build cache: the guests of scripts/vm-test.sh see the host's files read-only.
+    const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: '0' };
+    const built = spawnSync('go', ['build', ...flags, '-o', binary, GO_SOURCE], { encoding: 'utf8', env });
+    assert.equal(built.status, 0, built.stderr);
+    if (flags.length > 0) assert.doesNotMatch(spawnSync('readelf', ['-S', binary], { encoding: 'utf8' }).stdout, /\.symtab|\.debug_line/, 'stripped');
+    const backend = await startBackend('127.0.0.1');
+    const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
+    await new Promise((r) => setTimeout(r, 300)); // attached
+    const leaker = await startLeaker([binary], backend, 2);
+    await waitFor(() => backend.accepted.length === 2, 5000, 'accepts');
+    await backend.remove();
+    await waitFor(() => leaksOf(records, leaker.pid!).length === 2, 15_000, '2 leaks');
+    for (const leak of leaksOf(records, leaker.pid!)) {
+      const stack = leak.creator?.stack ?? [];
+      const shown = stack.map((f) => `${f.symbol} (${f.file ?? '?'}:${f.line ?? '?'})`).join(' <- ');
+      const at = stack.findIndex((f) => f.symbol === 'main.openBackend');
+      assert.ok(at > 0, `main.openBackend below the net package's frames: ${shown}`);
+      // Go's syscall path has no frameless libc wrapper: every frame above it is Go's own dialer.
+      assert.ok(stack.slice(0, at).every((f) => /^(net|syscall|internal\/poll|runtime\/internal\/syscall)\./.test(f.symbol)), shown);
+      assert.ok(stack.slice(0, at).every((f) => f.file?.endsWith('.go') && f.line! > 0), `each with its file and line: ${shown}`);
+      assert.equal(path.basename(stack[at]!.file ?? ''), 'leak-stack.go');
+      assert.equal(stack[at]!.line, lineOf('LEAK_LINE', GO_SOURCE));
+      assert.equal(stack[at + 1]?.symbol, 'main.main', shown);
+      assert.equal(stack[at + 1]?.line, lineOf('MAIN_LINE', GO_SOURCE));
+      assert.equal(stack[stack.length - 1]!.symbol, 'runtime.main', shown);
+      assert.equal(leak.creator?.stackTruncated, false, 'a Go stack down to runtime.main is whole');
+    }
+    // The line people read starts at the program's own code, below Go's net package.
+    const [group] = groupSockets(leaksOf(records, leaker.pid!));
+    assert.equal(group!.createdAt, `main.openBackend (leak-stack.go:${lineOf('LEAK_LINE', GO_SOURCE)}) <- main.main (leak-stack.go:${lineOf('MAIN_LINE', GO_SOURCE)}) <- …`);
+    const first = leaksOf(records, leaker.pid!)[0]!.creator!;
+    t.diagnostic(first.stack!.map((f) => `${f.symbol} (${f.file ?? '?'}:${f.line ?? '?'})`).join(' <- '));
+  });
+}
 
 test('a kernel that refuses the stack program: watch goes on with creators but no stacks, and says what is lost', { skip: !traced && 'no tracer on this path' }, async () => {
   const binary = buildLeaker('leak-stack-refused');

@@ -4,6 +4,7 @@
  * to name a return address of a mapped executable or library without any tool.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
+import { GoPclntab, type GoPlace } from './go-pclntab';
 
 /**
  * Function symbols as parallel arrays sorted by start address, names decoded
@@ -33,6 +34,8 @@ export class ElfSymbols {
     private readonly segments: Segment[],
     /** The file has DWARF line tables (.debug_line): addr2line can say file:line. */
     readonly hasLines: boolean,
+    /** A Go binary's own table (.gopclntab), kept by `-ldflags=-s -w` too. */
+    private readonly go: GoPclntab | null,
   ) {}
 
   /**
@@ -81,6 +84,7 @@ export class ElfSymbols {
     interface Section {
       name: number;
       type: number;
+      addr: number;
       off: number;
       size: number;
       link: number;
@@ -91,6 +95,7 @@ export class ElfSymbols {
       sections.push({
         name: sh.readUInt32LE(at),
         type: sh.readUInt32LE(at + 4),
+        addr: Number(sh.readBigUInt64LE(at + 16)),
         off: Number(sh.readBigUInt64LE(at + 24)),
         size: Number(sh.readBigUInt64LE(at + 32)),
         link: sh.readUInt32LE(at + 40),
@@ -124,8 +129,10 @@ export class ElfSymbols {
     }
     const names = sections[shstrndx];
     const nameTable = names ? read(names.off, names.size) : Buffer.alloc(0);
-    const hasLines = sections.some((x) => nameTable.toString('latin1', x.name, x.name + 12) === '.debug_line\0');
-    return new ElfSymbols(symbols, segments, hasLines);
+    const named = (name: string): Section | undefined => sections.find((x) => nameTable.toString('latin1', x.name, x.name + name.length + 1) === `${name}\0`);
+    const pclntab = named('.gopclntab');
+    const go = pclntab ? GoPclntab.parse(read(pclntab.off, pclntab.size), named('.text')?.addr ?? 0) : null;
+    return new ElfSymbols(symbols, segments, named('.debug_line') !== undefined, go);
   }
 
   /** The virtual address (as the symbols and DWARF use) of file offset `offset`; null outside every loaded segment. */
@@ -134,6 +141,18 @@ export class ElfSymbols {
       if (offset >= s.offset && offset < s.offset + s.size) return offset - s.offset + s.vaddr;
     }
     return null;
+  }
+
+  /**
+   * A Go function's name, file and line at `vaddr` from the binary's .gopclntab (no DWARF or
+   * addr2line needed, stripped or not); null outside Go code. In a cgo binary the C functions are
+   * in .symtab, not in Go's table: where the two disagree, the address is not Go's.
+   */
+  goPlaceAt(vaddr: bigint): GoPlace | null {
+    const place = this.go?.placeAt(Number(vaddr)) ?? null;
+    if (!place) return null;
+    const symbol = this.symbolAt(vaddr);
+    return symbol === null || symbol === place.symbol ? place : null;
   }
 
   /** The function containing `vaddr`, or null. A symbol of size 0 covers up to the next one. */

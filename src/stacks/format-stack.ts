@@ -13,7 +13,8 @@ const SYSTEM_DIRS = /^\/(usr\/)?(lib|lib64|libexec)\//;
 /**
  * Go's standard library: a frame in a `.go` file whose package's import path has no dot in its
  * first element (Go reserves those for itself), in a file under the toolchain's `src/`
- * (`net.(*sysDialer).dialSingle` in `/usr/lib/go-1.19/src/net/dial.go`; the file's package may
+ * (`net.(*sysDialer).dialSingle` in `/usr/lib/go-1.19/src/net/dial.go`, `net/dial.go` with
+ * `-trimpath`; the file's package may
  * differ from the name's, as for `syscall.RawSyscall6`, linked from `runtime/internal/syscall`).
  * `main.` and `github.com/lib/pq.(*conn).Open` are the program's.
  */
@@ -22,7 +23,8 @@ function goStdlib(f: Frame): boolean {
   const name = f.symbol.split(/[([]/, 1)[0]!;
   const slash = name.lastIndexOf('/');
   const pkg = name.slice(0, slash + 1) + name.slice(slash + 1).split('.', 1)[0]!;
-  return pkg !== 'main' && !pkg.split('/', 1)[0]!.includes('.') && /\/src\/[^./]+\//.test(f.file);
+  // Under the toolchain's src/, or (built with -trimpath) a relative path with a dotless first element.
+  return pkg !== 'main' && !pkg.split('/', 1)[0]!.includes('.') && /\/src\/[^./]+\/|^(\.\/)?[^./]+\//.test(f.file);
 }
 
 /**

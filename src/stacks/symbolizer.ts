@@ -254,6 +254,8 @@ export class Symbolizer {
       const look = returnAddr ? addr - 1n : addr;
       const at = locate(look);
       if (at) {
+        const go = at.vaddr !== null ? at.elf?.goPlaceAt(at.vaddr) ?? null : null;
+        if (go) return { addr: hex(addr), ...go, module: at.m.path };
         const symbol = at.vaddr !== null ? at.elf?.symbolAt(at.vaddr) ?? null : null;
         const f: Frame = { addr: hex(addr), symbol: symbol ?? '??', module: at.m.path };
         if (at.vaddr !== null && at.elf?.hasLines) lines.push({ frame: f, id: at.m.id, fd: at.fd, vaddr: at.vaddr });
