@@ -13,10 +13,10 @@ const SYSTEM_DIRS = /^\/(usr\/)?(lib|lib64|libexec)\//;
 /**
  * Go's standard library: a frame in a `.go` file whose package's import path has no dot in its
  * first element (Go reserves those for itself), in a file under the toolchain's `src/`
- * (`net.(*sysDialer).dialSingle` in `/usr/lib/go-1.19/src/net/dial.go`, `net/dial.go` with
- * `-trimpath`; the file's package may
- * differ from the name's, as for `syscall.RawSyscall6`, linked from `runtime/internal/syscall`).
- * `main.` and `github.com/lib/pq.(*conn).Open` are the program's.
+ * (`net.(*sysDialer).dialSingle` in `/usr/lib/go-1.19/src/net/dial.go`, or `net/dial.go` when
+ * built with `-trimpath`; the file's package may differ from the name's, as for
+ * `syscall.RawSyscall6`, linked from `runtime/internal/syscall`). `main.` and
+ * `github.com/lib/pq.(*conn).Open` are the program's.
  */
 function goStdlib(f: Frame): boolean {
   if (!f.file?.endsWith('.go')) return false;
