@@ -61,6 +61,9 @@ export class GoPclntab {
     const end = this.tab.indexOf(0, nameAt);
     const symbol = this.tab.toString('utf8', nameAt, end < 0 ? nameAt : end);
     const start = entry(lo);
+    // The function's stack-pointer table covers all of its code: an address past its end is not
+    // Go's (a cgo binary's C code lies between Go functions; the table has no sizes).
+    if (this.pcvalue(this.tab.readUInt32LE(fn + 16), start, off) === null) return null;
     const line = this.pcvalue(this.tab.readUInt32LE(fn + 24), start, off);
     const fileIndex = this.pcvalue(this.tab.readUInt32LE(fn + 20), start, off);
     const file = fileIndex === null || fileIndex < 0 ? undefined : this.fileName(this.tab.readUInt32LE(fn + 32), fileIndex);
