@@ -51,11 +51,11 @@ export function formatCreatorStack(creator: Creator | null | undefined, frames =
   if (!stack || stack.length === 0) return null;
   const jitted = stack.some((f) => f.module === '[perf-map]');
   const own = stack.map((f) => !isRuntimeFrame(f, jitted));
-  const first = own.indexOf(true);
+  if (!own.includes(true)) own.fill(true); // none of the program's: shown from the top
   const parts: string[] = [];
-  let i = first === -1 ? 0 : first;
+  let i = own.indexOf(true);
   for (let shown = 0; i < stack.length && shown < frames; i++) {
-    if (first !== -1 && !own[i]) {
+    if (!own[i]) {
       if (parts[parts.length - 1] !== '…') parts.push('…');
       continue;
     }
