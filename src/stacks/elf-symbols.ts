@@ -4,6 +4,7 @@
  * to name a return address of a mapped executable or library without any tool.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
+import { tableString } from '../c-string';
 import { GoPclntab, type GoPlace } from './go-pclntab';
 
 /**
@@ -172,8 +173,6 @@ export class ElfSymbols {
     if (found < 0) return null;
     const size = sizes[found]!;
     if (size > 0 ? at >= starts[found]! + size : found + 1 >= starts.length) return null;
-    const nameAt = names[found]!;
-    const end = strings.indexOf(0, nameAt);
-    return strings.toString('utf8', nameAt, end < 0 ? nameAt : end);
+    return tableString(strings, names[found]!) ?? '';
   }
 }

@@ -10,6 +10,8 @@
  * offset, _func offset) sorted by entry.
  */
 
+import { tableString } from '../c-string';
+
 /** Go 1.18–1.19 and Go 1.20+: the same fields where this reads them. */
 const MAGICS = new Set([0xfffffff0, 0xfffffff1]);
 
@@ -57,9 +59,7 @@ export class GoPclntab {
     }
     const fn = this.pcln + this.tab.readUInt32LE(this.pcln + lo * 8 + 4);
     // _func: entryOff u32, nameOff i32, args, deferreturn, pcsp, pcfile, pcln, npcdata, cuOffset u32.
-    const nameAt = this.funcnames + this.tab.readInt32LE(fn + 4);
-    const end = this.tab.indexOf(0, nameAt);
-    const symbol = this.tab.toString('utf8', nameAt, end < 0 ? nameAt : end);
+    const symbol = tableString(this.tab, this.funcnames + this.tab.readInt32LE(fn + 4)) ?? '';
     const start = entry(lo);
     // The function's stack-pointer table covers all of its code: an address past its end is not
     // Go's (a cgo binary's C code lies between Go functions; the table has no sizes).
@@ -74,9 +74,7 @@ export class GoPclntab {
   private fileName(cu: number, index: number): string | undefined {
     const at = this.cutab + (cu + index) * 4;
     if (at + 4 > this.tab.length) return undefined;
-    const nameAt = this.filetab + this.tab.readUInt32LE(at);
-    const end = this.tab.indexOf(0, nameAt);
-    return end < 0 ? undefined : this.tab.toString('utf8', nameAt, end);
+    return tableString(this.tab, this.filetab + this.tab.readUInt32LE(at)) ?? undefined;
   }
 
   /**
