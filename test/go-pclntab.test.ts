@@ -10,14 +10,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { GoPclntab } from '../src/stacks/go-pclntab';
-import { ROOT } from './helpers';
+import { buildGoLeaker, GO_LEAKER_SOURCE, HAVE_GO } from './helpers';
 
-const haveGo = spawnSync('go', ['version']).status === 0;
 const dir = mkdtempSync(path.join(tmpdir(), 'sockleak-pclntab-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env, maxBuffer: 64 << 20 });
+function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
   assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
   return r.stdout;
 }
@@ -29,10 +28,8 @@ function section(binary: string, name: string): { addr: number; off: number; siz
   return { addr: parseInt(m[1]!, 16), off: parseInt(m[2]!, 16), size: parseInt(m[3]!, 16) };
 }
 
-test('every Go function nm lists is named from .gopclntab, with addr2line\'s file:line; C code is nobody\'s', { skip: !haveGo && 'no Go toolchain (Debian\'s golang-go)' }, () => {
-  const binary = path.join(dir, 'leak-stack-cgo');
-  const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: '1' };
-  run('go', ['build', '-o', binary, path.join(ROOT, 'test', 'fixtures', 'leak-stack.go')], env);
+test('every Go function nm lists is named from .gopclntab, with addr2line\'s file:line; C code is nobody\'s', { skip: !HAVE_GO && 'no Go toolchain (Debian\'s golang-go)' }, () => {
+  const binary = buildGoLeaker(dir, 'leak-stack-cgo', { cgo: true });
   const s = section(binary, '.gopclntab');
   const table = GoPclntab.parse(readFileSync(binary).subarray(s.off, s.off + s.size), section(binary, '.text').addr);
   assert.ok(table, 'a Go 1.18+ table');
@@ -68,10 +65,9 @@ test('every Go function nm lists is named from .gopclntab, with addr2line\'s fil
   });
   assert.ok(compared > 150, `${compared} compared`);
   // The leaker's own function, where the test of stacks expects it.
-  const source = path.join(ROOT, 'test', 'fixtures', 'leak-stack.go');
-  const declared = readFileSync(source, 'utf8').split('\n').findIndex((l) => l.startsWith('func openBackend(')) + 1;
+  const declared = readFileSync(GO_LEAKER_SOURCE, 'utf8').split('\n').findIndex((l) => l.startsWith('func openBackend(')) + 1;
   const open = functions.find((f) => f.name === 'main.openBackend')!;
-  assert.deepEqual(table.placeAt(open.addr + 1), { symbol: 'main.openBackend', file: source, line: declared });
+  assert.deepEqual(table.placeAt(open.addr + 1), { symbol: 'main.openBackend', file: GO_LEAKER_SOURCE, line: declared });
 });
 
 test('a table that is not Go 1.18+ 64-bit, or cut short, is not read', () => {

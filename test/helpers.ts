@@ -252,3 +252,20 @@ export function httpRequest(url: string, method = 'GET'): Promise<{ status: numb
     req.end();
   });
 }
+
+/** The Go leaker's source (test/fixtures/leak-stack.go). */
+export const GO_LEAKER_SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.go');
+/** Debian's golang-go (scripts/setup.sh installs it): a machine without it skips the Go cases. */
+export const HAVE_GO = spawnSync('go', ['version']).status === 0;
+
+/**
+ * Builds the Go leaker as `dir/name` with `flags` (cgo on or off) and returns its path. Its own
+ * build cache under `dir`: the guests of scripts/vm-test.sh see the host's files read-only.
+ */
+export function buildGoLeaker(dir: string, name: string, options: { flags?: readonly string[]; cgo: boolean }): string {
+  const binary = path.join(dir, name);
+  const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: options.cgo ? '1' : '0' };
+  const built = spawnSync('go', ['build', ...(options.flags ?? []), '-o', binary, GO_LEAKER_SOURCE], { encoding: 'utf8', env });
+  if (built.status !== 0) throw new Error(`go build ${name}: ${built.stderr}`);
+  return binary;
+}

@@ -19,7 +19,7 @@ import { decodeRecordBytes, encodeRecord } from '../src/recording/schema';
 import { watch } from '../src/watch/leak-engine';
 import type { LeakRecord, WatchRecord } from '../src/watch-records';
 import http from 'node:http';
-import { httpRequest, ROOT, startAgentProcess, startBackend, waitFor, type Backend } from './helpers';
+import { buildGoLeaker, GO_LEAKER_SOURCE, HAVE_GO, httpRequest, ROOT, startAgentProcess, startBackend, waitFor, type Backend } from './helpers';
 import type { RecordMessage } from '../src/recording/messages';
 
 const SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.c');
@@ -175,22 +175,13 @@ test('a Node leaker run with --perf-basic-prof: its leaking JavaScript function 
   rmSync(`/tmp/perf-${leaker.pid}.map`, { force: true });
 });
 
-const GO_SOURCE = path.join(ROOT, 'test', 'fixtures', 'leak-stack.go');
-/** Debian's golang-go (scripts/setup.sh installs it); a machine without it skips the Go case. */
-const goVersion = spawnSync('go', ['version'], { encoding: 'utf8' });
-const haveGo = goVersion.status === 0;
-
 for (const [how, flags] of [
   ['with its DWARF', []],
   // (-trimpath's relative file names are a unit test's, test/format-stack.test.ts: the flag rebuilds Go's standard library, 15 s here, minutes under emulation.)
   ['stripped (-ldflags=-s -w), as container images ship it: named from .gopclntab', ['-ldflags=-s -w']],
 ] as const) {
-  test(`a Go leaker ${how} (frame pointers; no libc): the stack names main.openBackend with file:line, below Go's net package, then main.main`, { skip: (!traced && 'no creator stacks on this path') || (!haveGo && 'no Go toolchain (Debian\'s golang-go)') }, async (t) => {
-    const binary = path.join(dir, `leak-stack-go${flags.length}`);
-    // Its own build cache: the guests of scripts/vm-test.sh see the host's files read-only.
-    const env = { ...process.env, GOCACHE: path.join(dir, 'go-cache'), HOME: dir, GO111MODULE: 'off', CGO_ENABLED: '0' };
-    const built = spawnSync('go', ['build', ...flags, '-o', binary, GO_SOURCE], { encoding: 'utf8', env });
-    assert.equal(built.status, 0, built.stderr);
+  test(`a Go leaker ${how} (frame pointers; no libc): the stack names main.openBackend with file:line, below Go's net package, then main.main`, { skip: (!traced && 'no creator stacks on this path') || (!HAVE_GO && 'no Go toolchain (Debian\'s golang-go)') }, async (t) => {
+    const binary = buildGoLeaker(dir, `leak-stack-go${flags.length}`, { flags, cgo: false });
     if (flags.length > 0) assert.doesNotMatch(spawnSync('readelf', ['-S', binary], { encoding: 'utf8' }).stdout, /\.symtab|\.debug_line/, 'stripped');
     const backend = await startBackend('127.0.0.1');
     const records = recorder({ thresholdMs: 300, tickMs: 100, stacks: true });
@@ -208,15 +199,15 @@ for (const [how, flags] of [
       assert.ok(stack.slice(0, at).every((f) => /^(net|syscall|internal\/poll|runtime\/internal\/syscall)\./.test(f.symbol)), shown);
       assert.ok(stack.slice(0, at).every((f) => f.file?.endsWith('.go') && f.line! > 0), `each with its file and line: ${shown}`);
       assert.equal(path.basename(stack[at]!.file ?? ''), 'leak-stack.go');
-      assert.equal(stack[at]!.line, lineOf('LEAK_LINE', GO_SOURCE));
+      assert.equal(stack[at]!.line, lineOf('LEAK_LINE', GO_LEAKER_SOURCE));
       assert.equal(stack[at + 1]?.symbol, 'main.main', shown);
-      assert.equal(stack[at + 1]?.line, lineOf('MAIN_LINE', GO_SOURCE));
+      assert.equal(stack[at + 1]?.line, lineOf('MAIN_LINE', GO_LEAKER_SOURCE));
       assert.equal(stack[stack.length - 1]!.symbol, 'runtime.main', shown);
       assert.equal(leak.creator?.stackTruncated, false, 'a Go stack down to runtime.main is whole');
     }
     // The line people read starts at the program's own code, below Go's net package.
     const [group] = groupSockets(leaksOf(records, leaker.pid!));
-    assert.equal(group!.createdAt, `main.openBackend (leak-stack.go:${lineOf('LEAK_LINE', GO_SOURCE)}) <- main.main (leak-stack.go:${lineOf('MAIN_LINE', GO_SOURCE)}) <- …`);
+    assert.equal(group!.createdAt, `main.openBackend (leak-stack.go:${lineOf('LEAK_LINE', GO_LEAKER_SOURCE)}) <- main.main (leak-stack.go:${lineOf('MAIN_LINE', GO_LEAKER_SOURCE)}) <- …`);
     const first = leaksOf(records, leaker.pid!)[0]!.creator!;
     t.diagnostic(first.stack!.map((f) => `${f.symbol} (${f.file ?? '?'}:${f.line ?? '?'})`).join(' <- '));
   });
